@@ -1,0 +1,267 @@
+//! Backing chains: open an image and every image below it, and read through
+//! them as one guest-visible [`View`].
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::probe::{probe_storage, Probed};
+use crate::format::{open_image, Format, FormatKind, Status};
+use crate::io::{FileStorage, HostExtent};
+use crate::paths::{is_absolute_spec, resolve_relative_to};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Longest chain qimg opens (the top image plus 63 backing files... and one more).
+pub const MAX_CHAIN_DEPTH: usize = 64;
+
+/// One image of a chain.
+#[derive(Debug)]
+pub struct Layer {
+    /// The path it was opened by (backing names resolved as QEMU does).
+    pub path: PathBuf,
+    /// The open image.
+    pub image: Box<dyn Format>,
+}
+
+/// An image and its backing files, top first.
+#[derive(Debug)]
+pub struct Chain {
+    layers: Vec<Layer>,
+}
+
+/// The status of a guest range as seen through the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainStatus {
+    /// Length of the run in bytes.
+    pub len: u64,
+    /// How many layers below the top decided it (0 = the top itself).
+    pub depth: usize,
+    /// Some layer allocates the range (false when it reads as zeros because
+    /// no layer has it, or because it lies past the end of a backing file).
+    pub present: bool,
+    /// Known to read as zeros.
+    pub zero: bool,
+    /// Data is stored.
+    pub data: bool,
+    /// The data is compressed.
+    pub compressed: bool,
+    /// Host offset of the first byte in the deciding layer's data file.
+    pub host: Option<u64>,
+}
+
+fn chain_error(message: String) -> Error {
+    Error::new(ErrorKind::BackingChain, message)
+}
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl Chain {
+    /// Opens `path` (as `format`, or probed) and its whole backing chain.
+    pub fn open(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
+        let mut layers = vec![Layer {
+            path: path.to_path_buf(),
+            image: open_image(path, format)?,
+        }];
+        let mut seen = vec![identity(path)];
+        loop {
+            let top = layers.last().expect("at least one layer");
+            let Some(spec) = top.image.backing() else {
+                break;
+            };
+            let overlay = top.path.clone();
+            let resolved = resolve_relative_to(&overlay, &spec.name);
+            let names = || {
+                layers
+                    .iter()
+                    .map(|l| l.path.display().to_string())
+                    .chain(std::iter::once(resolved.display().to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            };
+            if is_absolute_spec(&spec.name) && !spec.name.starts_with('/') {
+                return Err(chain_error(format!(
+                    "backing file '{}' uses a protocol qimg cannot open",
+                    spec.name
+                ))
+                .with_path(&overlay));
+            }
+            let id = identity(&resolved);
+            if id.is_some() && seen.contains(&id) {
+                return Err(chain_error(format!("backing chain loop: {}", names())));
+            }
+            if layers.len() >= MAX_CHAIN_DEPTH {
+                return Err(chain_error(format!(
+                    "backing chain is deeper than {MAX_CHAIN_DEPTH} images: {}",
+                    names()
+                )));
+            }
+            let format = match &spec.format {
+                Some(f) => Some(f.parse::<FormatKind>().map_err(|e| e.with_path(&overlay))?),
+                None => None,
+            };
+            let open_backing = |format| {
+                open_image(&resolved, format).map_err(|e| {
+                    chain_error(format!("could not open backing file '{}': {e}", spec.name))
+                        .with_path(&overlay)
+                })
+            };
+            let format = match format {
+                Some(f) => Some(f),
+                None => {
+                    Some(probe_backing(&resolved, &spec.name).map_err(|e| e.with_path(&overlay))?)
+                }
+            };
+            let image = open_backing(format)?;
+            seen.push(id);
+            layers.push(Layer {
+                path: resolved,
+                image,
+            });
+        }
+        Ok(Chain { layers })
+    }
+
+    /// The layers, top first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
+    /// The top image.
+    pub fn top(&self) -> &Layer {
+        &self.layers[0]
+    }
+
+    /// A view of the whole chain.
+    pub fn view(&self) -> View<'_> {
+        View {
+            layers: &self.layers,
+        }
+    }
+}
+
+/// Probes a backing file whose format is not recorded. Probing one as raw is
+/// refused: a guest could have written any header into it.
+fn probe_backing(resolved: &Path, name: &str) -> Result<FormatKind> {
+    let storage = FileStorage::open(resolved)
+        .map_err(|e| chain_error(format!("could not open backing file '{name}': {e}")))?;
+    match probe_storage(&storage)? {
+        Probed::Known(FormatKind::Raw) => Err(chain_error(format!(
+            "the format of backing file '{name}' is not recorded and probing it would guess raw, \
+             which is unsafe; record it with: qemu-img rebase -u -b '{name}' -F raw IMAGE"
+        ))),
+        Probed::Known(k) => Ok(k),
+        Probed::Foreign(f) => Err(chain_error(format!(
+            "backing file '{name}' is in format '{f}', which qimg does not read"
+        ))),
+    }
+}
+
+/// A guest-visible view through some layers of a chain, top first.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    layers: &'a [Layer],
+}
+
+impl<'a> View<'a> {
+    /// The guest size (the top layer's virtual size).
+    pub fn virtual_size(&self) -> u64 {
+        self.layers[0].image.virtual_size()
+    }
+
+    /// The layers of this view, top first.
+    pub fn layers(&self) -> &'a [Layer] {
+        self.layers
+    }
+
+    /// The status of the run at `offset` (at most `len` bytes), walking down
+    /// the chain as qemu-img does: the first layer that allocates the range,
+    /// or that has no backing below it, decides. `offset` must be inside the image.
+    pub fn block_status(&self, offset: u64, len: u64) -> Result<ChainStatus> {
+        self.resolve(offset, len, true)
+    }
+
+    fn resolve(&self, offset: u64, mut len: u64, want_host_zero: bool) -> Result<ChainStatus> {
+        for (depth, layer) in self.layers.iter().enumerate() {
+            let img = layer.image.as_ref();
+            let ext = img
+                .block_status(offset, len)
+                .map_err(|e| e.with_path(&layer.path).at_offset(offset))?;
+            len = ext.len;
+            let mut st = ChainStatus {
+                len,
+                depth,
+                present: true,
+                zero: false,
+                data: false,
+                compressed: false,
+                host: ext.status.host(),
+            };
+            match ext.status {
+                Status::Data { host, compressed } => {
+                    st.data = true;
+                    st.compressed = compressed;
+                    if let (Some(h), true) = (host, want_host_zero) {
+                        if img.data_may_be_host_holes()? {
+                            match img.data_storage().extent_at(h)? {
+                                HostExtent::Data(n) => st.len = st.len.min(n),
+                                HostExtent::Hole(n) => {
+                                    st.zero = true;
+                                    st.len = st.len.min(n);
+                                }
+                                HostExtent::TrailingHole => st.zero = true,
+                            }
+                        }
+                    }
+                    return Ok(st);
+                }
+                Status::Zero { .. } => {
+                    st.zero = true;
+                    return Ok(st);
+                }
+                Status::Unallocated { .. } => {
+                    let below = self.layers.get(depth + 1);
+                    if below.is_none_or(|b| offset >= b.image.virtual_size()) {
+                        st.present = false;
+                        st.zero = true;
+                        return Ok(st);
+                    }
+                }
+            }
+        }
+        unreachable!("the bottom layer always decides")
+    }
+
+    /// Reads guest bytes at `offset` through the chain.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let size = self.virtual_size();
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= size)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::OutOfBounds,
+                    format!(
+                        "read of {} bytes at {offset} is past the virtual size {size}",
+                        buf.len()
+                    ),
+                )
+            })?;
+        let mut pos = offset;
+        while pos < end {
+            let st = self.resolve(pos, end - pos, false)?;
+            let start = (pos - offset) as usize;
+            let chunk = &mut buf[start..start + st.len as usize];
+            if st.data {
+                let layer = &self.layers[st.depth];
+                layer
+                    .image
+                    .read(pos, chunk)
+                    .map_err(|e| e.with_path(&layer.path).at_offset(pos))?;
+            } else {
+                chunk.fill(0);
+            }
+            pos += st.len;
+        }
+        Ok(())
+    }
+}

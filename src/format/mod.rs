@@ -1,0 +1,168 @@
+//! Image formats. Each format lives in its own module and the rest of the
+//! program sees it only through the [`Format`] trait.
+
+mod cache;
+pub mod probe;
+pub mod qcow2;
+pub mod qed;
+pub mod raw;
+
+pub use cache::TableCache;
+pub use probe::{open_image, open_storage, FormatKind};
+
+use crate::error::Result;
+use crate::io::Storage;
+use std::fmt;
+
+/// How a range of one layer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Data is stored in this layer.
+    Data {
+        /// Where it lives in the host file, when it is stored plainly.
+        host: Option<u64>,
+        /// A compressed cluster.
+        compressed: bool,
+    },
+    /// Reads as zeros without consulting the backing file.
+    Zero {
+        /// The host space reserved for it, if any.
+        host: Option<u64>,
+    },
+    /// Not stored here: reads from the backing file (or as zeros without one).
+    Unallocated {
+        /// Host space already reserved for it (extended L2), if any.
+        host: Option<u64>,
+    },
+}
+
+impl Status {
+    /// The status of the byte `delta` bytes further on, if the run continued.
+    pub fn advanced(self, delta: u64) -> Status {
+        let shift = |h: Option<u64>| h.map(|h| h + delta);
+        match self {
+            Status::Data { host, compressed } => Status::Data {
+                host: shift(host),
+                compressed,
+            },
+            Status::Zero { host } => Status::Zero { host: shift(host) },
+            Status::Unallocated { host } => Status::Unallocated { host: shift(host) },
+        }
+    }
+
+    /// The host offset of the range's first byte, when it has one.
+    pub fn host(&self) -> Option<u64> {
+        match *self {
+            Status::Data { host, .. } | Status::Zero { host } | Status::Unallocated { host } => {
+                host
+            }
+        }
+    }
+}
+
+/// One run of bytes with the same status, starting at the queried offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// The length of the run in bytes (at least 1).
+    pub len: u64,
+    /// Its status.
+    pub status: Status,
+}
+
+/// The backing file an image names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingSpec {
+    /// The name exactly as stored in the image.
+    pub name: String,
+    /// The recorded format, if any.
+    pub format: Option<String>,
+}
+
+/// qcow2-specific facts `info` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qcow2Details {
+    /// 2 or 3.
+    pub version: u32,
+    /// "zlib" or "zstd".
+    pub compression_type: &'static str,
+    /// Lazy refcounts enabled.
+    pub lazy_refcounts: bool,
+    /// Refcount width.
+    pub refcount_bits: u32,
+    /// The corrupt bit.
+    pub corrupt: bool,
+    /// Extended L2 entries.
+    pub extended_l2: bool,
+    /// The external data file name, if any.
+    pub data_file: Option<String>,
+    /// The raw external data bit.
+    pub data_file_raw: bool,
+    /// Persistent bitmaps (only when the bitmaps extension is consistent).
+    pub bitmaps: Vec<qcow2::Bitmap>,
+}
+
+/// Format-specific facts for `info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Details {
+    /// Nothing beyond the common facts.
+    None,
+    /// qcow2 facts.
+    Qcow2(Qcow2Details),
+}
+
+/// What `info` needs to know about an image beyond size and backing file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description {
+    /// The cluster size, for formats that have one.
+    pub cluster_size: Option<u64>,
+    /// The image was not closed cleanly (qcow2 dirty bit).
+    pub dirty: bool,
+    /// QED's need-check flag.
+    pub need_check: bool,
+    /// Internal snapshots.
+    pub snapshots: Vec<qcow2::Snapshot>,
+    /// Format-specific facts.
+    pub details: Details,
+}
+
+/// An open image of some format, read side. `&self` everywhere, so parallel
+/// workers can share one image.
+pub trait Format: Send + Sync + fmt::Debug {
+    /// The format's name as qemu-img spells it ("qcow2", "qed", "raw").
+    fn format_name(&self) -> &'static str;
+    /// The guest-visible size in bytes.
+    fn virtual_size(&self) -> u64;
+    /// The allocation unit (cluster, or subcluster with extended L2).
+    fn granularity(&self) -> u64;
+    /// The status of the run starting at `offset`, at most `len` bytes long
+    /// and never past the virtual size. `offset` must be below the virtual size.
+    fn block_status(&self, offset: u64, len: u64) -> Result<Extent>;
+    /// Reads this layer only: unallocated ranges read as zeros.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// The backing file this image names, if any.
+    fn backing(&self) -> Option<&BackingSpec>;
+    /// The image file.
+    fn storage(&self) -> &dyn Storage;
+    /// The file host offsets refer to (the image file, or an external data file).
+    fn data_storage(&self) -> &dyn Storage {
+        self.storage()
+    }
+    /// Whether data ranges should be checked against holes in the host file
+    /// to report them as zero (qemu-img does so for metadata-preallocated qcow2).
+    fn data_may_be_host_holes(&self) -> Result<bool> {
+        Ok(false)
+    }
+    /// Facts for `info`.
+    fn describe(&self) -> Description;
+}
+
+/// Checks a request against the virtual size and clips it.
+pub(crate) fn clip_request(offset: u64, len: u64, size: u64) -> Result<u64> {
+    if offset >= size {
+        return Err(crate::error::Error::new(
+            crate::error::ErrorKind::OutOfBounds,
+            format!("offset {offset} is past the virtual size {size}"),
+        ));
+    }
+    Ok(len.min(size - offset))
+}

@@ -1,0 +1,453 @@
+//! qcow2, versions 2 and 3: header, L1/L2 mapping (standard and extended
+//! entries), compressed clusters, external data files, snapshots and bitmaps.
+
+mod compress;
+pub mod entry;
+pub mod header;
+mod refcount;
+pub mod snapshot;
+
+pub use header::{CompressionType, Header};
+pub use snapshot::{Bitmap, Snapshot};
+
+use super::{
+    clip_request, BackingSpec, Description, Details, Extent, Format, Qcow2Details, Status,
+    TableCache,
+};
+use crate::error::{Error, Result};
+use crate::io::{FileStorage, Storage};
+use crate::paths::resolve_relative_to;
+use entry::{CompressedDescriptor, Geometry, L2Entry, SubclusterType};
+use header::{check_table, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Memory the L2 cache may use.
+const L2_CACHE_BYTES: u64 = 32 << 20;
+
+/// An open qcow2 image (read side).
+#[derive(Debug)]
+pub struct Qcow2 {
+    storage: Box<dyn Storage>,
+    data_file: Option<Box<dyn Storage>>,
+    header: Header,
+    geo: Geometry,
+    compression: CompressionType,
+    file_len: u64,
+    l1: Vec<u64>,
+    l2_cache: TableCache<Vec<L2Entry>>,
+    snapshots: Vec<Snapshot>,
+    bitmaps: Vec<Bitmap>,
+    backing: Option<BackingSpec>,
+    metadata_preallocated: OnceLock<bool>,
+    last_compressed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+/// What a run of one guest unit (cluster or subcluster) looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unit {
+    status: Status,
+}
+
+impl Qcow2 {
+    /// Opens a qcow2 image from `storage`; `path` is the name it was opened
+    /// by, used to resolve an external data file.
+    pub fn open(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
+        let file_len = storage.len()?;
+        let header = Header::parse(&read_head(storage.as_ref(), file_len)?)?;
+        header.validate(file_len)?;
+        let geo = Geometry {
+            cluster_bits: header.cluster_bits,
+            extended_l2: header.extended_l2(),
+            external_data: header.incompatible_features & INCOMPAT_DATA_FILE != 0,
+        };
+        let compression = header.compression_type()?;
+        let mut l1 = vec![0u64; header.l1_size as usize];
+        if !l1.is_empty() {
+            let mut raw = vec![0u8; l1.len() * 8];
+            storage.read_at(&mut raw, header.l1_table_offset)?;
+            for (e, b) in l1.iter_mut().zip(raw.chunks_exact(8)) {
+                *e = u64::from_be_bytes(b.try_into().expect("8 bytes"));
+            }
+        }
+        let data_file = match (&header.data_file, geo.external_data) {
+            (Some(name), true) => Some(open_data_file(path, name)?),
+            _ => None,
+        };
+        let snapshots = read_snapshots(storage.as_ref(), &header, file_len)?;
+        let bitmaps = read_bitmaps(storage.as_ref(), &header, file_len)?;
+        let backing = header.backing_file.clone().map(|name| BackingSpec {
+            name,
+            format: header.backing_format.clone(),
+        });
+        let capacity = (L2_CACHE_BYTES / geo.cluster_size()).max(4) as usize;
+        Ok(Qcow2 {
+            storage,
+            data_file,
+            compression,
+            file_len,
+            l1,
+            l2_cache: TableCache::new(capacity),
+            snapshots,
+            bitmaps,
+            backing,
+            metadata_preallocated: OnceLock::new(),
+            last_compressed: Mutex::new(None),
+            header,
+            geo,
+        })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The entry geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    fn table_span(&self) -> u64 {
+        self.geo.cluster_size() * self.geo.l2_entries()
+    }
+
+    fn l2_table(&self, l1_index: u64, l2_offset: u64) -> Result<Arc<Vec<L2Entry>>> {
+        let cs = self.geo.cluster_size();
+        check_table(
+            &format!("L2 table (L1 index {l1_index})"),
+            l2_offset,
+            cs,
+            cs,
+            self.file_len,
+        )?;
+        self.l2_cache.get_or_load(l2_offset, || {
+            let mut raw = vec![0u8; cs as usize];
+            self.storage.read_at(&mut raw, l2_offset)?;
+            Ok(raw
+                .chunks_exact(self.geo.entry_bytes())
+                .map(L2Entry::decode)
+                .collect())
+        })
+    }
+
+    /// The L2 entry of the guest cluster containing `guest`, if it has an L2 table.
+    fn entry_at(&self, guest: u64) -> Result<Option<L2Entry>> {
+        let span = self.table_span();
+        let l1_index = guest / span;
+        let Some(l2_offset) = self
+            .l1
+            .get(l1_index as usize)
+            .and_then(|&e| entry::l1_table_offset(e))
+        else {
+            return Ok(None);
+        };
+        let table = self.l2_table(l1_index, l2_offset)?;
+        let index = (guest % span) / self.geo.cluster_size();
+        Ok(Some(table[index as usize]))
+    }
+
+    /// The status of the unit containing `guest`, with the host offset of `guest` itself.
+    fn unit_at(&self, table: &[L2Entry], guest: u64) -> Result<Unit> {
+        let cs = self.geo.cluster_size();
+        let index = ((guest % self.table_span()) / cs) as usize;
+        let e = table[index];
+        let sc = ((guest % cs) / self.geo.subcluster_size()) as u32;
+        let in_cluster = guest % cs;
+        let corrupt = |what: &str| {
+            Error::corrupt(format!(
+                "{what} (guest offset {:#x}, L2 entry {:#018x})",
+                guest - in_cluster,
+                e.word
+            ))
+        };
+        let ty = e.subcluster_type(&self.geo, sc);
+        let host_of = |h: u64| -> Result<Option<u64>> {
+            if h % cs != 0 {
+                return Err(corrupt("L2 entry points at an unaligned host cluster"));
+            }
+            if self.geo.external_data && h != guest - in_cluster {
+                return Err(corrupt(
+                    "external data file host cluster offset does not match the guest offset",
+                ));
+            }
+            Ok(Some(h + in_cluster))
+        };
+        let v2_zero = || corrupt("zero cluster entry in a version 2 image");
+        let status = match ty {
+            SubclusterType::Invalid => return Err(corrupt("invalid subcluster bitmap")),
+            SubclusterType::Compressed(_) if self.geo.external_data => {
+                return Err(corrupt(
+                    "compressed cluster in an image with an external data file",
+                ))
+            }
+            SubclusterType::Compressed(_) => Status::Data {
+                host: None,
+                compressed: true,
+            },
+            SubclusterType::Normal(h) => Status::Data {
+                host: host_of(h)?,
+                compressed: false,
+            },
+            SubclusterType::ZeroAlloc(_) | SubclusterType::ZeroPlain if self.header.version < 3 => {
+                return Err(v2_zero())
+            }
+            SubclusterType::ZeroAlloc(h) => Status::Zero { host: host_of(h)? },
+            SubclusterType::ZeroPlain => Status::Zero { host: None },
+            SubclusterType::UnallocatedAlloc(h) => Status::Unallocated { host: host_of(h)? },
+            SubclusterType::UnallocatedPlain => Status::Unallocated { host: None },
+        };
+        Ok(Unit { status })
+    }
+
+    fn read_compressed(&self, guest: u64, out: &mut [u8]) -> Result<()> {
+        let cs = self.geo.cluster_size();
+        let mut done = 0usize;
+        while done < out.len() {
+            let pos = guest + done as u64;
+            let in_cluster = (pos % cs) as usize;
+            let n = (cs as usize - in_cluster).min(out.len() - done);
+            let entry = self.entry_at(pos)?.unwrap_or_default();
+            let cluster = self.decompressed_cluster(entry.word)?;
+            out[done..done + n].copy_from_slice(&cluster[in_cluster..in_cluster + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn decompressed_cluster(&self, word: u64) -> Result<Arc<Vec<u8>>> {
+        let mut last = self
+            .last_compressed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((w, data)) = last.as_ref() {
+            if *w == word {
+                return Ok(data.clone());
+            }
+        }
+        let desc = CompressedDescriptor::decode(word, self.geo.cluster_bits);
+        let mut input = vec![0u8; desc.read_len() as usize];
+        self.storage.read_at(&mut input, desc.offset)?;
+        let mut cluster = vec![0u8; self.geo.cluster_size() as usize];
+        compress::decompress(self.compression, &input, &mut cluster)
+            .map_err(|e| e.at_offset(desc.offset))?;
+        let cluster = Arc::new(cluster);
+        *last = Some((word, cluster.clone()));
+        Ok(cluster)
+    }
+}
+
+fn read_head(storage: &dyn Storage, file_len: u64) -> Result<Vec<u8>> {
+    let mut head = vec![0u8; file_len.min(4096) as usize];
+    storage.read_at(&mut head, 0)?;
+    if head.len() >= 24 {
+        let bits = u32::from_be_bytes(head[20..24].try_into().expect("4 bytes"));
+        if (13..=21).contains(&bits) && file_len > 4096 {
+            head = vec![0u8; file_len.min(1 << bits) as usize];
+            storage.read_at(&mut head, 0)?;
+        }
+    }
+    Ok(head)
+}
+
+fn open_data_file(image: &Path, name: &str) -> Result<Box<dyn Storage>> {
+    let beside = resolve_relative_to(image, name);
+    let candidates: Vec<PathBuf> = if beside == Path::new(name) {
+        vec![beside]
+    } else {
+        vec![beside, PathBuf::from(name)]
+    };
+    let mut first_err = None;
+    for c in &candidates {
+        match FileStorage::open(c) {
+            Ok(s) => return Ok(Box::new(s)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    Err(Error::new(
+        crate::error::ErrorKind::BackingChain,
+        format!(
+            "could not open external data file '{name}' (tried {}): {}",
+            tried.join(", "),
+            first_err.map(|e| e.to_string()).unwrap_or_default()
+        ),
+    ))
+}
+
+fn read_snapshots(storage: &dyn Storage, h: &Header, file_len: u64) -> Result<Vec<Snapshot>> {
+    let mut out = Vec::new();
+    let mut off = h.snapshots_offset;
+    for i in 0..h.nb_snapshots {
+        let mut fixed = [0u8; snapshot::SNAPSHOT_FIXED_LEN];
+        let past_end = || {
+            Error::corrupt(format!(
+                "snapshot table entry {i} lies past the end of the file"
+            ))
+            .at_offset(off)
+        };
+        if off + fixed.len() as u64 > file_len {
+            return Err(past_end());
+        }
+        storage.read_at(&mut fixed, off)?;
+        let layout = snapshot::snapshot_layout(&fixed).map_err(|e| e.at_offset(off))?;
+        let len = layout.entry_len() as u64;
+        if off + len > file_len {
+            return Err(past_end());
+        }
+        let mut entry = vec![0u8; len as usize];
+        storage.read_at(&mut entry, off)?;
+        let snap = snapshot::parse_snapshot(&entry).map_err(|e| e.at_offset(off))?;
+        if h.version >= 3 && snap.disk_size.is_none() {
+            return Err(Error::corrupt(format!(
+                "snapshot '{}' lacks the extra data a version 3 image needs",
+                snap.name
+            )));
+        }
+        out.push(snap);
+        off += len;
+    }
+    Ok(out)
+}
+
+fn read_bitmaps(storage: &dyn Storage, h: &Header, file_len: u64) -> Result<Vec<Bitmap>> {
+    let Some(ext) = h.bitmaps else {
+        return Ok(Vec::new());
+    };
+    if h.autoclear_features & header::AUTOCLEAR_BITMAPS == 0 {
+        // A program without bitmap support wrote the image: the bitmaps are
+        // stale and QEMU ignores them, as do we.
+        return Ok(Vec::new());
+    }
+    if ext.directory_size > snapshot::MAX_BITMAP_DIRECTORY {
+        return Err(Error::corrupt(format!(
+            "bitmap directory too large ({} bytes)",
+            ext.directory_size
+        )));
+    }
+    check_table(
+        "bitmap directory",
+        ext.directory_offset,
+        ext.directory_size,
+        h.cluster_size(),
+        file_len,
+    )?;
+    let mut dir = vec![0u8; ext.directory_size as usize];
+    storage.read_at(&mut dir, ext.directory_offset)?;
+    snapshot::parse_bitmap_directory(&dir, ext.count).map_err(|e| e.at_offset(ext.directory_offset))
+}
+
+impl Format for Qcow2 {
+    fn format_name(&self) -> &'static str {
+        "qcow2"
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.header.size
+    }
+
+    fn granularity(&self) -> u64 {
+        self.geo.subcluster_size()
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> Result<Extent> {
+        let len = clip_request(offset, len, self.header.size)?;
+        let span = self.table_span();
+        let l1_index = offset / span;
+        let span_end = (offset + len).min((l1_index + 1) * span);
+        let l2_offset = self
+            .l1
+            .get(l1_index as usize)
+            .and_then(|&e| entry::l1_table_offset(e));
+        let Some(l2_offset) = l2_offset else {
+            return Ok(Extent {
+                len: span_end - offset,
+                status: Status::Unallocated { host: None },
+            });
+        };
+        let table = self.l2_table(l1_index, l2_offset)?;
+        let unit = self.geo.subcluster_size();
+        let first = self.unit_at(&table, offset)?;
+        let mut run_end = ((offset / unit + 1) * unit).min(span_end);
+        while run_end < span_end {
+            let next = self.unit_at(&table, run_end)?;
+            let same = next.status == first.status.advanced(run_end - offset);
+            if !same {
+                break;
+            }
+            run_end = (run_end + unit).min(span_end);
+        }
+        Ok(Extent {
+            len: run_end - offset,
+            status: first.status,
+        })
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let ext = self.block_status(pos, (buf.len() - done) as u64)?;
+            let chunk = &mut buf[done..done + ext.len as usize];
+            match ext.status {
+                Status::Data {
+                    host: Some(h),
+                    compressed: false,
+                } => self.data_storage().read_at(chunk, h)?,
+                Status::Data {
+                    compressed: true, ..
+                } => self.read_compressed(pos, chunk)?,
+                _ => chunk.fill(0),
+            }
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    fn backing(&self) -> Option<&BackingSpec> {
+        self.backing.as_ref()
+    }
+
+    fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    fn data_storage(&self) -> &dyn Storage {
+        self.data_file.as_deref().unwrap_or(self.storage.as_ref())
+    }
+
+    fn data_may_be_host_holes(&self) -> Result<bool> {
+        Ok(*self.metadata_preallocated.get_or_init(|| {
+            refcount::looks_metadata_preallocated(
+                self.storage.as_ref(),
+                &self.header,
+                self.file_len,
+            )
+            .unwrap_or(false)
+        }))
+    }
+
+    fn describe(&self) -> Description {
+        let h = &self.header;
+        Description {
+            cluster_size: Some(h.cluster_size()),
+            dirty: h.incompatible_features & INCOMPAT_DIRTY != 0,
+            need_check: false,
+            snapshots: self.snapshots.clone(),
+            details: Details::Qcow2(Qcow2Details {
+                version: h.version,
+                compression_type: self.compression.name(),
+                lazy_refcounts: h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0,
+                refcount_bits: h.refcount_bits(),
+                corrupt: h.incompatible_features & INCOMPAT_CORRUPT != 0,
+                extended_l2: self.geo.extended_l2,
+                data_file: h.data_file.clone().filter(|_| self.geo.external_data),
+                data_file_raw: self.geo.external_data
+                    && h.autoclear_features & header::AUTOCLEAR_DATA_FILE_RAW != 0,
+                bitmaps: self.bitmaps.clone(),
+            }),
+        }
+    }
+}

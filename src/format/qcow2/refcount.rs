@@ -1,0 +1,89 @@
+//! Reading refcounts: just enough for the read side (qemu-img's test for
+//! metadata preallocation). The write path extends this.
+
+use super::header::Header;
+use crate::error::Result;
+use crate::io::Storage;
+
+/// Offset bits of a refcount table entry.
+pub const REFTABLE_OFFSET_MASK: u64 = 0xffff_ffff_ffff_fe00;
+
+/// The refcount at `index` of a refcount block with `1 << order`-bit entries.
+pub fn refcount_at(block: &[u8], index: usize, order: u32) -> u64 {
+    let bits = 1usize << order;
+    if bits >= 8 {
+        let bytes = bits / 8;
+        let start = index * bytes;
+        block[start..start + bytes]
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64)
+    } else {
+        let bit = index * bits;
+        let byte = block[bit / 8];
+        ((byte >> (bit % 8)) as u64) & ((1u64 << bits) - 1)
+    }
+}
+
+/// Whether the image looks preallocated with `preallocation=metadata`: far
+/// more clusters are in use than the host file really stores. This is the
+/// same test qemu-img applies before it reports holes in data clusters as zero.
+pub fn looks_metadata_preallocated(
+    storage: &dyn Storage,
+    h: &Header,
+    file_len: u64,
+) -> Result<bool> {
+    let cs = h.cluster_size();
+    let real_clusters = storage.allocated_bytes()?.unwrap_or(file_len) / cs;
+    let threshold = (real_clusters * 10 / 9).max(real_clusters + 2);
+    let end_cluster = file_len.div_ceil(cs);
+    let per_block = cs * 8 / h.refcount_bits() as u64;
+    let table_len = (h.refcount_table_clusters as u64 * cs).min(file_len - h.refcount_table_offset);
+    let mut table = vec![0u8; table_len as usize];
+    storage.read_at(&mut table, h.refcount_table_offset)?;
+    let mut used = 0u64;
+    let mut block = vec![0u8; cs as usize];
+    for (rt_index, e) in table.chunks_exact(8).enumerate() {
+        let first = rt_index as u64 * per_block;
+        if first >= end_cluster || used > threshold {
+            break;
+        }
+        let off = u64::from_be_bytes(e.try_into().expect("8 bytes")) & REFTABLE_OFFSET_MASK;
+        if off == 0 {
+            continue;
+        }
+        if off % cs != 0 || off >= file_len {
+            return Ok(false);
+        }
+        storage.read_at(&mut block, off)?;
+        let n = per_block.min(end_cluster - first) as usize;
+        for i in 0..n {
+            used += (refcount_at(&block, i, h.refcount_order) != 0) as u64;
+            if used > threshold {
+                break;
+            }
+        }
+    }
+    Ok(used > threshold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refcount_at;
+
+    #[test]
+    fn sub_byte_widths_pack_lsb_first() {
+        // 7 used clusters as qemu-img writes them.
+        assert!((0..7).all(|i| refcount_at(&[0x7f], i, 0) == 1));
+        assert_eq!(refcount_at(&[0x7f], 7, 0), 0);
+        assert!((0..7).all(|i| refcount_at(&[0x55, 0x15], i, 1) == 1));
+        assert_eq!(refcount_at(&[0x55, 0x15], 7, 1), 0);
+        assert!((0..7).all(|i| refcount_at(&[0x11, 0x11, 0x11, 0x01], i, 2) == 1));
+        assert_eq!(refcount_at(&[0x11, 0x11, 0x11, 0x01], 7, 2), 0);
+    }
+
+    #[test]
+    fn wide_refcounts_are_big_endian() {
+        assert_eq!(refcount_at(&[0, 1, 0, 2], 1, 4), 2);
+        assert_eq!(refcount_at(&[0, 0, 0, 0, 0, 0, 1, 0], 0, 6), 256);
+    }
+}

@@ -1,0 +1,353 @@
+//! QED: a little-endian header, two levels of tables, no refcounts.
+
+use super::{clip_request, BackingSpec, Description, Details, Extent, Format, Status, TableCache};
+use crate::error::{Error, Result};
+use crate::io::Storage;
+use std::sync::Arc;
+
+/// The QED magic, "QED\0".
+pub const MAGIC: [u8; 4] = *b"QED\0";
+/// Length of the QED header.
+pub const HEADER_LEN: usize = 64;
+/// Feature bit: the image has a backing file.
+pub const FEATURE_BACKING_FILE: u64 = 1 << 0;
+/// Feature bit: tables may be inconsistent and need a check.
+pub const FEATURE_NEED_CHECK: u64 = 1 << 1;
+/// Feature bit: the backing file is raw and must not be probed.
+pub const FEATURE_BACKING_FORMAT_NO_PROBE: u64 = 1 << 2;
+const FEATURES_KNOWN: u64 = 0x7;
+/// Largest table qimg loads (the L1 is read whole).
+const MAX_TABLE_BYTES: u64 = 256 << 20;
+/// Memory the L2 cache may use.
+const L2_CACHE_BYTES: u64 = 32 << 20;
+
+/// A parsed QED header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QedHeader {
+    /// Cluster size in bytes.
+    pub cluster_size: u32,
+    /// L1/L2 table size in clusters.
+    pub table_size: u32,
+    /// Header size in clusters.
+    pub header_size: u32,
+    /// Feature bits.
+    pub features: u64,
+    /// Compatible feature bits.
+    pub compat_features: u64,
+    /// Autoclear feature bits.
+    pub autoclear_features: u64,
+    /// Offset of the L1 table.
+    pub l1_table_offset: u64,
+    /// Virtual size in bytes.
+    pub image_size: u64,
+    /// Offset of the backing file name.
+    pub backing_filename_offset: u32,
+    /// Length of the backing file name.
+    pub backing_filename_size: u32,
+}
+
+fn le32(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+fn le64(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+impl QedHeader {
+    /// Parses and validates the 64-byte header (pure).
+    pub fn parse(buf: &[u8]) -> Result<QedHeader> {
+        if buf.len() < 4 || buf[0..4] != MAGIC {
+            return Err(Error::invalid("not a QED image (wrong magic)"));
+        }
+        if buf.len() < HEADER_LEN {
+            return Err(Error::invalid(format!(
+                "QED header is truncated: the file has {} bytes, the header needs {HEADER_LEN}",
+                buf.len()
+            )));
+        }
+        let h = QedHeader {
+            cluster_size: le32(buf, 4),
+            table_size: le32(buf, 8),
+            header_size: le32(buf, 12),
+            features: le64(buf, 16),
+            compat_features: le64(buf, 24),
+            autoclear_features: le64(buf, 32),
+            l1_table_offset: le64(buf, 40),
+            image_size: le64(buf, 48),
+            backing_filename_offset: le32(buf, 56),
+            backing_filename_size: le32(buf, 60),
+        };
+        let cs = h.cluster_size;
+        if !cs.is_power_of_two() || !(4096..=64 << 20).contains(&cs) {
+            return Err(Error::invalid(format!(
+                "QED cluster size {cs} is invalid (a power of 2 from 4096 to 67108864)"
+            )));
+        }
+        if !h.table_size.is_power_of_two() || h.table_size > 16 {
+            return Err(Error::invalid(format!(
+                "QED table size {} is invalid (a power of 2 from 1 to 16)",
+                h.table_size
+            )));
+        }
+        let unknown = h.features & !FEATURES_KNOWN;
+        if unknown != 0 {
+            return Err(Error::unsupported(format!(
+                "Unsupported QED features {unknown:#x}"
+            )));
+        }
+        if h.header_size == 0 || h.header_size > 1024 {
+            return Err(Error::invalid(format!(
+                "QED header size of {} clusters is invalid",
+                h.header_size
+            )));
+        }
+        if h.image_size % 512 != 0 || h.image_size > h.max_image_size() {
+            return Err(Error::invalid(format!(
+                "QED image size {} is invalid (a multiple of 512 up to {})",
+                h.image_size,
+                h.max_image_size()
+            )));
+        }
+        if h.table_bytes() > MAX_TABLE_BYTES {
+            return Err(Error::unsupported(format!(
+                "QED tables of {} bytes are larger than qimg supports",
+                h.table_bytes()
+            )));
+        }
+        if h.features & FEATURE_BACKING_FILE != 0 {
+            let end = h.backing_filename_offset as u64 + h.backing_filename_size as u64;
+            if end > h.header_bytes() || h.backing_filename_size > 1023 {
+                return Err(Error::invalid(
+                    "QED backing file name lies outside the header",
+                ));
+            }
+        }
+        Ok(h)
+    }
+
+    /// Bytes per table.
+    pub fn table_bytes(&self) -> u64 {
+        self.table_size as u64 * self.cluster_size as u64
+    }
+
+    /// Entries per table.
+    pub fn table_entries(&self) -> u64 {
+        self.table_bytes() / 8
+    }
+
+    /// Bytes of the header area.
+    pub fn header_bytes(&self) -> u64 {
+        self.header_size as u64 * self.cluster_size as u64
+    }
+
+    /// The largest virtual size these tables can address.
+    pub fn max_image_size(&self) -> u64 {
+        let e = self.table_entries();
+        e.saturating_mul(e).saturating_mul(self.cluster_size as u64)
+    }
+}
+
+/// What one QED L2 entry says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QedEntry {
+    /// 0: not allocated here.
+    Unallocated,
+    /// 1: reads as zeros.
+    Zero,
+    /// The data cluster's offset.
+    Data(u64),
+}
+
+impl QedEntry {
+    /// Decodes an entry value.
+    pub fn decode(v: u64) -> Self {
+        match v {
+            0 => QedEntry::Unallocated,
+            1 => QedEntry::Zero,
+            off => QedEntry::Data(off),
+        }
+    }
+}
+
+/// An open QED image (read side).
+#[derive(Debug)]
+pub struct Qed {
+    storage: Box<dyn Storage>,
+    header: QedHeader,
+    file_len: u64,
+    l1: Vec<u64>,
+    l2_cache: TableCache<Vec<u64>>,
+    backing: Option<BackingSpec>,
+}
+
+impl Qed {
+    /// Opens a QED image from `storage`.
+    pub fn open(storage: Box<dyn Storage>) -> Result<Self> {
+        let file_len = storage.len()?;
+        let mut head = vec![0u8; file_len.min(HEADER_LEN as u64) as usize];
+        storage.read_at(&mut head, 0)?;
+        let header = QedHeader::parse(&head)?;
+        let table = header.table_bytes();
+        let l1_off = header.l1_table_offset;
+        if l1_off % header.cluster_size as u64 != 0
+            || l1_off < header.header_bytes()
+            || l1_off.saturating_add(table) > file_len
+        {
+            return Err(Error::corrupt(format!(
+                "QED L1 table at {l1_off:#x} ({table} bytes) does not lie inside the file ({file_len} bytes)"
+            ))
+            .at_offset(l1_off));
+        }
+        let l1 = read_table(storage.as_ref(), l1_off, table)?;
+        let backing = if header.features & FEATURE_BACKING_FILE != 0 {
+            let mut name = vec![0u8; header.backing_filename_size as usize];
+            storage.read_at(&mut name, header.backing_filename_offset as u64)?;
+            Some(BackingSpec {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                format: (header.features & FEATURE_BACKING_FORMAT_NO_PROBE != 0)
+                    .then(|| "raw".to_string()),
+            })
+        } else {
+            None
+        };
+        let capacity = (L2_CACHE_BYTES / table).max(2) as usize;
+        Ok(Qed {
+            storage,
+            file_len,
+            l1,
+            l2_cache: TableCache::new(capacity),
+            backing,
+            header,
+        })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &QedHeader {
+        &self.header
+    }
+
+    /// Whether `off` may hold a cluster: aligned, after the header, before the end.
+    fn valid_cluster_offset(&self, off: u64) -> bool {
+        let cs = self.header.cluster_size as u64;
+        let end = self.file_len - self.file_len % cs;
+        off % cs == 0 && off >= self.header.header_bytes() && off < end
+    }
+
+    fn l2_table(&self, l1_index: u64, offset: u64) -> Result<Arc<Vec<u64>>> {
+        let table = self.header.table_bytes();
+        if !self.valid_cluster_offset(offset) || offset + table > self.file_len {
+            return Err(Error::corrupt(format!(
+                "QED L2 table offset {offset:#x} (L1 index {l1_index}) does not lie inside the file"
+            ))
+            .at_offset(offset));
+        }
+        self.l2_cache
+            .get_or_load(offset, || read_table(self.storage.as_ref(), offset, table))
+    }
+
+    fn status_of(&self, entry: u64, guest: u64) -> Result<Status> {
+        let cs = self.header.cluster_size as u64;
+        Ok(match QedEntry::decode(entry) {
+            QedEntry::Unallocated => Status::Unallocated { host: None },
+            QedEntry::Zero => Status::Zero { host: None },
+            QedEntry::Data(off) => {
+                if !self.valid_cluster_offset(off) {
+                    return Err(Error::corrupt(format!(
+                        "QED L2 entry {off:#x} for guest offset {:#x} is not a valid cluster offset",
+                        guest - guest % cs
+                    )));
+                }
+                Status::Data {
+                    host: Some(off + guest % cs),
+                    compressed: false,
+                }
+            }
+        })
+    }
+}
+
+fn read_table(storage: &dyn Storage, offset: u64, len: u64) -> Result<Vec<u64>> {
+    let mut raw = vec![0u8; len as usize];
+    storage.read_at(&mut raw, offset)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect())
+}
+
+impl Format for Qed {
+    fn format_name(&self) -> &'static str {
+        "qed"
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.header.image_size
+    }
+
+    fn granularity(&self) -> u64 {
+        self.header.cluster_size as u64
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> Result<Extent> {
+        let len = clip_request(offset, len, self.header.image_size)?;
+        let cs = self.header.cluster_size as u64;
+        let span = cs * self.header.table_entries();
+        let l1_index = offset / span;
+        let span_end = (offset + len).min((l1_index + 1) * span);
+        let l2_offset = self.l1.get(l1_index as usize).copied().unwrap_or(0);
+        if l2_offset == 0 {
+            return Ok(Extent {
+                len: span_end - offset,
+                status: Status::Unallocated { host: None },
+            });
+        }
+        let table = self.l2_table(l1_index, l2_offset)?;
+        let index = |g: u64| ((g % span) / cs) as usize;
+        let first = self.status_of(table[index(offset)], offset)?;
+        let mut run_end = ((offset / cs + 1) * cs).min(span_end);
+        while run_end < span_end {
+            let next = self.status_of(table[index(run_end)], run_end)?;
+            if next != first.advanced(run_end - offset) {
+                break;
+            }
+            run_end = (run_end + cs).min(span_end);
+        }
+        Ok(Extent {
+            len: run_end - offset,
+            status: first,
+        })
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let ext = self.block_status(pos, (buf.len() - done) as u64)?;
+            let chunk = &mut buf[done..done + ext.len as usize];
+            match ext.status {
+                Status::Data { host: Some(h), .. } => self.storage.read_at(chunk, h)?,
+                _ => chunk.fill(0),
+            }
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    fn backing(&self) -> Option<&BackingSpec> {
+        self.backing.as_ref()
+    }
+
+    fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    fn describe(&self) -> Description {
+        Description {
+            cluster_size: Some(self.header.cluster_size as u64),
+            dirty: false,
+            need_check: self.header.features & FEATURE_NEED_CHECK != 0,
+            snapshots: Vec::new(),
+            details: Details::None,
+        }
+    }
+}

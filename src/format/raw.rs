@@ -1,0 +1,76 @@
+//! Raw images: the guest sees the file's bytes; holes come from SEEK_HOLE.
+
+use super::{clip_request, BackingSpec, Description, Details, Extent, Format, Status};
+use crate::error::Result;
+use crate::io::{HostExtent, Storage};
+
+/// An open raw image.
+#[derive(Debug)]
+pub struct Raw {
+    storage: Box<dyn Storage>,
+    size: u64,
+}
+
+impl Raw {
+    /// Opens a raw image. Its virtual size is the file length rounded up to
+    /// 512 bytes, as QEMU sees it.
+    pub fn open(storage: Box<dyn Storage>) -> Result<Self> {
+        let size = storage.len()?.div_ceil(512) * 512;
+        Ok(Raw { storage, size })
+    }
+}
+
+impl Format for Raw {
+    fn format_name(&self) -> &'static str {
+        "raw"
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    fn granularity(&self) -> u64 {
+        512
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> Result<Extent> {
+        let len = clip_request(offset, len, self.size)?;
+        let (run, status) = match self.storage.extent_at(offset)? {
+            HostExtent::Data(n) => (
+                n,
+                Status::Data {
+                    host: Some(offset),
+                    compressed: false,
+                },
+            ),
+            HostExtent::Hole(n) => (n, Status::Zero { host: Some(offset) }),
+            HostExtent::TrailingHole => (len, Status::Zero { host: Some(offset) }),
+        };
+        Ok(Extent {
+            len: run.clamp(1, len),
+            status,
+        })
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.storage.read_at(buf, offset)
+    }
+
+    fn backing(&self) -> Option<&BackingSpec> {
+        None
+    }
+
+    fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    fn describe(&self) -> Description {
+        Description {
+            cluster_size: None,
+            dirty: false,
+            need_check: false,
+            snapshots: Vec::new(),
+            details: Details::None,
+        }
+    }
+}

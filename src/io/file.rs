@@ -1,0 +1,119 @@
+//! A local file as [`Storage`], read with positional reads (`pread`).
+
+use super::{HostExtent, Storage};
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// A local file opened read-only.
+#[derive(Debug)]
+pub struct FileStorage {
+    file: File,
+    path: PathBuf,
+}
+
+impl FileStorage {
+    /// Opens `path` read-only.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io("could not open", e).with_path(path))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("could not stat", e).with_path(path))?;
+        if meta.is_dir() {
+            return Err(Error::argument("is a directory, not an image").with_path(path));
+        }
+        Ok(FileStorage {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The device and inode numbers, which identify the file whatever its name.
+    pub fn identity(&self) -> Result<(u64, u64)> {
+        let m = self.metadata()?;
+        Ok((m.dev(), m.ino()))
+    }
+
+    fn metadata(&self) -> Result<std::fs::Metadata> {
+        self.file
+            .metadata()
+            .map_err(|e| Error::io("could not stat", e).with_path(&self.path))
+    }
+
+    fn seek(&self, offset: u64, whence: libc::c_int) -> std::io::Result<Option<u64>> {
+        let Ok(off) = libc::off_t::try_from(offset) else {
+            return Ok(None);
+        };
+        // SAFETY: lseek on a file descriptor we own; it does not touch memory.
+        let r = unsafe { libc::lseek(self.file.as_raw_fd(), off, whence) };
+        if r < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                return Ok(None);
+            }
+            return Err(err);
+        }
+        Ok(Some(r as u64))
+    }
+}
+
+impl Storage for FileStorage {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn len(&self) -> Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => {
+                    buf[done..].fill(0);
+                    break;
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(Error::io(format!("read failed at offset {offset:#x}"), e)
+                        .with_path(&self.path)
+                        .at_offset(offset))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn allocated_bytes(&self) -> Result<Option<u64>> {
+        Ok(Some(self.metadata()?.blocks() * 512))
+    }
+
+    fn extent_at(&self, offset: u64) -> Result<HostExtent> {
+        let io_err = |e| Error::io("could not query holes", e).with_path(&self.path);
+        let data = match self.seek(offset, libc::SEEK_DATA) {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(HostExtent::TrailingHole),
+            // No hole information (e.g. EINVAL): everything is data.
+            Err(_) => {
+                let len = self.len()?;
+                return Ok(if offset >= len {
+                    HostExtent::TrailingHole
+                } else {
+                    HostExtent::Data(len - offset)
+                });
+            }
+        };
+        if data > offset {
+            return Ok(HostExtent::Hole(data - offset));
+        }
+        let hole = self.seek(offset, libc::SEEK_HOLE).map_err(io_err)?;
+        match hole {
+            Some(h) if h > offset => Ok(HostExtent::Data(h - offset)),
+            _ => Ok(HostExtent::Data(self.len()?.saturating_sub(offset).max(1))),
+        }
+    }
+}

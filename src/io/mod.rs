@@ -1,0 +1,41 @@
+//! Byte storage under the formats: the [`Storage`] trait and its backends.
+
+mod file;
+mod mem;
+
+pub use file::FileStorage;
+pub use mem::MemStorage;
+
+use crate::error::Result;
+use std::fmt;
+use std::path::Path;
+
+/// What the host file holds at an offset, as SEEK_DATA/SEEK_HOLE tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostExtent {
+    /// `len` bytes of data start here.
+    Data(u64),
+    /// `len` bytes of hole start here.
+    Hole(u64),
+    /// The offset is at or past the end of the file, or only a hole follows it.
+    TrailingHole,
+}
+
+/// Random-access bytes an image lives in. Every method takes `&self`, so
+/// parallel readers can share one storage.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// The file name as it was opened (used in messages and outputs).
+    fn path(&self) -> &Path;
+    /// The current length in bytes.
+    fn len(&self) -> Result<u64>;
+    /// Whether the storage is empty.
+    fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Fills `buf` from `offset`. Bytes past the end of the file read as zeros.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()>;
+    /// Bytes really allocated on the host (`st_blocks * 512`), when known.
+    fn allocated_bytes(&self) -> Result<Option<u64>>;
+    /// Whether data or a hole starts at `offset`, and for how long.
+    fn extent_at(&self, offset: u64) -> Result<HostExtent>;
+}

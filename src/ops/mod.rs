@@ -1,0 +1,4 @@
+//! The operations behind the subcommands, as library functions.
+
+pub mod info;
+pub mod map;

@@ -1,0 +1,275 @@
+//! `info` output: qemu-img's JSON (`ImageInfo`) and human forms.
+
+use super::human::size_to_str;
+use super::qjson;
+use crate::format::qcow2::Snapshot;
+use crate::format::{Details, Qcow2Details};
+use crate::ops::info::ImageInfo;
+use serde_json::{json, Map, Value};
+
+/// The `ImageInfo` object, with keys in the order qemu-img prints them.
+pub fn info_json(info: &ImageInfo) -> Value {
+    let d = &info.description;
+    let mut m = Map::new();
+    m.insert(
+        "children".into(),
+        json!([{"name": "file", "info": file_json(info)}]),
+    );
+    if let Some(f) = &info.backing_format {
+        m.insert("backing-filename-format".into(), json!(f));
+    }
+    if !d.snapshots.is_empty() {
+        m.insert(
+            "snapshots".into(),
+            Value::Array(d.snapshots.iter().map(snapshot_json).collect()),
+        );
+    }
+    m.insert("virtual-size".into(), json!(info.virtual_size));
+    m.insert("filename".into(), json!(info.filename));
+    if let Some(cs) = d.cluster_size {
+        m.insert("cluster-size".into(), json!(cs));
+    }
+    m.insert("format".into(), json!(info.format));
+    if let Some(a) = info.actual_size {
+        m.insert("actual-size".into(), json!(a));
+    }
+    if let Details::Qcow2(q) = &d.details {
+        m.insert(
+            "format-specific".into(),
+            json!({"type": "qcow2", "data": qcow2_json(q)}),
+        );
+    }
+    if let Some(full) = &info.full_backing_filename {
+        m.insert("full-backing-filename".into(), json!(full));
+    }
+    if let Some(b) = &info.backing_filename {
+        m.insert("backing-filename".into(), json!(b));
+    }
+    m.insert("dirty-flag".into(), json!(d.dirty));
+    Value::Object(m)
+}
+
+fn file_json(info: &ImageInfo) -> Value {
+    let mut m = Map::new();
+    m.insert("children".into(), json!([]));
+    m.insert("virtual-size".into(), json!(info.file.length));
+    m.insert("filename".into(), json!(info.file.filename));
+    m.insert("format".into(), json!("file"));
+    if let Some(a) = info.file.actual_size {
+        m.insert("actual-size".into(), json!(a));
+    }
+    m.insert(
+        "format-specific".into(),
+        json!({"type": "file", "data": {}}),
+    );
+    m.insert("dirty-flag".into(), json!(false));
+    Value::Object(m)
+}
+
+fn snapshot_json(s: &Snapshot) -> Value {
+    let mut m = Map::new();
+    if let Some(i) = s.icount {
+        m.insert("icount".into(), json!(i));
+    }
+    m.insert(
+        "vm-clock-nsec".into(),
+        json!(s.vm_clock_nsec % 1_000_000_000),
+    );
+    m.insert("name".into(), json!(s.name));
+    m.insert("date-sec".into(), json!(s.date_sec));
+    m.insert("date-nsec".into(), json!(s.date_nsec));
+    m.insert(
+        "vm-clock-sec".into(),
+        json!(s.vm_clock_nsec / 1_000_000_000),
+    );
+    m.insert("id".into(), json!(s.id));
+    m.insert("vm-state-size".into(), json!(s.vm_state_size));
+    Value::Object(m)
+}
+
+/// The qcow2 `format-specific` data, in qemu-img's key order.
+fn qcow2_json(q: &Qcow2Details) -> Value {
+    let mut m = Map::new();
+    if q.version < 3 {
+        m.insert("compat".into(), json!("0.10"));
+        m.insert("compression-type".into(), json!(q.compression_type));
+        m.insert("refcount-bits".into(), json!(q.refcount_bits));
+        return Value::Object(m);
+    }
+    m.insert("compat".into(), json!("1.1"));
+    m.insert("compression-type".into(), json!(q.compression_type));
+    m.insert("lazy-refcounts".into(), json!(q.lazy_refcounts));
+    if !q.bitmaps.is_empty() {
+        let list: Vec<Value> = q
+            .bitmaps
+            .iter()
+            .map(|b| {
+                let mut flags = Vec::new();
+                if b.in_use {
+                    flags.push("in-use");
+                }
+                if b.auto {
+                    flags.push("auto");
+                }
+                json!({"flags": flags, "name": b.name, "granularity": b.granularity})
+            })
+            .collect();
+        m.insert("bitmaps".into(), Value::Array(list));
+    }
+    m.insert("refcount-bits".into(), json!(q.refcount_bits));
+    if let Some(df) = &q.data_file {
+        m.insert("data-file".into(), json!(df));
+    }
+    if q.data_file.is_some() {
+        m.insert("data-file-raw".into(), json!(q.data_file_raw));
+    }
+    m.insert("corrupt".into(), json!(q.corrupt));
+    m.insert("extended-l2".into(), json!(q.extended_l2));
+    Value::Object(m)
+}
+
+/// `info --output=json`: one object, or a list with `--backing-chain`.
+pub fn render_json(infos: &[ImageInfo], as_list: bool) -> String {
+    if as_list {
+        qjson::to_string(&Value::Array(infos.iter().map(info_json).collect()))
+    } else {
+        qjson::to_string(&info_json(&infos[0]))
+    }
+}
+
+/// `info` in human form; images of a chain are separated by a blank line.
+pub fn render_human(infos: &[ImageInfo]) -> String {
+    let blocks: Vec<String> = infos.iter().map(human_one).collect();
+    blocks.join("\n")
+}
+
+fn human_one(info: &ImageInfo) -> String {
+    let d = &info.description;
+    let mut out = String::new();
+    let disk = info
+        .actual_size
+        .map(size_to_str)
+        .unwrap_or_else(|| "unavailable".into());
+    out += &format!("image: {}\n", info.filename);
+    out += &format!("file format: {}\n", info.format);
+    out += &format!(
+        "virtual size: {} ({} bytes)\n",
+        size_to_str(info.virtual_size),
+        info.virtual_size
+    );
+    out += &format!("disk size: {disk}\n");
+    if let Some(cs) = d.cluster_size {
+        out += &format!("cluster_size: {cs}\n");
+    }
+    if d.dirty {
+        out += "cleanly shut down: no\n";
+    }
+    if let Some(b) = &info.backing_filename {
+        out += &format!("backing file: {b}");
+        if let Some(full) = info.full_backing_filename.as_ref().filter(|f| *f != b) {
+            out += &format!(" (actual path: {full})");
+        }
+        out += "\n";
+        if let Some(f) = &info.backing_format {
+            out += &format!("backing file format: {f}\n");
+        }
+    }
+    if !d.snapshots.is_empty() {
+        out += "Snapshot list:\n";
+        out += &snapshot_row("ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT");
+        for s in &d.snapshots {
+            let secs = s.vm_clock_nsec / 1_000_000_000;
+            let clock = format!(
+                "{:04}:{:02}:{:02}.{:03}",
+                secs / 3600,
+                (secs / 60) % 60,
+                secs % 60,
+                (s.vm_clock_nsec / 1_000_000) % 1000
+            );
+            let icount = s.icount.map(|i| i.to_string()).unwrap_or_default();
+            out += &snapshot_row(
+                &s.id,
+                &s.name,
+                &size_to_str(s.vm_state_size),
+                &local_time(s.date_sec as i64),
+                &clock,
+                &icount,
+            );
+        }
+    }
+    if let Details::Qcow2(q) = &d.details {
+        out += "Format specific information:\n";
+        dump_value(&mut out, &qcow2_json(q), 1);
+    }
+    out += "Child node '/file':\n";
+    out += &format!("    filename: {}\n", info.file.filename);
+    out += "    protocol type: file\n";
+    out += &format!(
+        "    file length: {} ({} bytes)\n",
+        size_to_str(info.file.length),
+        info.file.length
+    );
+    out += &format!("    disk size: {disk}\n");
+    out
+}
+
+fn snapshot_row(id: &str, tag: &str, size: &str, date: &str, clock: &str, icount: &str) -> String {
+    format!("{id:<7} {tag:<16} {size:>8} {date:>19} {clock:>15} {icount:>10}\n")
+}
+
+/// Seconds since the epoch as local `YYYY-MM-DD HH:MM:SS`.
+fn local_time(secs: i64) -> String {
+    // SAFETY: localtime_r writes only into the tm we pass.
+    let tm = unsafe {
+        let t: libc::time_t = secs as libc::time_t;
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        tm
+    };
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// Prints a value as qemu-img's human dump does: `key: value` lines, dashes
+/// in keys turned to spaces, lists as `[i]:` items.
+fn dump_value(out: &mut String, v: &Value, level: usize) {
+    let pad = "    ".repeat(level);
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let key = k.replace('-', " ");
+                if v.is_object() || v.is_array() {
+                    out.push_str(&format!("{pad}{key}:\n"));
+                    dump_value(out, v, level + 1);
+                } else {
+                    out.push_str(&format!("{pad}{key}: {}\n", scalar(v)));
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                if v.is_object() || v.is_array() {
+                    out.push_str(&format!("{pad}[{i}]:\n"));
+                    dump_value(out, v, level + 1);
+                } else {
+                    out.push_str(&format!("{pad}[{i}]: {}\n", scalar(v)));
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
+    }
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,65 @@
+//! How image files name other files (backing files, external data files).
+
+use std::path::{Path, PathBuf};
+
+/// Whether a stored name is used as is: an absolute path, or a
+/// `protocol:` / `json:` specification.
+pub fn is_absolute_spec(name: &str) -> bool {
+    if name.starts_with('/') || name.starts_with("json:") {
+        return true;
+    }
+    // "nbd://...", "nbd+unix://...", "file:..." — a protocol prefix before any slash.
+    match name.find(':') {
+        Some(colon) => {
+            let prefix = &name[..colon];
+            !prefix.is_empty()
+                && !prefix.contains('/')
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
+        }
+        None => false,
+    }
+}
+
+/// Resolves `name`, stored in the image opened as `image_path`, the way QEMU
+/// does: relative names are joined to the directory part of `image_path`,
+/// as text, without resolving symlinks.
+pub fn resolve_relative_to(image_path: &Path, name: &str) -> PathBuf {
+    if is_absolute_spec(name) {
+        return PathBuf::from(name);
+    }
+    match image_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_names_join_the_image_directory() {
+        assert_eq!(
+            resolve_relative_to(Path::new("top.qcow2"), "mid.qcow2"),
+            PathBuf::from("mid.qcow2")
+        );
+        assert_eq!(
+            resolve_relative_to(Path::new("qf/top.qcow2"), "mid.qcow2"),
+            PathBuf::from("qf/mid.qcow2")
+        );
+        assert_eq!(
+            resolve_relative_to(Path::new("/a/b/top"), "../m"),
+            PathBuf::from("/a/b/../m")
+        );
+        assert_eq!(
+            resolve_relative_to(Path::new("qf/top"), "/abs/m"),
+            PathBuf::from("/abs/m")
+        );
+        assert_eq!(
+            resolve_relative_to(Path::new("qf/top"), "nbd://h/e"),
+            PathBuf::from("nbd://h/e")
+        );
+    }
+}
