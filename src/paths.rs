@@ -25,6 +25,13 @@ pub fn is_absolute_spec(name: &str) -> bool {
 /// Resolves `name`, stored in the image opened as `image_path`, the way QEMU
 /// does: relative names are joined to the directory part of `image_path`,
 /// as text, without resolving symlinks.
+///
+/// ```
+/// use qimg::paths::resolve_relative_to;
+/// use std::path::{Path, PathBuf};
+/// assert_eq!(resolve_relative_to(Path::new("vm/top.qcow2"), "base.qcow2"), PathBuf::from("vm/base.qcow2"));
+/// assert_eq!(resolve_relative_to(Path::new("vm/top.qcow2"), "/srv/base.qcow2"), PathBuf::from("/srv/base.qcow2"));
+/// ```
 pub fn resolve_relative_to(image_path: &Path, name: &str) -> PathBuf {
     if is_absolute_spec(name) {
         return PathBuf::from(name);

@@ -5,6 +5,13 @@ use crate::error::{Error, Result};
 /// Parses a size with qemu-img's suffixes: `k K M G T P E` (powers of 1024)
 /// and `b`/`B` (bytes). Fractions such as `1.5M` are allowed. The result must
 /// be below 8 EiB.
+///
+/// ```
+/// use qimg::size::parse_size;
+/// assert_eq!(parse_size("64k").unwrap(), 65536);
+/// assert_eq!(parse_size("1.5M").unwrap(), 1572864);
+/// assert!(parse_size("1KiB").is_err());
+/// ```
 pub fn parse_size(text: &str) -> Result<u64> {
     let invalid = || Error::argument(format!("Invalid size specified: '{text}'"));
     let s = text.trim();

@@ -39,7 +39,11 @@ fn assert_same_content(fx: &Fixture, image: &str) {
     let expected = fx.read("content.raw");
     let chain = Chain::open(&fx.path(image), None).expect("qimg opens the chain");
     let view = chain.view();
-    assert_eq!(view.virtual_size(), expected.len() as u64, "{image}: virtual size");
+    assert_eq!(
+        view.virtual_size(),
+        expected.len() as u64,
+        "{image}: virtual size"
+    );
     let mut buf = vec![0u8; 1 << 20];
     for (i, want) in expected.chunks(buf.len()).enumerate() {
         let got = &mut buf[..want.len()];
@@ -83,10 +87,8 @@ fn qcow2_v3_default() {
 #[test]
 fn qcow2_v2() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f qcow2 -o compat=0.10 img.qcow2 4M
-         qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x22 3M 4k' img.qcow2 >/dev/null",
-    );
+    fx.sh("qemu-img create -q -f qcow2 -o compat=0.10 img.qcow2 4M
+         qemu-io -c 'write -P 0x11 0 1M' -c 'write -P 0x22 3M 4k' img.qcow2 >/dev/null");
     assert_matches_qemu(&fx, "img.qcow2");
 }
 
@@ -156,11 +158,9 @@ fn qcow2_compressed_zlib_and_zstd() {
 #[test]
 fn qcow2_compressed_small_clusters() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f raw src.raw 1M
+    fx.sh("qemu-img create -q -f raw src.raw 1M
          qemu-io -f raw -c 'write -P 0x41 0 512k' src.raw >/dev/null
-         qemu-img convert -c -O qcow2 -o cluster_size=4k src.raw img.qcow2",
-    );
+         qemu-img convert -c -O qcow2 -o cluster_size=4k src.raw img.qcow2");
     assert_matches_qemu(&fx, "img.qcow2");
 }
 
@@ -179,15 +179,13 @@ fn qcow2_external_data_file_both_modes() {
 #[test]
 fn qcow2_internal_snapshot_and_bitmap() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f qcow2 img.qcow2 4M
+    fx.sh("qemu-img create -q -f qcow2 img.qcow2 4M
          qemu-io -c 'write -P 0x11 0 1M' img.qcow2 >/dev/null
          qemu-img snapshot -c first img.qcow2
          qemu-io -c 'write -P 0x22 512k 64k' img.qcow2 >/dev/null
          qemu-img snapshot -c second img.qcow2
          qemu-img bitmap --add img.qcow2 bm0
-         qemu-img bitmap --add -g 128k --disable img.qcow2 bm1",
-    );
+         qemu-img bitmap --add -g 128k --disable img.qcow2 bm1");
     assert_matches_qemu(&fx, "img.qcow2");
 }
 
@@ -213,19 +211,20 @@ fn qcow2_dirty_and_corrupt_bits_are_reported() {
     fx.write("img.qcow2", &bytes);
     assert_matches_qemu(&fx, "img.qcow2");
     let info = stdout(&fx.qimg(&["info", "img.qcow2"]));
-    assert!(info.contains("cleanly shut down: no") && info.contains("corrupt: true"), "{info}");
+    assert!(
+        info.contains("cleanly shut down: no") && info.contains("corrupt: true"),
+        "{info}"
+    );
 }
 
 #[test]
 fn virtual_size_not_a_cluster_multiple() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f qcow2 img.qcow2 1000000
+    fx.sh("qemu-img create -q -f qcow2 img.qcow2 1000000
          qemu-io -c 'write -P 0x44 983040 16896' img.qcow2 >/dev/null
          qemu-img create -q -f qed -o cluster_size=4k img.qed 100000
          qemu-io -f qed -c 'write -P 0x45 90112 9728' img.qed >/dev/null
-         head -c 99999 /dev/urandom > odd.raw",
-    );
+         head -c 99999 /dev/urandom > odd.raw");
     for image in ["img.qcow2", "img.qed", "odd.raw"] {
         assert_matches_qemu(&fx, image);
     }
@@ -248,11 +247,9 @@ fn qed_cluster_and_table_sizes() {
 #[test]
 fn raw_with_holes() {
     let fx = Fixture::new();
-    fx.sh(
-        "truncate -s 8M disk.raw
+    fx.sh("truncate -s 8M disk.raw
          printf 'hello' | dd of=disk.raw bs=1 seek=1048576 conv=notrunc status=none
-         head -c 65536 /dev/urandom | dd of=disk.raw bs=64k seek=64 conv=notrunc status=none",
-    );
+         head -c 65536 /dev/urandom | dd of=disk.raw bs=64k seek=64 conv=notrunc status=none");
     assert_matches_qemu(&fx, "disk.raw");
 }
 
@@ -273,29 +270,25 @@ fn three_qcow2_layers() {
 #[test]
 fn mixed_chain_raw_under_qcow2_under_qed_with_short_backing() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f raw base.raw 1M
+    fx.sh("qemu-img create -q -f raw base.raw 1M
          qemu-io -f raw -c 'write -P 0x11 0 512k' base.raw >/dev/null
          qemu-img create -q -f qcow2 -b base.raw -F raw mid.qcow2 3M
          qemu-io -c 'write -P 0x22 256k 64k' -c 'write -P 0x23 2M 64k' mid.qcow2 >/dev/null
          qemu-img create -q -f qed -b mid.qcow2 -F qcow2 top.qed 6M
-         qemu-io -f qed -c 'write -P 0x33 0 64k' -c 'write -P 0x34 5M 64k' top.qed >/dev/null",
-    );
+         qemu-io -f qed -c 'write -P 0x33 0 64k' -c 'write -P 0x34 5M 64k' top.qed >/dev/null");
     assert_matches_qemu(&fx, "top.qed");
 }
 
 #[test]
 fn relative_backing_names_across_directories() {
     let fx = Fixture::new();
-    fx.sh(
-        "mkdir -p a b c
+    fx.sh("mkdir -p a b c
          qemu-img create -q -f qcow2 a/base.qcow2 2M
          qemu-io -c 'write -P 0x11 0 1M' a/base.qcow2 >/dev/null
          qemu-img create -q -f qcow2 -b ../a/base.qcow2 -F qcow2 b/mid.qcow2
          qemu-io -c 'write -P 0x22 64k 64k' b/mid.qcow2 >/dev/null
          qemu-img create -q -f qcow2 -b ../b/mid.qcow2 -F qcow2 c/top.qcow2
-         qemu-io -c 'write -P 0x33 128k 64k' c/top.qcow2 >/dev/null",
-    );
+         qemu-io -c 'write -P 0x33 128k 64k' c/top.qcow2 >/dev/null");
     assert_matches_qemu(&fx, "c/top.qcow2");
     let abs = fx.path("c/top.qcow2");
     assert_matches_qemu(&fx, abs.to_str().expect("utf-8 path"));
@@ -305,11 +298,26 @@ fn relative_backing_names_across_directories() {
 fn map_start_offset_and_max_length() {
     let fx = Fixture::new();
     qcow2_with_mixed_clusters(&fx, "compat=1.1");
-    for (start, len) in [("0", "0"), ("100000", "1M"), ("1", "3"), ("4M", "1"), ("5M", "1M"), ("2M", "100M")] {
+    for (start, len) in [
+        ("0", "0"),
+        ("100000", "1M"),
+        ("1", "3"),
+        ("4M", "1"),
+        ("5M", "1M"),
+        ("2M", "100M"),
+    ] {
         for out in ["json", "human"] {
             assert_same_output(
                 &fx,
-                &["map", &format!("--output={out}"), "--start-offset", start, "--max-length", len, "img.qcow2"],
+                &[
+                    "map",
+                    &format!("--output={out}"),
+                    "--start-offset",
+                    start,
+                    "--max-length",
+                    len,
+                    "img.qcow2",
+                ],
             );
         }
     }
@@ -326,4 +334,14 @@ fn format_option_overrides_probing() {
     ] {
         assert_same_output(&fx, args);
     }
+}
+
+#[test]
+fn committed_example_chain() {
+    let fx = Fixture::new();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example");
+    for name in ["base.qcow2", "top.qcow2"] {
+        std::fs::copy(src.join(name), fx.path(name)).expect("copy example");
+    }
+    assert_matches_qemu(&fx, "top.qcow2");
 }

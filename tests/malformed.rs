@@ -27,20 +27,55 @@ fn assert_clean_failure(fx: &Fixture, args: &[&str], file: &str, needle: &str) {
     let before = fx.read(file);
     let out = qimg_limited(fx, args);
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(1), "`qimg {}`: exit {:?}, stderr: {err}", args.join(" "), out.status);
-    assert!(!err.contains("panicked"), "`qimg {}` panicked: {err}", args.join(" "));
-    assert_eq!(err.lines().count(), 1, "`qimg {}`: not one line: {err}", args.join(" "));
-    assert!(err.starts_with("qimg: "), "`qimg {}`: {err}", args.join(" "));
-    assert!(err.contains(needle), "`qimg {}`: expected {needle:?} in: {err}", args.join(" "));
-    assert!(fx.read(file) == before, "`qimg {}` changed {file}", args.join(" "));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "`qimg {}`: exit {:?}, stderr: {err}",
+        args.join(" "),
+        out.status
+    );
+    assert!(
+        !err.contains("panicked"),
+        "`qimg {}` panicked: {err}",
+        args.join(" ")
+    );
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "`qimg {}`: not one line: {err}",
+        args.join(" ")
+    );
+    assert!(
+        err.starts_with("qimg: "),
+        "`qimg {}`: {err}",
+        args.join(" ")
+    );
+    assert!(
+        err.contains(needle),
+        "`qimg {}`: expected {needle:?} in: {err}",
+        args.join(" ")
+    );
+    assert!(
+        fx.read(file) == before,
+        "`qimg {}` changed {file}",
+        args.join(" ")
+    );
 }
 
 /// The three read commands must all fail on an image that cannot be opened.
 fn assert_unopenable(fx: &Fixture, file: &str, needle: &str) {
     assert_clean_failure(fx, &["info", file], file, needle);
-    assert_clean_failure(fx, &["info", "--output=json", "--backing-chain", file], file, needle);
+    assert_clean_failure(
+        fx,
+        &["info", "--output=json", "--backing-chain", file],
+        file,
+        needle,
+    );
     assert_clean_failure(fx, &["map", "--output=json", file], file, needle);
 }
+
+/// A change made to a good image to break it.
+type Patch = fn(&mut Vec<u8>);
 
 fn be32(b: &mut [u8], off: usize, v: u32) {
     b[off..off + 4].copy_from_slice(&v.to_be_bytes());
@@ -58,15 +93,19 @@ fn le64(b: &mut [u8], off: usize, v: u64) {
 /// A 1 MiB qcow2 v3 image with 128 KiB of data. Layout: header 0, refcount
 /// table 0x10000, refcount block 0x20000, L1 0x30000, L2 0x40000, data 0x50000.
 fn good_qcow2(fx: &Fixture) -> Vec<u8> {
-    fx.sh(
-        "qemu-img create -q -f qcow2 good.qcow2 1M
-         qemu-io -c 'write -P 1 0 128k' good.qcow2 >/dev/null",
-    );
+    fx.sh("qemu-img create -q -f qcow2 good.qcow2 1M
+         qemu-io -c 'write -P 1 0 128k' good.qcow2 >/dev/null");
     fx.read("good.qcow2")
 }
 
 /// Writes a patched copy of `base` and checks every read command fails on it.
-fn patched_qcow2(fx: &Fixture, base: &[u8], name: &str, needle: &str, patch: impl FnOnce(&mut Vec<u8>)) {
+fn patched_qcow2(
+    fx: &Fixture,
+    base: &[u8],
+    name: &str,
+    needle: &str,
+    patch: impl FnOnce(&mut Vec<u8>),
+) {
     let mut b = base.to_vec();
     patch(&mut b);
     fx.write(name, &b);
@@ -79,20 +118,54 @@ fn qcow2_bad_headers() {
     let good = good_qcow2(&fx);
     patched_qcow2(&fx, &good, "trunc50.qcow2", "truncated", |b| b.truncate(50));
     patched_qcow2(&fx, &good, "trunc8.qcow2", "truncated", |b| b.truncate(8));
-    patched_qcow2(&fx, &good, "trunc100.qcow2", "truncated", |b| b.truncate(100));
+    patched_qcow2(&fx, &good, "trunc100.qcow2", "truncated", |b| {
+        b.truncate(100)
+    });
     patched_qcow2(&fx, &good, "version4.qcow2", "version 4", |b| be32(b, 4, 4));
-    patched_qcow2(&fx, &good, "qcow1.qcow2", "'qcow' is not supported", |b| be32(b, 4, 1));
+    patched_qcow2(&fx, &good, "qcow1.qcow2", "'qcow' is not supported", |b| {
+        be32(b, 4, 1)
+    });
     patched_qcow2(&fx, &good, "bits8.qcow2", "2^8", |b| be32(b, 20, 8));
     patched_qcow2(&fx, &good, "bits22.qcow2", "2^22", |b| be32(b, 20, 22));
-    patched_qcow2(&fx, &good, "l1huge.qcow2", "L1 table too large", |b| be32(b, 36, 0x7fff_ffff));
-    patched_qcow2(&fx, &good, "l1small.qcow2", "L1 table is too small", |b| be32(b, 36, 0));
-    patched_qcow2(&fx, &good, "l1past.qcow2", "past the end of the file", |b| be64(b, 40, 0x1000_0000));
-    patched_qcow2(&fx, &good, "l1unaligned.qcow2", "L1 table offset invalid", |b| be64(b, 40, 0x30008));
-    patched_qcow2(&fx, &good, "rtpast.qcow2", "past the end of the file", |b| be64(b, 48, 0x1000_0000));
-    patched_qcow2(&fx, &good, "rtnone.qcow2", "reference count table", |b| be32(b, 56, 0));
-    patched_qcow2(&fx, &good, "hl113.qcow2", "header_length", |b| be32(b, 100, 113));
-    patched_qcow2(&fx, &good, "hl108.qcow2", "multiple of 8", |b| be32(b, 100, 108));
-    patched_qcow2(&fx, &good, "hlbig.qcow2", "exceeds cluster size", |b| be32(b, 100, 0x20000));
+    patched_qcow2(&fx, &good, "l1huge.qcow2", "L1 table too large", |b| {
+        be32(b, 36, 0x7fff_ffff)
+    });
+    patched_qcow2(&fx, &good, "l1small.qcow2", "L1 table is too small", |b| {
+        be32(b, 36, 0)
+    });
+    patched_qcow2(
+        &fx,
+        &good,
+        "l1past.qcow2",
+        "past the end of the file",
+        |b| be64(b, 40, 0x1000_0000),
+    );
+    patched_qcow2(
+        &fx,
+        &good,
+        "l1unaligned.qcow2",
+        "L1 table offset invalid",
+        |b| be64(b, 40, 0x30008),
+    );
+    patched_qcow2(
+        &fx,
+        &good,
+        "rtpast.qcow2",
+        "past the end of the file",
+        |b| be64(b, 48, 0x1000_0000),
+    );
+    patched_qcow2(&fx, &good, "rtnone.qcow2", "reference count table", |b| {
+        be32(b, 56, 0)
+    });
+    patched_qcow2(&fx, &good, "hl113.qcow2", "header_length", |b| {
+        be32(b, 100, 113)
+    });
+    patched_qcow2(&fx, &good, "hl108.qcow2", "multiple of 8", |b| {
+        be32(b, 100, 108)
+    });
+    patched_qcow2(&fx, &good, "hlbig.qcow2", "exceeds cluster size", |b| {
+        be32(b, 100, 0x20000)
+    });
     patched_qcow2(&fx, &good, "rcorder.qcow2", "64 bits", |b| be32(b, 96, 7));
     patched_qcow2(&fx, &good, "backname.qcow2", "inside cluster 0", |b| {
         be64(b, 8, 65530);
@@ -102,11 +175,19 @@ fn qcow2_bad_headers() {
         be64(b, 8, 1024);
         be32(b, 16, 2000);
     });
-    patched_qcow2(&fx, &good, "incompat9.qcow2", "bit 9", |b| be64(b, 72, 1 << 9));
-    patched_qcow2(&fx, &good, "incompat40.qcow2", "bit 40", |b| be64(b, 72, 1 << 40));
-    patched_qcow2(&fx, &good, "ctype.qcow2", "Compression type", |b| be64(b, 72, 1 << 3));
+    patched_qcow2(&fx, &good, "incompat9.qcow2", "bit 9", |b| {
+        be64(b, 72, 1 << 9)
+    });
+    patched_qcow2(&fx, &good, "incompat40.qcow2", "bit 40", |b| {
+        be64(b, 72, 1 << 40)
+    });
+    patched_qcow2(&fx, &good, "ctype.qcow2", "Compression type", |b| {
+        be64(b, 72, 1 << 3)
+    });
     patched_qcow2(&fx, &good, "aes.qcow2", "AES", |b| be32(b, 32, 1));
-    patched_qcow2(&fx, &good, "crypt7.qcow2", "encryption method 7", |b| be32(b, 32, 7));
+    patched_qcow2(&fx, &good, "crypt7.qcow2", "encryption method 7", |b| {
+        be32(b, 32, 7)
+    });
     patched_qcow2(&fx, &good, "snappast.qcow2", "snapshot table", |b| {
         be32(b, 60, 1);
         be64(b, 64, 0x1000_0000);
@@ -129,8 +210,18 @@ fn qcow2_wrong_magic_with_explicit_format() {
     let mut b = good_qcow2(&fx);
     b[3] = 0xfa;
     fx.write("magic.qcow2", &b);
-    assert_clean_failure(&fx, &["info", "-f", "qcow2", "magic.qcow2"], "magic.qcow2", "wrong magic");
-    assert_clean_failure(&fx, &["map", "-f", "qed", "magic.qcow2"], "magic.qcow2", "wrong magic");
+    assert_clean_failure(
+        &fx,
+        &["info", "-f", "qcow2", "magic.qcow2"],
+        "magic.qcow2",
+        "wrong magic",
+    );
+    assert_clean_failure(
+        &fx,
+        &["map", "-f", "qed", "magic.qcow2"],
+        "magic.qcow2",
+        "wrong magic",
+    );
 }
 
 /// Corrupt tables that `info` does not read but `map` and reads do.
@@ -138,10 +229,18 @@ fn qcow2_wrong_magic_with_explicit_format() {
 fn qcow2_bad_tables_fail_on_map() {
     let fx = Fixture::new();
     let good = good_qcow2(&fx);
-    let cases: [(&str, &str, fn(&mut Vec<u8>)); 3] = [
-        ("l2past.qcow2", "past the end of the file", |b| be64(b, 0x30000, 0x8000_0000_1000_0000)),
-        ("l2unaligned.qcow2", "unaligned host cluster", |b| be64(b, 0x40000, 0x8000_0000_0005_0200)),
-        ("l2intoheader.qcow2", "L2 table (L1 index 0) offset invalid", |b| be64(b, 0x30000, 0x8000_0000_0000_0000 | 0x200)),
+    let cases: [(&str, &str, Patch); 3] = [
+        ("l2past.qcow2", "past the end of the file", |b| {
+            be64(b, 0x30000, 0x8000_0000_1000_0000)
+        }),
+        ("l2unaligned.qcow2", "unaligned host cluster", |b| {
+            be64(b, 0x40000, 0x8000_0000_0005_0200)
+        }),
+        (
+            "l2intoheader.qcow2",
+            "L2 table (L1 index 0) offset invalid",
+            |b| be64(b, 0x30000, 0x8000_0000_0000_0000 | 0x200),
+        ),
     ];
     for (name, needle, patch) in cases {
         let mut b = good.clone();
@@ -155,12 +254,10 @@ fn qcow2_bad_tables_fail_on_map() {
 #[test]
 fn qcow2_zero_flag_in_v2_and_invalid_subcluster_bitmap() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 1M
+    fx.sh("qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 1M
          qemu-io -c 'write -P 1 0 64k' v2.qcow2 >/dev/null
          qemu-img create -q -f qcow2 -o extended_l2=on xl.qcow2 1M
-         qemu-io -c 'write -P 1 0 4k' xl.qcow2 >/dev/null",
-    );
+         qemu-io -c 'write -P 1 0 4k' xl.qcow2 >/dev/null");
     let mut v2 = fx.read("v2.qcow2");
     be64(&mut v2, 0x40000, 1);
     fx.write("v2.qcow2", &v2);
@@ -169,34 +266,38 @@ fn qcow2_zero_flag_in_v2_and_invalid_subcluster_bitmap() {
     // Subcluster 0 both allocated and zero.
     be64(&mut xl, 0x40008, 0x0000_0001_0000_0001);
     fx.write("xl.qcow2", &xl);
-    assert_clean_failure(&fx, &["map", "--output=json", "xl.qcow2"], "xl.qcow2", "invalid subcluster bitmap");
+    assert_clean_failure(
+        &fx,
+        &["map", "--output=json", "xl.qcow2"],
+        "xl.qcow2",
+        "invalid subcluster bitmap",
+    );
 }
 
 #[test]
 fn encrypted_luks_image_is_refused() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f qcow2 --object secret,id=s0,data=pw \
-            -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 enc.qcow2 1M",
-    );
+    fx.sh("qemu-img create -q -f qcow2 --object secret,id=s0,data=pw \
+            -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 enc.qcow2 1M");
     assert_unopenable(&fx, "enc.qcow2", "LUKS");
 }
 
 #[test]
 fn compressed_cluster_with_garbage_is_an_error_not_a_panic() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f raw src.raw 1M
+    fx.sh("qemu-img create -q -f raw src.raw 1M
          qemu-io -f raw -c 'write -P 0x41 0 1M' src.raw >/dev/null
-         qemu-img convert -c -O qcow2 src.raw c.qcow2",
-    );
+         qemu-img convert -c -O qcow2 src.raw c.qcow2");
     let mut b = fx.read("c.qcow2");
     // Compressed data starts in the cluster after the L2 table (0x50000).
     b[0x50000..0x50100].fill(0xff);
     fx.write("c.qcow2", &b);
     let chain = qimg::chain::Chain::open(&fx.path("c.qcow2"), None).expect("opens");
     let mut buf = vec![0u8; 65536];
-    let err = chain.view().read(0, &mut buf).expect_err("garbage must not decompress");
+    let err = chain
+        .view()
+        .read(0, &mut buf)
+        .expect_err("garbage must not decompress");
     assert_eq!(err.kind(), qimg::error::ErrorKind::Corrupt, "{err}");
 }
 
@@ -209,18 +310,22 @@ fn good_qed(fx: &Fixture) -> Vec<u8> {
 fn qed_bad_headers() {
     let fx = Fixture::new();
     let good = good_qed(&fx);
-    let cases: Vec<(&str, &str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-        ("trunc.qed", "truncated", Box::new(|b| b.truncate(30))),
-        ("cluster.qed", "cluster size", Box::new(|b| le32(b, 4, 1000))),
-        ("table.qed", "table size", Box::new(|b| le32(b, 8, 3))),
-        ("feature.qed", "Unsupported QED features", Box::new(|b| le64(b, 16, 1 << 8))),
-        ("l1past.qed", "does not lie inside the file", Box::new(|b| le64(b, 40, 0x1000_0000))),
-        ("size.qed", "image size", Box::new(|b| le64(b, 48, u64::MAX / 2))),
-        ("backname.qed", "outside the header", Box::new(|b| {
+    let cases: [(&str, &str, Patch); 7] = [
+        ("trunc.qed", "truncated", |b| b.truncate(30)),
+        ("cluster.qed", "cluster size", |b| le32(b, 4, 1000)),
+        ("table.qed", "table size", |b| le32(b, 8, 3)),
+        ("feature.qed", "Unsupported QED features", |b| {
+            le64(b, 16, 1 << 8)
+        }),
+        ("l1past.qed", "does not lie inside the file", |b| {
+            le64(b, 40, 0x1000_0000)
+        }),
+        ("size.qed", "image size", |b| le64(b, 48, u64::MAX / 2)),
+        ("backname.qed", "outside the header", |b| {
             le64(b, 16, 1);
             le32(b, 56, 65000);
             le32(b, 60, 1000);
-        })),
+        }),
     ];
     for (name, needle, patch) in cases {
         let mut b = good.clone();
@@ -233,7 +338,12 @@ fn qed_bad_headers() {
     let l2 = u64::from_le_bytes(b[0x10000..0x10008].try_into().unwrap()) as usize;
     le64(&mut b, l2, 0x1000_0000);
     fx.write("l2entry.qed", &b);
-    assert_clean_failure(&fx, &["map", "l2entry.qed"], "l2entry.qed", "not a valid cluster offset");
+    assert_clean_failure(
+        &fx,
+        &["map", "l2entry.qed"],
+        "l2entry.qed",
+        "not a valid cluster offset",
+    );
 }
 
 #[test]
@@ -246,13 +356,29 @@ fn backing_loops_are_named() {
     );
     // qemu-img refuses to name an image its own backing file; patch the name.
     let mut b = fx.read("self.qcow2");
-    let pos = b.windows(10).position(|w| w == b"abcd.qcow2").expect("backing name");
+    let pos = b
+        .windows(10)
+        .position(|w| w == b"abcd.qcow2")
+        .expect("backing name");
     b[pos..pos + 10].copy_from_slice(b"self.qcow2");
     fx.write("self.qcow2", &b);
-    for args in [&["map", "a.qcow2"][..], &["info", "--backing-chain", "a.qcow2"]] {
-        assert_clean_failure(&fx, args, "a.qcow2", "backing chain loop: a.qcow2 -> b.qcow2 -> a.qcow2");
+    for args in [
+        &["map", "a.qcow2"][..],
+        &["info", "--backing-chain", "a.qcow2"],
+    ] {
+        assert_clean_failure(
+            &fx,
+            args,
+            "a.qcow2",
+            "backing chain loop: a.qcow2 -> b.qcow2 -> a.qcow2",
+        );
     }
-    assert_clean_failure(&fx, &["map", "self.qcow2"], "self.qcow2", "backing chain loop: self.qcow2 -> self.qcow2");
+    assert_clean_failure(
+        &fx,
+        &["map", "self.qcow2"],
+        "self.qcow2",
+        "backing chain loop: self.qcow2 -> self.qcow2",
+    );
     // info without --backing-chain does not open the backing file, as qemu-img.
     assert!(fx.qimg(&["info", "a.qcow2"]).status.success());
 }
@@ -279,11 +405,24 @@ fn missing_files_and_raw_probing() {
     );
     // Remove the recorded backing format: the extension type becomes unknown.
     let mut b = fx.read("noformat.qcow2");
-    let pos = b.windows(4).position(|w| w == [0xe2, 0x79, 0x2a, 0xca]).expect("extension");
+    let pos = b
+        .windows(4)
+        .position(|w| w == [0xe2, 0x79, 0x2a, 0xca])
+        .expect("extension");
     b[pos..pos + 4].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
     fx.write("noformat.qcow2", &b);
-    assert_clean_failure(&fx, &["map", "orphan.qcow2"], "orphan.qcow2", "could not open backing file 'gone.qcow2'");
-    assert_clean_failure(&fx, &["map", "noformat.qcow2"], "noformat.qcow2", "probing it would guess raw");
+    assert_clean_failure(
+        &fx,
+        &["map", "orphan.qcow2"],
+        "orphan.qcow2",
+        "could not open backing file 'gone.qcow2'",
+    );
+    assert_clean_failure(
+        &fx,
+        &["map", "noformat.qcow2"],
+        "noformat.qcow2",
+        "probing it would guess raw",
+    );
     let out = fx.qimg(&["info", "nonexistent.qcow2"]);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out).lines().count(), 1);

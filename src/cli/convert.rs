@@ -76,8 +76,8 @@ pub struct ConvertArgs {
     /// Skip inconsistent bitmaps when copying them.
     #[arg(long = "skip-broken-bitmaps")]
     skip_broken_bitmaps: bool,
-    /// Source images, then the target.
-    #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
+    /// Source images (concatenated), then the target: SRC... DST.
+    #[arg(value_name = "FILE", num_args = 2.., required = true)]
     files: Vec<PathBuf>,
 }
 

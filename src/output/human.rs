@@ -3,6 +3,12 @@
 /// A byte count with an IEC suffix and three significant digits
 /// (`%0.3g`), switching unit so the number stays below 1000: `1.5 KiB`,
 /// `0.977 MiB`, `0 B`.
+///
+/// ```
+/// use qimg::output::human::size_to_str;
+/// assert_eq!(size_to_str(1536), "1.5 KiB");
+/// assert_eq!(size_to_str(1024000), "0.977 MiB");
+/// ```
 pub fn size_to_str(bytes: u64) -> String {
     const SUFFIXES: [&str; 7] = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
     let scaled = bytes as f64 / (1000.0 / 1024.0);
