@@ -123,16 +123,44 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The message and its cause, without the path: for nesting one error
+    /// inside another's message.
+    pub fn detail(&self) -> String {
+        match &self.source {
+            Some(src) => format!("{}: {}", self.message, describe_io(src)),
+            None => self.message.clone(),
+        }
+    }
+}
+
+impl Error {
+    /// The innermost cause: the operating system's words for an I/O error
+    /// ("No such file or directory"), otherwise the message.
+    pub fn reason(&self) -> String {
+        match &self.source {
+            Some(src) => describe_io(src),
+            None => self.message.clone(),
+        }
+    }
+}
+
+/// An I/O error as people read it: "No such file or directory", without
+/// Rust's "(os error 2)" suffix.
+fn describe_io(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(p) = &self.path {
             write!(f, "{}: ", p.display())?;
         }
-        f.write_str(&self.message)?;
-        if let Some(src) = &self.source {
-            write!(f, ": {src}")?;
-        }
-        Ok(())
+        f.write_str(&self.detail())
     }
 }
 

@@ -101,8 +101,13 @@ impl Chain {
             };
             let open_backing = |format| {
                 open_image(&resolved, format).map_err(|e| {
-                    chain_error(format!("could not open backing file '{}': {e}", spec.name))
-                        .with_path(&overlay)
+                    chain_error(format!(
+                        "could not open backing file '{}'{}: {}",
+                        spec.name,
+                        looked_at(&spec.name, &resolved),
+                        e.reason()
+                    ))
+                    .with_path(&overlay)
                 })
             };
             let format = match format {
@@ -136,6 +141,15 @@ impl Chain {
         View {
             layers: &self.layers,
         }
+    }
+}
+
+/// " (looked for DIR/NAME)" when the resolved path differs from the stored name.
+fn looked_at(name: &str, resolved: &Path) -> String {
+    if Path::new(name) == resolved {
+        String::new()
+    } else {
+        format!(" (looked for {})", resolved.display())
     }
 }
 

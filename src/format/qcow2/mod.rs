@@ -200,6 +200,46 @@ impl Qcow2 {
         Ok(Unit { status })
     }
 
+    /// Where the run that starts at `offset` with status `first` ends, for
+    /// standard L2 entries: the following entries continue it while their
+    /// words (COPIED aside) advance by one cluster, or stay equal for runs
+    /// without a host offset. Entries equal to a valid one need no new checks.
+    fn cluster_run_end(&self, table: &[L2Entry], offset: u64, span_end: u64, first: Status) -> u64 {
+        let cs = self.geo.cluster_size();
+        let span = self.table_span();
+        let first_index = ((offset % span) / cs) as usize;
+        let last_index = (((span_end - 1) % span) / cs) as usize;
+        let step = if first.host().is_some() { cs } else { 0 };
+        let base = table[first_index].word & !entry::COPIED;
+        let mut n = 1;
+        while first_index + n <= last_index
+            && table[first_index + n].word & !entry::COPIED == base.wrapping_add(n as u64 * step)
+        {
+            n += 1;
+        }
+        ((offset / cs + n as u64) * cs).min(span_end)
+    }
+
+    /// Where the run that starts at `offset` with status `first` ends, with
+    /// extended L2 entries: walks subcluster by subcluster.
+    fn subcluster_run_end(
+        &self,
+        table: &[L2Entry],
+        offset: u64,
+        span_end: u64,
+        first: Status,
+    ) -> Result<u64> {
+        let unit = self.geo.subcluster_size();
+        let mut run_end = ((offset / unit + 1) * unit).min(span_end);
+        while run_end < span_end {
+            if self.unit_at(table, run_end)?.status != first.advanced(run_end - offset) {
+                break;
+            }
+            run_end = (run_end + unit).min(span_end);
+        }
+        Ok(run_end)
+    }
+
     fn read_compressed(&self, guest: u64, out: &mut [u8]) -> Result<()> {
         let cs = self.geo.cluster_size();
         let mut done = 0usize;
@@ -272,7 +312,7 @@ fn open_data_file(image: &Path, name: &str) -> Result<Box<dyn Storage>> {
         format!(
             "could not open external data file '{name}' (tried {}): {}",
             tried.join(", "),
-            first_err.map(|e| e.to_string()).unwrap_or_default()
+            first_err.map(|e| e.detail()).unwrap_or_default()
         ),
     ))
 }
@@ -368,17 +408,12 @@ impl Format for Qcow2 {
             });
         };
         let table = self.l2_table(l1_index, l2_offset)?;
-        let unit = self.geo.subcluster_size();
         let first = self.unit_at(&table, offset)?;
-        let mut run_end = ((offset / unit + 1) * unit).min(span_end);
-        while run_end < span_end {
-            let next = self.unit_at(&table, run_end)?;
-            let same = next.status == first.status.advanced(run_end - offset);
-            if !same {
-                break;
-            }
-            run_end = (run_end + unit).min(span_end);
-        }
+        let run_end = if self.geo.extended_l2 {
+            self.subcluster_run_end(&table, offset, span_end, first.status)?
+        } else {
+            self.cluster_run_end(&table, offset, span_end, first.status)
+        };
         Ok(Extent {
             len: run_end - offset,
             status: first.status,
