@@ -166,3 +166,29 @@ pub(crate) fn clip_request(offset: u64, len: u64, size: u64) -> Result<u64> {
     }
     Ok(len.min(size - offset))
 }
+
+/// Reads one layer at `offset`, extent by extent: stored data from its data
+/// file, compressed clusters through `decompress` (given the guest offset),
+/// and zeros for everything else (zero and unallocated ranges).
+pub(crate) fn read_layer(
+    image: &dyn Format,
+    offset: u64,
+    buf: &mut [u8],
+    mut decompress: impl FnMut(u64, &mut [u8]) -> Result<()>,
+) -> Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let pos = offset + done as u64;
+        let ext = image.block_status(pos, (buf.len() - done) as u64)?;
+        let chunk = &mut buf[done..done + ext.len as usize];
+        match ext.status {
+            Status::Data {
+                compressed: true, ..
+            } => decompress(pos, chunk)?,
+            Status::Data { host: Some(h), .. } => image.data_storage().read_at(chunk, h)?,
+            _ => chunk.fill(0),
+        }
+        done += chunk.len();
+    }
+    Ok(())
+}

@@ -1,6 +1,8 @@
 //! QED: a little-endian header, two levels of tables, no refcounts.
 
-use super::{clip_request, BackingSpec, Description, Details, Extent, Format, Status, TableCache};
+use super::{
+    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, Status, TableCache,
+};
 use crate::error::{Error, Result};
 use crate::io::Storage;
 use std::sync::Arc;
@@ -319,18 +321,9 @@ impl Format for Qed {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let ext = self.block_status(pos, (buf.len() - done) as u64)?;
-            let chunk = &mut buf[done..done + ext.len as usize];
-            match ext.status {
-                Status::Data { host: Some(h), .. } => self.storage.read_at(chunk, h)?,
-                _ => chunk.fill(0),
-            }
-            done += chunk.len();
-        }
-        Ok(())
+        read_layer(self, offset, buf, |_, _| {
+            Err(Error::corrupt("QED images have no compressed clusters"))
+        })
     }
 
     fn backing(&self) -> Option<&BackingSpec> {

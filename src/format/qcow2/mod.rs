@@ -11,8 +11,8 @@ pub use header::{CompressionType, Header};
 pub use snapshot::{Bitmap, Snapshot};
 
 use super::{
-    clip_request, BackingSpec, Description, Details, Extent, Format, Qcow2Details, Status,
-    TableCache,
+    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, Qcow2Details,
+    Status, TableCache,
 };
 use crate::error::{Error, Result};
 use crate::io::{FileStorage, Storage};
@@ -421,24 +421,9 @@ impl Format for Qcow2 {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let ext = self.block_status(pos, (buf.len() - done) as u64)?;
-            let chunk = &mut buf[done..done + ext.len as usize];
-            match ext.status {
-                Status::Data {
-                    host: Some(h),
-                    compressed: false,
-                } => self.data_storage().read_at(chunk, h)?,
-                Status::Data {
-                    compressed: true, ..
-                } => self.read_compressed(pos, chunk)?,
-                _ => chunk.fill(0),
-            }
-            done += chunk.len();
-        }
-        Ok(())
+        read_layer(self, offset, buf, |pos, chunk| {
+            self.read_compressed(pos, chunk)
+        })
     }
 
     fn backing(&self) -> Option<&BackingSpec> {
