@@ -9,7 +9,7 @@ use crate::paths::{is_absolute_spec, resolve_relative_to};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Longest chain qimg opens (the top image plus 63 backing files... and one more).
+/// Most images a chain may hold, the top image included.
 pub const MAX_CHAIN_DEPTH: usize = 64;
 
 /// One image of a chain.
@@ -91,32 +91,24 @@ impl Chain {
             }
             if layers.len() >= MAX_CHAIN_DEPTH {
                 return Err(chain_error(format!(
-                    "backing chain is deeper than {MAX_CHAIN_DEPTH} images: {}",
-                    names()
-                )));
+                    "backing chain is deeper than {MAX_CHAIN_DEPTH} images (stopped at '{}')",
+                    resolved.display()
+                ))
+                .with_path(path));
             }
             let format = match &spec.format {
-                Some(f) => Some(f.parse::<FormatKind>().map_err(|e| e.with_path(&overlay))?),
-                None => None,
+                Some(f) => f.parse::<FormatKind>().map_err(|e| e.with_path(&overlay))?,
+                None => probe_backing(&resolved, &spec.name).map_err(|e| e.with_path(&overlay))?,
             };
-            let open_backing = |format| {
-                open_image(&resolved, format).map_err(|e| {
-                    chain_error(format!(
-                        "could not open backing file '{}'{}: {}",
-                        spec.name,
-                        looked_at(&spec.name, &resolved),
-                        e.reason()
-                    ))
-                    .with_path(&overlay)
-                })
-            };
-            let format = match format {
-                Some(f) => Some(f),
-                None => {
-                    Some(probe_backing(&resolved, &spec.name).map_err(|e| e.with_path(&overlay))?)
-                }
-            };
-            let image = open_backing(format)?;
+            let image = open_image(&resolved, Some(format)).map_err(|e| {
+                chain_error(format!(
+                    "could not open backing file '{}'{}: {}",
+                    spec.name,
+                    looked_at(&spec.name, &resolved),
+                    e.reason()
+                ))
+                .with_path(&overlay)
+            })?;
             seen.push(id);
             layers.push(Layer {
                 path: resolved,

@@ -30,12 +30,6 @@ impl FileStorage {
         })
     }
 
-    /// The device and inode numbers, which identify the file whatever its name.
-    pub fn identity(&self) -> Result<(u64, u64)> {
-        let m = self.metadata()?;
-        Ok((m.dev(), m.ino()))
-    }
-
     fn metadata(&self) -> Result<std::fs::Metadata> {
         self.file
             .metadata()

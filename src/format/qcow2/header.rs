@@ -511,11 +511,6 @@ impl Header {
                 "image uses an external data file but its header does not name it",
             ));
         }
-        if self.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0
-            && self.incompatible_features & INCOMPAT_DATA_FILE == 0
-        {
-            // QEMU ignores the bit in that case; so do we.
-        }
         Ok(())
     }
 }

@@ -43,12 +43,6 @@ pub struct Qcow2 {
     last_compressed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
-/// What a run of one guest unit (cluster or subcluster) looks like.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Unit {
-    status: Status,
-}
-
 impl Qcow2 {
     /// Opens a qcow2 image from `storage`; `path` is the name it was opened
     /// by, used to resolve an external data file.
@@ -147,8 +141,9 @@ impl Qcow2 {
         Ok(Some(table[index as usize]))
     }
 
-    /// The status of the unit containing `guest`, with the host offset of `guest` itself.
-    fn unit_at(&self, table: &[L2Entry], guest: u64) -> Result<Unit> {
+    /// The status of the unit (cluster or subcluster) containing `guest`,
+    /// with the host offset of `guest` itself. Checks the entry on the way.
+    fn unit_at(&self, table: &[L2Entry], guest: u64) -> Result<Status> {
         let cs = self.geo.cluster_size();
         let index = ((guest % self.table_span()) / cs) as usize;
         let e = table[index];
@@ -197,7 +192,7 @@ impl Qcow2 {
             SubclusterType::UnallocatedAlloc(h) => Status::Unallocated { host: host_of(h)? },
             SubclusterType::UnallocatedPlain => Status::Unallocated { host: None },
         };
-        Ok(Unit { status })
+        Ok(status)
     }
 
     /// Where the run that starts at `offset` with status `first` ends, for
@@ -232,7 +227,7 @@ impl Qcow2 {
         let unit = self.geo.subcluster_size();
         let mut run_end = ((offset / unit + 1) * unit).min(span_end);
         while run_end < span_end {
-            if self.unit_at(table, run_end)?.status != first.advanced(run_end - offset) {
+            if self.unit_at(table, run_end)? != first.advanced(run_end - offset) {
                 break;
             }
             run_end = (run_end + unit).min(span_end);
@@ -410,13 +405,13 @@ impl Format for Qcow2 {
         let table = self.l2_table(l1_index, l2_offset)?;
         let first = self.unit_at(&table, offset)?;
         let run_end = if self.geo.extended_l2 {
-            self.subcluster_run_end(&table, offset, span_end, first.status)?
+            self.subcluster_run_end(&table, offset, span_end, first)?
         } else {
-            self.cluster_run_end(&table, offset, span_end, first.status)
+            self.cluster_run_end(&table, offset, span_end, first)
         };
         Ok(Extent {
             len: run_end - offset,
-            status: first.status,
+            status: first,
         })
     }
 
