@@ -345,3 +345,57 @@ fn committed_example_chain() {
     }
     assert_matches_qemu(&fx, "top.qcow2");
 }
+
+#[test]
+fn qed_need_check_is_reported_as_not_cleanly_shut_down() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qed img.qed 1M && qemu-io -f qed -c 'write -P 1 0 64k' img.qed >/dev/null");
+    let mut b = fx.read("img.qed");
+    b[16] |= 0x2; // NEED_CHECK
+    fx.write("img.qed", &b);
+    // qemu-img always reports QED as clean; qimg tells the truth. The map is unchanged.
+    let ours = stdout(&fx.qimg(&["info", "--output=json", "img.qed"]));
+    assert!(ours.contains("\"dirty-flag\": true"), "{ours}");
+    assert!(stdout(&fx.qimg(&["info", "img.qed"])).contains("cleanly shut down: no"));
+    assert!(stdout(&fx.qemu_img(&["info", "--output=json", "img.qed"]))
+        .contains("\"dirty-flag\": false"));
+    assert_same_output(&fx, &["map", "--output=json", "img.qed"]);
+    assert_same_content(&fx, "img.qed");
+}
+
+#[test]
+fn external_data_file_resolves_beside_the_image() {
+    let fx = Fixture::new();
+    fx.sh("mkdir vm && cd vm
+         qemu-img create -q -f qcow2 -o data_file=d.raw img.qcow2 1M
+         qemu-io -c 'write -P 0x5c 64k 64k' img.qcow2 >/dev/null");
+    // qemu-img looks for d.raw in the current directory only, and fails here.
+    assert!(!fx.qemu_img(&["map", "vm/img.qcow2"]).status.success());
+    let ours = fx.qimg(&["map", "--output=json", "vm/img.qcow2"]);
+    assert!(ours.status.success(), "{}", stderr(&ours));
+    let from_vm = fx.run(
+        "bash",
+        &["-c", "cd vm && qemu-img map --output=json img.qcow2"],
+    );
+    assert_eq!(stdout(&ours), stdout(&from_vm));
+    let human = stdout(&fx.qimg(&["map", "vm/img.qcow2"]));
+    assert!(human.contains("vm/d.raw"), "{human}");
+}
+
+#[test]
+fn external_data_file_falls_back_to_the_current_directory() {
+    let fx = Fixture::new();
+    // The name is stored as given ("vm/d.raw"): relative to the current directory.
+    fx.sh("mkdir vm
+         qemu-img create -q -f qcow2 -o data_file=vm/d.raw vm/img.qcow2 1M
+         qemu-io -c 'write -P 0x5d 128k 64k' vm/img.qcow2 >/dev/null");
+    // Only the commands run in the fixture directory can use the fallback
+    // (the test process itself runs elsewhere), so no in-process content check.
+    for args in [
+        &["map", "--output=json", "vm/img.qcow2"][..],
+        &["map", "vm/img.qcow2"],
+        &["info", "--output=json", "vm/img.qcow2"],
+    ] {
+        assert_same_output(&fx, args);
+    }
+}

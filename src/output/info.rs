@@ -45,8 +45,15 @@ pub fn info_json(info: &ImageInfo) -> Value {
     if let Some(b) = &info.backing_filename {
         m.insert("backing-filename".into(), json!(b));
     }
-    m.insert("dirty-flag".into(), json!(d.dirty));
+    m.insert("dirty-flag".into(), json!(not_cleanly_closed(info)));
     Value::Object(m)
+}
+
+/// The qcow2 dirty bit, or QED's need-check flag: either way the image was
+/// not closed cleanly and its metadata may need a check. (qemu-img always
+/// says false for QED; qimg tells.)
+fn not_cleanly_closed(info: &ImageInfo) -> bool {
+    info.description.dirty || info.description.need_check
 }
 
 fn file_json(info: &ImageInfo) -> Value {
@@ -161,7 +168,7 @@ fn human_one(info: &ImageInfo) -> String {
     if let Some(cs) = d.cluster_size {
         out += &format!("cluster_size: {cs}\n");
     }
-    if d.dirty {
+    if not_cleanly_closed(info) {
         out += "cleanly shut down: no\n";
     }
     if let Some(b) = &info.backing_filename {
