@@ -1,14 +1,18 @@
-//! `qimg create` (arguments only until the write-path issue lands).
+//! `qimg create`.
 
 use super::args::{parse_format, parse_size, FormatArg};
-use super::not_implemented;
 use clap::Args;
 use qimg::error::Result;
+use qimg::format::FormatKind;
+use qimg::ops::create::{option_names, plan, CreateRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `qimg create`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  qimg create -f qcow2 disk.qcow2 20G\n  qimg create -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2\n  qimg create -f qcow2 -o cluster_size=2M,preallocation=metadata big.qcow2 1T\n  qimg create -f qcow2 -o help"
+)]
 pub struct CreateArgs {
     /// Format of the new image (default raw).
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
@@ -19,9 +23,9 @@ pub struct CreateArgs {
     /// Backing file of the new image.
     #[arg(short = 'b', long = "backing", value_name = "BACKING")]
     backing: Option<String>,
-    /// Format of the backing file.
-    #[arg(short = 'F', long = "backing-format", value_name = "FMT", value_parser = parse_format)]
-    backing_format: Option<FormatArg>,
+    /// Format of the backing file (required with -b).
+    #[arg(short = 'F', long = "backing-format", value_name = "FMT")]
+    backing_format: Option<String>,
     /// Do not open or check the backing file.
     #[arg(short = 'u', long = "backing-unsafe")]
     backing_unsafe: bool,
@@ -39,6 +43,28 @@ pub struct CreateArgs {
 impl CreateArgs {
     /// Runs `create`.
     pub fn run(self) -> Result<ExitCode> {
-        not_implemented("create")
+        let format = self.format.map(|f| f.0);
+        if self.options.iter().any(|o| o == "help" || o == "?") {
+            let format = format.unwrap_or(FormatKind::Raw);
+            println!("Supported options for {format}:");
+            for name in option_names(format) {
+                println!("  {name}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        let plan = plan(&CreateRequest {
+            file: self.file,
+            format,
+            options: self.options,
+            backing: self.backing,
+            backing_format: self.backing_format,
+            backing_unsafe: self.backing_unsafe,
+            size: self.size,
+        })?;
+        if !self.quiet {
+            println!("{}", plan.formatting_line());
+        }
+        plan.execute()?;
+        Ok(ExitCode::SUCCESS)
     }
 }

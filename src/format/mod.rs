@@ -10,7 +10,7 @@ pub mod raw;
 pub use cache::TableCache;
 pub use probe::{open_image, open_storage, FormatKind};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::Storage;
 use std::fmt;
 
@@ -154,6 +154,40 @@ pub trait Format: Send + Sync + fmt::Debug {
     }
     /// Facts for `info`.
     fn describe(&self) -> Description;
+}
+
+/// How much of the image to reserve when it is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preallocation {
+    /// Metadata only; the file stays small.
+    #[default]
+    Off,
+    /// Every L2 table and data cluster reserved in the metadata; the file is sparse.
+    Metadata,
+    /// As metadata, with the data area allocated on the host (fallocate).
+    Falloc,
+    /// As metadata, with the data area written with zeros.
+    Full,
+}
+
+impl Preallocation {
+    /// Parses qemu-img's names (off, metadata, falloc, full).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "off" => Ok(Preallocation::Off),
+            "metadata" => Ok(Preallocation::Metadata),
+            "falloc" => Ok(Preallocation::Falloc),
+            "full" => Ok(Preallocation::Full),
+            other => Err(Error::argument(format!(
+                "Invalid preallocation mode: '{other}' (off, metadata, falloc or full)"
+            ))),
+        }
+    }
+
+    /// Whether data clusters are reserved in the metadata.
+    pub fn reserves_clusters(self) -> bool {
+        self != Preallocation::Off
+    }
 }
 
 /// Checks a request against the virtual size and clips it.

@@ -1,8 +1,9 @@
 //! Raw images: the guest sees the file's bytes; holes come from SEEK_HOLE.
 
+use super::Preallocation;
 use super::{clip_request, BackingSpec, Description, Details, Extent, Format, Status};
 use crate::error::Result;
-use crate::io::{HostExtent, Storage};
+use crate::io::{write_zeros, HostExtent, Storage};
 
 /// An open raw image.
 #[derive(Debug)]
@@ -73,4 +74,17 @@ impl Format for Raw {
             details: Details::None,
         }
     }
+}
+
+/// Creates a raw image of `size` bytes (rounded up to 512) in the empty
+/// `storage`: sparse, allocated on the host (`falloc`) or written (`full`).
+pub fn create(storage: &dyn Storage, size: u64, preallocation: Preallocation) -> Result<()> {
+    let size = size.div_ceil(512) * 512;
+    storage.set_len(size)?;
+    match preallocation {
+        Preallocation::Falloc if size > 0 => storage.allocate(0, size)?,
+        Preallocation::Full => write_zeros(storage, 0, size)?,
+        _ => {}
+    }
+    storage.flush()
 }

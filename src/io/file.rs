@@ -2,12 +2,12 @@
 
 use super::{HostExtent, Storage};
 use crate::error::{Error, Result};
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-/// A local file opened read-only.
+/// A local file, opened read-only or read-write.
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
@@ -17,7 +17,31 @@ pub struct FileStorage {
 impl FileStorage {
     /// Opens `path` read-only.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| Error::io("could not open", e).with_path(path))?;
+        Self::open_with(path, OpenOptions::new().read(true))
+    }
+
+    /// Opens an existing `path` for reading and writing.
+    pub fn open_rw(path: &Path) -> Result<Self> {
+        Self::open_with(path, OpenOptions::new().read(true).write(true))
+    }
+
+    /// Creates `path` (emptying it if it exists) for reading and writing.
+    pub fn create(path: &Path) -> Result<Self> {
+        Self::open_with(
+            path,
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .map_err(|e| e.with_path(path))
+    }
+
+    fn open_with(path: &Path, options: &OpenOptions) -> Result<Self> {
+        let file = options
+            .open(path)
+            .map_err(|e| Error::io("could not open", e).with_path(path))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io("could not stat", e).with_path(path))?;
@@ -84,6 +108,42 @@ impl Storage for FileStorage {
 
     fn allocated_bytes(&self) -> Result<Option<u64>> {
         Ok(Some(self.metadata()?.blocks() * 512))
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.file.write_all_at(buf, offset).map_err(|e| {
+            Error::io(format!("write failed at offset {offset:#x}"), e)
+                .with_path(&self.path)
+                .at_offset(offset)
+        })
+    }
+
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.file.set_len(len).map_err(|e| {
+            Error::io(format!("could not resize to {len} bytes"), e).with_path(&self.path)
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("flush failed", e).with_path(&self.path))
+    }
+
+    fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Err(Error::argument("allocation range too large").with_path(&self.path));
+        };
+        // SAFETY: posix_fallocate on a descriptor we own; no memory is passed.
+        let r = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), off, n) };
+        if r != 0 {
+            return Err(Error::io(
+                "could not allocate space",
+                std::io::Error::from_raw_os_error(r),
+            )
+            .with_path(&self.path));
+        }
+        Ok(())
     }
 
     fn extent_at(&self, offset: u64) -> Result<HostExtent> {

@@ -3,12 +3,13 @@
 use super::{HostExtent, Storage};
 use crate::error::Result;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 /// Bytes in memory posing as a file. Every byte counts as data (no holes).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MemStorage {
     path: PathBuf,
-    data: Vec<u8>,
+    data: RwLock<Vec<u8>>,
 }
 
 impl MemStorage {
@@ -16,8 +17,21 @@ impl MemStorage {
     pub fn new(path: impl AsRef<Path>, data: Vec<u8>) -> Self {
         MemStorage {
             path: path.as_ref().to_path_buf(),
-            data,
+            data: RwLock::new(data),
         }
+    }
+
+    /// A copy of the current bytes.
+    pub fn contents(&self) -> Vec<u8> {
+        self.bytes().clone()
+    }
+
+    fn bytes(&self) -> std::sync::RwLockReadGuard<'_, Vec<u8>> {
+        self.data.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bytes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<u8>> {
+        self.data.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -27,25 +41,54 @@ impl Storage for MemStorage {
     }
 
     fn len(&self) -> Result<u64> {
-        Ok(self.data.len() as u64)
+        Ok(self.bytes().len() as u64)
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let len = self.data.len() as u64;
+        let data = self.bytes();
+        let len = data.len() as u64;
         let start = offset.min(len) as usize;
         let end = offset.saturating_add(buf.len() as u64).min(len) as usize;
         let n = end - start;
-        buf[..n].copy_from_slice(&self.data[start..end]);
+        buf[..n].copy_from_slice(&data[start..end]);
         buf[n..].fill(0);
         Ok(())
     }
 
     fn allocated_bytes(&self) -> Result<Option<u64>> {
-        Ok(Some(self.data.len() as u64))
+        self.len().map(Some)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        let mut data = self.bytes_mut();
+        let end = offset as usize + buf.len();
+        if data.len() < end {
+            data.resize(end, 0);
+        }
+        data[offset as usize..end].copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.bytes_mut().resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        let mut data = self.bytes_mut();
+        let end = (offset + len) as usize;
+        if data.len() < end {
+            data.resize(end, 0);
+        }
+        Ok(())
     }
 
     fn extent_at(&self, offset: u64) -> Result<HostExtent> {
-        let len = self.data.len() as u64;
+        let len = self.len()?;
         Ok(if offset >= len {
             HostExtent::TrailingHole
         } else {

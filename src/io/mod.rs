@@ -38,4 +38,24 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn allocated_bytes(&self) -> Result<Option<u64>>;
     /// Whether data or a hole starts at `offset`, and for how long.
     fn extent_at(&self, offset: u64) -> Result<HostExtent>;
+    /// Writes all of `buf` at `offset`, growing the file if needed.
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()>;
+    /// Sets the length, truncating or extending (sparsely).
+    fn set_len(&self, len: u64) -> Result<()>;
+    /// Makes every completed write durable (a barrier for the write order).
+    fn flush(&self) -> Result<()>;
+    /// Reserves host space for `[offset, offset + len)` without writing it.
+    fn allocate(&self, offset: u64, len: u64) -> Result<()>;
+}
+
+/// Writes `len` zero bytes at `offset`, a megabyte at a time.
+pub fn write_zeros(storage: &dyn Storage, offset: u64, len: u64) -> Result<()> {
+    let chunk = vec![0u8; (1 << 20).min(len) as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(chunk.len() as u64) as usize;
+        storage.write_at(&chunk[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
 }

@@ -9,6 +9,8 @@ pub const MAGIC: [u8; 4] = *b"QFI\xfb";
 pub const V2_HEADER_LEN: usize = 72;
 /// Length of the version 3 header without the optional compression type.
 pub const V3_HEADER_MIN_LEN: usize = 104;
+/// Length of the version 3 header qimg writes (with the compression type).
+pub const V3_HEADER_LEN: usize = 112;
 
 /// Incompatible feature bit 0: refcounts may be stale.
 pub const INCOMPAT_DIRTY: u64 = 1 << 0;
@@ -123,6 +125,8 @@ pub struct Header {
     pub header_length: u32,
     /// The compression type field (0 when absent).
     pub compression_type_raw: u8,
+    /// Header bytes after the 112 qimg knows (kept as they are on rewrite).
+    pub extra_fields: Vec<u8>,
     /// Backing file format from extension 0xE2792ACA.
     pub backing_format: Option<String>,
     /// The backing file name.
@@ -201,6 +205,7 @@ impl Header {
             refcount_order: 4,
             header_length: V2_HEADER_LEN as u32,
             compression_type_raw: 0,
+            extra_fields: Vec::new(),
             backing_format: None,
             backing_file: None,
             feature_names: Vec::new(),
@@ -245,6 +250,9 @@ impl Header {
             }
             if hl > V3_HEADER_MIN_LEN {
                 h.compression_type_raw = buf[104];
+            }
+            if hl > V3_HEADER_LEN {
+                h.extra_fields = buf[V3_HEADER_LEN..hl].to_vec();
             }
         }
         if h.refcount_order > 6 {
@@ -512,6 +520,114 @@ impl Header {
             ));
         }
         Ok(())
+    }
+}
+
+/// The feature name table QEMU 10 writes, in its order: (kind, bit, name).
+pub const STANDARD_FEATURE_NAMES: [(u8, u8, &str); 8] = [
+    (0, 0, "dirty bit"),
+    (0, 1, "corrupt bit"),
+    (0, 2, "external data file"),
+    (0, 3, "compression type"),
+    (0, 4, "extended L2 entries"),
+    (1, 0, "lazy refcounts"),
+    (2, 0, "bitmaps"),
+    (2, 1, "raw external data"),
+];
+
+/// Appends one header extension record (type, length, data, padding to 8).
+fn push_extension(out: &mut Vec<u8>, kind: u32, data: &[u8]) {
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(8) * 8, 0);
+}
+
+impl Header {
+    /// Encodes the header as the whole of cluster 0, as QEMU lays it out:
+    /// the fields, then the extensions (backing format, external data file,
+    /// encryption pointer, feature names for v3 images with clusters over
+    /// 4 KiB, bitmaps, unknown ones kept), the end marker, and the backing
+    /// file name. The offsets of the name are recomputed.
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let mut b = Vec::with_capacity(1024);
+        b.extend_from_slice(&MAGIC);
+        b.extend_from_slice(&self.version.to_be_bytes());
+        b.extend_from_slice(&[0u8; 12]); // backing name offset and size, set below
+        b.extend_from_slice(&self.cluster_bits.to_be_bytes());
+        b.extend_from_slice(&self.size.to_be_bytes());
+        b.extend_from_slice(&self.crypt_method.to_be_bytes());
+        b.extend_from_slice(&self.l1_size.to_be_bytes());
+        b.extend_from_slice(&self.l1_table_offset.to_be_bytes());
+        b.extend_from_slice(&self.refcount_table_offset.to_be_bytes());
+        b.extend_from_slice(&self.refcount_table_clusters.to_be_bytes());
+        b.extend_from_slice(&self.nb_snapshots.to_be_bytes());
+        b.extend_from_slice(&self.snapshots_offset.to_be_bytes());
+        if self.version >= 3 {
+            b.extend_from_slice(&self.incompatible_features.to_be_bytes());
+            b.extend_from_slice(&self.compatible_features.to_be_bytes());
+            b.extend_from_slice(&self.autoclear_features.to_be_bytes());
+            b.extend_from_slice(&self.refcount_order.to_be_bytes());
+            let len = (V3_HEADER_LEN + self.extra_fields.len()) as u32;
+            b.extend_from_slice(&len.to_be_bytes());
+            b.push(self.compression_type_raw);
+            b.resize(V3_HEADER_LEN, 0);
+            b.extend_from_slice(&self.extra_fields);
+        }
+        if let Some(f) = &self.backing_format {
+            push_extension(&mut b, EXT_BACKING_FORMAT, f.as_bytes());
+        }
+        if let Some(d) = &self.data_file {
+            push_extension(&mut b, EXT_DATA_FILE, d.as_bytes());
+        }
+        if let Some((off, len)) = self.crypto_header {
+            let mut data = off.to_be_bytes().to_vec();
+            data.extend_from_slice(&len.to_be_bytes());
+            push_extension(&mut b, EXT_CRYPTO, &data);
+        }
+        if self.version >= 3 && self.cluster_size() > 4096 {
+            let mut table = Vec::with_capacity(48 * STANDARD_FEATURE_NAMES.len());
+            for (kind, bit, name) in STANDARD_FEATURE_NAMES {
+                let mut entry = [0u8; 48];
+                entry[0] = kind;
+                entry[1] = bit;
+                entry[2..2 + name.len()].copy_from_slice(name.as_bytes());
+                table.extend_from_slice(&entry);
+            }
+            push_extension(&mut b, EXT_FEATURE_TABLE, &table);
+        }
+        if let Some(bm) = self.bitmaps {
+            let mut data = bm.count.to_be_bytes().to_vec();
+            data.extend_from_slice(&[0u8; 4]);
+            data.extend_from_slice(&bm.directory_size.to_be_bytes());
+            data.extend_from_slice(&bm.directory_offset.to_be_bytes());
+            push_extension(&mut b, EXT_BITMAPS, &data);
+        }
+        for (kind, data) in &self.unknown_extensions {
+            push_extension(&mut b, *kind, data);
+        }
+        b.extend_from_slice(&[0u8; 8]);
+        let cs = self.cluster_size() as usize;
+        if let Some(name) = &self.backing_file {
+            if name.len() > 1023 {
+                return Err(Error::argument(format!(
+                    "backing file name is too long ({} bytes, at most 1023)",
+                    name.len()
+                )));
+            }
+            let offset = b.len() as u64;
+            b[8..16].copy_from_slice(&offset.to_be_bytes());
+            b[16..20].copy_from_slice(&(name.len() as u32).to_be_bytes());
+            b.extend_from_slice(name.as_bytes());
+        }
+        if b.len() > cs {
+            return Err(Error::argument(format!(
+                "the header and its extensions ({} bytes) do not fit in one {cs}-byte cluster",
+                b.len()
+            )));
+        }
+        b.resize(cs, 0);
+        Ok(b)
     }
 }
 

@@ -2,9 +2,10 @@
 //! entries), compressed clusters, external data files, snapshots and bitmaps.
 
 mod compress;
+pub mod create;
 pub mod entry;
 pub mod header;
-mod refcount;
+pub mod refcount;
 pub mod snapshot;
 
 pub use header::{CompressionType, Header};

@@ -24,6 +24,23 @@ pub fn refcount_at(block: &[u8], index: usize, order: u32) -> u64 {
     }
 }
 
+/// Stores `value` at `index` of a refcount block with `1 << order`-bit entries.
+/// The value must fit in the width.
+pub fn set_refcount(block: &mut [u8], index: usize, order: u32, value: u64) {
+    let bits = 1usize << order;
+    if bits >= 8 {
+        let bytes = bits / 8;
+        let start = index * bytes;
+        let be = value.to_be_bytes();
+        block[start..start + bytes].copy_from_slice(&be[8 - bytes..]);
+    } else {
+        let bit = index * bits;
+        let mask = (((1u16 << bits) - 1) as u8) << (bit % 8);
+        let byte = &mut block[bit / 8];
+        *byte = (*byte & !mask) | (((value as u8) << (bit % 8)) & mask);
+    }
+}
+
 /// Whether the image looks preallocated with `preallocation=metadata`: far
 /// more clusters are in use than the host file really stores. This is the
 /// same test qemu-img applies before it reports holes in data clusters as zero.
@@ -68,7 +85,7 @@ pub fn looks_metadata_preallocated(
 
 #[cfg(test)]
 mod tests {
-    use super::refcount_at;
+    use super::{refcount_at, set_refcount};
 
     #[test]
     fn sub_byte_widths_pack_lsb_first() {
@@ -79,6 +96,30 @@ mod tests {
         assert_eq!(refcount_at(&[0x55, 0x15], 7, 1), 0);
         assert!((0..7).all(|i| refcount_at(&[0x11, 0x11, 0x11, 0x01], i, 2) == 1));
         assert_eq!(refcount_at(&[0x11, 0x11, 0x11, 0x01], 7, 2), 0);
+    }
+
+    #[test]
+    fn set_then_get_at_every_width() {
+        for order in 0..=6u32 {
+            let bits = 1u32 << order;
+            let max = if bits == 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            };
+            let mut block = vec![0u8; 64];
+            let n = 64 * 8 / bits as usize;
+            for i in 0..n {
+                set_refcount(&mut block, i, order, (i as u64 * 7 + 1) & max);
+            }
+            for i in 0..n {
+                assert_eq!(
+                    refcount_at(&block, i, order),
+                    (i as u64 * 7 + 1) & max,
+                    "order {order} index {i}"
+                );
+            }
+        }
     }
 
     #[test]
