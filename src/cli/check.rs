@@ -1,14 +1,20 @@
-//! `qimg check` (arguments only until the write-path issue lands).
+//! `qimg check`.
 
 use super::args::{parse_format, FormatArg, OutputArg, RepairArg};
 use super::not_implemented;
 use clap::Args;
-use qimg::error::Result;
+use qimg::error::{Error, Result};
+use qimg::ops::check::{check_image, CheckOutcome};
+use qimg::output::check::{render_human, render_json};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `qimg check`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 no problem found, 1 the check could not run, 2 corruptions, 3 leaked clusters only, 63 the format has no check (raw).\n\nExamples:\n  qimg check disk.qcow2\n  qimg check -r leaks disk.qcow2\n  qimg check --output=json disk.qcow2 | jq .leaks"
+)]
 pub struct CheckArgs {
     /// Image format (probed when omitted).
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
@@ -36,6 +42,37 @@ pub struct CheckArgs {
 impl CheckArgs {
     /// Runs `check`.
     pub fn run(self) -> Result<ExitCode> {
-        not_implemented("check")
+        let _ = &self.cache;
+        if self.repair.is_some() && self.force_share {
+            return Err(
+                Error::argument("force-share=on can only be used with read-only images")
+                    .with_path(&self.file),
+            );
+        }
+        if self.repair.is_some() {
+            return not_implemented("check -r");
+        }
+        let mut log = |line: String| eprintln!("{line}");
+        let outcome = check_image(&self.file, self.format.map(|f| f.0), &mut log)?;
+        let CheckOutcome::Checked { format, report } = outcome else {
+            eprintln!(
+                "qimg: {}: This image format does not support checks",
+                self.file.display()
+            );
+            return Ok(ExitCode::from(63));
+        };
+        if !self.quiet {
+            let text = match self.output {
+                OutputArg::Json => render_json(&self.file.display().to_string(), format, &report),
+                OutputArg::Human => render_human(&report),
+            };
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| Error::io("could not write output", e))?;
+        }
+        if report.check_errors > 0 {
+            eprintln!("qimg: {}: Check failed", self.file.display());
+        }
+        Ok(ExitCode::from(report.exit_code()))
     }
 }

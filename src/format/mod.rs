@@ -2,6 +2,7 @@
 //! program sees it only through the [`Format`] trait.
 
 mod cache;
+pub mod check;
 pub mod probe;
 pub mod qcow2;
 pub mod qed;
@@ -154,6 +155,12 @@ pub trait Format: Send + Sync + fmt::Debug {
     }
     /// Facts for `info`.
     fn describe(&self) -> Description;
+    /// Checks the metadata read-only, sending qemu-img's per-problem lines
+    /// to `log`. `None` when the format has no check (raw).
+    fn check(&self, log: &mut dyn FnMut(String)) -> Result<Option<check::CheckReport>> {
+        let _ = log;
+        Ok(None)
+    }
 }
 
 /// How much of the image to reserve when it is created.

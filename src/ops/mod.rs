@@ -1,5 +1,6 @@
 //! The operations behind the subcommands, as library functions.
 
+pub mod check;
 pub mod create;
 pub mod info;
 pub mod map;

@@ -1,5 +1,6 @@
 //! Renderers for human and JSON output, shaped like qemu-img's.
 
+pub mod check;
 pub mod human;
 pub mod info;
 pub mod map;

@@ -1,6 +1,7 @@
 //! qcow2, versions 2 and 3: header, L1/L2 mapping (standard and extended
 //! entries), compressed clusters, external data files, snapshots and bitmaps.
 
+pub mod check;
 mod compress;
 pub mod create;
 pub mod entry;
@@ -443,6 +444,17 @@ impl Format for Qcow2 {
             )
             .unwrap_or(false)
         }))
+    }
+
+    fn check(&self, log: &mut dyn FnMut(String)) -> Result<Option<super::check::CheckReport>> {
+        let input = check::CheckInput {
+            storage: self.storage.as_ref(),
+            header: &self.header,
+            l1: &self.l1,
+            snapshots: &self.snapshots,
+            bitmaps: &self.bitmaps,
+        };
+        check::check(&input, log).map(Some)
     }
 
     fn describe(&self) -> Description {

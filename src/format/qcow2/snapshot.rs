@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub disk_size: Option<u64>,
     /// Instruction count, when recorded and not -1.
     pub icount: Option<u64>,
+    /// Bytes the entry takes in the snapshot table (padded to 8).
+    pub entry_len: u64,
 }
 
 /// The lengths the fixed part of a snapshot entry announces.
@@ -114,6 +116,7 @@ pub fn parse_snapshot(entry: &[u8]) -> Result<Snapshot> {
         vm_state_size,
         disk_size,
         icount,
+        entry_len: layout.entry_len() as u64,
     })
 }
 
@@ -128,6 +131,10 @@ pub struct Bitmap {
     pub in_use: bool,
     /// The auto flag (tracks writes automatically).
     pub auto: bool,
+    /// Offset of the bitmap table.
+    pub table_offset: u64,
+    /// Entries in the bitmap table.
+    pub table_size: u32,
 }
 
 /// Largest bitmap directory QEMU accepts.
@@ -164,6 +171,8 @@ pub fn parse_bitmap_directory(buf: &[u8], count: u32) -> Result<Vec<Bitmap>> {
             granularity: 1u64 << gran_bits,
             in_use: flags & 1 != 0,
             auto: flags & 2 != 0,
+            table_offset: be64(e, 0),
+            table_size: be32(e, 8),
         });
         off += end.div_ceil(8) * 8;
     }

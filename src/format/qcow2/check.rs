@@ -1,0 +1,521 @@
+//! Checking a qcow2 image: every reference to a host cluster is counted
+//! (header, L1/L2 tables of the image and its snapshots, data, compressed
+//! data, snapshot table, refcount structures, bitmaps) and compared with the
+//! stored refcounts; COPIED flags are compared with refcounts of 1. The
+//! messages and counters are qemu-img's.
+
+use super::entry::{self, CompressedDescriptor, L2Entry, COPIED, L1_RESERVED_MASK, OFFSET_MASK};
+use super::header::{Header, AUTOCLEAR_BITMAPS, INCOMPAT_DATA_FILE, MAX_L1_BYTES};
+use super::refcount::{refcount_at, REFTABLE_OFFSET_MASK};
+use super::snapshot::{Bitmap, Snapshot};
+use crate::error::Result;
+use crate::format::check::CheckReport;
+use crate::io::Storage;
+
+/// Reserved bits of a refcount table entry.
+const REFTABLE_RESERVED_MASK: u64 = 0x1ff;
+/// Reserved bits of an extended L2 entry's first word.
+const L2_EXTENDED_RESERVED_MASK: u64 = 0x3f00_0000_0000_01ff;
+/// Reserved bits of a bitmap table entry.
+const BITMAP_TABLE_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+
+/// The stored refcounts, read block by block.
+pub struct StoredRefcounts<'a> {
+    storage: &'a dyn Storage,
+    table: Vec<u64>,
+    cluster_bits: u32,
+    order: u32,
+    cached: Option<(u64, Vec<u8>)>,
+}
+
+impl<'a> StoredRefcounts<'a> {
+    /// Reads the refcount table of the image.
+    pub fn read(storage: &'a dyn Storage, h: &Header) -> Result<Self> {
+        let len = h.refcount_table_clusters as u64 * h.cluster_size();
+        let mut raw = vec![0u8; len as usize];
+        storage.read_at(&mut raw, h.refcount_table_offset)?;
+        Ok(StoredRefcounts {
+            storage,
+            table: raw
+                .chunks_exact(8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+            cluster_bits: h.cluster_bits,
+            order: h.refcount_order,
+            cached: None,
+        })
+    }
+
+    /// Entries of the refcount table.
+    pub fn table(&self) -> &[u64] {
+        &self.table
+    }
+
+    fn per_block(&self) -> u64 {
+        ((1u64 << self.cluster_bits) * 8) >> self.order
+    }
+
+    /// The stored refcount of host cluster `cluster` (0 where no block covers it).
+    pub fn get(&mut self, cluster: u64) -> Result<u64> {
+        let index = cluster / self.per_block();
+        let Some(&entry) = self.table.get(index as usize) else {
+            return Ok(0);
+        };
+        let offset = entry & REFTABLE_OFFSET_MASK;
+        if offset == 0 {
+            return Ok(0);
+        }
+        if self.cached.as_ref().map(|(o, _)| *o) != Some(offset) {
+            let mut block = vec![0u8; 1 << self.cluster_bits];
+            self.storage.read_at(&mut block, offset)?;
+            self.cached = Some((offset, block));
+        }
+        let block = &self.cached.as_ref().expect("just cached").1;
+        Ok(refcount_at(
+            block,
+            (cluster % self.per_block()) as usize,
+            self.order,
+        ))
+    }
+}
+
+/// The references counted so far, one counter per host cluster.
+struct Counts {
+    refs: Vec<u64>,
+    cluster_bits: u32,
+    max: u64,
+    file_len: u64,
+}
+
+impl Counts {
+    /// Counts one reference to every cluster touched by `[offset, offset + size)`.
+    fn add(&mut self, r: &mut Report<'_>, offset: u64, size: u64) {
+        if size == 0 {
+            return;
+        }
+        let cs = 1u64 << self.cluster_bits;
+        let end = offset.saturating_add(size);
+        if end.saturating_sub(self.file_len) >= cs {
+            r.error(format!(
+                "ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset {offset:#x} size {size:#x}"
+            ));
+            return;
+        }
+        let (first, last) = (offset >> self.cluster_bits, (end - 1) >> self.cluster_bits);
+        for k in first..=last {
+            let k = k as usize;
+            if k >= self.refs.len() {
+                self.refs.resize(k + 1, 0);
+            }
+            if self.refs[k] == self.max {
+                r.error(format!(
+                    "ERROR: overflow cluster offset={:#x}",
+                    (k as u64) << self.cluster_bits
+                ));
+                r.log("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing".into());
+                continue;
+            }
+            self.refs[k] += 1;
+        }
+    }
+
+    fn get(&self, cluster: u64) -> u64 {
+        self.refs.get(cluster as usize).copied().unwrap_or(0)
+    }
+}
+
+/// The report being built and where its messages go.
+struct Report<'a> {
+    result: CheckReport,
+    log: &'a mut dyn FnMut(String),
+}
+
+impl Report<'_> {
+    fn log(&mut self, line: String) {
+        (self.log)(line);
+    }
+
+    fn error(&mut self, line: String) {
+        self.result.corruptions += 1;
+        self.log(line);
+    }
+}
+
+/// Everything the check needs to know about the image.
+pub struct CheckInput<'a> {
+    /// The image file.
+    pub storage: &'a dyn Storage,
+    /// Its header.
+    pub header: &'a Header,
+    /// The active L1 table.
+    pub l1: &'a [u64],
+    /// Its internal snapshots.
+    pub snapshots: &'a [Snapshot],
+    /// Its bitmaps (empty when the extension is not trusted).
+    pub bitmaps: &'a [Bitmap],
+}
+
+/// Checks the image read-only and reports qemu-img's verdict. Messages
+/// (`ERROR ...`, `Leaked cluster ...`) go to `log` in qemu-img's order.
+pub fn check(input: &CheckInput<'_>, log: &mut dyn FnMut(String)) -> Result<CheckReport> {
+    let h = input.header;
+    let storage = input.storage;
+    let cs = h.cluster_size();
+    let file_len = storage.len()?;
+    let nb_clusters = file_len.div_ceil(cs);
+    let refcount_max = if h.refcount_bits() == 64 {
+        u64::MAX
+    } else {
+        (1u64 << h.refcount_bits()) - 1
+    };
+    let mut r = Report {
+        result: CheckReport {
+            total_clusters: h.size.div_ceil(cs),
+            ..Default::default()
+        },
+        log,
+    };
+    let mut counts = Counts {
+        refs: vec![0; nb_clusters as usize],
+        cluster_bits: h.cluster_bits,
+        max: refcount_max,
+        file_len,
+    };
+    let external_data = h.incompatible_features & INCOMPAT_DATA_FILE != 0;
+    let walker = TableWalker {
+        storage,
+        header: h,
+        external_data,
+    };
+
+    counts.add(&mut r, 0, cs);
+    walker.l1(&mut counts, &mut r, h.l1_table_offset, input.l1, true)?;
+    if external_data && !input.snapshots.is_empty() {
+        r.error(format!(
+            "ERROR {} snapshots in image with data file",
+            input.snapshots.len()
+        ));
+    }
+    let mut snapshot_table_len = 0u64;
+    for sn in input.snapshots {
+        snapshot_table_len += sn.entry_len;
+        if sn.l1_table_offset % cs != 0 {
+            r.error(format!(
+                "ERROR snapshot {} ({}) l1_offset={:#x}: L1 table is not cluster aligned; snapshot table entry corrupted",
+                sn.id, sn.name, sn.l1_table_offset
+            ));
+            continue;
+        }
+        if sn.l1_size as u64 * 8 > MAX_L1_BYTES {
+            r.error(format!(
+                "ERROR snapshot {} ({}) l1_size={:#x}: L1 table is too large; snapshot table entry corrupted",
+                sn.id, sn.name, sn.l1_size
+            ));
+            continue;
+        }
+        let mut raw = vec![0u8; sn.l1_size as usize * 8];
+        storage.read_at(&mut raw, sn.l1_table_offset)?;
+        let l1: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        walker.l1(&mut counts, &mut r, sn.l1_table_offset, &l1, false)?;
+    }
+    counts.add(&mut r, h.snapshots_offset, snapshot_table_len);
+    counts.add(
+        &mut r,
+        h.refcount_table_offset,
+        h.refcount_table_clusters as u64 * cs,
+    );
+    if h.autoclear_features & AUTOCLEAR_BITMAPS != 0 {
+        if let Some(ext) = h.bitmaps {
+            counts.add(&mut r, ext.directory_offset, ext.directory_size);
+            for bm in input.bitmaps {
+                walker.bitmap(&mut counts, &mut r, bm)?;
+            }
+        }
+    }
+
+    let mut stored = StoredRefcounts::read(storage, h)?;
+    check_refblocks(&stored, &mut counts, &mut r, nb_clusters);
+
+    // References may reach a little past the end of the file: compare those too.
+    let mut highest = None;
+    for i in 0..counts.refs.len() as u64 {
+        let on_disk = stored.get(i)?;
+        let counted = counts.get(i);
+        if on_disk > 0 || counted > 0 {
+            highest = Some(i);
+        }
+        if on_disk == counted {
+            continue;
+        }
+        if on_disk == 0 {
+            r.result.rebuild_needed = true;
+        }
+        if on_disk < counted {
+            r.error(format!(
+                "ERROR cluster {i} refcount={on_disk} reference={counted}"
+            ));
+        } else {
+            r.result.leaks += 1;
+            r.log(format!(
+                "Leaked cluster {i} refcount={on_disk} reference={counted}"
+            ));
+        }
+    }
+    r.result.image_end_offset = highest.map_or(0, |h| (h + 1) * cs);
+    walker.oflag_copied(&mut stored, &mut r, input.l1)?;
+    Ok(r.result)
+}
+
+/// Counts the refcount blocks themselves and checks the refcount table.
+fn check_refblocks(
+    stored: &StoredRefcounts<'_>,
+    counts: &mut Counts,
+    r: &mut Report<'_>,
+    nb_clusters: u64,
+) {
+    let cs = 1u64 << counts.cluster_bits;
+    for (i, &entry) in stored.table().iter().enumerate() {
+        let offset = entry & REFTABLE_OFFSET_MASK;
+        if entry & REFTABLE_RESERVED_MASK != 0 {
+            r.error(format!(
+                "ERROR refcount table entry {i} has reserved bits set"
+            ));
+            r.result.rebuild_needed = true;
+            continue;
+        }
+        if offset % cs != 0 {
+            r.error(format!(
+                "ERROR refcount block {i} is not cluster aligned; refcount table entry corrupted"
+            ));
+            r.result.rebuild_needed = true;
+            continue;
+        }
+        if offset >> counts.cluster_bits >= nb_clusters {
+            r.error(format!("ERROR refcount block {i} is outside image"));
+            r.result.rebuild_needed = true;
+            continue;
+        }
+        if offset != 0 {
+            counts.add(r, offset, cs);
+            let n = counts.get(offset >> counts.cluster_bits);
+            if n != 1 {
+                r.error(format!("ERROR refcount block {i} refcount={n}"));
+                r.result.rebuild_needed = true;
+            }
+        }
+    }
+}
+
+/// Walks L1/L2 and bitmap tables, counting what they reference.
+struct TableWalker<'a> {
+    storage: &'a dyn Storage,
+    header: &'a Header,
+    external_data: bool,
+}
+
+impl TableWalker<'_> {
+    fn geometry(&self) -> entry::Geometry {
+        entry::Geometry {
+            cluster_bits: self.header.cluster_bits,
+            extended_l2: self.header.extended_l2(),
+            external_data: self.external_data,
+        }
+    }
+
+    fn l1(
+        &self,
+        counts: &mut Counts,
+        r: &mut Report<'_>,
+        l1_offset: u64,
+        l1: &[u64],
+        active: bool,
+    ) -> Result<()> {
+        let cs = self.header.cluster_size();
+        counts.add(r, l1_offset, l1.len() as u64 * 8);
+        for &e in l1 {
+            if e == 0 {
+                continue;
+            }
+            if e & L1_RESERVED_MASK != 0 {
+                r.error(format!(
+                    "ERROR found L1 entry with reserved bits set: {e:x}"
+                ));
+            }
+            let l2_offset = e & OFFSET_MASK;
+            counts.add(r, l2_offset, cs);
+            if l2_offset % cs != 0 {
+                r.error(format!(
+                    "ERROR l2_offset={l2_offset:x}: Table is not cluster aligned; L1 entry corrupted"
+                ));
+            }
+            self.l2(counts, r, l2_offset, active)?;
+        }
+        Ok(())
+    }
+
+    fn l2(
+        &self,
+        counts: &mut Counts,
+        r: &mut Report<'_>,
+        l2_offset: u64,
+        active: bool,
+    ) -> Result<()> {
+        let geo = self.geometry();
+        let cs = geo.cluster_size();
+        let mut raw = vec![0u8; cs as usize];
+        self.storage.read_at(&mut raw, l2_offset)?;
+        let reserved = if geo.extended_l2 {
+            L2_EXTENDED_RESERVED_MASK
+        } else {
+            entry::L2_RESERVED_MASK
+        };
+        let mut next_contiguous = 0u64;
+        for (i, bytes) in raw.chunks_exact(geo.entry_bytes()).enumerate() {
+            let mut e = L2Entry::decode(bytes);
+            if !e.is_compressed() && e.word & reserved != 0 {
+                r.error(format!(
+                    "ERROR found l2 entry with reserved bits set: {:x}",
+                    e.word
+                ));
+            }
+            if e.is_compressed() {
+                if e.word & COPIED != 0 {
+                    let desc = CompressedDescriptor::decode(e.word & !COPIED, geo.cluster_bits);
+                    r.error(format!(
+                        "ERROR: coffset=0x{:x}: copied flag must never be set for compressed clusters",
+                        desc.offset
+                    ));
+                    e.word &= !COPIED;
+                }
+                if self.external_data {
+                    r.error(format!(
+                        "ERROR compressed cluster {i} with data file, entry=0x{:x}",
+                        e.word
+                    ));
+                    continue;
+                }
+                if e.bitmap != 0 {
+                    r.error(format!(
+                        "ERROR compressed cluster {i} with non-zero subcluster allocation bitmap, entry=0x{:x}",
+                        e.word
+                    ));
+                    continue;
+                }
+                let desc = CompressedDescriptor::decode(e.word, geo.cluster_bits);
+                counts.add(r, desc.offset, desc.read_len());
+                if active {
+                    r.result.allocated_clusters += 1;
+                    r.result.compressed_clusters += 1;
+                    r.result.fragmented_clusters += 1;
+                }
+                continue;
+            }
+            let zero_flag = !geo.extended_l2 && e.word & entry::ZERO != 0;
+            match e.host_cluster(&geo) {
+                Some(offset) => {
+                    if (e.bitmap >> 32) & e.bitmap != 0 {
+                        r.error(format!(
+                            "ERROR offset={offset:x}: Allocated cluster has corrupted subcluster allocation bitmap"
+                        ));
+                    }
+                    if offset % cs != 0 {
+                        let holds_data = if geo.extended_l2 {
+                            e.bitmap & 0xffff_ffff != 0
+                        } else {
+                            !zero_flag
+                        };
+                        r.error(if holds_data {
+                            format!("ERROR offset={offset:x}: Data cluster is not properly aligned; L2 entry corrupted.")
+                        } else {
+                            format!("ERROR offset={offset:x}: Preallocated cluster is not properly aligned; L2 entry corrupted.")
+                        });
+                    }
+                    if active {
+                        r.result.allocated_clusters += 1;
+                        if next_contiguous != 0 && offset != next_contiguous {
+                            r.result.fragmented_clusters += 1;
+                        }
+                        next_contiguous = offset + cs;
+                    }
+                    if !self.external_data {
+                        counts.add(r, offset, cs);
+                    }
+                }
+                None if !zero_flag && e.bitmap & 0xffff_ffff != 0 => {
+                    r.error(
+                        "ERROR: Unallocated cluster has non-zero subcluster allocation map".into(),
+                    );
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn bitmap(&self, counts: &mut Counts, r: &mut Report<'_>, bm: &Bitmap) -> Result<()> {
+        let cs = self.header.cluster_size();
+        let len = bm.table_size as u64 * 8;
+        counts.add(r, bm.table_offset, len);
+        if bm.table_offset % cs != 0 || len > (64 << 20) {
+            return Ok(());
+        }
+        let mut raw = vec![0u8; len as usize];
+        self.storage.read_at(&mut raw, bm.table_offset)?;
+        for b in raw.chunks_exact(8) {
+            let off = u64::from_be_bytes(b.try_into().expect("8 bytes")) & BITMAP_TABLE_OFFSET_MASK;
+            if off != 0 {
+                counts.add(r, off, cs);
+            }
+        }
+        Ok(())
+    }
+
+    /// COPIED must be set exactly where the stored refcount is 1.
+    fn oflag_copied(
+        &self,
+        stored: &mut StoredRefcounts<'_>,
+        r: &mut Report<'_>,
+        l1: &[u64],
+    ) -> Result<()> {
+        let geo = self.geometry();
+        let cs = geo.cluster_size();
+        for (i, &e) in l1.iter().enumerate() {
+            let l2_offset = e & OFFSET_MASK;
+            if l2_offset == 0 {
+                continue;
+            }
+            let refcount = stored.get(l2_offset >> geo.cluster_bits)?;
+            if (refcount == 1) != (e & COPIED != 0) {
+                r.error(format!(
+                    "ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:x} refcount={refcount}"
+                ));
+            }
+            let mut raw = vec![0u8; cs as usize];
+            self.storage.read_at(&mut raw, l2_offset)?;
+            for bytes in raw.chunks_exact(geo.entry_bytes()) {
+                let e = L2Entry::decode(bytes);
+                if e.is_compressed() {
+                    continue;
+                }
+                let Some(data) = e.host_cluster(&geo) else {
+                    continue;
+                };
+                let refcount = if self.external_data {
+                    1
+                } else {
+                    stored.get(data >> geo.cluster_bits)?
+                };
+                if (refcount == 1) != (e.word & COPIED != 0) {
+                    r.error(format!(
+                        "ERROR OFLAG_COPIED data cluster: l2_entry={:x} refcount={refcount}",
+                        e.word
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+//! `check`: open an image (and its backing chain, as qemu-img does) and
+//! check the top image's metadata.
+
+use crate::chain::Chain;
+use crate::error::Result;
+use crate::format::check::CheckReport;
+use crate::format::FormatKind;
+use std::path::Path;
+
+/// What a check found, or that the format has none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckOutcome {
+    /// The verdict.
+    Checked {
+        /// The format name.
+        format: &'static str,
+        /// The counters.
+        report: CheckReport,
+    },
+    /// The format cannot be checked (raw).
+    NotSupported,
+}
+
+/// Checks the image at `path` read-only; per-problem lines go to `log`.
+pub fn check_image(
+    path: &Path,
+    format: Option<FormatKind>,
+    log: &mut dyn FnMut(String),
+) -> Result<CheckOutcome> {
+    let chain = Chain::open(path, format)?;
+    let top = chain.top();
+    match top.image.check(log).map_err(|e| e.with_path(path))? {
+        Some(report) => Ok(CheckOutcome::Checked {
+            format: top.image.format_name(),
+            report,
+        }),
+        None => Ok(CheckOutcome::NotSupported),
+    }
+}

@@ -1,0 +1,245 @@
+//! `qimg check` against `qemu-img check` on clean and damaged images: the
+//! same stdout, the same stderr lines (apart from the program name) and the
+//! same exit code, in human and JSON form.
+
+mod common;
+
+use common::{stderr, stdout, Fixture};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Normalized (stdout, stderr, exit code) of a check by `program`.
+fn verdict(fx: &Fixture, program: &str, args: &[&str]) -> (String, String, Option<i32>) {
+    let out = if program == "qimg" {
+        fx.qimg(args)
+    } else {
+        fx.run(program, args)
+    };
+    let err = stderr(&out)
+        .lines()
+        .map(|l| {
+            l.strip_prefix("qemu-img: ")
+                .or(l.strip_prefix("qimg: "))
+                .unwrap_or(l)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (stdout(&out), err, out.status.code())
+}
+
+fn assert_check_like_qemu(fx: &Fixture, image: &str) {
+    for output in ["--output=human", "--output=json"] {
+        let args = ["check", output, image];
+        assert_eq!(
+            verdict(fx, "qimg", &args),
+            verdict(fx, "qemu-img", &args),
+            "qimg check {output} {image}"
+        );
+    }
+}
+
+fn patch_be64(fx: &Fixture, file: &str, offset: usize, value: u64) {
+    let mut b = fx.read(file);
+    b[offset..offset + 8].copy_from_slice(&value.to_be_bytes());
+    fx.write(file, &b);
+}
+
+fn patch_be16(fx: &Fixture, file: &str, offset: usize, value: u16) {
+    let mut b = fx.read(file);
+    b[offset..offset + 2].copy_from_slice(&value.to_be_bytes());
+    fx.write(file, &b);
+}
+
+/// A 1 MiB image with 256 KiB of data. Layout: refcount table 0x10000,
+/// refcount block 0x20000, L1 0x30000, L2 0x40000, data 0x50000-0x8ffff.
+fn damaged(fx: &Fixture, name: &str, damage: impl FnOnce(&Fixture, &str)) {
+    fx.sh(&format!(
+        "qemu-img create -q -f qcow2 {name} 1M && qemu-io -c 'write -P 1 0 256k' {name} >/dev/null"
+    ));
+    damage(fx, name);
+    assert_check_like_qemu(fx, name);
+}
+
+#[test]
+fn clean_images() {
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f qcow2 base.qcow2 4M
+         qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null
+         qemu-img snapshot -c s base.qcow2
+         qemu-io -c 'write -P 0x12 512k 64k' base.qcow2 >/dev/null
+         qemu-img bitmap --add base.qcow2 bm
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+         qemu-io -c 'write -P 0x33 1M 64k' -c 'write -z 0 64k' -c 'write -z -u 2M 64k' top.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -o extended_l2=on xl.qcow2 1M
+         qemu-io -c 'write -P 1 4k 4k' -c 'write -z 64k 8k' xl.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -o data_file=d.raw ext.qcow2 1M
+         qemu-io -c 'write -P 1 0 64k' ext.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -o preallocation=metadata,refcount_bits=1 pre.qcow2 8M
+         qemu-img create -q -f raw src.raw 1M
+         qemu-io -f raw -c 'write -P 3 0 512k' src.raw >/dev/null
+         qemu-img convert -c -O qcow2 src.raw comp.qcow2
+         qemu-img convert -c -O qcow2 -o compression_type=zstd,cluster_size=4k src.raw zcomp.qcow2
+         qemu-img create -q -f qed q.qed 4M
+         qemu-io -f qed -c 'write -P 1 0 1M' -c 'write -z 2M 64k' q.qed >/dev/null
+         qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=512 v2.qcow2 1M
+         qemu-io -c 'write -P 9 0 100k' v2.qcow2 >/dev/null",
+    );
+    for image in [
+        "base.qcow2",
+        "top.qcow2",
+        "xl.qcow2",
+        "ext.qcow2",
+        "pre.qcow2",
+        "comp.qcow2",
+        "zcomp.qcow2",
+        "q.qed",
+        "v2.qcow2",
+    ] {
+        assert_check_like_qemu(&fx, image);
+    }
+}
+
+#[test]
+fn leaks_and_refcount_errors() {
+    let fx = Fixture::new();
+    damaged(&fx, "leak.qcow2", |fx, f| patch_be64(fx, f, 0x40000, 0));
+    damaged(&fx, "refcount0.qcow2", |fx, f| {
+        patch_be16(fx, f, 0x20000 + 2 * 6, 0)
+    });
+    damaged(&fx, "refcount2.qcow2", |fx, f| {
+        patch_be16(fx, f, 0x20000 + 2 * 7, 2)
+    });
+    damaged(&fx, "into-l1.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x40008, 0x8000_0000_0003_0000)
+    });
+    damaged(&fx, "past-eof.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x40010, 0x8000_0000_1000_0000)
+    });
+}
+
+#[test]
+fn table_and_flag_errors() {
+    let fx = Fixture::new();
+    damaged(&fx, "l1-reserved.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x30000, 0x8000_0000_0004_0001)
+    });
+    damaged(&fx, "l2-reserved.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x40000, 0x8000_0000_0005_0002)
+    });
+    damaged(&fx, "l2-unaligned.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x30000, 0x8000_0000_0004_0200)
+    });
+    damaged(&fx, "data-unaligned.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x40018, 0x8000_0000_0008_0200)
+    });
+    damaged(&fx, "zero-unaligned.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x40018, 0x8000_0000_0008_0201)
+    });
+    damaged(&fx, "copied-data.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x40000, 0x50000)
+    });
+    damaged(&fx, "copied-l2.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x30000, 0x40000)
+    });
+    damaged(&fx, "reftable-reserved.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x10000, 0x20001)
+    });
+    damaged(&fx, "reftable-past-eof.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x10000, 0x1000_0000)
+    });
+    damaged(&fx, "reftable-zero.qcow2", |fx, f| {
+        patch_be64(fx, f, 0x10000, 0)
+    });
+    damaged(&fx, "corrupt-bit.qcow2", |fx, f| patch_be64(fx, f, 72, 2));
+}
+
+/// Starts `qemu-io` writing into `image` and kills it once `ready` holds
+/// for the file's bytes (the writer has left its mark), as a crash would.
+fn kill_writer(fx: &Fixture, format: &str, image: &str, ready: impl Fn(&[u8]) -> bool) {
+    let mut child = Command::new("qemu-io")
+        .args([
+            "-f",
+            format,
+            "-c",
+            "write -P 7 0 64k",
+            "-c",
+            "sleep 100000",
+            image,
+        ])
+        .current_dir(fx.dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-io");
+    let start = Instant::now();
+    while !ready(&fx.read(image)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "qemu-io never wrote {image}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill().expect("kill qemu-io");
+    child.wait().expect("reap qemu-io");
+}
+
+#[test]
+fn killed_writers() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on lazy.qcow2 1M");
+    // The dirty bit is set, and the L2 table points at the new data.
+    kill_writer(&fx, "qcow2", "lazy.qcow2", |b| {
+        b[79] & 1 == 1 && b.len() > 0x50000
+    });
+    assert_check_like_qemu(&fx, "lazy.qcow2");
+    fx.sh("qemu-img create -q -f qed nc.qed 1M");
+    kill_writer(&fx, "qed", "nc.qed", |b| b[16] & 2 == 2);
+    assert_check_like_qemu(&fx, "nc.qed");
+}
+
+#[test]
+fn qed_leaks_and_corruptions() {
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f qed leak.qed 1M && qemu-io -f qed -c 'write -P 1 0 128k' leak.qed >/dev/null
+         cp leak.qed bad.qed",
+    );
+    let l2 = |fx: &Fixture, f: &str| {
+        u64::from_le_bytes(fx.read(f)[0x10000..0x10008].try_into().unwrap()) as usize
+    };
+    for (file, entry, value) in [("leak.qed", 0usize, 0u64), ("bad.qed", 1, 0x10000)] {
+        let mut b = fx.read(file);
+        let at = l2(&fx, file) + entry * 8;
+        b[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        fx.write(file, &b);
+        assert_check_like_qemu(&fx, file);
+    }
+}
+
+#[test]
+fn quiet_raw_and_missing_backing() {
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f raw disk.raw 1M
+         qemu-img create -q -f qcow2 -u -b gone.qcow2 -F qcow2 orphan.qcow2 1M
+         qemu-img create -q -f qcow2 leak.qcow2 1M && qemu-io -c 'write 0 128k' leak.qcow2 >/dev/null",
+    );
+    patch_be64(&fx, "leak.qcow2", 0x40000, 0);
+    for args in [
+        &["check", "-q", "leak.qcow2"][..],
+        &["check", "disk.raw"],
+        &["check", "--output=json", "disk.raw"],
+    ] {
+        let (out, _, code) = verdict(&fx, "qimg", args);
+        let (qout, _, qcode) = verdict(&fx, "qemu-img", args);
+        assert_eq!((out, code), (qout, qcode), "{args:?}");
+    }
+    let out = fx.qimg(&["check", "orphan.qcow2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("gone.qcow2"), "{}", stderr(&out));
+    let out = fx.qimg(&["check", "-r", "leaks", "-U", "leak.qcow2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("force-share=on can only be used with read-only images"));
+}
