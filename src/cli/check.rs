@@ -1,11 +1,11 @@
 //! `qimg check`.
 
 use super::args::{parse_format, FormatArg, OutputArg, RepairArg};
-use super::not_implemented;
 use clap::Args;
 use qimg::error::{Error, Result};
-use qimg::ops::check::{check_image, CheckOutcome};
-use qimg::output::check::{render_human, render_json};
+use qimg::format::check::Repair;
+use qimg::ops::check::{check_image, repair_image, CheckOutcome};
+use qimg::output::check::{render_human, render_json, render_repaired};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,18 +49,38 @@ impl CheckArgs {
                     .with_path(&self.file),
             );
         }
-        if self.repair.is_some() {
-            return not_implemented("check -r");
-        }
+        let format = self.format.map(|f| f.0);
         let mut log = |line: String| eprintln!("{line}");
-        let outcome = check_image(&self.file, self.format.map(|f| f.0), &mut log)?;
-        let CheckOutcome::Checked { format, report } = outcome else {
-            eprintln!(
-                "qimg: {}: This image format does not support checks",
-                self.file.display()
-            );
-            return Ok(ExitCode::from(63));
+        let mut fixed = None;
+        if let Some(mode) = self.repair {
+            let mode = match mode {
+                RepairArg::Leaks => Repair::Leaks,
+                RepairArg::All => Repair::All,
+            };
+            let Some(first) = repair_image(&self.file, format, mode, &mut log)? else {
+                return Ok(self.not_supported());
+            };
+            if first.check_errors > 0 {
+                return Err(Error::corrupt(
+                    "Check failed: the refcount structures must be rebuilt, which only -r all does",
+                )
+                .with_path(&self.file));
+            }
+            if first.leaks_fixed + first.corruptions_fixed > 0 {
+                if !self.quiet && self.output == OutputArg::Human {
+                    print!("{}", render_repaired(&first));
+                }
+                fixed = Some((first.leaks_fixed, first.corruptions_fixed));
+            }
+        }
+        let outcome = check_image(&self.file, format, &mut log)?;
+        let CheckOutcome::Checked { format, mut report } = outcome else {
+            return Ok(self.not_supported());
         };
+        if let Some((leaks, corruptions)) = fixed {
+            report.leaks_fixed = leaks;
+            report.corruptions_fixed = corruptions;
+        }
         if !self.quiet {
             let text = match self.output {
                 OutputArg::Json => render_json(&self.file.display().to_string(), format, &report),
@@ -74,5 +94,13 @@ impl CheckArgs {
             eprintln!("qimg: {}: Check failed", self.file.display());
         }
         Ok(ExitCode::from(report.exit_code()))
+    }
+
+    fn not_supported(&self) -> ExitCode {
+        eprintln!(
+            "qimg: {}: This image format does not support checks",
+            self.file.display()
+        );
+        ExitCode::from(63)
     }
 }

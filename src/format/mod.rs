@@ -161,6 +161,17 @@ pub trait Format: Send + Sync + fmt::Debug {
         let _ = log;
         Ok(None)
     }
+    /// Checks and repairs in place (the image must have been opened for
+    /// writing). Returns the verdict of that pass with what was fixed, or
+    /// `None` when the format has no check.
+    fn repair(
+        &self,
+        mode: check::Repair,
+        log: &mut dyn FnMut(String),
+    ) -> Result<Option<check::CheckReport>> {
+        let _ = (mode, log);
+        Ok(None)
+    }
 }
 
 /// How much of the image to reserve when it is created.

@@ -3,8 +3,9 @@
 
 use crate::chain::Chain;
 use crate::error::Result;
-use crate::format::check::CheckReport;
-use crate::format::FormatKind;
+use crate::format::check::{CheckReport, Repair};
+use crate::format::{open_storage, FormatKind};
+use crate::io::FileStorage;
 use std::path::Path;
 
 /// What a check found, or that the format has none.
@@ -36,4 +37,23 @@ pub fn check_image(
         }),
         None => Ok(CheckOutcome::NotSupported),
     }
+}
+
+/// Checks and repairs the image at `path` in place. The backing chain must
+/// open (as for a check); only the image itself is opened for writing.
+/// Returns the repairing pass's verdict with what it fixed, or `None` when
+/// the format has no check.
+pub fn repair_image(
+    path: &Path,
+    format: Option<FormatKind>,
+    mode: Repair,
+    log: &mut dyn FnMut(String),
+) -> Result<Option<CheckReport>> {
+    let format = Chain::open(path, format)?
+        .top()
+        .image
+        .format_name()
+        .parse()?;
+    let image = open_storage(Box::new(FileStorage::open_rw(path)?), path, Some(format))?;
+    image.repair(mode, log).map_err(|e| e.with_path(path))
 }

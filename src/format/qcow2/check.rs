@@ -5,11 +5,14 @@
 //! messages and counters are qemu-img's.
 
 use super::entry::{self, CompressedDescriptor, L2Entry, COPIED, L1_RESERVED_MASK, OFFSET_MASK};
-use super::header::{Header, AUTOCLEAR_BITMAPS, INCOMPAT_DATA_FILE, MAX_L1_BYTES};
-use super::refcount::{refcount_at, REFTABLE_OFFSET_MASK};
+use super::header::{
+    Header, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
+    INCOMPAT_DIRTY, MAX_L1_BYTES,
+};
+use super::refcount::{refcount_at, set_refcount, REFTABLE_OFFSET_MASK};
 use super::snapshot::{Bitmap, Snapshot};
 use crate::error::Result;
-use crate::format::check::CheckReport;
+use crate::format::check::{CheckReport, Repair};
 use crate::io::Storage;
 
 /// Reserved bits of a refcount table entry.
@@ -119,6 +122,19 @@ impl Counts {
         }
     }
 
+    /// Takes back one reference to every cluster of `[offset, offset + size)`.
+    fn remove(&mut self, _r: &mut Report<'_>, offset: u64, size: u64) {
+        if size == 0 {
+            return;
+        }
+        let last = (offset + size - 1) >> self.cluster_bits;
+        for k in offset >> self.cluster_bits..=last {
+            if let Some(n) = self.refs.get_mut(k as usize) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
     fn get(&self, cluster: u64) -> u64 {
         self.refs.get(cluster as usize).copied().unwrap_or(0)
     }
@@ -142,6 +158,7 @@ impl Report<'_> {
 }
 
 /// Everything the check needs to know about the image.
+#[derive(Clone, Copy)]
 pub struct CheckInput<'a> {
     /// The image file.
     pub storage: &'a dyn Storage,
@@ -155,9 +172,39 @@ pub struct CheckInput<'a> {
     pub bitmaps: &'a [Bitmap],
 }
 
-/// Checks the image read-only and reports qemu-img's verdict. Messages
-/// (`ERROR ...`, `Leaked cluster ...`) go to `log` in qemu-img's order.
-pub fn check(input: &CheckInput<'_>, log: &mut dyn FnMut(String)) -> Result<CheckReport> {
+/// What the counting pass found.
+struct Analysis<'a> {
+    counts: Counts,
+    stored: StoredRefcounts<'a>,
+    /// Byte ranges of the refcount table and blocks, counted as references.
+    refcount_structures: Vec<(u64, u64)>,
+    /// Clusters whose stored refcount differs: (cluster, stored, counted).
+    mismatches: Vec<(u64, u64, u64)>,
+}
+
+impl<'a> Report<'a> {
+    fn new(h: &Header, log: &'a mut dyn FnMut(String)) -> Self {
+        Report {
+            result: CheckReport {
+                total_clusters: h.size.div_ceil(h.cluster_size()),
+                ..Default::default()
+            },
+            log,
+        }
+    }
+}
+
+fn walker<'a>(input: &CheckInput<'a>) -> TableWalker<'a> {
+    TableWalker {
+        storage: input.storage,
+        header: input.header,
+        external_data: input.header.incompatible_features & INCOMPAT_DATA_FILE != 0,
+    }
+}
+
+/// Counts every reference and compares the counts with the stored
+/// refcounts, logging what qemu-img logs for each problem.
+fn analyze<'a>(input: &CheckInput<'a>, r: &mut Report<'_>) -> Result<Analysis<'a>> {
     let h = input.header;
     let storage = input.storage;
     let cs = h.cluster_size();
@@ -168,29 +215,17 @@ pub fn check(input: &CheckInput<'_>, log: &mut dyn FnMut(String)) -> Result<Chec
     } else {
         (1u64 << h.refcount_bits()) - 1
     };
-    let mut r = Report {
-        result: CheckReport {
-            total_clusters: h.size.div_ceil(cs),
-            ..Default::default()
-        },
-        log,
-    };
     let mut counts = Counts {
         refs: vec![0; nb_clusters as usize],
         cluster_bits: h.cluster_bits,
         max: refcount_max,
         file_len,
     };
-    let external_data = h.incompatible_features & INCOMPAT_DATA_FILE != 0;
-    let walker = TableWalker {
-        storage,
-        header: h,
-        external_data,
-    };
+    let walker = walker(input);
 
-    counts.add(&mut r, 0, cs);
-    walker.l1(&mut counts, &mut r, h.l1_table_offset, input.l1, true)?;
-    if external_data && !input.snapshots.is_empty() {
+    counts.add(r, 0, cs);
+    walker.l1(&mut counts, r, h.l1_table_offset, input.l1, true)?;
+    if walker.external_data && !input.snapshots.is_empty() {
         r.error(format!(
             "ERROR {} snapshots in image with data file",
             input.snapshots.len()
@@ -219,28 +254,30 @@ pub fn check(input: &CheckInput<'_>, log: &mut dyn FnMut(String)) -> Result<Chec
             .chunks_exact(8)
             .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
             .collect();
-        walker.l1(&mut counts, &mut r, sn.l1_table_offset, &l1, false)?;
+        walker.l1(&mut counts, r, sn.l1_table_offset, &l1, false)?;
     }
-    counts.add(&mut r, h.snapshots_offset, snapshot_table_len);
-    counts.add(
-        &mut r,
+    counts.add(r, h.snapshots_offset, snapshot_table_len);
+    let reftable = (
         h.refcount_table_offset,
         h.refcount_table_clusters as u64 * cs,
     );
+    counts.add(r, reftable.0, reftable.1);
     if h.autoclear_features & AUTOCLEAR_BITMAPS != 0 {
         if let Some(ext) = h.bitmaps {
-            counts.add(&mut r, ext.directory_offset, ext.directory_size);
+            counts.add(r, ext.directory_offset, ext.directory_size);
             for bm in input.bitmaps {
-                walker.bitmap(&mut counts, &mut r, bm)?;
+                walker.bitmap(&mut counts, r, bm)?;
             }
         }
     }
 
     let mut stored = StoredRefcounts::read(storage, h)?;
-    check_refblocks(&stored, &mut counts, &mut r, nb_clusters);
+    let mut refcount_structures = check_refblocks(&stored, &mut counts, r, nb_clusters);
+    refcount_structures.push(reftable);
 
     // References may reach a little past the end of the file: compare those too.
     let mut highest = None;
+    let mut mismatches = Vec::new();
     for i in 0..counts.refs.len() as u64 {
         let on_disk = stored.get(i)?;
         let counted = counts.get(i);
@@ -250,6 +287,7 @@ pub fn check(input: &CheckInput<'_>, log: &mut dyn FnMut(String)) -> Result<Chec
         if on_disk == counted {
             continue;
         }
+        mismatches.push((i, on_disk, counted));
         if on_disk == 0 {
             r.result.rebuild_needed = true;
         }
@@ -265,17 +303,235 @@ pub fn check(input: &CheckInput<'_>, log: &mut dyn FnMut(String)) -> Result<Chec
         }
     }
     r.result.image_end_offset = highest.map_or(0, |h| (h + 1) * cs);
-    walker.oflag_copied(&mut stored, &mut r, input.l1)?;
+    Ok(Analysis {
+        counts,
+        stored,
+        refcount_structures,
+        mismatches,
+    })
+}
+
+/// Checks the image read-only and reports qemu-img's verdict. Messages
+/// (`ERROR ...`, `Leaked cluster ...`) go to `log` in qemu-img's order.
+pub fn check(input: &CheckInput<'_>, log: &mut dyn FnMut(String)) -> Result<CheckReport> {
+    let mut r = Report::new(input.header, log);
+    let mut a = analyze(input, &mut r)?;
+    walker(input).oflag_copied(&mut a.stored, &mut r, input.l1, false)?;
     Ok(r.result)
 }
 
+/// Checks and repairs the image in place (its storage must be writable).
+/// Leaked refcounts are lowered; with [`Repair::All`], refcounts that are
+/// too low are raised, COPIED flags are set right, and refcount structures
+/// that cannot be trusted are rebuilt. The dirty and corrupt bits are
+/// cleared when nothing is left broken. Returns the first pass's verdict
+/// with the `*_fixed` counters; run [`check`] again for the state now.
+pub fn repair(
+    input: &CheckInput<'_>,
+    mode: Repair,
+    log: &mut dyn FnMut(String),
+) -> Result<CheckReport> {
+    let h = input.header;
+    let mut r = Report::new(h, log);
+    let mut a = analyze(input, &mut r)?;
+    let mut header = h.clone();
+    if r.result.rebuild_needed {
+        if mode != Repair::All {
+            r.log("ERROR need to rebuild refcount structures".into());
+            r.result.check_errors += 1;
+            return Ok(r.result);
+        }
+        r.log("Rebuilding refcount structure".into());
+        let before = r.result.clone();
+        let (table_offset, table_clusters) = rebuild(input, &mut a)?;
+        header.refcount_table_offset = table_offset;
+        header.refcount_table_clusters = table_clusters;
+        let rebuilt = CheckInput {
+            header: &header,
+            ..*input
+        };
+        let mut quiet = |_: String| {};
+        let mut after = Report::new(&header, &mut quiet);
+        a = analyze(&rebuilt, &mut after)?;
+        r.result = CheckReport {
+            corruptions_fixed: before.corruptions.saturating_sub(after.result.corruptions),
+            leaks_fixed: before.leaks.saturating_sub(after.result.leaks),
+            ..after.result
+        };
+    } else {
+        let mut writer = RefcountWriter::new(input.storage, h);
+        for &(cluster, on_disk, counted) in &a.mismatches {
+            let leak = on_disk > counted;
+            if !leak && mode != Repair::All {
+                continue;
+            }
+            writer.set(cluster, counted.min(a.counts.max))?;
+            r.log(format!(
+                "Repairing cluster {cluster} refcount={on_disk} reference={counted}"
+            ));
+            if leak {
+                r.result.leaks -= 1;
+                r.result.leaks_fixed += 1;
+            } else {
+                r.result.corruptions -= 1;
+                r.result.corruptions_fixed += 1;
+            }
+        }
+        a.stored = StoredRefcounts::read(input.storage, h)?;
+    }
+    let fix_copied = mode == Repair::All
+        || (r.result.corruptions == 0 && r.result.leaks == 0 && r.result.check_errors == 0);
+    let checked = CheckInput {
+        header: &header,
+        ..*input
+    };
+    walker(&checked).oflag_copied(&mut a.stored, &mut r, input.l1, fix_copied)?;
+    input.storage.flush()?;
+    if r.result.corruptions == 0 && r.result.check_errors == 0 {
+        mark_clean(input.storage, &header)?;
+    }
+    Ok(r.result)
+}
+
+/// Clears the dirty and corrupt bits and the autoclear bits qimg does not
+/// maintain, in one write of the feature fields.
+fn mark_clean(storage: &dyn Storage, h: &Header) -> Result<()> {
+    if h.version < 3 {
+        return Ok(());
+    }
+    let incompatible = h.incompatible_features & !(INCOMPAT_DIRTY | INCOMPAT_CORRUPT);
+    let autoclear = h.autoclear_features & (AUTOCLEAR_BITMAPS | AUTOCLEAR_DATA_FILE_RAW);
+    if incompatible == h.incompatible_features && autoclear == h.autoclear_features {
+        return Ok(());
+    }
+    let mut fields = Vec::with_capacity(24);
+    fields.extend_from_slice(&incompatible.to_be_bytes());
+    fields.extend_from_slice(&h.compatible_features.to_be_bytes());
+    fields.extend_from_slice(&autoclear.to_be_bytes());
+    storage.write_at(&fields, 72)?;
+    storage.flush()
+}
+
+/// Writes single refcounts into existing refcount blocks.
+struct RefcountWriter<'a> {
+    storage: &'a dyn Storage,
+    table: Vec<u64>,
+    cluster_bits: u32,
+    order: u32,
+}
+
+impl<'a> RefcountWriter<'a> {
+    fn new(storage: &'a dyn Storage, h: &Header) -> Self {
+        let table = StoredRefcounts::read(storage, h)
+            .map(|s| s.table)
+            .unwrap_or_default();
+        RefcountWriter {
+            storage,
+            table,
+            cluster_bits: h.cluster_bits,
+            order: h.refcount_order,
+        }
+    }
+
+    /// Stores `value` as the refcount of `cluster`, rewriting only the
+    /// bytes that hold it. The block must exist (a missing one means a rebuild).
+    fn set(&mut self, cluster: u64, value: u64) -> Result<()> {
+        let per_block = ((1u64 << self.cluster_bits) * 8) >> self.order;
+        let block = self
+            .table
+            .get((cluster / per_block) as usize)
+            .map(|e| e & REFTABLE_OFFSET_MASK)
+            .filter(|&o| o != 0)
+            .ok_or_else(|| {
+                crate::error::Error::corrupt(format!("no refcount block covers cluster {cluster}"))
+            })?;
+        let index = (cluster % per_block) as usize;
+        let bits = 1usize << self.order;
+        let (first, len) = ((index * bits) / 8, bits.div_ceil(8));
+        let mut bytes = vec![0u8; len];
+        self.storage.read_at(&mut bytes, block + first as u64)?;
+        let within = if bits >= 8 { 0 } else { index % (8 / bits) };
+        set_refcount(&mut bytes, within, self.order, value);
+        self.storage.write_at(&bytes, block + first as u64)
+    }
+}
+
+/// Writes a new refcount table and blocks after everything in use, from the
+/// counted references (the old refcount structures no longer count), flushes
+/// them, and then points the header at them with one write. A crash before
+/// that write leaves the old structures in charge; after it, the new ones.
+/// Returns the new table's offset and size in clusters.
+fn rebuild(input: &CheckInput<'_>, a: &mut Analysis<'_>) -> Result<(u64, u32)> {
+    let h = input.header;
+    let storage = input.storage;
+    let cs = h.cluster_size();
+    let mut quiet = |_: String| {};
+    let mut scratch = Report::new(h, &mut quiet);
+    for &(offset, len) in &a.refcount_structures {
+        a.counts.remove(&mut scratch, offset, len);
+    }
+    let refs = &mut a.counts.refs;
+    let in_use = refs
+        .iter()
+        .rposition(|&n| n > 0)
+        .map_or(0, |i| i as u64 + 1);
+    let start = in_use.max(storage.len()?.div_ceil(cs));
+    let per_block = (cs * 8) >> h.refcount_order;
+    let (mut table_clusters, mut blocks) = (1u64, 1u64);
+    loop {
+        let end = start + table_clusters + blocks;
+        let need_blocks = end.div_ceil(per_block);
+        let need_table = (need_blocks * 8).div_ceil(cs);
+        if need_blocks <= blocks && need_table <= table_clusters {
+            break;
+        }
+        blocks = blocks.max(need_blocks);
+        table_clusters = table_clusters.max(need_table);
+    }
+    let end = start + table_clusters + blocks;
+    refs.resize(end as usize, 0);
+    for c in start..end {
+        refs[c as usize] = 1;
+    }
+    let table_offset = start * cs;
+    let blocks_offset = table_offset + table_clusters * cs;
+    let mut block = vec![0u8; cs as usize];
+    for b in 0..blocks {
+        block.fill(0);
+        let first = b * per_block;
+        for (i, &n) in refs
+            .iter()
+            .skip(first as usize)
+            .take(per_block as usize)
+            .enumerate()
+        {
+            set_refcount(&mut block, i, h.refcount_order, n.min(a.counts.max));
+        }
+        storage.write_at(&block, blocks_offset + b * cs)?;
+    }
+    let mut table = vec![0u8; (table_clusters * cs) as usize];
+    for b in 0..blocks {
+        let at = (b * 8) as usize;
+        table[at..at + 8].copy_from_slice(&(blocks_offset + b * cs).to_be_bytes());
+    }
+    storage.write_at(&table, table_offset)?;
+    storage.flush()?;
+    let mut pointer = table_offset.to_be_bytes().to_vec();
+    pointer.extend_from_slice(&(table_clusters as u32).to_be_bytes());
+    storage.write_at(&pointer, 48)?;
+    storage.flush()?;
+    Ok((table_offset, table_clusters as u32))
+}
+
 /// Counts the refcount blocks themselves and checks the refcount table.
+/// Returns the byte ranges of the blocks it counted.
 fn check_refblocks(
     stored: &StoredRefcounts<'_>,
     counts: &mut Counts,
     r: &mut Report<'_>,
     nb_clusters: u64,
-) {
+) -> Vec<(u64, u64)> {
+    let mut counted = Vec::new();
     let cs = 1u64 << counts.cluster_bits;
     for (i, &entry) in stored.table().iter().enumerate() {
         let offset = entry & REFTABLE_OFFSET_MASK;
@@ -300,6 +556,7 @@ fn check_refblocks(
         }
         if offset != 0 {
             counts.add(r, offset, cs);
+            counted.push((offset, cs));
             let n = counts.get(offset >> counts.cluster_bits);
             if n != 1 {
                 r.error(format!("ERROR refcount block {i} refcount={n}"));
@@ -307,6 +564,7 @@ fn check_refblocks(
             }
         }
     }
+    counted
 }
 
 /// Walks L1/L2 and bitmap tables, counting what they reference.
@@ -473,12 +731,14 @@ impl TableWalker<'_> {
         Ok(())
     }
 
-    /// COPIED must be set exactly where the stored refcount is 1.
+    /// COPIED must be set exactly where the stored refcount is 1; with
+    /// `fix`, wrong flags are rewritten.
     fn oflag_copied(
         &self,
         stored: &mut StoredRefcounts<'_>,
         r: &mut Report<'_>,
         l1: &[u64],
+        fix: bool,
     ) -> Result<()> {
         let geo = self.geometry();
         let cs = geo.cluster_size();
@@ -489,13 +749,28 @@ impl TableWalker<'_> {
             }
             let refcount = stored.get(l2_offset >> geo.cluster_bits)?;
             if (refcount == 1) != (e & COPIED != 0) {
-                r.error(format!(
-                    "ERROR OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:x} refcount={refcount}"
-                ));
+                let what = format!(
+                    "OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:x} refcount={refcount}"
+                );
+                if fix {
+                    let fixed = if refcount == 1 {
+                        e | COPIED
+                    } else {
+                        e & !COPIED
+                    };
+                    self.storage.write_at(
+                        &fixed.to_be_bytes(),
+                        self.header.l1_table_offset + i as u64 * 8,
+                    )?;
+                    r.log(format!("Repairing {what}"));
+                    r.result.corruptions_fixed += 1;
+                } else {
+                    r.error(format!("ERROR {what}"));
+                }
             }
             let mut raw = vec![0u8; cs as usize];
             self.storage.read_at(&mut raw, l2_offset)?;
-            for bytes in raw.chunks_exact(geo.entry_bytes()) {
+            for (j, bytes) in raw.chunks_exact(geo.entry_bytes()).enumerate() {
                 let e = L2Entry::decode(bytes);
                 if e.is_compressed() {
                     continue;
@@ -509,10 +784,23 @@ impl TableWalker<'_> {
                     stored.get(data >> geo.cluster_bits)?
                 };
                 if (refcount == 1) != (e.word & COPIED != 0) {
-                    r.error(format!(
-                        "ERROR OFLAG_COPIED data cluster: l2_entry={:x} refcount={refcount}",
+                    let what = format!(
+                        "OFLAG_COPIED data cluster: l2_entry={:x} refcount={refcount}",
                         e.word
-                    ));
+                    );
+                    if fix {
+                        let fixed = if refcount == 1 {
+                            e.word | COPIED
+                        } else {
+                            e.word & !COPIED
+                        };
+                        let at = l2_offset + (j * geo.entry_bytes()) as u64;
+                        self.storage.write_at(&fixed.to_be_bytes(), at)?;
+                        r.log(format!("Repairing {what}"));
+                        r.result.corruptions_fixed += 1;
+                    } else {
+                        r.error(format!("ERROR {what}"));
+                    }
                 }
             }
         }

@@ -94,6 +94,16 @@ impl Qcow2 {
         })
     }
 
+    fn check_input(&self) -> check::CheckInput<'_> {
+        check::CheckInput {
+            storage: self.storage.as_ref(),
+            header: &self.header,
+            l1: &self.l1,
+            snapshots: &self.snapshots,
+            bitmaps: &self.bitmaps,
+        }
+    }
+
     /// The parsed header.
     pub fn header(&self) -> &Header {
         &self.header
@@ -447,14 +457,15 @@ impl Format for Qcow2 {
     }
 
     fn check(&self, log: &mut dyn FnMut(String)) -> Result<Option<super::check::CheckReport>> {
-        let input = check::CheckInput {
-            storage: self.storage.as_ref(),
-            header: &self.header,
-            l1: &self.l1,
-            snapshots: &self.snapshots,
-            bitmaps: &self.bitmaps,
-        };
-        check::check(&input, log).map(Some)
+        check::check(&self.check_input(), log).map(Some)
+    }
+
+    fn repair(
+        &self,
+        mode: super::check::Repair,
+        log: &mut dyn FnMut(String),
+    ) -> Result<Option<super::check::CheckReport>> {
+        check::repair(&self.check_input(), mode, log).map(Some)
     }
 
     fn describe(&self) -> Description {
