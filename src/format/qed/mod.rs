@@ -1,0 +1,208 @@
+//! QED: a little-endian header, two levels of tables, no refcounts.
+
+mod check;
+mod create;
+mod header;
+
+pub use create::{create, QedCreateOptions};
+pub use header::{
+    QedEntry, QedHeader, FEATURE_BACKING_FILE, FEATURE_BACKING_FORMAT_NO_PROBE, FEATURE_NEED_CHECK,
+    HEADER_LEN, MAGIC,
+};
+
+use super::check::CheckReport;
+use super::{
+    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, Status, TableCache,
+};
+use crate::error::{Error, Result};
+use crate::io::Storage;
+use std::sync::Arc;
+
+/// Memory the L2 cache may use.
+const L2_CACHE_BYTES: u64 = 32 << 20;
+
+/// An open QED image (read side).
+#[derive(Debug)]
+pub struct Qed {
+    storage: Box<dyn Storage>,
+    header: QedHeader,
+    file_len: u64,
+    l1: Vec<u64>,
+    l2_cache: TableCache<Vec<u64>>,
+    backing: Option<BackingSpec>,
+}
+
+impl Qed {
+    /// Opens a QED image from `storage`.
+    pub fn open(storage: Box<dyn Storage>) -> Result<Self> {
+        let file_len = storage.len()?;
+        let mut head = vec![0u8; file_len.min(HEADER_LEN as u64) as usize];
+        storage.read_at(&mut head, 0)?;
+        let header = QedHeader::parse(&head)?;
+        let table = header.table_bytes();
+        let l1_off = header.l1_table_offset;
+        if l1_off % header.cluster_size as u64 != 0
+            || l1_off < header.header_bytes()
+            || l1_off.saturating_add(table) > file_len
+        {
+            return Err(Error::corrupt(format!(
+                "QED L1 table at {l1_off:#x} ({table} bytes) does not lie inside the file ({file_len} bytes)"
+            ))
+            .at_offset(l1_off));
+        }
+        let l1 = read_table(storage.as_ref(), l1_off, table)?;
+        let backing = if header.features & FEATURE_BACKING_FILE != 0 {
+            let mut name = vec![0u8; header.backing_filename_size as usize];
+            storage.read_at(&mut name, header.backing_filename_offset as u64)?;
+            Some(BackingSpec {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                format: (header.features & FEATURE_BACKING_FORMAT_NO_PROBE != 0)
+                    .then(|| "raw".to_string()),
+            })
+        } else {
+            None
+        };
+        let capacity = (L2_CACHE_BYTES / table).max(2) as usize;
+        Ok(Qed {
+            storage,
+            file_len,
+            l1,
+            l2_cache: TableCache::new(capacity),
+            backing,
+            header,
+        })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &QedHeader {
+        &self.header
+    }
+
+    /// Whether `off` may hold a cluster: aligned, after the header, before the end.
+    fn valid_cluster_offset(&self, off: u64) -> bool {
+        let cs = self.header.cluster_size as u64;
+        let end = self.file_len - self.file_len % cs;
+        off % cs == 0 && off >= self.header.header_bytes() && off < end
+    }
+
+    fn l2_table(&self, l1_index: u64, offset: u64) -> Result<Arc<Vec<u64>>> {
+        let table = self.header.table_bytes();
+        if !self.valid_cluster_offset(offset) || offset + table > self.file_len {
+            return Err(Error::corrupt(format!(
+                "QED L2 table offset {offset:#x} (L1 index {l1_index}) does not lie inside the file"
+            ))
+            .at_offset(offset));
+        }
+        self.l2_cache
+            .get_or_load(offset, || read_table(self.storage.as_ref(), offset, table))
+    }
+
+    fn status_of(&self, entry: u64, guest: u64) -> Result<Status> {
+        let cs = self.header.cluster_size as u64;
+        Ok(match QedEntry::decode(entry) {
+            QedEntry::Unallocated => Status::Unallocated { host: None },
+            QedEntry::Zero => Status::Zero { host: None },
+            QedEntry::Data(off) => {
+                if !self.valid_cluster_offset(off) {
+                    return Err(Error::corrupt(format!(
+                        "QED L2 entry {off:#x} for guest offset {:#x} is not a valid cluster offset",
+                        guest - guest % cs
+                    )));
+                }
+                Status::Data {
+                    host: Some(off + guest % cs),
+                    compressed: false,
+                }
+            }
+        })
+    }
+}
+
+fn read_table(storage: &dyn Storage, offset: u64, len: u64) -> Result<Vec<u64>> {
+    let mut raw = vec![0u8; len as usize];
+    storage.read_at(&mut raw, offset)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .collect())
+}
+
+impl Format for Qed {
+    fn format_name(&self) -> &'static str {
+        "qed"
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.header.image_size
+    }
+
+    fn granularity(&self) -> u64 {
+        self.header.cluster_size as u64
+    }
+
+    fn block_status(&self, offset: u64, len: u64) -> Result<Extent> {
+        let len = clip_request(offset, len, self.header.image_size)?;
+        let cs = self.header.cluster_size as u64;
+        let span = cs * self.header.table_entries();
+        let l1_index = offset / span;
+        let span_end = (offset + len).min((l1_index + 1) * span);
+        let l2_offset = self.l1.get(l1_index as usize).copied().unwrap_or(0);
+        if l2_offset == 0 {
+            return Ok(Extent {
+                len: span_end - offset,
+                status: Status::Unallocated { host: None },
+            });
+        }
+        let table = self.l2_table(l1_index, l2_offset)?;
+        let index = |g: u64| ((g % span) / cs) as usize;
+        let first = self.status_of(table[index(offset)], offset)?;
+        let mut run_end = ((offset / cs + 1) * cs).min(span_end);
+        while run_end < span_end {
+            let next = self.status_of(table[index(run_end)], run_end)?;
+            if next != first.advanced(run_end - offset) {
+                break;
+            }
+            run_end = (run_end + cs).min(span_end);
+        }
+        Ok(Extent {
+            len: run_end - offset,
+            status: first,
+        })
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        read_layer(self, offset, buf, |_, _| {
+            Err(Error::corrupt("QED images have no compressed clusters"))
+        })
+    }
+
+    fn backing(&self) -> Option<&BackingSpec> {
+        self.backing.as_ref()
+    }
+
+    fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    fn check(&self, _log: &mut dyn FnMut(String)) -> Result<Option<CheckReport>> {
+        self.check_tables().map(Some)
+    }
+
+    fn repair(
+        &self,
+        mode: super::check::Repair,
+        _log: &mut dyn FnMut(String),
+    ) -> Result<Option<CheckReport>> {
+        self.repair_tables(mode).map(Some)
+    }
+
+    fn describe(&self) -> Description {
+        Description {
+            cluster_size: Some(self.header.cluster_size as u64),
+            dirty: false,
+            need_check: self.header.features & FEATURE_NEED_CHECK != 0,
+            snapshots: Vec::new(),
+            details: Details::None,
+        }
+    }
+}
