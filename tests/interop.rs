@@ -190,6 +190,21 @@ fn qcow2_internal_snapshot_and_bitmap() {
 }
 
 #[test]
+fn qcow2_snapshot_table_at_the_end_of_the_file() {
+    // QEMU leaves the last snapshot entry unpadded at the end of the file.
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 img.qcow2 4M
+         qemu-io -c 'write -P 0x11 0 1M' img.qcow2 >/dev/null
+         qemu-img snapshot -c snap img.qcow2");
+    assert_ne!(
+        fx.read("img.qcow2").len() % 8,
+        0,
+        "the table should end the file unpadded"
+    );
+    assert_matches_qemu(&fx, "img.qcow2");
+}
+
+#[test]
 fn qcow2_metadata_preallocation_and_falloc() {
     for mode in ["metadata", "falloc"] {
         let fx = Fixture::new();

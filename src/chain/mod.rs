@@ -3,22 +3,23 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::probe::{probe_storage, Probed};
-use crate::format::{open_image, Format, FormatKind, Status};
+use crate::format::{open_image, open_image_writable, Format, FormatKind, GuestRead, Status};
 use crate::io::{FileStorage, HostExtent};
 use crate::paths::{is_absolute_spec, resolve_relative_to};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Most images a chain may hold, the top image included.
 pub const MAX_CHAIN_DEPTH: usize = 64;
 
 /// One image of a chain.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Layer {
     /// The path it was opened by (backing names resolved as QEMU does).
     pub path: PathBuf,
     /// The open image.
-    pub image: Box<dyn Format>,
+    pub image: Arc<dyn Format>,
 }
 
 /// An image and its backing files, top first.
@@ -58,9 +59,27 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
 impl Chain {
     /// Opens `path` (as `format`, or probed) and its whole backing chain.
     pub fn open(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
+        Self::open_below(path, Arc::from(open_image(path, format)?))
+    }
+
+    /// Opens `path` for writing and its backing chain read-only, and gives
+    /// the top image a reader of the chain below it (for partial writes).
+    pub fn open_writable(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
+        let chain = Self::open_below(path, Arc::from(open_image_writable(path, format)?))?;
+        if chain.layers.len() > 1 {
+            let below = LayersReader {
+                layers: chain.layers[1..].to_vec(),
+            };
+            chain.layers[0].image.attach_backing(Arc::new(below));
+        }
+        Ok(chain)
+    }
+
+    /// A chain whose top image is already open.
+    fn open_below(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
         let mut layers = vec![Layer {
             path: path.to_path_buf(),
-            image: open_image(path, format)?,
+            image: top,
         }];
         let mut seen = vec![identity(path)];
         loop {
@@ -112,7 +131,7 @@ impl Chain {
             seen.push(id);
             layers.push(Layer {
                 path: resolved,
-                image,
+                image: Arc::from(image),
             });
         }
         Ok(Chain { layers })
@@ -268,6 +287,33 @@ impl<'a> View<'a> {
             }
             pos += st.len;
         }
+        Ok(())
+    }
+}
+
+/// The guest view of some layers, owned, as a [`GuestRead`]: what a writable
+/// image reads below itself. Reads past its size return zeros.
+#[derive(Debug)]
+pub struct LayersReader {
+    layers: Vec<Layer>,
+}
+
+impl GuestRead for LayersReader {
+    fn virtual_size(&self) -> u64 {
+        self.layers[0].image.virtual_size()
+    }
+
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let size = self.virtual_size();
+        let inside = size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let (head, tail) = buf.split_at_mut(inside);
+        if !head.is_empty() {
+            View {
+                layers: &self.layers,
+            }
+            .read(offset, head)?;
+        }
+        tail.fill(0);
         Ok(())
     }
 }

@@ -9,11 +9,12 @@ pub mod qed;
 pub mod raw;
 
 pub use cache::TableCache;
-pub use probe::{open_image, open_storage, FormatKind};
+pub use probe::{open_image, open_image_writable, open_storage, FormatKind};
 
 use crate::error::{Error, Result};
 use crate::io::Storage;
 use std::fmt;
+use std::sync::Arc;
 
 /// How a range of one layer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,14 @@ pub struct Description {
     pub details: Details,
 }
 
+/// A guest view that can be read: what lies below a layer.
+pub trait GuestRead: Send + Sync + fmt::Debug {
+    /// Its size; reads past it return zeros.
+    fn virtual_size(&self) -> u64;
+    /// Reads guest bytes at `offset` (zeros past the size).
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+}
+
 /// An open image of some format, read side. `&self` everywhere, so parallel
 /// workers can share one image.
 pub trait Format: Send + Sync + fmt::Debug {
@@ -160,6 +169,45 @@ pub trait Format: Send + Sync + fmt::Debug {
     fn check(&self, log: &mut dyn FnMut(String)) -> Result<Option<check::CheckReport>> {
         let _ = log;
         Ok(None)
+    }
+    /// Writes guest bytes into this layer (partial clusters are completed
+    /// from the layer's current content or its attached backing reader).
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        let _ = (offset, buf);
+        Err(Error::unsupported(format!(
+            "writing {} images is not supported",
+            self.format_name()
+        )))
+    }
+    /// Makes a range read as zeros; `unmap` allows releasing its space.
+    fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<()> {
+        let _ = (offset, len, unmap);
+        Err(Error::unsupported(format!(
+            "writing {} images is not supported",
+            self.format_name()
+        )))
+    }
+    /// Releases whole clusters of a range (advisory: may do nothing).
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+    /// Makes every completed write durable, metadata included.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Records a new backing file (or none), after a flush, with one header write.
+    fn set_backing(&self, backing: Option<BackingSpec>) -> Result<()> {
+        let _ = backing;
+        Err(Error::unsupported(format!(
+            "{} images have no backing file",
+            self.format_name()
+        )))
+    }
+    /// Gives a writable layer the guest view below it, to complete partial
+    /// writes over unallocated ranges.
+    fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
+        let _ = backing;
     }
     /// Checks and repairs in place (the image must have been opened for
     /// writing). Returns the verdict of that pass with what was fixed, or

@@ -151,3 +151,30 @@ pub fn open_storage(
     };
     Ok(image)
 }
+
+/// Opens the image at `path` for writing, as `format`, or probed when `None`.
+pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
+    let kind = match format {
+        Some(k) => k,
+        None => match probe_storage(&FileStorage::open(path)?).path_context(path)? {
+            Probed::Known(k) => k,
+            Probed::Foreign(name) => {
+                return Err(Error::unsupported(format!(
+                    "image format '{name}' is not supported (qimg reads qcow2, qed and raw)"
+                ))
+                .with_path(path))
+            }
+        },
+    };
+    let storage: Box<dyn Storage> = Box::new(FileStorage::open_rw(path)?);
+    let image: Box<dyn Format> = match kind {
+        FormatKind::Qcow2 => Box::new(Qcow2::open_writable(storage, path).path_context(path)?),
+        FormatKind::Qed => {
+            return Err(
+                Error::unsupported("writing QED images is not supported yet").with_path(path),
+            )
+        }
+        FormatKind::Raw => Box::new(Raw::open(storage).path_context(path)?),
+    };
+    Ok(image)
+}

@@ -65,6 +65,18 @@ impl Format for Raw {
         self.storage.as_ref()
     }
 
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.storage.write_at(buf, offset)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {
+        write_zeros(self.storage.as_ref(), offset, len)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.storage.flush()
+    }
+
     fn describe(&self) -> Description {
         Description {
             cluster_size: None,

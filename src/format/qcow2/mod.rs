@@ -6,49 +6,72 @@ mod compress;
 pub mod create;
 pub mod entry;
 pub mod header;
+mod meta;
 pub mod refcount;
 pub mod snapshot;
+mod write;
 
 pub use header::{CompressionType, Header};
 pub use snapshot::{Bitmap, Snapshot};
 
 use super::{
-    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, Qcow2Details,
-    Status, TableCache,
+    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, GuestRead,
+    Qcow2Details, Status,
 };
 use crate::error::{Error, Result};
 use crate::io::{FileStorage, Storage};
 use crate::paths::resolve_relative_to;
 use entry::{CompressedDescriptor, Geometry, L2Entry, SubclusterType};
 use header::{check_table, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY};
+use meta::{L2Cache, Meta};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Memory the L2 cache may use.
 const L2_CACHE_BYTES: u64 = 32 << 20;
 
-/// An open qcow2 image (read side).
+/// An open qcow2 image.
 #[derive(Debug)]
 pub struct Qcow2 {
     storage: Box<dyn Storage>,
     data_file: Option<Box<dyn Storage>>,
+    /// The header as opened: the facts that never change while open.
     header: Header,
     geo: Geometry,
     compression: CompressionType,
-    file_len: u64,
-    l1: Vec<u64>,
-    l2_cache: TableCache<Vec<L2Entry>>,
+    meta: Mutex<Meta>,
     snapshots: Vec<Snapshot>,
     bitmaps: Vec<Bitmap>,
     backing: Option<BackingSpec>,
+    writable: bool,
+    backing_reader: OnceLock<Arc<dyn GuestRead>>,
     metadata_preallocated: OnceLock<bool>,
     last_compressed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
 
+impl Drop for Qcow2 {
+    fn drop(&mut self) {
+        // Best effort: a caller that did not flush still gets its metadata
+        // written in the safe order. Errors cannot be reported here.
+        let _ = self.flush_all();
+    }
+}
+
 impl Qcow2 {
-    /// Opens a qcow2 image from `storage`; `path` is the name it was opened
-    /// by, used to resolve an external data file.
+    /// Opens a qcow2 image read-only from `storage`; `path` is the name it
+    /// was opened by, used to resolve an external data file.
     pub fn open(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
+        Self::open_with(storage, path, false)
+    }
+
+    /// Opens a qcow2 image for writing (`storage` must be writable).
+    /// A corrupt image is refused; a dirty one (lazy refcounts after a
+    /// crash) must be repaired first, with [`check::repair`].
+    pub fn open_writable(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
+        Self::open_with(storage, path, true)
+    }
+
+    fn open_with(storage: Box<dyn Storage>, path: &Path, writable: bool) -> Result<Self> {
         let file_len = storage.len()?;
         let header = Header::parse(&read_head(storage.as_ref(), file_len)?)?;
         header.validate(file_len)?;
@@ -58,6 +81,16 @@ impl Qcow2 {
             external_data: header.incompatible_features & INCOMPAT_DATA_FILE != 0,
         };
         let compression = header.compression_type()?;
+        if writable && header.incompatible_features & INCOMPAT_CORRUPT != 0 {
+            return Err(Error::corrupt(
+                "image is marked corrupt and cannot be opened for writing; repair it with 'qimg check -r all'",
+            ));
+        }
+        if writable && header.incompatible_features & INCOMPAT_DIRTY != 0 {
+            return Err(Error::corrupt(
+                "image was not closed cleanly (dirty bit set); repair it with 'qimg check -r all'",
+            ));
+        }
         let mut l1 = vec![0u64; header.l1_size as usize];
         if !l1.is_empty() {
             let mut raw = vec![0u8; l1.len() * 8];
@@ -67,7 +100,7 @@ impl Qcow2 {
             }
         }
         let data_file = match (&header.data_file, geo.external_data) {
-            (Some(name), true) => Some(open_data_file(path, name)?),
+            (Some(name), true) => Some(open_data_file(path, name, writable)?),
             _ => None,
         };
         let snapshots = read_snapshots(storage.as_ref(), &header, file_len)?;
@@ -77,16 +110,25 @@ impl Qcow2 {
             format: header.backing_format.clone(),
         });
         let capacity = (L2_CACHE_BYTES / geo.cluster_size()).max(4) as usize;
+        let meta = Meta {
+            header: header.clone(),
+            l1,
+            l1_dirty: Default::default(),
+            l2: L2Cache::new(capacity),
+            refcounts: None,
+            frees: Vec::new(),
+            prepared: false,
+        };
         Ok(Qcow2 {
             storage,
             data_file,
             compression,
-            file_len,
-            l1,
-            l2_cache: TableCache::new(capacity),
+            meta: Mutex::new(meta),
             snapshots,
             bitmaps,
             backing,
+            writable,
+            backing_reader: OnceLock::new(),
             metadata_preallocated: OnceLock::new(),
             last_compressed: Mutex::new(None),
             header,
@@ -94,14 +136,28 @@ impl Qcow2 {
         })
     }
 
-    fn check_input(&self) -> check::CheckInput<'_> {
-        check::CheckInput {
+    fn data_storage_ref(&self) -> &dyn Storage {
+        self.data_file.as_deref().unwrap_or(self.storage.as_ref())
+    }
+
+    /// Runs `f` with the check's view of the image (after a flush, so the
+    /// disk holds everything).
+    fn with_check_input<T>(
+        &self,
+        f: impl FnOnce(&check::CheckInput<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.flush_all()?;
+        let (header, l1) = {
+            let meta = self.lock_meta();
+            (meta.header.clone(), meta.l1.clone())
+        };
+        f(&check::CheckInput {
             storage: self.storage.as_ref(),
-            header: &self.header,
-            l1: &self.l1,
+            header: &header,
+            l1: &l1,
             snapshots: &self.snapshots,
             bitmaps: &self.bitmaps,
-        }
+        })
     }
 
     /// The parsed header.
@@ -118,37 +174,43 @@ impl Qcow2 {
         self.geo.cluster_size() * self.geo.l2_entries()
     }
 
-    fn l2_table(&self, l1_index: u64, l2_offset: u64) -> Result<Arc<Vec<L2Entry>>> {
+    /// The entries of the L2 table at `l2_offset` (checked to lie in the
+    /// file when it is read from disk).
+    fn l2_entries<'m>(
+        &self,
+        meta: &'m mut Meta,
+        l1_index: u64,
+        l2_offset: u64,
+    ) -> Result<&'m [L2Entry]> {
         let cs = self.geo.cluster_size();
-        check_table(
-            &format!("L2 table (L1 index {l1_index})"),
-            l2_offset,
-            cs,
-            cs,
-            self.file_len,
-        )?;
-        self.l2_cache.get_or_load(l2_offset, || {
-            let mut raw = vec![0u8; cs as usize];
-            self.storage.read_at(&mut raw, l2_offset)?;
-            Ok(raw
-                .chunks_exact(self.geo.entry_bytes())
-                .map(L2Entry::decode)
-                .collect())
-        })
+        if !meta.l2.contains(l2_offset) {
+            check_table(
+                &format!("L2 table (L1 index {l1_index})"),
+                l2_offset,
+                cs,
+                cs,
+                self.storage.len()?,
+            )?;
+        }
+        Ok(&meta
+            .l2
+            .get(self.storage.as_ref(), &self.geo, l2_offset)?
+            .entries)
     }
 
     /// The L2 entry of the guest cluster containing `guest`, if it has an L2 table.
     fn entry_at(&self, guest: u64) -> Result<Option<L2Entry>> {
         let span = self.table_span();
         let l1_index = guest / span;
-        let Some(l2_offset) = self
+        let mut meta = self.lock_meta();
+        let Some(l2_offset) = meta
             .l1
             .get(l1_index as usize)
             .and_then(|&e| entry::l1_table_offset(e))
         else {
             return Ok(None);
         };
-        let table = self.l2_table(l1_index, l2_offset)?;
+        let table = self.l2_entries(&mut meta, l1_index, l2_offset)?;
         let index = (guest % span) / self.geo.cluster_size();
         Ok(Some(table[index as usize]))
     }
@@ -297,7 +359,7 @@ fn read_head(storage: &dyn Storage, file_len: u64) -> Result<Vec<u8>> {
     Ok(head)
 }
 
-fn open_data_file(image: &Path, name: &str) -> Result<Box<dyn Storage>> {
+fn open_data_file(image: &Path, name: &str, writable: bool) -> Result<Box<dyn Storage>> {
     let beside = resolve_relative_to(image, name);
     let candidates: Vec<PathBuf> = if beside == Path::new(name) {
         vec![beside]
@@ -306,7 +368,12 @@ fn open_data_file(image: &Path, name: &str) -> Result<Box<dyn Storage>> {
     };
     let mut first_err = None;
     for c in &candidates {
-        match FileStorage::open(c) {
+        let opened = if writable {
+            FileStorage::open_rw(c)
+        } else {
+            FileStorage::open(c)
+        };
+        match opened {
             Ok(s) => return Ok(Box::new(s)),
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -341,7 +408,9 @@ fn read_snapshots(storage: &dyn Storage, h: &Header, file_len: u64) -> Result<Ve
         storage.read_at(&mut fixed, off)?;
         let layout = snapshot::snapshot_layout(&fixed).map_err(|e| e.at_offset(off))?;
         let len = layout.entry_len() as u64;
-        if off + len > file_len {
+        // QEMU does not write the padding of the last entry: only the
+        // entry itself must lie in the file.
+        if off + (snapshot::SNAPSHOT_FIXED_LEN + layout.variable_len()) as u64 > file_len {
             return Err(past_end());
         }
         let mut entry = vec![0u8; len as usize];
@@ -404,7 +473,8 @@ impl Format for Qcow2 {
         let span = self.table_span();
         let l1_index = offset / span;
         let span_end = (offset + len).min((l1_index + 1) * span);
-        let l2_offset = self
+        let mut meta = self.lock_meta();
+        let l2_offset = meta
             .l1
             .get(l1_index as usize)
             .and_then(|&e| entry::l1_table_offset(e));
@@ -414,12 +484,12 @@ impl Format for Qcow2 {
                 status: Status::Unallocated { host: None },
             });
         };
-        let table = self.l2_table(l1_index, l2_offset)?;
-        let first = self.unit_at(&table, offset)?;
+        let table = self.l2_entries(&mut meta, l1_index, l2_offset)?;
+        let first = self.unit_at(table, offset)?;
         let run_end = if self.geo.extended_l2 {
-            self.subcluster_run_end(&table, offset, span_end, first)?
+            self.subcluster_run_end(table, offset, span_end, first)?
         } else {
-            self.cluster_run_end(&table, offset, span_end, first)
+            self.cluster_run_end(table, offset, span_end, first)
         };
         Ok(Extent {
             len: run_end - offset,
@@ -447,17 +517,18 @@ impl Format for Qcow2 {
 
     fn data_may_be_host_holes(&self) -> Result<bool> {
         Ok(*self.metadata_preallocated.get_or_init(|| {
-            refcount::looks_metadata_preallocated(
-                self.storage.as_ref(),
-                &self.header,
-                self.file_len,
-            )
-            .unwrap_or(false)
+            self.storage
+                .len()
+                .and_then(|len| {
+                    refcount::looks_metadata_preallocated(self.storage.as_ref(), &self.header, len)
+                })
+                .unwrap_or(false)
         }))
     }
 
     fn check(&self, log: &mut dyn FnMut(String)) -> Result<Option<super::check::CheckReport>> {
-        check::check(&self.check_input(), log).map(Some)
+        self.with_check_input(|input| check::check(input, log))
+            .map(Some)
     }
 
     fn repair(
@@ -465,7 +536,32 @@ impl Format for Qcow2 {
         mode: super::check::Repair,
         log: &mut dyn FnMut(String),
     ) -> Result<Option<super::check::CheckReport>> {
-        check::repair(&self.check_input(), mode, log).map(Some)
+        self.with_check_input(|input| check::repair(input, mode, log))
+            .map(Some)
+    }
+
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.write_guest(offset, buf)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<()> {
+        self.write_zeroes_guest(offset, len, unmap)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        self.discard_guest(offset, len)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.flush_all()
+    }
+
+    fn set_backing(&self, backing: Option<BackingSpec>) -> Result<()> {
+        self.set_backing_file(backing)
+    }
+
+    fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
+        let _ = self.backing_reader.set(backing);
     }
 
     fn describe(&self) -> Description {

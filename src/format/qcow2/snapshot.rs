@@ -135,6 +135,8 @@ pub struct Bitmap {
     pub table_offset: u64,
     /// Entries in the bitmap table.
     pub table_size: u32,
+    /// Where this entry starts in the bitmap directory.
+    pub entry_offset: u64,
 }
 
 /// Largest bitmap directory QEMU accepts.
@@ -173,6 +175,7 @@ pub fn parse_bitmap_directory(buf: &[u8], count: u32) -> Result<Vec<Bitmap>> {
             auto: flags & 2 != 0,
             table_offset: be64(e, 0),
             table_size: be32(e, 8),
+            entry_offset: off as u64,
         });
         off += end.div_ceil(8) * 8;
     }

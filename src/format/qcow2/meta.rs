@@ -1,0 +1,419 @@
+//! The mutable metadata of an open qcow2 image: the L1 table, a bounded L2
+//! cache with dirty tracking, the refcounts and the allocator, and the
+//! flush that writes them in the crash-safe order.
+
+use super::entry::{Geometry, L2Entry};
+use super::header::Header;
+use super::refcount::{refcount_at, set_refcount, REFTABLE_OFFSET_MASK};
+use crate::error::{Error, Result};
+use crate::io::Storage;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// One cached L2 table.
+#[derive(Debug)]
+pub(super) struct L2Table {
+    pub entries: Vec<L2Entry>,
+    pub dirty: bool,
+}
+
+/// L2 tables by host offset. Clean tables are evicted when the cache is
+/// full; dirty ones stay until the next metadata flush writes them.
+#[derive(Debug)]
+pub(super) struct L2Cache {
+    tables: HashMap<u64, L2Table>,
+    order: VecDeque<u64>,
+    capacity: usize,
+}
+
+impl L2Cache {
+    pub fn new(capacity: usize) -> Self {
+        L2Cache {
+            tables: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(4),
+        }
+    }
+
+    /// Whether the table at `offset` is cached.
+    pub fn contains(&self, offset: u64) -> bool {
+        self.tables.contains_key(&offset)
+    }
+
+    /// The table at `offset`, read from `storage` if it is not cached.
+    pub fn get(
+        &mut self,
+        storage: &dyn Storage,
+        geo: &Geometry,
+        offset: u64,
+    ) -> Result<&mut L2Table> {
+        if !self.tables.contains_key(&offset) {
+            let mut raw = vec![0u8; geo.cluster_size() as usize];
+            storage.read_at(&mut raw, offset)?;
+            let entries = raw
+                .chunks_exact(geo.entry_bytes())
+                .map(L2Entry::decode)
+                .collect();
+            self.insert(offset, entries, false);
+        }
+        Ok(self.tables.get_mut(&offset).expect("just cached"))
+    }
+
+    /// Caches a table (a new one is `dirty`).
+    pub fn insert(&mut self, offset: u64, entries: Vec<L2Entry>, dirty: bool) {
+        self.evict_clean();
+        if self
+            .tables
+            .insert(offset, L2Table { entries, dirty })
+            .is_none()
+        {
+            self.order.push_back(offset);
+        }
+    }
+
+    fn evict_clean(&mut self) {
+        let mut scanned = 0;
+        while self.tables.len() >= self.capacity && scanned < self.order.len() {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            match self.tables.get(&oldest) {
+                Some(t) if t.dirty => {
+                    self.order.push_back(oldest);
+                    scanned += 1;
+                }
+                _ => {
+                    self.tables.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    /// How many tables wait to be written.
+    pub fn dirty_count(&self) -> usize {
+        self.tables.values().filter(|t| t.dirty).count()
+    }
+
+    /// Whether enough dirty tables are cached that a flush should run.
+    pub fn wants_flush(&self) -> bool {
+        self.dirty_count() * 2 >= self.capacity
+    }
+
+    fn write_dirty(&mut self, storage: &dyn Storage, geo: &Geometry) -> Result<bool> {
+        let mut wrote = false;
+        for (&offset, table) in self.tables.iter_mut().filter(|(_, t)| t.dirty) {
+            let mut raw = vec![0u8; geo.cluster_size() as usize];
+            for (e, out) in table
+                .entries
+                .iter()
+                .zip(raw.chunks_exact_mut(geo.entry_bytes()))
+            {
+                e.encode(out);
+            }
+            storage.write_at(&raw, offset)?;
+            table.dirty = false;
+            wrote = true;
+        }
+        Ok(wrote)
+    }
+}
+
+/// One cached refcount block.
+#[derive(Debug)]
+struct Block {
+    data: Vec<u8>,
+    dirty: bool,
+}
+
+/// The refcounts and the allocator. Clusters at or beyond `frontier` are
+/// all free; new clusters are taken from there, so a cluster freed in this
+/// session is never reused before its free is on disk.
+#[derive(Debug)]
+pub(super) struct Refcounts {
+    table: Vec<u64>,
+    table_offset: u64,
+    table_clusters: u64,
+    table_dirty: bool,
+    /// The table moved: the header must point at it before anything relies on it.
+    table_moved: bool,
+    blocks: HashMap<u64, Block>,
+    /// Old tables to free after the header stops pointing at them.
+    retired: Vec<(u64, u64)>,
+    frontier: u64,
+    cluster_bits: u32,
+    order: u32,
+}
+
+impl Refcounts {
+    /// Reads the refcount table and finds the first cluster after
+    /// everything in use (and after the end of the file).
+    pub fn load(storage: &dyn Storage, h: &Header) -> Result<Self> {
+        let cs = h.cluster_size();
+        let mut raw = vec![0u8; (h.refcount_table_clusters as u64 * cs) as usize];
+        storage.read_at(&mut raw, h.refcount_table_offset)?;
+        let table: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        let mut r = Refcounts {
+            table,
+            table_offset: h.refcount_table_offset,
+            table_clusters: h.refcount_table_clusters as u64,
+            table_dirty: false,
+            table_moved: false,
+            blocks: HashMap::new(),
+            retired: Vec::new(),
+            frontier: storage.len()?.div_ceil(cs),
+            cluster_bits: h.cluster_bits,
+            order: h.refcount_order,
+        };
+        if let Some(last) = r.table.iter().rposition(|&e| e & REFTABLE_OFFSET_MASK != 0) {
+            let per_block = r.per_block();
+            let offset = r.table[last] & REFTABLE_OFFSET_MASK;
+            let block = r.block(storage, offset)?;
+            if let Some(i) = (0..per_block as usize)
+                .rev()
+                .find(|&i| refcount_at(block, i, h.refcount_order) != 0)
+            {
+                r.frontier = r.frontier.max(last as u64 * per_block + i as u64 + 1);
+            }
+            // The blocks themselves are in use too (a corrupt table may point past the rest).
+            for &e in &r.table {
+                let off = e & REFTABLE_OFFSET_MASK;
+                if off != 0 {
+                    r.frontier = r.frontier.max((off >> r.cluster_bits) + 1);
+                }
+            }
+        }
+        Ok(r)
+    }
+
+    fn per_block(&self) -> u64 {
+        ((1u64 << self.cluster_bits) * 8) >> self.order
+    }
+
+    fn max(&self) -> u64 {
+        if self.order == 6 {
+            u64::MAX
+        } else {
+            (1u64 << (1 << self.order)) - 1
+        }
+    }
+
+    fn block(&mut self, storage: &dyn Storage, offset: u64) -> Result<&mut Vec<u8>> {
+        if !self.blocks.contains_key(&offset) {
+            if self.blocks.len() > 1024 {
+                self.blocks.retain(|_, b| b.dirty);
+            }
+            let mut data = vec![0u8; 1 << self.cluster_bits];
+            storage.read_at(&mut data, offset)?;
+            self.blocks.insert(offset, Block { data, dirty: false });
+        }
+        Ok(&mut self.blocks.get_mut(&offset).expect("just cached").data)
+    }
+
+    /// The refcount of cluster `k`.
+    pub fn get(&mut self, storage: &dyn Storage, k: u64) -> Result<u64> {
+        let Some(&entry) = self.table.get((k / self.per_block()) as usize) else {
+            return Ok(0);
+        };
+        let offset = entry & REFTABLE_OFFSET_MASK;
+        if offset == 0 {
+            return Ok(0);
+        }
+        let (index, order) = ((k % self.per_block()) as usize, self.order);
+        Ok(refcount_at(self.block(storage, offset)?, index, order))
+    }
+
+    /// Sets the refcount of cluster `k`, creating its refcount block (and
+    /// growing the table) when needed.
+    pub fn set(&mut self, storage: &dyn Storage, k: u64, value: u64) -> Result<()> {
+        if value > self.max() {
+            return Err(Error::corrupt(format!(
+                "refcount of cluster {k} would overflow its {}-bit width",
+                1 << self.order
+            )));
+        }
+        let offset = self.ensure_block(storage, k / self.per_block())?;
+        let (index, order) = ((k % self.per_block()) as usize, self.order);
+        set_refcount(self.block(storage, offset)?, index, order, value);
+        self.blocks.get_mut(&offset).expect("cached").dirty = true;
+        Ok(())
+    }
+
+    /// The offset of refcount block `i`, creating it at the frontier if it
+    /// does not exist. A new block covering its own cluster counts itself.
+    fn ensure_block(&mut self, storage: &dyn Storage, i: u64) -> Result<u64> {
+        if i as usize >= self.table.len() {
+            self.grow_table(storage, i)?;
+        }
+        let existing = self.table[i as usize] & REFTABLE_OFFSET_MASK;
+        if existing != 0 {
+            return Ok(existing);
+        }
+        let cluster = self.frontier;
+        self.frontier += 1;
+        let offset = cluster << self.cluster_bits;
+        self.blocks.insert(
+            offset,
+            Block {
+                data: vec![0u8; 1 << self.cluster_bits],
+                dirty: true,
+            },
+        );
+        self.table[i as usize] = offset;
+        self.table_dirty = true;
+        self.set(storage, cluster, 1)?;
+        Ok(offset)
+    }
+
+    /// Moves the refcount table to a bigger one at the frontier. The old
+    /// table is freed by the caller after the header points at the new one.
+    fn grow_table(&mut self, storage: &dyn Storage, needed: u64) -> Result<()> {
+        let cs = 1u64 << self.cluster_bits;
+        let mut entries = (needed + 1).max(self.table.len() as u64 * 2);
+        let start = self.frontier;
+        let mut clusters = (entries * 8).div_ceil(cs);
+        // The table and the blocks that will cover it must fit in it.
+        while entries < (start + clusters) / self.per_block() + 2 {
+            entries = (start + clusters) / self.per_block() + 2;
+            clusters = (entries * 8).div_ceil(cs);
+        }
+        let old = (self.table_offset, self.table_clusters);
+        self.frontier += clusters;
+        self.table.resize((clusters * cs / 8) as usize, 0);
+        self.table_offset = start * cs;
+        self.table_clusters = clusters;
+        self.table_dirty = true;
+        self.table_moved = true;
+        for c in start..start + clusters {
+            self.set(storage, c, 1)?;
+        }
+        // Freed only once the header points at the new table.
+        self.retired.push((old.0, old.1 * cs));
+        Ok(())
+    }
+
+    /// Reserves `n` contiguous clusters at the frontier with refcount 1 and
+    /// returns the first one's offset.
+    pub fn alloc(&mut self, storage: &dyn Storage, n: u64) -> Result<u64> {
+        let first = self.frontier;
+        self.frontier += n;
+        for c in first..first + n {
+            self.set(storage, c, 1)?;
+        }
+        Ok(first << self.cluster_bits)
+    }
+
+    /// Writes dirty blocks and the table (a moved table is written whole,
+    /// then made durable, then the header is pointed at it). Returns whether
+    /// anything was written.
+    fn write(&mut self, storage: &dyn Storage) -> Result<bool> {
+        let mut wrote = false;
+        for (&offset, block) in self.blocks.iter_mut().filter(|(_, b)| b.dirty) {
+            storage.write_at(&block.data, offset)?;
+            block.dirty = false;
+            wrote = true;
+        }
+        if self.table_dirty {
+            let mut raw = vec![0u8; self.table.len() * 8];
+            for (e, out) in self.table.iter().zip(raw.chunks_exact_mut(8)) {
+                out.copy_from_slice(&e.to_be_bytes());
+            }
+            storage.write_at(&raw, self.table_offset)?;
+            self.table_dirty = false;
+            wrote = true;
+        }
+        if self.table_moved {
+            storage.flush()?;
+            let mut pointer = self.table_offset.to_be_bytes().to_vec();
+            pointer.extend_from_slice(&(self.table_clusters as u32).to_be_bytes());
+            storage.write_at(&pointer, 48)?;
+            self.table_moved = false;
+        }
+        Ok(wrote)
+    }
+
+    /// Where the table is now (for the in-memory header).
+    pub fn table_location(&self) -> (u64, u32) {
+        (self.table_offset, self.table_clusters as u32)
+    }
+}
+
+/// Everything about an image that a write may change.
+#[derive(Debug)]
+pub(super) struct Meta {
+    /// The header as it is on disk.
+    pub header: Header,
+    /// The active L1 table.
+    pub l1: Vec<u64>,
+    /// L1 entries changed since the last flush.
+    pub l1_dirty: BTreeSet<usize>,
+    /// Cached L2 tables.
+    pub l2: L2Cache,
+    /// Refcounts, loaded by the first allocation.
+    pub refcounts: Option<Refcounts>,
+    /// Byte ranges whose refcount drops once nothing on disk points at them.
+    pub frees: Vec<(u64, u64)>,
+    /// The header has been made ready for writing (autoclear bits, bitmaps).
+    pub prepared: bool,
+}
+
+impl Meta {
+    /// The refcounts, read on first use.
+    pub fn refcounts(&mut self, storage: &dyn Storage) -> Result<&mut Refcounts> {
+        if self.refcounts.is_none() {
+            self.refcounts = Some(Refcounts::load(storage, &self.header)?);
+        }
+        Ok(self.refcounts.as_mut().expect("just loaded"))
+    }
+
+    /// Writes all metadata in the crash-safe order: data and refcount
+    /// increases first, then (after a barrier) L2 tables, then (after a
+    /// barrier) L1 entries, then (after a barrier) the refcount decreases of
+    /// what is no longer referenced. Ends with everything durable.
+    pub fn flush(
+        &mut self,
+        storage: &dyn Storage,
+        data: &dyn Storage,
+        geo: &Geometry,
+    ) -> Result<()> {
+        if !std::ptr::addr_eq(storage, data) {
+            data.flush()?;
+        }
+        if let Some(r) = self.refcounts.as_mut() {
+            r.write(storage)?;
+            let (offset, clusters) = r.table_location();
+            self.header.refcount_table_offset = offset;
+            self.header.refcount_table_clusters = clusters;
+            self.frees.append(&mut r.retired);
+        }
+        storage.flush()?;
+        if self.l2.write_dirty(storage, geo)? {
+            storage.flush()?;
+        }
+        if !self.l1_dirty.is_empty() {
+            for &i in &self.l1_dirty {
+                storage.write_at(
+                    &self.l1[i].to_be_bytes(),
+                    self.header.l1_table_offset + i as u64 * 8,
+                )?;
+            }
+            self.l1_dirty.clear();
+            storage.flush()?;
+        }
+        if !self.frees.is_empty() {
+            let cs = geo.cluster_size();
+            let frees = std::mem::take(&mut self.frees);
+            let r = self.refcounts(storage)?;
+            for (offset, len) in frees {
+                for c in offset / cs..=(offset + len - 1) / cs {
+                    let n = r.get(storage, c)?;
+                    r.set(storage, c, n.saturating_sub(1))?;
+                }
+            }
+            r.write(storage)?;
+            storage.flush()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,469 @@
+//! Writing qcow2 images: data writes (in place, or copy-on-write into a new
+//! cluster), zero writes, discards, flush and backing-file changes. Every
+//! metadata change goes through `Meta` and reaches the disk in the order
+//! `Meta::flush` guarantees.
+
+use super::entry::{CompressedDescriptor, SubclusterType, COPIED, OFFSET_MASK, ZERO};
+use super::header::{AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT};
+use super::meta::Meta;
+use super::{L2Entry, Qcow2};
+use crate::error::{Error, Result};
+use crate::format::BackingSpec;
+use std::sync::MutexGuard;
+
+/// All subcluster bits of one half of an extended L2 bitmap.
+const ALL_SUBCLUSTERS: u64 = 0xffff_ffff;
+
+/// The subcluster bits `first..=last`.
+fn subcluster_mask(first: u64, last: u64) -> u64 {
+    ((1u64 << (last + 1)) - 1) & !((1u64 << first) - 1)
+}
+
+impl Qcow2 {
+    pub(super) fn lock_meta(&self) -> MutexGuard<'_, Meta> {
+        // Metadata is only changed under this lock and every change leaves
+        // it consistent, so a panic elsewhere cannot leave it half-updated.
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn require_writable(&self) -> Result<()> {
+        if !self.writable {
+            return Err(Error::unsupported("the image is open read-only"));
+        }
+        Ok(())
+    }
+
+    /// Before the first change: refuse corrupt images, clear the autoclear
+    /// bits qimg does not maintain, and mark bitmaps in use (qimg does not
+    /// track writes in them), all in one header write.
+    fn prepare(&self, meta: &mut Meta) -> Result<()> {
+        if meta.prepared {
+            return Ok(());
+        }
+        self.require_writable()?;
+        if meta.header.incompatible_features & INCOMPAT_CORRUPT != 0 {
+            return Err(Error::corrupt(
+                "image is marked corrupt and is not written; repair it with 'qimg check -r all'",
+            ));
+        }
+        let known = AUTOCLEAR_BITMAPS | AUTOCLEAR_DATA_FILE_RAW;
+        let mut changed = false;
+        if meta.header.autoclear_features & !known != 0 {
+            meta.header.autoclear_features &= known;
+            changed = true;
+        }
+        if let (Some(ext), false) = (meta.header.bitmaps, self.bitmaps.is_empty()) {
+            for bm in &self.bitmaps {
+                let flags = ext.directory_offset + bm.entry_offset + 12;
+                let mut raw = [0u8; 4];
+                self.storage.read_at(&mut raw, flags)?;
+                let value = u32::from_be_bytes(raw) | 1;
+                self.storage.write_at(&value.to_be_bytes(), flags)?;
+            }
+            self.storage.flush()?;
+        }
+        if changed {
+            self.write_header(meta)?;
+        }
+        meta.prepared = true;
+        Ok(())
+    }
+
+    fn write_header(&self, meta: &Meta) -> Result<()> {
+        let bytes = meta.header.encode()?;
+        self.storage.write_at(&bytes, 0)?;
+        self.storage.flush()
+    }
+
+    /// The offset of a writable (COPIED) L2 table for `l1_index`: a new
+    /// table if there is none, a copy if the current one is shared.
+    fn writable_l2(&self, meta: &mut Meta, l1_index: usize) -> Result<u64> {
+        let cs = self.geo.cluster_size();
+        let Some(&entry) = meta.l1.get(l1_index) else {
+            return Err(Error::new(
+                crate::error::ErrorKind::OutOfBounds,
+                format!("L1 index {l1_index} is past the L1 table"),
+            ));
+        };
+        let current = entry & OFFSET_MASK;
+        if current != 0 && entry & COPIED != 0 {
+            self.l2_entries(meta, l1_index as u64, current)?;
+            return Ok(current);
+        }
+        let entries = if current != 0 {
+            self.l2_entries(meta, l1_index as u64, current)?.to_vec()
+        } else {
+            vec![L2Entry::default(); self.geo.l2_entries() as usize]
+        };
+        let new = meta
+            .refcounts(self.storage.as_ref())?
+            .alloc(self.storage.as_ref(), 1)?;
+        meta.l2.insert(new, entries, true);
+        meta.l1[l1_index] = new | COPIED;
+        meta.l1_dirty.insert(l1_index);
+        if current != 0 {
+            meta.frees.push((current, cs));
+        }
+        Ok(new)
+    }
+
+    fn set_entry(&self, meta: &mut Meta, table: u64, index: usize, e: L2Entry) -> Result<()> {
+        let t = meta.l2.get(self.storage.as_ref(), &self.geo, table)?;
+        t.entries[index] = e;
+        t.dirty = true;
+        Ok(())
+    }
+
+    /// Schedules the release of what entry `e` held, once nothing on disk points at it.
+    fn release(&self, meta: &mut Meta, e: L2Entry) {
+        if self.geo.external_data {
+            return;
+        }
+        if e.is_compressed() {
+            let d = CompressedDescriptor::decode(e.word, self.geo.cluster_bits);
+            meta.frees.push((d.offset, d.read_len()));
+        } else if let Some(h) = e.host_cluster(&self.geo) {
+            meta.frees.push((h, self.geo.cluster_size()));
+        }
+    }
+
+    /// Reads guest bytes from the backing chain (zeros without one).
+    fn read_backing(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match self.backing_reader.get() {
+            Some(reader) => reader.read(offset, buf),
+            None if self.backing.is_some() => Err(Error::unsupported(
+                "the backing file is not open, so a partial write cannot copy from it",
+            )),
+            None => {
+                buf.fill(0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Fills `buf` with what subclusters `first..=last` of the guest cluster
+    /// at `cluster` (entry `e`) read now: the bytes of those subclusters only.
+    fn current_content(
+        &self,
+        e: L2Entry,
+        cluster: u64,
+        first: u64,
+        last: u64,
+        buf: &mut [u8],
+    ) -> Result<()> {
+        let scs = self.geo.subcluster_size();
+        if e.is_compressed() {
+            let whole = self.decompressed_cluster(e.word)?;
+            let start = (first * scs) as usize;
+            buf.copy_from_slice(&whole[start..start + buf.len()]);
+            return Ok(());
+        }
+        for s in first..=last {
+            let part = &mut buf[((s - first) * scs) as usize..((s - first + 1) * scs) as usize];
+            match e.subcluster_type(&self.geo, s as u32) {
+                SubclusterType::Normal(h) => self.data_storage_ref().read_at(part, h + s * scs)?,
+                SubclusterType::ZeroAlloc(_) | SubclusterType::ZeroPlain => part.fill(0),
+                SubclusterType::UnallocatedAlloc(_) | SubclusterType::UnallocatedPlain => {
+                    self.read_backing(cluster + s * scs, part)?
+                }
+                SubclusterType::Compressed(_) => unreachable!("handled above"),
+                SubclusterType::Invalid => {
+                    return Err(Error::corrupt(format!(
+                        "invalid subcluster bitmap (guest offset {cluster:#x}, L2 entry {:#018x})",
+                        e.word
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at byte `at` of the guest cluster at `cluster`.
+    fn write_in_cluster(&self, meta: &mut Meta, cluster: u64, at: u64, data: &[u8]) -> Result<()> {
+        let geo = self.geo;
+        let (cs, scs) = (geo.cluster_size(), geo.subcluster_size());
+        let span = cs * geo.l2_entries();
+        let l1_index = (cluster / span) as usize;
+        let index = ((cluster % span) / cs) as usize;
+        let table = self.writable_l2(meta, l1_index)?;
+        let e = meta.l2.get(self.storage.as_ref(), &geo, table)?.entries[index];
+        let end = at + data.len() as u64;
+        let (first, last) = (at / scs, (end - 1) / scs);
+        if self.header.version < 3 && e.word & ZERO != 0 {
+            return Err(Error::corrupt(format!(
+                "zero cluster entry in a version 2 image (guest offset {cluster:#x})"
+            )));
+        }
+        let host = e.host_cluster(&geo);
+        let in_place =
+            !e.is_compressed() && host.is_some() && (geo.external_data || e.word & COPIED != 0);
+        let touched = if geo.extended_l2 {
+            subcluster_mask(first, last)
+        } else {
+            0
+        };
+        let mut next = e;
+        if let (true, Some(h)) = (in_place, host) {
+            // Subclusters only partly written must first hold what they read now.
+            let (lo, hi) = (first * scs, (last + 1) * scs);
+            let edges_need_fill = (at != lo || end != hi)
+                && [first, last].iter().any(|&s| {
+                    !matches!(e.subcluster_type(&geo, s as u32), SubclusterType::Normal(_))
+                });
+            if edges_need_fill {
+                let mut buf = vec![0u8; (hi - lo) as usize];
+                self.current_content(e, cluster, first, last, &mut buf)?;
+                buf[(at - lo) as usize..(end - lo) as usize].copy_from_slice(data);
+                self.data_storage_ref().write_at(&buf, h + lo)?;
+            } else {
+                self.data_storage_ref().write_at(data, h + at)?;
+            }
+            next.word &= !ZERO;
+        } else {
+            let new = if geo.external_data {
+                cluster
+            } else {
+                meta.refcounts(self.storage.as_ref())?
+                    .alloc(self.storage.as_ref(), 1)?
+            };
+            let mut buf = vec![0u8; cs as usize];
+            if at != 0 || end != cs {
+                self.current_content(e, cluster, 0, geo.subclusters() as u64 - 1, &mut buf)?;
+            }
+            buf[at as usize..end as usize].copy_from_slice(data);
+            self.data_storage_ref().write_at(&buf, new)?;
+            next.word = new | COPIED;
+            if geo.extended_l2 {
+                let carried = if e.is_compressed() {
+                    ALL_SUBCLUSTERS
+                } else if host.is_some() {
+                    e.bitmap & ALL_SUBCLUSTERS
+                } else {
+                    0
+                };
+                next.bitmap = (e.bitmap & !ALL_SUBCLUSTERS) | carried;
+                if e.is_compressed() {
+                    next.bitmap = ALL_SUBCLUSTERS;
+                }
+            }
+            if !in_place && host.is_some() || e.is_compressed() {
+                self.release(meta, e);
+            }
+        }
+        if geo.extended_l2 {
+            next.bitmap = (next.bitmap | touched) & !(touched << 32);
+        }
+        self.set_entry(meta, table, index, next)
+    }
+
+    /// Makes the whole guest cluster at `cluster` read as zeros without
+    /// writing data, where the format allows it.
+    fn zero_cluster(&self, meta: &mut Meta, cluster: u64, unmap: bool) -> Result<()> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let raw_data = meta.header.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0;
+        if geo.external_data && raw_data {
+            // The data file must stay a valid raw image: write real zeros.
+            return self.write_in_cluster(meta, cluster, 0, &vec![0u8; cs as usize]);
+        }
+        if self.header.version < 3 {
+            if self.backing.is_some() {
+                return self.write_in_cluster(meta, cluster, 0, &vec![0u8; cs as usize]);
+            }
+            return self.replace_entry(meta, cluster, L2Entry::default());
+        }
+        let span = cs * geo.l2_entries();
+        let table = self.writable_l2(meta, (cluster / span) as usize)?;
+        let index = ((cluster % span) / cs) as usize;
+        let e = meta.l2.get(self.storage.as_ref(), &geo, table)?.entries[index];
+        let keep_host = geo.external_data
+            || (!unmap
+                && !e.is_compressed()
+                && e.host_cluster(&geo).is_some()
+                && e.word & COPIED != 0);
+        let word = match (keep_host, geo.external_data) {
+            (_, true) => cluster | COPIED,
+            (true, false) => e.word & (OFFSET_MASK | COPIED),
+            (false, false) => 0,
+        };
+        let next = if geo.extended_l2 {
+            L2Entry {
+                word,
+                bitmap: ALL_SUBCLUSTERS << 32,
+            }
+        } else {
+            L2Entry {
+                word: word | ZERO,
+                bitmap: 0,
+            }
+        };
+        if !keep_host {
+            self.release(meta, e);
+        }
+        self.set_entry(meta, table, index, next)
+    }
+
+    /// Replaces the entry of a whole cluster, releasing what it held.
+    fn replace_entry(&self, meta: &mut Meta, cluster: u64, next: L2Entry) -> Result<()> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let span = cs * geo.l2_entries();
+        let table = self.writable_l2(meta, (cluster / span) as usize)?;
+        let index = ((cluster % span) / cs) as usize;
+        let e = meta.l2.get(self.storage.as_ref(), &geo, table)?.entries[index];
+        self.release(meta, e);
+        self.set_entry(meta, table, index, next)
+    }
+
+    /// Marks whole subclusters `first..=last` of a cluster as reading zeros.
+    fn zero_subclusters(&self, meta: &mut Meta, cluster: u64, first: u64, last: u64) -> Result<()> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let span = cs * geo.l2_entries();
+        let table = self.writable_l2(meta, (cluster / span) as usize)?;
+        let index = ((cluster % span) / cs) as usize;
+        let e = meta.l2.get(self.storage.as_ref(), &geo, table)?.entries[index];
+        if e.is_compressed() {
+            let scs = geo.subcluster_size();
+            let zeros = vec![0u8; ((last - first + 1) * scs) as usize];
+            return self.write_in_cluster(meta, cluster, first * scs, &zeros);
+        }
+        let mask = subcluster_mask(first, last);
+        let next = L2Entry {
+            word: e.word,
+            bitmap: (e.bitmap & !mask) | (mask << 32),
+        };
+        self.set_entry(meta, table, index, next)
+    }
+
+    /// Flushes once enough dirty metadata has piled up, to bound memory.
+    fn flush_if_full(&self, meta: &mut Meta) -> Result<()> {
+        if meta.l2.wants_flush() {
+            meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_guest(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        let mut meta = self.lock_meta();
+        self.prepare(&mut meta)?;
+        let cs = self.geo.cluster_size();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let at = pos % cs;
+            let n = ((cs - at) as usize).min(buf.len() - done);
+            self.write_in_cluster(&mut meta, pos - at, at, &buf[done..done + n])?;
+            self.flush_if_full(&mut meta)?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    pub(super) fn write_zeroes_guest(&self, offset: u64, len: u64, unmap: bool) -> Result<()> {
+        self.check_range(offset, len)?;
+        let mut meta = self.lock_meta();
+        self.prepare(&mut meta)?;
+        let (cs, scs) = (self.geo.cluster_size(), self.geo.subcluster_size());
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let cluster = pos - pos % cs;
+            let (a, b) = (pos - cluster, (end - cluster).min(cs));
+            // Whole subclusters (whole clusters without extended L2) become
+            // zero entries; partial ones get zero bytes written.
+            let (first, last_excl) = (a.div_ceil(scs), b / scs);
+            if a == 0 && b == cs {
+                self.zero_cluster(&mut meta, cluster, unmap)?;
+            } else if self.geo.extended_l2 && first < last_excl && self.header.version >= 3 {
+                if a < first * scs {
+                    self.write_in_cluster(
+                        &mut meta,
+                        cluster,
+                        a,
+                        &vec![0u8; (first * scs - a) as usize],
+                    )?;
+                }
+                self.zero_subclusters(&mut meta, cluster, first, last_excl - 1)?;
+                if last_excl * scs < b {
+                    self.write_in_cluster(
+                        &mut meta,
+                        cluster,
+                        last_excl * scs,
+                        &vec![0u8; (b - last_excl * scs) as usize],
+                    )?;
+                }
+            } else {
+                self.write_in_cluster(&mut meta, cluster, a, &vec![0u8; (b - a) as usize])?;
+            }
+            self.flush_if_full(&mut meta)?;
+            pos = cluster + b;
+        }
+        Ok(())
+    }
+
+    pub(super) fn discard_guest(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_range(offset, len)?;
+        let mut meta = self.lock_meta();
+        self.prepare(&mut meta)?;
+        let cs = self.geo.cluster_size();
+        let raw_data = meta.header.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0;
+        if raw_data || (self.header.version < 3 && self.backing.is_some()) {
+            return Ok(()); // Discarding is advisory; here it cannot keep the content.
+        }
+        let (first, end) = (offset.div_ceil(cs) * cs, (offset + len) / cs * cs);
+        let mut cluster = first;
+        while cluster < end {
+            // With a backing file, a discarded cluster must not show the backing data.
+            let next = match (self.backing.is_some(), self.geo.extended_l2) {
+                (false, _) => L2Entry::default(),
+                (true, false) => L2Entry {
+                    word: ZERO,
+                    bitmap: 0,
+                },
+                (true, true) => L2Entry {
+                    word: 0,
+                    bitmap: ALL_SUBCLUSTERS << 32,
+                },
+            };
+            self.replace_entry(&mut meta, cluster, next)?;
+            self.flush_if_full(&mut meta)?;
+            cluster += cs;
+        }
+        Ok(())
+    }
+
+    pub(super) fn flush_all(&self) -> Result<()> {
+        if !self.writable {
+            return Ok(());
+        }
+        let mut meta = self.lock_meta();
+        meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)
+    }
+
+    /// Points the image at a new backing file (or none), after everything
+    /// it depends on is durable, with one header write.
+    pub(super) fn set_backing_file(&self, backing: Option<BackingSpec>) -> Result<()> {
+        let mut meta = self.lock_meta();
+        self.prepare(&mut meta)?;
+        meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
+        meta.header.backing_file = backing.as_ref().map(|b| b.name.clone());
+        meta.header.backing_format = backing.and_then(|b| b.format);
+        self.write_header(&meta)
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        self.require_writable()?;
+        match offset.checked_add(len) {
+            Some(end) if end <= self.header.size => Ok(()),
+            _ => Err(Error::new(
+                crate::error::ErrorKind::OutOfBounds,
+                format!(
+                    "write of {len} bytes at {offset} is past the virtual size {}",
+                    self.header.size
+                ),
+            )),
+        }
+    }
+}
