@@ -147,6 +147,13 @@ impl Chain {
         &self.layers[0]
     }
 
+    /// The whole chain as an owned reader (what an image above it reads).
+    pub fn reader(&self) -> Arc<dyn GuestRead> {
+        Arc::new(LayersReader {
+            layers: self.layers.clone(),
+        })
+    }
+
     /// A view of the whole chain.
     pub fn view(&self) -> View<'_> {
         View {

@@ -1,14 +1,17 @@
 //! Byte storage under the formats: the [`Storage`] trait and its backends.
 
+mod fault;
 mod file;
 mod mem;
 
+pub use fault::FaultStorage;
 pub use file::FileStorage;
 pub use mem::MemStorage;
 
 use crate::error::Result;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// What the host file holds at an offset, as SEEK_DATA/SEEK_HOLE tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,4 +61,35 @@ pub fn write_zeros(storage: &dyn Storage, offset: u64, len: u64) -> Result<()> {
         done += n as u64;
     }
     Ok(())
+}
+
+/// A shared storage is a storage (tests keep a handle to what an image owns).
+impl<T: Storage + ?Sized> Storage for Arc<T> {
+    fn path(&self) -> &Path {
+        (**self).path()
+    }
+    fn len(&self) -> Result<u64> {
+        (**self).len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        (**self).read_at(buf, offset)
+    }
+    fn allocated_bytes(&self) -> Result<Option<u64>> {
+        (**self).allocated_bytes()
+    }
+    fn extent_at(&self, offset: u64) -> Result<HostExtent> {
+        (**self).extent_at(offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        (**self).write_at(buf, offset)
+    }
+    fn set_len(&self, len: u64) -> Result<()> {
+        (**self).set_len(len)
+    }
+    fn flush(&self) -> Result<()> {
+        (**self).flush()
+    }
+    fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).allocate(offset, len)
+    }
 }

@@ -1,0 +1,260 @@
+//! Crash safety of the qcow2 write path: a run of mixed writes is cut after
+//! its N-th write, for many N. The disk then holds what was flushed plus any
+//! subset of the later writes. Each such image must pass `qemu-img check`
+//! with at most leaks, and every byte not written since the last completed
+//! flush must read as it did at that flush.
+
+mod common;
+
+use common::{stderr, stdout, Fixture};
+use qimg::chain::Chain;
+use qimg::format::qcow2::Qcow2;
+use qimg::format::{Format, GuestRead};
+use qimg::io::FaultStorage;
+use std::path::Path;
+use std::sync::Arc;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// One guest operation.
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u64, Vec<u8>),
+    Zero(u64, u64, bool),
+    Discard(u64, u64),
+    Flush,
+}
+
+fn ops(seed: u64, size: u64, cs: u64, count: usize, discards: bool) -> Vec<Op> {
+    let mut rng = Rng(seed | 1);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let off = rng.below(size);
+        let len = (1 + rng.below(2 * cs + 700)).min(size - off);
+        out.push(match rng.below(10) {
+            0..=4 => {
+                let b = rng.next() as u8;
+                Op::Write(off, (0..len).map(|i| b.wrapping_add(i as u8)).collect())
+            }
+            5 | 6 => Op::Zero(off, len, rng.below(2) == 0),
+            7 if discards => Op::Discard(off, len),
+            _ => Op::Flush,
+        });
+    }
+    out.push(Op::Flush);
+    out
+}
+
+/// What the guest must see after a crash: the content at the last
+/// completed flush, except in the ranges written since.
+struct Expectation {
+    flushed: Vec<u8>,
+    uncertain: Vec<(u64, u64)>,
+}
+
+fn run(image: &dyn Format, ops: &[Op], initial: &[u8], cs: u64) -> Expectation {
+    let mut model = initial.to_vec();
+    let mut e = Expectation {
+        flushed: model.clone(),
+        uncertain: Vec::new(),
+    };
+    for op in ops {
+        let (result, range) = match op {
+            Op::Write(off, data) => (image.write(*off, data), Some((*off, data.len() as u64))),
+            Op::Zero(off, len, unmap) => {
+                (image.write_zeroes(*off, *len, *unmap), Some((*off, *len)))
+            }
+            Op::Discard(off, len) => (image.discard(*off, *len), Some((*off, *len))),
+            Op::Flush => (image.flush(), None),
+        };
+        if let Some(r) = range {
+            e.uncertain.push(r);
+        }
+        if result.is_err() {
+            break;
+        }
+        match op {
+            Op::Write(off, data) => {
+                model[*off as usize..*off as usize + data.len()].copy_from_slice(data)
+            }
+            Op::Zero(off, len, _) => model[*off as usize..(*off + *len) as usize].fill(0),
+            Op::Discard(off, len) => {
+                let (a, b) = (off.div_ceil(cs) * cs, (off + len) / cs * cs);
+                if a < b {
+                    model[a as usize..b as usize].fill(0);
+                }
+            }
+            Op::Flush => {
+                e.flushed = model.clone();
+                e.uncertain.clear();
+            }
+        }
+    }
+    e
+}
+
+/// Opens `bytes` (the image file named `name` in `dir`) for writing on a
+/// fault-injecting storage that fails after `crash_after` writes.
+fn open_faulty(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    crash_after: u64,
+    backing: Option<&Arc<dyn GuestRead>>,
+) -> (Arc<FaultStorage>, Qcow2) {
+    let fault = Arc::new(FaultStorage::new(
+        dir.join(name),
+        bytes.to_vec(),
+        crash_after,
+    ));
+    let image = Qcow2::open_writable(Box::new(fault.clone()), &dir.join(name)).expect("open");
+    if let Some(b) = backing {
+        image.attach_backing(b.clone());
+    }
+    (fault, image)
+}
+
+fn guest(fx: &Fixture, image: &str) -> Vec<u8> {
+    let out = fx.qemu_img(&["convert", "-O", "raw", image, "guest.raw"]);
+    assert!(out.status.success(), "qemu-img convert: {}", stderr(&out));
+    fx.read("guest.raw")
+}
+
+/// Crashes a run of operations on the qcow2 `image` (made in `fx`) at many
+/// points and checks every outcome.
+fn crash_everywhere(fx: &Fixture, image: &str, seed: u64, count: usize, discards: bool) {
+    let bytes = fx.read(image);
+    let initial = guest(fx, image);
+    let size = initial.len() as u64;
+    let info = stdout(&fx.qemu_img(&["info", "--output=json", image]));
+    let cs: u64 = info
+        .split("\"cluster-size\": ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let backing = Chain::open(&fx.path(image), None)
+        .unwrap()
+        .layers()
+        .get(1)
+        .map(|_| {
+            let below = Chain::open(&fx.path(image), None).unwrap();
+            let path = below.layers()[1].path.clone();
+            Chain::open(&path, None).unwrap().reader()
+        });
+    let ops = ops(seed, size, cs, count, discards);
+    let total = {
+        let (fault, img) = open_faulty(fx.dir(), image, &bytes, u64::MAX, backing.as_ref());
+        run(&img, &ops, &initial, cs);
+        drop(img);
+        fault.writes()
+    };
+    assert!(total > 10, "{image}: the run made only {total} writes");
+    let step = (total / 250).max(1);
+    let mut keep_rng = Rng(seed ^ 0xfeed);
+    for n in (0..=total).step_by(step as usize) {
+        let (fault, img) = open_faulty(fx.dir(), image, &bytes, n, backing.as_ref());
+        let expect = run(&img, &ops, &initial, cs);
+        drop(img);
+        let pattern = n % 3;
+        let crashed = fault.after_crash(|_| match pattern {
+            0 => true,
+            1 => false,
+            _ => keep_rng.below(2) == 0,
+        });
+        let name = format!("crash-{image}");
+        fx.write(&name, &crashed);
+        let check = fx.qemu_img(&["check", &name]);
+        let code = check.status.code();
+        assert!(
+            code == Some(0) || code == Some(3),
+            "{image}: crash after write {n}/{total} (pattern {pattern}): qemu-img check exit {code:?}\n{}{}",
+            stdout(&check),
+            stderr(&check)
+        );
+        let got = guest(fx, &name);
+        let mut want = expect.flushed.clone();
+        for &(off, len) in &expect.uncertain {
+            want[off as usize..(off + len) as usize]
+                .copy_from_slice(&got[off as usize..(off + len) as usize]);
+        }
+        if let Some(i) = (0..want.len()).find(|&i| want[i] != got[i]) {
+            panic!("{image}: crash after write {n}/{total} (pattern {pattern}): flushed data lost at guest offset {i}");
+        }
+        if n % (5 * step) == 0 {
+            let repair = fx.qimg(&["check", "-r", "all", &name]);
+            assert_eq!(
+                repair.status.code(),
+                Some(0),
+                "{image}: qimg check -r all after crash {n}: {}",
+                stderr(&repair)
+            );
+            assert!(
+                fx.qemu_img(&["check", &name]).status.success(),
+                "{image}: not clean after qimg's repair"
+            );
+        }
+    }
+}
+
+#[test]
+fn crash_plain_v3() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 a.qcow2 2M && qemu-io -c 'write -P 1 0 300k' a.qcow2 >/dev/null");
+    crash_everywhere(&fx, "a.qcow2", 1, 40, true);
+}
+
+#[test]
+fn crash_with_refcount_table_growth() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 -o cluster_size=512,refcount_bits=64 g.qcow2 3M");
+    crash_everywhere(&fx, "g.qcow2", 2, 30, true);
+}
+
+#[test]
+fn crash_extended_l2_and_v2() {
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=16k x.qcow2 2M
+         qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4k v2.qcow2 1M",
+    );
+    crash_everywhere(&fx, "x.qcow2", 3, 40, true);
+    crash_everywhere(&fx, "v2.qcow2", 4, 40, true);
+}
+
+#[test]
+fn crash_over_snapshot_and_compressed_clusters() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 -o cluster_size=4k s.qcow2 1M
+         qemu-io -c 'write -P 3 0 1M' s.qcow2 >/dev/null
+         qemu-img snapshot -c snap s.qcow2
+         qemu-img create -q -f raw src.raw 1M
+         qemu-io -f raw -c 'write -P 0x41 0 1M' src.raw >/dev/null
+         qemu-img convert -c -O qcow2 -o cluster_size=4k src.raw c.qcow2");
+    crash_everywhere(&fx, "s.qcow2", 5, 30, true);
+    crash_everywhere(&fx, "c.qcow2", 6, 30, true);
+}
+
+#[test]
+fn crash_overlay_with_backing_file() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 base.qcow2 1M
+         qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -o cluster_size=4k -b base.qcow2 -F qcow2 top.qcow2");
+    crash_everywhere(&fx, "top.qcow2", 7, 40, true);
+}
