@@ -9,6 +9,7 @@ mod common;
 use common::{stderr, stdout, Fixture};
 use qimg::chain::Chain;
 use qimg::format::qcow2::Qcow2;
+use qimg::format::qed::Qed;
 use qimg::format::{Format, GuestRead};
 use qimg::io::FaultStorage;
 use std::path::Path;
@@ -113,13 +114,17 @@ fn open_faulty(
     bytes: &[u8],
     crash_after: u64,
     backing: Option<&Arc<dyn GuestRead>>,
-) -> (Arc<FaultStorage>, Qcow2) {
+) -> (Arc<FaultStorage>, Box<dyn Format>) {
     let fault = Arc::new(FaultStorage::new(
         dir.join(name),
         bytes.to_vec(),
         crash_after,
     ));
-    let image = Qcow2::open_writable(Box::new(fault.clone()), &dir.join(name)).expect("open");
+    let image: Box<dyn Format> = if name.ends_with(".qed") {
+        Box::new(Qed::open_writable(Box::new(fault.clone())).expect("open"))
+    } else {
+        Box::new(Qcow2::open_writable(Box::new(fault.clone()), &dir.join(name)).expect("open"))
+    };
     if let Some(b) = backing {
         image.attach_backing(b.clone());
     }
@@ -160,7 +165,7 @@ fn crash_everywhere(fx: &Fixture, image: &str, seed: u64, count: usize, discards
     let ops = ops(seed, size, cs, count, discards);
     let total = {
         let (fault, img) = open_faulty(fx.dir(), image, &bytes, u64::MAX, backing.as_ref());
-        run(&img, &ops, &initial, cs);
+        run(img.as_ref(), &ops, &initial, cs);
         drop(img);
         fault.writes()
     };
@@ -169,7 +174,7 @@ fn crash_everywhere(fx: &Fixture, image: &str, seed: u64, count: usize, discards
     let mut keep_rng = Rng(seed ^ 0xfeed);
     for n in (0..=total).step_by(step as usize) {
         let (fault, img) = open_faulty(fx.dir(), image, &bytes, n, backing.as_ref());
-        let expect = run(&img, &ops, &initial, cs);
+        let expect = run(img.as_ref(), &ops, &initial, cs);
         drop(img);
         let pattern = n % 3;
         let crashed = fault.after_crash(|_| match pattern {
@@ -257,4 +262,25 @@ fn crash_overlay_with_backing_file() {
          qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null
          qemu-img create -q -f qcow2 -o cluster_size=4k -b base.qcow2 -F qcow2 top.qcow2");
     crash_everywhere(&fx, "top.qcow2", 7, 40, true);
+}
+
+#[test]
+fn crash_qed() {
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f qed -o cluster_size=4k,table_size=2 a.qed 2M
+         qemu-img create -q -f qcow2 base.qcow2 1M
+         qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null
+         qemu-img create -q -f qed -o cluster_size=4k -b base.qcow2 -F qcow2 top.qed",
+    );
+    crash_everywhere(&fx, "a.qed", 8, 40, false);
+    crash_everywhere(&fx, "top.qed", 9, 40, false);
+}
+
+#[test]
+fn crash_lazy_refcounts() {
+    // qimg writes lazy-refcount images in the eager order: just as safe.
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on,cluster_size=4k l.qcow2 1M");
+    crash_everywhere(&fx, "l.qcow2", 10, 40, true);
 }

@@ -300,3 +300,22 @@ fn refuses_corrupt_and_dirty_images() {
     fx.write("d.qcow2", &b);
     assert!(Chain::open_writable(&fx.path("d.qcow2"), None).is_err());
 }
+
+#[test]
+fn qed_images() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qed q1.qed 8M
+         qemu-io -f qed -c 'write -P 0x5a 0 100k' -c 'write -z 200k 64k' q1.qed >/dev/null
+         qemu-img create -q -f qed -o cluster_size=4k,table_size=2 q2.qed 2M
+         qemu-img create -q -f qcow2 base.qcow2 4M
+         qemu-io -c 'write -P 0x11 0 4M' base.qcow2 >/dev/null
+         qemu-img create -q -f qed -b base.qcow2 -F qcow2 q3.qed
+         qemu-img create -q -f raw base.raw 1M
+         qemu-io -f raw -c 'write -P 0x22 0 1M' base.raw >/dev/null
+         qemu-img create -q -f qed -o cluster_size=4k -b base.raw -F raw q4.qed 2M");
+    for (i, name) in ["q1.qed", "q2.qed", "q3.qed", "q4.qed"].iter().enumerate() {
+        exercise(&fx, name, 0x9ed + i as u64, 250, Discard::Skip);
+        // The need-check flag is clear after the final flush.
+        assert_eq!(fx.read(name)[16] & 2, 0, "{name}: need-check left set");
+    }
+}

@@ -169,11 +169,7 @@ pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Bo
     let storage: Box<dyn Storage> = Box::new(FileStorage::open_rw(path)?);
     let image: Box<dyn Format> = match kind {
         FormatKind::Qcow2 => Box::new(Qcow2::open_writable(storage, path).path_context(path)?),
-        FormatKind::Qed => {
-            return Err(
-                Error::unsupported("writing QED images is not supported yet").with_path(path),
-            )
-        }
+        FormatKind::Qed => Box::new(Qed::open_writable(storage).path_context(path)?),
         FormatKind::Raw => Box::new(Raw::open(storage).path_context(path)?),
     };
     Ok(image)

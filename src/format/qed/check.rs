@@ -62,7 +62,11 @@ impl Qed {
     fn analyze(&self) -> Result<Analysis> {
         let h = &self.header;
         let cs = h.cluster_size as u64;
-        let clusters = self.file_len / cs;
+        let (l1, file_len) = {
+            let meta = self.lock_meta();
+            (meta.l1.clone(), meta.file_len)
+        };
+        let clusters = file_len / cs;
         let mut report = CheckReport {
             total_clusters: h.image_size.div_ceil(cs),
             ..Default::default()
@@ -72,11 +76,12 @@ impl Qed {
         };
         let (mut invalid, mut pieces) = (Vec::new(), Vec::new());
         used.mark(&mut report, h.l1_table_offset / cs, h.table_size as u64);
-        for (i, &l2_offset) in self.l1.iter().enumerate() {
+        for (i, &l2_offset) in l1.iter().enumerate() {
             if l2_offset == 0 {
                 continue;
             }
-            if !self.valid_cluster_offset(l2_offset) || l2_offset + h.table_bytes() > self.file_len
+            if !self.valid_cluster_offset(l2_offset, file_len)
+                || l2_offset + h.table_bytes() > file_len
             {
                 report.corruptions += 1;
                 invalid.push(Referrer::L1(i));
@@ -105,7 +110,7 @@ impl Qed {
                     table: l2_offset,
                     index,
                 };
-                if !self.valid_cluster_offset(offset) {
+                if !self.valid_cluster_offset(offset, file_len) {
                     report.corruptions += 1;
                     invalid.push(referrer);
                     continue;
@@ -192,7 +197,7 @@ impl Qed {
         a.pieces.sort_by_key(|p| p.cluster);
         let mut moved_tables = HashMap::new();
         let mut target = first_free;
-        let mut end = self.file_len / cs;
+        let mut end = self.storage.len()? / cs;
         for piece in a.pieces.clone() {
             let mut at = piece.cluster;
             if at < target {

@@ -3,6 +3,7 @@
 mod check;
 mod create;
 mod header;
+mod write;
 
 pub use create::{create, QedCreateOptions};
 pub use header::{
@@ -12,29 +13,47 @@ pub use header::{
 
 use super::check::CheckReport;
 use super::{
-    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, Status, TableCache,
+    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, GuestRead, Status,
 };
 use crate::error::{Error, Result};
 use crate::io::Storage;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use write::{QedMeta, TableSet};
 
 /// Memory the L2 cache may use.
 const L2_CACHE_BYTES: u64 = 32 << 20;
 
-/// An open QED image (read side).
+/// An open QED image.
 #[derive(Debug)]
 pub struct Qed {
     storage: Box<dyn Storage>,
+    /// The header as opened (size and geometry never change while open).
     header: QedHeader,
-    file_len: u64,
-    l1: Vec<u64>,
-    l2_cache: TableCache<Vec<u64>>,
+    meta: Mutex<QedMeta>,
     backing: Option<BackingSpec>,
+    writable: bool,
+    backing_reader: OnceLock<Arc<dyn GuestRead>>,
+}
+
+impl Drop for Qed {
+    fn drop(&mut self) {
+        // Best effort, as for qcow2: unflushed metadata is written in order.
+        let _ = self.flush_all();
+    }
 }
 
 impl Qed {
-    /// Opens a QED image from `storage`.
+    /// Opens a QED image read-only from `storage`.
     pub fn open(storage: Box<dyn Storage>) -> Result<Self> {
+        Self::open_with(storage, false)
+    }
+
+    /// Opens a QED image for writing (`storage` must be writable).
+    pub fn open_writable(storage: Box<dyn Storage>) -> Result<Self> {
+        Self::open_with(storage, true)
+    }
+
+    fn open_with(storage: Box<dyn Storage>, writable: bool) -> Result<Self> {
         let file_len = storage.len()?;
         let mut head = vec![0u8; file_len.min(HEADER_LEN as u64) as usize];
         storage.read_at(&mut head, 0)?;
@@ -63,14 +82,26 @@ impl Qed {
             None
         };
         let capacity = (L2_CACHE_BYTES / table).max(2) as usize;
+        let meta = QedMeta {
+            header: header.clone(),
+            l1,
+            l1_dirty: Default::default(),
+            tables: TableSet::new(capacity),
+            file_len,
+        };
         Ok(Qed {
             storage,
-            file_len,
-            l1,
-            l2_cache: TableCache::new(capacity),
+            meta: Mutex::new(meta),
             backing,
+            writable,
+            backing_reader: OnceLock::new(),
             header,
         })
+    }
+
+    fn lock_meta(&self) -> MutexGuard<'_, QedMeta> {
+        // Every change under the lock leaves the metadata consistent.
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The parsed header.
@@ -78,32 +109,40 @@ impl Qed {
         &self.header
     }
 
-    /// Whether `off` may hold a cluster: aligned, after the header, before the end.
-    fn valid_cluster_offset(&self, off: u64) -> bool {
+    /// Whether `off` may hold a cluster of a file of `file_len` bytes:
+    /// aligned, after the header, before the end.
+    fn valid_cluster_offset(&self, off: u64, file_len: u64) -> bool {
         let cs = self.header.cluster_size as u64;
-        let end = self.file_len - self.file_len % cs;
+        let end = file_len - file_len % cs;
         off % cs == 0 && off >= self.header.header_bytes() && off < end
     }
 
-    fn l2_table(&self, l1_index: u64, offset: u64) -> Result<Arc<Vec<u64>>> {
+    /// The L2 table at `offset` (checked to lie in the file when read).
+    fn l2_table<'m>(
+        &self,
+        meta: &'m mut QedMeta,
+        l1_index: u64,
+        offset: u64,
+    ) -> Result<&'m mut Vec<u64>> {
         let table = self.header.table_bytes();
-        if !self.valid_cluster_offset(offset) || offset + table > self.file_len {
+        if !meta.tables.contains(offset)
+            && (!self.valid_cluster_offset(offset, meta.file_len) || offset + table > meta.file_len)
+        {
             return Err(Error::corrupt(format!(
                 "QED L2 table offset {offset:#x} (L1 index {l1_index}) does not lie inside the file"
             ))
             .at_offset(offset));
         }
-        self.l2_cache
-            .get_or_load(offset, || read_table(self.storage.as_ref(), offset, table))
+        meta.tables.get(self.storage.as_ref(), offset, table)
     }
 
-    fn status_of(&self, entry: u64, guest: u64) -> Result<Status> {
+    fn status_of(&self, entry: u64, guest: u64, file_len: u64) -> Result<Status> {
         let cs = self.header.cluster_size as u64;
         Ok(match QedEntry::decode(entry) {
             QedEntry::Unallocated => Status::Unallocated { host: None },
             QedEntry::Zero => Status::Zero { host: None },
             QedEntry::Data(off) => {
-                if !self.valid_cluster_offset(off) {
+                if !self.valid_cluster_offset(off, file_len) {
                     return Err(Error::corrupt(format!(
                         "QED L2 entry {off:#x} for guest offset {:#x} is not a valid cluster offset",
                         guest - guest % cs
@@ -146,19 +185,21 @@ impl Format for Qed {
         let span = cs * self.header.table_entries();
         let l1_index = offset / span;
         let span_end = (offset + len).min((l1_index + 1) * span);
-        let l2_offset = self.l1.get(l1_index as usize).copied().unwrap_or(0);
+        let mut meta = self.lock_meta();
+        let l2_offset = meta.l1.get(l1_index as usize).copied().unwrap_or(0);
         if l2_offset == 0 {
             return Ok(Extent {
                 len: span_end - offset,
                 status: Status::Unallocated { host: None },
             });
         }
-        let table = self.l2_table(l1_index, l2_offset)?;
+        let file_len = meta.file_len;
+        let table = self.l2_table(&mut meta, l1_index, l2_offset)?;
         let index = |g: u64| ((g % span) / cs) as usize;
-        let first = self.status_of(table[index(offset)], offset)?;
+        let first = self.status_of(table[index(offset)], offset, file_len)?;
         let mut run_end = ((offset / cs + 1) * cs).min(span_end);
         while run_end < span_end {
-            let next = self.status_of(table[index(run_end)], run_end)?;
+            let next = self.status_of(table[index(run_end)], run_end, file_len)?;
             if next != first.advanced(run_end - offset) {
                 break;
             }
@@ -185,7 +226,28 @@ impl Format for Qed {
     }
 
     fn check(&self, _log: &mut dyn FnMut(String)) -> Result<Option<CheckReport>> {
+        self.flush_all()?;
         self.check_tables().map(Some)
+    }
+
+    fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.write_guest(offset, buf)
+    }
+
+    fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {
+        self.write_zeroes_guest(offset, len)
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.flush_all()
+    }
+
+    fn set_backing(&self, backing: Option<BackingSpec>) -> Result<()> {
+        self.set_backing_file(backing)
+    }
+
+    fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
+        let _ = self.backing_reader.set(backing);
     }
 
     fn repair(
@@ -193,6 +255,7 @@ impl Format for Qed {
         mode: super::check::Repair,
         _log: &mut dyn FnMut(String),
     ) -> Result<Option<CheckReport>> {
+        self.flush_all()?;
         self.repair_tables(mode).map(Some)
     }
 
