@@ -286,7 +286,7 @@ fn external_data_files() {
 }
 
 #[test]
-fn refuses_corrupt_and_dirty_images() {
+fn refuses_corrupt_images_and_repairs_dirty_ones() {
     let fx = Fixture::new();
     fx.sh("qemu-img create -q -f qcow2 c.qcow2 1M && cp c.qcow2 d.qcow2");
     let mut b = fx.read("c.qcow2");
@@ -295,10 +295,12 @@ fn refuses_corrupt_and_dirty_images() {
     let err = Chain::open_writable(&fx.path("c.qcow2"), None)
         .expect_err("corrupt image opened for writing");
     assert!(err.to_string().contains("qimg check -r all"), "{err}");
+    // A dirty image is repaired and then opened; the dirty bit is gone.
     let mut b = fx.read("d.qcow2");
     b[79] |= 1;
     fx.write("d.qcow2", &b);
-    assert!(Chain::open_writable(&fx.path("d.qcow2"), None).is_err());
+    drop(Chain::open_writable(&fx.path("d.qcow2"), None).expect("dirty image repaired and opened"));
+    assert_eq!(fx.read("d.qcow2")[79] & 1, 0);
 }
 
 #[test]
@@ -318,4 +320,33 @@ fn qed_images() {
         // The need-check flag is clear after the final flush.
         assert_eq!(fx.read(name)[16] & 2, 0, "{name}: need-check left set");
     }
+}
+
+#[test]
+fn a_dirty_lazy_refcount_image_is_repaired_before_writing() {
+    use std::process::{Command, Stdio};
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on lazy.qcow2 1M");
+    let mut writer = Command::new("qemu-io")
+        .args(["-c", "write -P 7 0 64k", "-c", "sleep 100000", "lazy.qcow2"])
+        .current_dir(fx.dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !(fx.read("lazy.qcow2")[79] & 1 == 1 && fx.read("lazy.qcow2").len() > 0x50000) {
+        assert!(start.elapsed().as_secs() < 20, "qemu-io never wrote");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert_eq!(
+        fx.qemu_img(&["check", "lazy.qcow2"]).status.code(),
+        Some(2),
+        "the crash left stale refcounts"
+    );
+    exercise(&fx, "lazy.qcow2", 0x1a27, 100, Discard::Zeroes);
+    assert_eq!(fx.read("lazy.qcow2")[79] & 1, 0, "dirty bit still set");
 }

@@ -166,6 +166,9 @@ pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Bo
             }
         },
     };
+    if kind == FormatKind::Qcow2 {
+        repair_if_dirty(path)?;
+    }
     let storage: Box<dyn Storage> = Box::new(FileStorage::open_rw(path)?);
     let image: Box<dyn Format> = match kind {
         FormatKind::Qcow2 => Box::new(Qcow2::open_writable(storage, path).path_context(path)?),
@@ -173,4 +176,24 @@ pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Bo
         FormatKind::Raw => Box::new(Raw::open(storage).path_context(path)?),
     };
     Ok(image)
+}
+
+/// A qcow2 image left dirty by a crashed lazy-refcount writer has stale
+/// refcounts: before it is written, they are rebuilt, as QEMU does.
+fn repair_if_dirty(path: &Path) -> Result<()> {
+    let image = Qcow2::open(Box::new(FileStorage::open_rw(path)?), path).path_context(path)?;
+    if image.header().incompatible_features & super::qcow2::header::INCOMPAT_DIRTY == 0 {
+        return Ok(());
+    }
+    let report = image
+        .repair(super::check::Repair::All, &mut |_| {})
+        .path_context(path)?
+        .unwrap_or_default();
+    if report.corruptions > 0 || report.check_errors > 0 {
+        return Err(Error::corrupt(
+            "image was not closed cleanly and its refcounts could not be repaired; run 'qimg check -r all'",
+        )
+        .with_path(path));
+    }
+    Ok(())
 }
