@@ -17,11 +17,12 @@ const RUNS: usize = 7;
 #[allow(clippy::zombie_processes)]
 fn measure(program: &str, args: &[&str], dir: &Path) -> (Duration, i64) {
     let start = Instant::now();
+    let errors = dir.join("stderr.txt");
     let child = Command::new(program)
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&errors).expect("stderr file"))
         .spawn()
         .unwrap_or_else(|e| panic!("could not run {program}: {e}"));
     let mut status = 0;
@@ -31,7 +32,11 @@ fn measure(program: &str, args: &[&str], dir: &Path) -> (Duration, i64) {
     assert!(pid > 0, "wait4 failed");
     let elapsed = start.elapsed();
     let status = std::process::ExitStatus::from_raw(status);
-    assert!(status.success(), "{program} {args:?} failed: {status}");
+    assert!(
+        status.success(),
+        "{program} {args:?} failed: {status}: {}",
+        std::fs::read_to_string(&errors).unwrap_or_default()
+    );
     (elapsed, usage.ru_maxrss)
 }
 
@@ -72,6 +77,11 @@ fn main() {
         dir,
         "qemu-img create -q -f qcow2 -o preallocation=metadata,cluster_size=2M prealloc.qcow2 1T",
     );
+    // The same with 64 KiB clusters: 16 Mi data clusters, 512 MiB of L2 tables.
+    sh(
+        dir,
+        "qemu-img create -q -f qcow2 -o preallocation=metadata full.qcow2 1T",
+    );
     // A three-layer chain with interleaved data.
     sh(
         dir,
@@ -83,7 +93,9 @@ fn main() {
          for i in $(seq 2 4 8000); do echo \"write -z $((i*256))k 64k\"; done | qemu-io top.qcow2 >/dev/null",
     );
 
-    let cases: [(&str, &[&str]); 5] = [
+    let cases: [(&str, &[&str]); 7] = [
+        ("check, 1 TiB, 16 Mi clusters", &["check", "full.qcow2"]),
+        ("check, 8 GiB, 10k extents", &["check", "frag.qcow2"]),
         (
             "map json, 10k extents",
             &["map", "--output=json", "frag.qcow2"],

@@ -82,9 +82,10 @@ impl<'a> StoredRefcounts<'a> {
     }
 }
 
-/// The references counted so far, one counter per host cluster.
+/// The references counted so far, one counter per host cluster (32 bits
+/// each: a count beyond that is no real image, and it halves the memory).
 struct Counts {
-    refs: Vec<u64>,
+    refs: Vec<u32>,
     cluster_bits: u32,
     max: u64,
     file_len: u64,
@@ -110,7 +111,7 @@ impl Counts {
             if k >= self.refs.len() {
                 self.refs.resize(k + 1, 0);
             }
-            if self.refs[k] == self.max {
+            if self.refs[k] as u64 == self.max {
                 r.error(format!(
                     "ERROR: overflow cluster offset={:#x}",
                     (k as u64) << self.cluster_bits
@@ -118,7 +119,7 @@ impl Counts {
                 r.log("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing".into());
                 continue;
             }
-            self.refs[k] += 1;
+            self.refs[k] = self.refs[k].saturating_add(1);
         }
     }
 
@@ -136,7 +137,7 @@ impl Counts {
     }
 
     fn get(&self, cluster: u64) -> u64 {
-        self.refs.get(cluster as usize).copied().unwrap_or(0)
+        self.refs.get(cluster as usize).copied().unwrap_or(0) as u64
     }
 }
 
@@ -505,7 +506,12 @@ fn rebuild(input: &CheckInput<'_>, a: &mut Analysis<'_>) -> Result<(u64, u32)> {
             .take(per_block as usize)
             .enumerate()
         {
-            set_refcount(&mut block, i, h.refcount_order, n.min(a.counts.max));
+            set_refcount(
+                &mut block,
+                i,
+                h.refcount_order,
+                (n as u64).min(a.counts.max),
+            );
         }
         storage.write_at(&block, blocks_offset + b * cs)?;
     }
