@@ -350,3 +350,37 @@ fn a_dirty_lazy_refcount_image_is_repaired_before_writing() {
     exercise(&fx, "lazy.qcow2", 0x1a27, 100, Discard::Zeroes);
     assert_eq!(fx.read("lazy.qcow2")[79] & 1, 0, "dirty bit still set");
 }
+
+#[test]
+fn set_backing_rewrites_the_header() {
+    use qimg::format::BackingSpec;
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f qcow2 old.qcow2 1M
+         qemu-img create -q -f raw new.raw 1M
+         qemu-img create -q -f qcow2 -b old.qcow2 -F qcow2 v3.qcow2
+         qemu-img create -q -f qcow2 -o compat=0.10 -b old.qcow2 -F qcow2 v2.qcow2
+         qemu-img create -q -f qcow2 -o cluster_size=512 -b old.qcow2 -F qcow2 small.qcow2
+         qemu-img create -q -f qed -b old.qcow2 -F qcow2 q.qed
+         qemu-io -c 'write -P 9 0 64k' v3.qcow2 >/dev/null",
+    );
+    for image in ["v3.qcow2", "v2.qcow2", "small.qcow2", "q.qed"] {
+        let set = |spec: Option<BackingSpec>| {
+            let chain = Chain::open_writable(&fx.path(image), None).expect("open");
+            chain.top().image.set_backing(spec).expect("set_backing");
+        };
+        set(Some(BackingSpec {
+            name: "new.raw".into(),
+            format: Some("raw".into()),
+        }));
+        let info = stdout(&fx.qemu_img(&["info", image]));
+        assert!(info.contains("backing file: new.raw\nbacking file format: raw\n"), "{image}: {info}");
+        assert!(fx.qemu_img(&["check", image]).status.success(), "{image}");
+        set(None);
+        let info = stdout(&fx.qemu_img(&["info", image]));
+        assert!(!info.contains("backing file"), "{image}: {info}");
+        assert!(fx.qemu_img(&["check", image]).status.success(), "{image}");
+    }
+    let data = guest_content(&fx, "v3.qcow2", None);
+    assert!(data[..65536].iter().all(|&b| b == 9) && data[65536..].iter().all(|&b| b == 0));
+}
