@@ -355,15 +355,13 @@ fn a_dirty_lazy_refcount_image_is_repaired_before_writing() {
 fn set_backing_rewrites_the_header() {
     use qimg::format::BackingSpec;
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f qcow2 old.qcow2 1M
+    fx.sh("qemu-img create -q -f qcow2 old.qcow2 1M
          qemu-img create -q -f raw new.raw 1M
          qemu-img create -q -f qcow2 -b old.qcow2 -F qcow2 v3.qcow2
          qemu-img create -q -f qcow2 -o compat=0.10 -b old.qcow2 -F qcow2 v2.qcow2
          qemu-img create -q -f qcow2 -o cluster_size=512 -b old.qcow2 -F qcow2 small.qcow2
          qemu-img create -q -f qed -b old.qcow2 -F qcow2 q.qed
-         qemu-io -c 'write -P 9 0 64k' v3.qcow2 >/dev/null",
-    );
+         qemu-io -c 'write -P 9 0 64k' v3.qcow2 >/dev/null");
     for image in ["v3.qcow2", "v2.qcow2", "small.qcow2", "q.qed"] {
         let set = |spec: Option<BackingSpec>| {
             let chain = Chain::open_writable(&fx.path(image), None).expect("open");
@@ -374,7 +372,10 @@ fn set_backing_rewrites_the_header() {
             format: Some("raw".into()),
         }));
         let info = stdout(&fx.qemu_img(&["info", image]));
-        assert!(info.contains("backing file: new.raw\nbacking file format: raw\n"), "{image}: {info}");
+        assert!(
+            info.contains("backing file: new.raw\nbacking file format: raw\n"),
+            "{image}: {info}"
+        );
         assert!(fx.qemu_img(&["check", image]).status.success(), "{image}");
         set(None);
         let info = stdout(&fx.qemu_img(&["info", image]));

@@ -405,11 +405,10 @@ fn mark_clean(storage: &dyn Storage, h: &Header) -> Result<()> {
     if incompatible == h.incompatible_features && autoclear == h.autoclear_features {
         return Ok(());
     }
-    let mut fields = Vec::with_capacity(24);
-    fields.extend_from_slice(&incompatible.to_be_bytes());
-    fields.extend_from_slice(&h.compatible_features.to_be_bytes());
-    fields.extend_from_slice(&autoclear.to_be_bytes());
-    storage.write_at(&fields, 72)?;
+    let mut clean = h.clone();
+    clean.incompatible_features = incompatible;
+    clean.autoclear_features = autoclear;
+    storage.write_at(&clean.encode()?, 0)?;
     storage.flush()
 }
 
@@ -522,9 +521,10 @@ fn rebuild(input: &CheckInput<'_>, a: &mut Analysis<'_>) -> Result<(u64, u32)> {
     }
     storage.write_at(&table, table_offset)?;
     storage.flush()?;
-    let mut pointer = table_offset.to_be_bytes().to_vec();
-    pointer.extend_from_slice(&(table_clusters as u32).to_be_bytes());
-    storage.write_at(&pointer, 48)?;
+    let mut switched = h.clone();
+    switched.refcount_table_offset = table_offset;
+    switched.refcount_table_clusters = table_clusters as u32;
+    storage.write_at(&switched.encode()?, 0)?;
     storage.flush()?;
     Ok((table_offset, table_clusters as u32))
 }

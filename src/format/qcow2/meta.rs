@@ -323,14 +323,13 @@ impl Refcounts {
             self.table_dirty = false;
             wrote = true;
         }
-        if self.table_moved {
-            storage.flush()?;
-            let mut pointer = self.table_offset.to_be_bytes().to_vec();
-            pointer.extend_from_slice(&(self.table_clusters as u32).to_be_bytes());
-            storage.write_at(&pointer, 48)?;
-            self.table_moved = false;
-        }
         Ok(wrote)
+    }
+
+    /// Whether the table moved and the header must now point at it (the
+    /// blocks and the table must be durable first). Clears the mark.
+    fn take_move(&mut self) -> bool {
+        std::mem::take(&mut self.table_moved)
     }
 
     /// Where the table is now (for the in-memory header).
@@ -382,9 +381,13 @@ impl Meta {
         }
         if let Some(r) = self.refcounts.as_mut() {
             r.write(storage)?;
-            let (offset, clusters) = r.table_location();
-            self.header.refcount_table_offset = offset;
-            self.header.refcount_table_clusters = clusters;
+            if r.take_move() {
+                storage.flush()?;
+                let (offset, clusters) = r.table_location();
+                self.header.refcount_table_offset = offset;
+                self.header.refcount_table_clusters = clusters;
+                storage.write_at(&self.header.encode()?, 0)?;
+            }
             self.frees.append(&mut r.retired);
         }
         storage.flush()?;
