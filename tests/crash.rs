@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture};
+use common::{stderr, stdout, Fixture, Rng};
 use qimg::chain::Chain;
 use qimg::format::qcow2::Qcow2;
 use qimg::format::qed::Qed;
@@ -14,20 +14,6 @@ use qimg::format::{Format, GuestRead};
 use qimg::io::FaultStorage;
 use std::path::Path;
 use std::sync::Arc;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// One guest operation.
 #[derive(Debug, Clone)]

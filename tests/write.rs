@@ -5,23 +5,8 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture};
+use common::{stderr, stdout, Fixture, Rng};
 use qimg::chain::Chain;
-
-/// A small deterministic generator (xorshift64*), so failures replay.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// How discards behave on this image, for the model.
 #[derive(Clone, Copy, PartialEq)]

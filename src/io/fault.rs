@@ -135,12 +135,7 @@ impl Storage for FaultStorage {
         if self.crashed() {
             return Err(self.failed());
         }
-        let state = self.lock();
-        let len = state.current.len() as u64;
-        let start = offset.min(len) as usize;
-        let end = offset.saturating_add(buf.len() as u64).min(len) as usize;
-        buf[..end - start].copy_from_slice(&state.current[start..end]);
-        buf[end - start..].fill(0);
+        super::read_from_bytes(&self.lock().current, offset, buf);
         Ok(())
     }
 

@@ -45,13 +45,7 @@ impl Storage for MemStorage {
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let data = self.bytes();
-        let len = data.len() as u64;
-        let start = offset.min(len) as usize;
-        let end = offset.saturating_add(buf.len() as u64).min(len) as usize;
-        let n = end - start;
-        buf[..n].copy_from_slice(&data[start..end]);
-        buf[n..].fill(0);
+        super::read_from_bytes(&self.bytes(), offset, buf);
         Ok(())
     }
 

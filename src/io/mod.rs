@@ -63,6 +63,16 @@ pub fn write_zeros(storage: &dyn Storage, offset: u64, len: u64) -> Result<()> {
     Ok(())
 }
 
+/// Fills `buf` from `data` at `offset`; bytes past the end of `data` read
+/// as zeros (as past the end of a file).
+pub(crate) fn read_from_bytes(data: &[u8], offset: u64, buf: &mut [u8]) {
+    let len = data.len() as u64;
+    let start = offset.min(len) as usize;
+    let end = offset.saturating_add(buf.len() as u64).min(len) as usize;
+    buf[..end - start].copy_from_slice(&data[start..end]);
+    buf[end - start..].fill(0);
+}
+
 /// A shared storage is a storage (tests keep a handle to what an image owns).
 impl<T: Storage + ?Sized> Storage for Arc<T> {
     fn path(&self) -> &Path {

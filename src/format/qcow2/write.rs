@@ -107,6 +107,20 @@ impl Qcow2 {
         Ok(new)
     }
 
+    /// The writable L2 table of the guest cluster at `cluster`, the entry's
+    /// index in it, and the entry.
+    fn writable_entry(&self, meta: &mut Meta, cluster: u64) -> Result<(u64, usize, L2Entry)> {
+        let cs = self.geo.cluster_size();
+        let span = cs * self.geo.l2_entries();
+        let table = self.writable_l2(meta, (cluster / span) as usize)?;
+        let index = ((cluster % span) / cs) as usize;
+        let e = meta
+            .l2
+            .get(self.storage.as_ref(), &self.geo, table)?
+            .entries[index];
+        Ok((table, index, e))
+    }
+
     fn set_entry(&self, meta: &mut Meta, table: u64, index: usize, e: L2Entry) -> Result<()> {
         let t = meta.l2.get(self.storage.as_ref(), &self.geo, table)?;
         t.entries[index] = e;
@@ -182,11 +196,7 @@ impl Qcow2 {
     fn write_in_cluster(&self, meta: &mut Meta, cluster: u64, at: u64, data: &[u8]) -> Result<()> {
         let geo = self.geo;
         let (cs, scs) = (geo.cluster_size(), geo.subcluster_size());
-        let span = cs * geo.l2_entries();
-        let l1_index = (cluster / span) as usize;
-        let index = ((cluster % span) / cs) as usize;
-        let table = self.writable_l2(meta, l1_index)?;
-        let e = meta.l2.get(self.storage.as_ref(), &geo, table)?.entries[index];
+        let (table, index, e) = self.writable_entry(meta, cluster)?;
         let end = at + data.len() as u64;
         let (first, last) = (at / scs, (end - 1) / scs);
         if self.header.version < 3 && e.word & ZERO != 0 {
@@ -272,10 +282,7 @@ impl Qcow2 {
             }
             return self.replace_entry(meta, cluster, L2Entry::default());
         }
-        let span = cs * geo.l2_entries();
-        let table = self.writable_l2(meta, (cluster / span) as usize)?;
-        let index = ((cluster % span) / cs) as usize;
-        let e = meta.l2.get(self.storage.as_ref(), &geo, table)?.entries[index];
+        let (table, index, e) = self.writable_entry(meta, cluster)?;
         let keep_host = geo.external_data
             || (!unmap
                 && !e.is_compressed()
@@ -305,26 +312,16 @@ impl Qcow2 {
 
     /// Replaces the entry of a whole cluster, releasing what it held.
     fn replace_entry(&self, meta: &mut Meta, cluster: u64, next: L2Entry) -> Result<()> {
-        let geo = self.geo;
-        let cs = geo.cluster_size();
-        let span = cs * geo.l2_entries();
-        let table = self.writable_l2(meta, (cluster / span) as usize)?;
-        let index = ((cluster % span) / cs) as usize;
-        let e = meta.l2.get(self.storage.as_ref(), &geo, table)?.entries[index];
+        let (table, index, e) = self.writable_entry(meta, cluster)?;
         self.release(meta, e);
         self.set_entry(meta, table, index, next)
     }
 
     /// Marks whole subclusters `first..=last` of a cluster as reading zeros.
     fn zero_subclusters(&self, meta: &mut Meta, cluster: u64, first: u64, last: u64) -> Result<()> {
-        let geo = self.geo;
-        let cs = geo.cluster_size();
-        let span = cs * geo.l2_entries();
-        let table = self.writable_l2(meta, (cluster / span) as usize)?;
-        let index = ((cluster % span) / cs) as usize;
-        let e = meta.l2.get(self.storage.as_ref(), &geo, table)?.entries[index];
+        let (table, index, e) = self.writable_entry(meta, cluster)?;
         if e.is_compressed() {
-            let scs = geo.subcluster_size();
+            let scs = self.geo.subcluster_size();
             let zeros = vec![0u8; ((last - first + 1) * scs) as usize];
             return self.write_in_cluster(meta, cluster, first * scs, &zeros);
         }
