@@ -149,7 +149,7 @@ pub trait Format: Send + Sync + fmt::Debug {
     fn block_status(&self, offset: u64, len: u64) -> Result<Extent>;
     /// Reads this layer only: unallocated ranges read as zeros.
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
-    /// The backing file this image names, if any.
+    /// The backing file this image named when it was opened, if any.
     fn backing(&self) -> Option<&BackingSpec>;
     /// The image file.
     fn storage(&self) -> &dyn Storage;

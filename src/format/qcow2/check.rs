@@ -124,7 +124,7 @@ impl Counts {
     }
 
     /// Takes back one reference to every cluster of `[offset, offset + size)`.
-    fn remove(&mut self, _r: &mut Report<'_>, offset: u64, size: u64) {
+    fn remove(&mut self, offset: u64, size: u64) {
         if size == 0 {
             return;
         }
@@ -465,10 +465,8 @@ fn rebuild(input: &CheckInput<'_>, a: &mut Analysis<'_>) -> Result<(u64, u32)> {
     let h = input.header;
     let storage = input.storage;
     let cs = h.cluster_size();
-    let mut quiet = |_: String| {};
-    let mut scratch = Report::new(h, &mut quiet);
     for &(offset, len) in &a.refcount_structures {
-        a.counts.remove(&mut scratch, offset, len);
+        a.counts.remove(offset, len);
     }
     let refs = &mut a.counts.refs;
     let in_use = refs

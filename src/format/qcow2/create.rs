@@ -152,11 +152,6 @@ impl CreateOptions {
                 "Backing file and data-file-raw cannot be used at the same time",
             ));
         }
-        if self.data_file.is_some() && self.backing.is_some() && self.data_file_raw {
-            return Err(Error::argument(
-                "Backing file and data-file-raw cannot be used at the same time",
-            ));
-        }
         if self.virtual_size() > i64::MAX as u64 {
             return Err(Error::argument("Image size is too large"));
         }

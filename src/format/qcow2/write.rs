@@ -244,19 +244,17 @@ impl Qcow2 {
             self.data_storage_ref().write_at(&buf, new)?;
             next.word = new | COPIED;
             if geo.extended_l2 {
-                let carried = if e.is_compressed() {
+                // A compressed cluster was copied whole; otherwise the
+                // subclusters keep their state (allocated ones were copied).
+                next.bitmap = if e.is_compressed() {
                     ALL_SUBCLUSTERS
                 } else if host.is_some() {
-                    e.bitmap & ALL_SUBCLUSTERS
+                    e.bitmap
                 } else {
-                    0
+                    e.bitmap & !ALL_SUBCLUSTERS
                 };
-                next.bitmap = (e.bitmap & !ALL_SUBCLUSTERS) | carried;
-                if e.is_compressed() {
-                    next.bitmap = ALL_SUBCLUSTERS;
-                }
             }
-            if !in_place && host.is_some() || e.is_compressed() {
+            if host.is_some() || e.is_compressed() {
                 self.release(meta, e);
             }
         }
