@@ -332,6 +332,12 @@ impl Refcounts {
         std::mem::take(&mut self.table_moved)
     }
 
+    /// Whether so many blocks wait to be written that a flush should run
+    /// (bounds memory between flushes).
+    pub fn wants_flush(&self) -> bool {
+        self.blocks.values().filter(|b| b.dirty).count() >= 1024
+    }
+
     /// Where the table is now (for the in-memory header).
     pub fn table_location(&self) -> (u64, u32) {
         (self.table_offset, self.table_clusters as u32)

@@ -333,7 +333,7 @@ impl Qcow2 {
 
     /// Flushes once enough dirty metadata has piled up, to bound memory.
     fn flush_if_full(&self, meta: &mut Meta) -> Result<()> {
-        if meta.l2.wants_flush() {
+        if meta.l2.wants_flush() || meta.refcounts.as_ref().is_some_and(|r| r.wants_flush()) {
             meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
         }
         Ok(())
