@@ -6,6 +6,7 @@
 //! `io` (byte storage). A lower layer never uses an upper one.
 
 pub mod chain;
+pub mod engine;
 pub mod error;
 pub mod format;
 pub mod io;

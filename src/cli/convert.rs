@@ -1,14 +1,25 @@
-//! `qimg convert` (arguments only until the copy-engine issue lands).
+//! `qimg convert`.
 
 use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
-use super::not_implemented;
+use super::signals;
 use clap::Args;
-use qimg::error::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use qimg::engine::control::{Control, Progress};
+use qimg::engine::Outcome;
+use qimg::error::{Error, Result};
+use qimg::format::FormatKind;
+use qimg::ops::convert::{convert, ConvertRequest};
+use qimg::output::progress::{JsonLines, PercentLines};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `qimg convert`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 done, 1 error, 130/143 interrupted by SIGINT/SIGTERM (the target is consistent but incomplete).\n\nExamples:\n  qimg convert -O qcow2 disk.raw disk.qcow2\n  qimg convert -p -O raw top.qcow2 flat.raw\n  qimg convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 new-top.qcow2"
+)]
 pub struct ConvertArgs {
     /// Source format (probed when omitted).
     #[arg(short = 'f', long = "source-format", value_name = "FMT", value_parser = parse_format)]
@@ -84,6 +95,114 @@ pub struct ConvertArgs {
 impl ConvertArgs {
     /// Runs `convert`.
     pub fn run(self) -> Result<ExitCode> {
-        not_implemented("convert")
+        let _ = (
+            &self.target_cache,
+            &self.source_cache,
+            self.copy_range,
+            self.oob_writes,
+            self.force_share,
+        );
+        if self.snapshot.is_some() || self.salvage || self.bitmaps || self.skip_broken_bitmaps {
+            return Err(Error::unsupported(
+                "-l, --salvage and --bitmaps are not supported yet",
+            ));
+        }
+        let threads = match self.parallel {
+            Some(n) if !(1..=16).contains(&n) => {
+                return Err(Error::argument(
+                    "Invalid number of coroutines specified. Must be between 1 and 16.",
+                ))
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        let mut files = self.files;
+        let target = files.pop().expect("clap requires two files");
+        let request = ConvertRequest {
+            sources: files,
+            source_format: self.source_format.map(|f| f.0),
+            target,
+            target_format: self.target_format.map_or(FormatKind::Raw, |f| f.0),
+            options: self.options,
+            backing: self.backing,
+            backing_format: self.backing_format.map(|f| f.0.name().to_string()),
+            no_create: self.no_create,
+            target_is_zero: self.target_is_zero,
+            sparse: self.sparse_size.map_or(4096, |s| s / 512 * 512),
+            threads,
+            compress: self.compress,
+        };
+        signals::install();
+        let progress = if self.quiet { None } else { self.progress };
+        let reporter = Reporter::new(progress);
+        let control = {
+            let r = reporter.clone();
+            Control::default()
+                .with_rate(self.rate)
+                .with_cancel_flag(&signals::INTERRUPTED)
+                .with_progress(move |p| r.update(p))
+        };
+        let outcome = convert(&request, &control)?;
+        reporter.finish(control.progress());
+        match outcome {
+            Outcome::Completed => Ok(ExitCode::SUCCESS),
+            Outcome::Stopped { resume_at, .. } => {
+                eprintln!(
+                    "qimg: {}: interrupted; the target is consistent but incomplete (copied up to offset {resume_at})",
+                    request.target.display()
+                );
+                Ok(ExitCode::from(signals::exit_code()))
+            }
+        }
+    }
+}
+
+/// Renders progress as `-p`/`--progress=json` asked.
+#[derive(Clone)]
+enum Reporter {
+    None,
+    Bar(ProgressBar),
+    Lines(Arc<PercentLines>),
+    Json(Arc<JsonLines>),
+}
+
+impl Reporter {
+    fn new(mode: Option<ProgressArg>) -> Self {
+        match mode {
+            None => Reporter::None,
+            Some(ProgressArg::Json) => Reporter::Json(Arc::new(JsonLines::new("convert"))),
+            Some(ProgressArg::Human) if std::io::stderr().is_terminal() => {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("valid template"),
+                );
+                Reporter::Bar(bar)
+            }
+            Some(ProgressArg::Human) => Reporter::Lines(Arc::new(PercentLines::default())),
+        }
+    }
+
+    fn update(&self, p: Progress) {
+        match self {
+            Reporter::None => {}
+            Reporter::Bar(b) => {
+                b.set_length(p.total);
+                b.set_position(p.done);
+            }
+            Reporter::Lines(l) => l.update(p),
+            Reporter::Json(j) => j.update(p),
+        }
+    }
+
+    fn finish(&self, p: Progress) {
+        match self {
+            Reporter::None => {}
+            Reporter::Bar(b) => b.finish_and_clear(),
+            Reporter::Lines(l) => l.finish(),
+            Reporter::Json(j) => j.finish(p),
+        }
     }
 }

@@ -9,6 +9,7 @@ mod create;
 mod info;
 mod map;
 mod rebase;
+mod signals;
 mod stream;
 
 use clap::{Parser, Subcommand};

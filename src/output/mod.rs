@@ -4,6 +4,7 @@ pub mod check;
 pub mod human;
 pub mod info;
 pub mod map;
+pub mod progress;
 pub mod qjson;
 
 /// The `--output` choice.

@@ -1,0 +1,169 @@
+//! What steers a running copy: cancellation, a deadline, a rate limit and
+//! progress reporting. All of it is shared by the worker threads.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Why a copy stopped before the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Cancelled (a signal, or the caller).
+    Cancelled,
+    /// The time limit or deadline passed.
+    TimeUp,
+}
+
+/// A token bucket shared by all workers: at most `rate` bytes per second,
+/// with bursts of up to a tenth of a second.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: u64,
+    state: Mutex<(Instant, f64)>,
+}
+
+impl RateLimiter {
+    /// A limiter for `rate` bytes per second (must be > 0).
+    pub fn new(rate: u64) -> Self {
+        RateLimiter {
+            rate: rate.max(1),
+            state: Mutex::new((Instant::now(), 0.0)),
+        }
+    }
+
+    /// Takes `bytes` from the bucket, sleeping as long as needed.
+    pub fn take(&self, bytes: u64) {
+        let wait = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let refill = now.duration_since(s.0).as_secs_f64() * self.rate as f64;
+            let burst = self.rate as f64 / 10.0;
+            s.1 = (s.1 + refill).min(burst) - bytes as f64;
+            s.0 = now;
+            if s.1 < 0.0 {
+                Duration::from_secs_f64(-s.1 / self.rate as f64)
+            } else {
+                Duration::ZERO
+            }
+        };
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// Progress of a copy, as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of the guest range handled so far.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// The shared controls of one copy.
+pub struct Control {
+    cancelled: AtomicBool,
+    external: Option<&'static AtomicBool>,
+    deadline: Option<Instant>,
+    rate: Option<RateLimiter>,
+    done: AtomicU64,
+    total: AtomicU64,
+    on_progress: Option<Box<dyn Fn(Progress) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("cancelled", &self.cancelled)
+            .field("deadline", &self.deadline)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            cancelled: AtomicBool::new(false),
+            external: None,
+            deadline: None,
+            rate: None,
+            done: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            on_progress: None,
+        }
+    }
+}
+
+impl Control {
+    /// Limits the copy to `rate` bytes per second.
+    pub fn with_rate(mut self, rate: Option<u64>) -> Self {
+        self.rate = rate.filter(|&r| r > 0).map(RateLimiter::new);
+        self
+    }
+
+    /// Stops the copy (cleanly) once `deadline` has passed.
+    pub fn with_deadline(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Calls `f` as the copy advances.
+    pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
+        self.on_progress = Some(Box::new(f));
+        self
+    }
+
+    /// Also stops when `flag` is set (a signal handler's flag).
+    pub fn with_cancel_flag(mut self, flag: &'static AtomicBool) -> Self {
+        self.external = Some(flag);
+        self
+    }
+
+    /// Asks the copy to stop after the chunks in flight.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+    }
+
+    /// Why the copy must stop now, if it must.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        if self.cancelled.load(Ordering::SeqCst)
+            || self.external.is_some_and(|f| f.load(Ordering::SeqCst))
+        {
+            return Some(StopReason::Cancelled);
+        }
+        match self.deadline {
+            Some(d) if Instant::now() >= d => Some(StopReason::TimeUp),
+            _ => None,
+        }
+    }
+
+    /// Adds `bytes` to the work to do.
+    pub fn add_total(&self, bytes: u64) {
+        self.total.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// Records `bytes` of guest range handled; `copied` of them cost I/O
+    /// (and count against the rate limit).
+    pub fn advance(&self, bytes: u64, copied: u64) {
+        if let (Some(r), true) = (&self.rate, copied > 0) {
+            r.take(copied);
+        }
+        let done = self.done.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        if let Some(f) = &self.on_progress {
+            f(Progress {
+                done,
+                total: self.total.load(Ordering::SeqCst),
+            });
+        }
+    }
+
+    /// Where the copy stands.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            done: self.done.load(Ordering::SeqCst),
+            total: self.total.load(Ordering::SeqCst),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `convert`: copy one or more images (through their backing chains) into
+//! a new or existing target, as plans over the copy engine.
+
+use crate::chain::{Chain, View};
+use crate::engine::control::Control;
+use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
+use crate::error::{Error, Result};
+use crate::format::FormatKind;
+use crate::ops::create::{plan as create_plan, CreateRequest};
+use std::path::PathBuf;
+
+/// What the user asked for.
+#[derive(Debug, Clone)]
+pub struct ConvertRequest {
+    /// Sources, concatenated in order.
+    pub sources: Vec<PathBuf>,
+    /// Their format (probed when `None`).
+    pub source_format: Option<FormatKind>,
+    /// The target.
+    pub target: PathBuf,
+    /// The target's format.
+    pub target_format: FormatKind,
+    /// Target creation options (`-o`).
+    pub options: Vec<String>,
+    /// `-B`: create the target over this backing file, copy only the top layer.
+    pub backing: Option<String>,
+    /// `-F`: the backing file's format.
+    pub backing_format: Option<String>,
+    /// `-n`: write into an existing target.
+    pub no_create: bool,
+    /// `--target-is-zero`: the existing target reads as zeros.
+    pub target_is_zero: bool,
+    /// `-S`: shortest zero run left unwritten (0: write everything).
+    pub sparse: u64,
+    /// Worker threads.
+    pub threads: usize,
+    /// `-c`: compress.
+    pub compress: bool,
+}
+
+/// Checks the combinations qemu-img refuses, with its messages.
+fn validate(req: &ConvertRequest) -> Result<()> {
+    if req.target_is_zero && !req.no_create {
+        return Err(Error::argument("--target-is-zero requires use of -n flag"));
+    }
+    if req.target_is_zero && req.backing.is_some() {
+        return Err(Error::argument(
+            "--target-is-zero cannot be used with a backing file",
+        ));
+    }
+    if req.backing.is_some() && req.backing_format.is_none() {
+        return Err(Error::argument(
+            "Use of backing file requires explicit backing format",
+        ));
+    }
+    if req.backing.is_some() && req.no_create {
+        return Err(Error::argument(
+            "-B makes no sense when concatenating multiple input images or with -n",
+        ));
+    }
+    if req.compress && req.target_format != FormatKind::Qcow2 {
+        return Err(Error::argument(
+            "Compression not supported for this file format",
+        ));
+    }
+    if req.compress {
+        return Err(Error::unsupported(
+            "compressed output (-c) is not implemented yet",
+        ));
+    }
+    if req.backing.is_some() && req.sources.len() > 1 {
+        return Err(Error::argument(
+            "-B makes no sense when concatenating multiple input images or with -n",
+        ));
+    }
+    Ok(())
+}
+
+/// The plan for one source: with `top_only` (`-B`), only what the source's
+/// own top layer allocates (its zero clusters as zeros); otherwise
+/// everything, zero and unallocated ranges as zeros (or as data when
+/// `sparse` is 0, for a fully allocated target).
+pub fn plan(view: &View<'_>, base: u64, top_only: bool, sparse: u64) -> Result<Vec<Step>> {
+    let size = view.virtual_size();
+    let mut steps: Vec<Step> = Vec::new();
+    let mut offset = 0;
+    while offset < size {
+        let st = view.block_status(offset, size - offset)?;
+        let action = if top_only && st.depth > 0 {
+            Action::Skip
+        } else if st.data || sparse == 0 {
+            Action::Copy
+        } else {
+            Action::Zero
+        };
+        match steps.last_mut() {
+            Some(last) if last.action == action && last.source_offset + last.len == offset => {
+                last.len += st.len
+            }
+            _ => steps.push(Step {
+                target_offset: base + offset,
+                source_offset: offset,
+                len: st.len,
+                action,
+            }),
+        }
+        offset += st.len;
+    }
+    Ok(steps)
+}
+
+/// Converts as `req` says. `control` carries cancellation, rate and progress.
+pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
+    validate(req)?;
+    let sources: Vec<Chain> = req
+        .sources
+        .iter()
+        .map(|p| Chain::open(p, req.source_format))
+        .collect::<Result<_>>()?;
+    let total: u64 = sources.iter().map(|c| c.view().virtual_size()).sum();
+    if req.no_create {
+        let existing = Chain::open(&req.target, Some(req.target_format))?;
+        if existing.view().virtual_size() < total {
+            return Err(
+                Error::argument("output file is smaller than input file").with_path(&req.target)
+            );
+        }
+    } else {
+        create_plan(&CreateRequest {
+            file: req.target.clone(),
+            format: Some(req.target_format),
+            options: req.options.clone(),
+            backing: req.backing.clone(),
+            backing_format: req.backing_format.clone(),
+            backing_unsafe: false,
+            size: Some(total),
+        })?
+        .execute()?;
+    }
+    let target = Chain::open_writable(&req.target, Some(req.target_format))?;
+    let image = target.top().image.as_ref();
+    let options = CopyOptions {
+        sparse: req.sparse,
+        threads: req.threads,
+        target_is_zero: req.target_is_zero || (!req.no_create && req.backing.is_none()),
+        chunk_size: (2u64 << 20).max(image.granularity()),
+    };
+    let mut base = 0;
+    let mut plans = Vec::new();
+    for source in &sources {
+        let view = source.view();
+        let steps = plan(&view, base, req.backing.is_some(), req.sparse)?;
+        control.add_total(steps.iter().map(|s| s.len).sum());
+        plans.push(steps);
+        base += view.virtual_size();
+    }
+    for (source, steps) in sources.iter().zip(&plans) {
+        let outcome = copy(&source.view(), image, steps, &options, control)?;
+        if outcome != Outcome::Completed {
+            return Ok(outcome);
+        }
+    }
+    Ok(Outcome::Completed)
+}
