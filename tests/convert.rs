@@ -340,3 +340,41 @@ fn interrupted_converts_leave_a_consistent_target() {
         );
     }
 }
+
+#[test]
+fn compressed_output_is_read_back_by_qemu_img() {
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f raw mix.raw 5000000
+         qemu-io -f raw -c 'write -P 0x41 0 1M' -c 'write -P 0 1M 512k' mix.raw >/dev/null
+         head -c 1048576 /dev/urandom | dd of=mix.raw bs=1M seek=2 conv=notrunc status=none
+         awk 'BEGIN { for (i = 0; i < 40000; i++) print \"qimg compresses text very well\" }' > text.txt
+         dd if=text.txt of=mix.raw bs=1000000 seek=3 count=1 conv=notrunc status=none",
+    );
+    for opts in [
+        "compression_type=zlib",
+        "compression_type=zstd",
+        "cluster_size=4k",
+        "cluster_size=2M",
+        "compression_type=zstd,cluster_size=512",
+    ] {
+        let out = fx.qimg(&[
+            "convert", "-c", "-O", "qcow2", "-o", opts, "mix.raw", "c.qcow2",
+        ]);
+        assert!(out.status.success(), "{opts}: {}", stderr(&out));
+        assert!(
+            fx.qemu_img(&["compare", "mix.raw", "c.qcow2"])
+                .status
+                .success(),
+            "{opts}: content"
+        );
+        let check = fx.qemu_img(&["check", "--output=json", "c.qcow2"]);
+        assert!(check.status.success(), "{opts}: {}", stdout(&check));
+        let report: serde_json::Value = serde_json::from_str(&stdout(&check)).unwrap();
+        assert!(
+            report["compressed-clusters"].as_u64().unwrap_or(0) > 0,
+            "{opts}: {report}"
+        );
+        std::fs::remove_file(fx.path("c.qcow2")).unwrap();
+    }
+}

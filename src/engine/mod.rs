@@ -61,6 +61,8 @@ pub struct CopyOptions {
     pub threads: usize,
     /// The target already reads as zeros: zero ranges need no write.
     pub target_is_zero: bool,
+    /// Compress copied data in clusters of this size (the target's).
+    pub compress_cluster: Option<u64>,
 }
 
 impl Default for CopyOptions {
@@ -70,6 +72,7 @@ impl Default for CopyOptions {
             sparse: 4096,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             target_is_zero: false,
+            compress_cluster: None,
         }
     }
 }
@@ -121,10 +124,52 @@ fn units(plan: &[Step], chunk_size: u64) -> Vec<Unit> {
     out
 }
 
-/// What a worker made of a copy unit: the data and its zero runs.
-struct Prepared {
-    buf: Vec<u8>,
-    segments: Vec<zero::Segment>,
+/// What a worker made of a copy unit.
+enum Prepared {
+    /// The data and its zero runs.
+    Plain {
+        buf: Vec<u8>,
+        segments: Vec<zero::Segment>,
+    },
+    /// One entry per cluster: `None` for a zero cluster, else the
+    /// compressed bytes or (when it did not shrink) the plain cluster.
+    Clusters(Vec<Option<Packed>>),
+}
+
+/// A cluster ready to store.
+enum Packed {
+    Compressed(Vec<u8>),
+    Plain(Vec<u8>),
+}
+
+/// Reads and prepares one copy unit (runs on a worker thread).
+fn prepare(
+    source: &dyn Source,
+    target: &dyn Format,
+    step: &Step,
+    options: &CopyOptions,
+) -> Result<Prepared> {
+    let mut buf = vec![0u8; step.len as usize];
+    source.read(step.source_offset, &mut buf)?;
+    let Some(cluster) = options.compress_cluster else {
+        let segments = zero::segments(&buf, step.target_offset, options.sparse as usize);
+        return Ok(Prepared::Plain { buf, segments });
+    };
+    let mut clusters = Vec::new();
+    for part in buf.chunks(cluster as usize) {
+        if options.sparse > 0 && zero::is_zero(part) {
+            clusters.push(None);
+            continue;
+        }
+        // The last cluster of an image may be short: compress it zero-padded.
+        let mut whole = part.to_vec();
+        whole.resize(cluster as usize, 0);
+        clusters.push(Some(match target.compress_cluster(&whole)? {
+            Some(c) => Packed::Compressed(c),
+            None => Packed::Plain(part.to_vec()),
+        }));
+    }
+    Ok(Prepared::Clusters(clusters))
 }
 
 /// Runs `plan` from `source` into `target`.
@@ -146,7 +191,6 @@ pub fn copy(
         })?;
     let units = units(plan, options.chunk_size.max(512));
     let window = options.threads.max(1) * 2;
-    let granularity = options.sparse as usize;
     let mut index = 0;
     while index < units.len() {
         if let Some(reason) = control.stop_reason() {
@@ -161,21 +205,15 @@ pub fn copy(
             batch
                 .par_iter()
                 .map(|u| {
-                    (u.step.action == Action::Copy).then(|| {
-                        let mut buf = vec![0u8; u.step.len as usize];
-                        source.read(u.step.source_offset, &mut buf)?;
-                        let segments = zero::segments(&buf, u.step.target_offset, granularity);
-                        Ok(Prepared { buf, segments })
-                    })
+                    (u.step.action == Action::Copy)
+                        .then(|| prepare(source, target, &u.step, options))
                 })
                 .collect()
         });
         for (unit, prep) in batch.iter().zip(prepared) {
             let s = unit.step;
             let written = match (s.action, prep) {
-                (Action::Copy, Some(prep)) => {
-                    apply(target, s.target_offset, &prep?, options.target_is_zero)?
-                }
+                (Action::Copy, Some(prep)) => apply(target, &s, &prep?, options)?,
                 (Action::Zero, _) if !options.target_is_zero => {
                     target.write_zeroes(s.target_offset, s.len, true)?;
                     0
@@ -191,17 +229,55 @@ pub fn copy(
 }
 
 /// Writes one prepared chunk; returns the data bytes written.
-fn apply(target: &dyn Format, offset: u64, prep: &Prepared, target_is_zero: bool) -> Result<u64> {
+fn apply(target: &dyn Format, step: &Step, prep: &Prepared, options: &CopyOptions) -> Result<u64> {
+    let (offset, target_is_zero) = (step.target_offset, options.target_is_zero);
+    let (buf, segments) = match prep {
+        Prepared::Plain { buf, segments } => (buf, segments),
+        Prepared::Clusters(clusters) => {
+            let cluster = options.compress_cluster.unwrap_or(step.len);
+            return apply_clusters(target, offset, step.len, cluster, clusters, target_is_zero);
+        }
+    };
     let mut written = 0;
-    for seg in &prep.segments {
+    for seg in segments {
         let at = offset + seg.start as u64;
         if seg.zero {
             if !target_is_zero {
                 target.write_zeroes(at, seg.len as u64, true)?;
             }
         } else {
-            target.write(at, &prep.buf[seg.start..seg.start + seg.len])?;
+            target.write(at, &buf[seg.start..seg.start + seg.len])?;
             written += seg.len as u64;
+        }
+    }
+    Ok(written)
+}
+
+/// Writes prepared clusters (of `cluster` bytes; the last may be shorter,
+/// `len` in all) in order; returns the bytes written.
+fn apply_clusters(
+    target: &dyn Format,
+    offset: u64,
+    len: u64,
+    cluster: u64,
+    clusters: &[Option<Packed>],
+    target_is_zero: bool,
+) -> Result<u64> {
+    let mut written = 0;
+    for (i, packed) in clusters.iter().enumerate() {
+        let at = offset + i as u64 * cluster;
+        let n = cluster.min(offset + len - at);
+        match packed {
+            None if !target_is_zero => target.write_zeroes(at, n, true)?,
+            None => {}
+            Some(Packed::Compressed(c)) => {
+                target.write_compressed(at, c)?;
+                written += c.len() as u64;
+            }
+            Some(Packed::Plain(p)) => {
+                target.write(at, p)?;
+                written += p.len() as u64;
+            }
         }
     }
     Ok(written)

@@ -192,6 +192,21 @@ pub trait Format: Send + Sync + fmt::Debug {
         let _ = (offset, len);
         Ok(())
     }
+    /// Compresses one whole cluster as this image encodes compressed
+    /// clusters; `None` when it does not shrink (or the format has none).
+    fn compress_cluster(&self, cluster: &[u8]) -> Result<Option<Vec<u8>>> {
+        let _ = cluster;
+        Ok(None)
+    }
+    /// Stores the guest cluster at `offset` (cluster aligned) as the
+    /// compressed bytes `data` (from [`Format::compress_cluster`]).
+    fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let _ = (offset, data);
+        Err(Error::unsupported(format!(
+            "compressed clusters are not supported by {} images",
+            self.format_name()
+        )))
+    }
     /// Makes every completed write durable, metadata included.
     fn flush(&self) -> Result<()> {
         Ok(())

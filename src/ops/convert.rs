@@ -63,11 +63,6 @@ fn validate(req: &ConvertRequest) -> Result<()> {
             "Compression not supported for this file format",
         ));
     }
-    if req.compress {
-        return Err(Error::unsupported(
-            "compressed output (-c) is not implemented yet",
-        ));
-    }
     if req.backing.is_some() && req.sources.len() > 1 {
         return Err(Error::argument(
             "-B makes no sense when concatenating multiple input images or with -n",
@@ -144,6 +139,11 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
         threads: req.threads,
         target_is_zero: req.target_is_zero || (!req.no_create && req.backing.is_none()),
         chunk_size: (2u64 << 20).max(image.granularity()),
+        compress_cluster: if req.compress {
+            image.describe().cluster_size
+        } else {
+            None
+        },
     };
     let mut base = 0;
     let mut plans = Vec::new();

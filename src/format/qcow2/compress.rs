@@ -45,3 +45,83 @@ fn unzstd(input: &[u8], out: &mut [u8]) -> Result<()> {
     dec.read_exact(out)
         .map_err(|e| Error::corrupt(format!("compressed zstd cluster does not decode: {e}")))
 }
+
+/// Compresses one cluster as QEMU does: raw deflate with a 4 KiB window
+/// (level 6), or one zstd frame (level 3). Returns `None` when the result
+/// would not be smaller than the cluster (it is then stored plainly).
+pub fn compress(kind: CompressionType, cluster: &[u8]) -> Result<Option<Vec<u8>>> {
+    let limit = cluster.len() - 1;
+    let out = match kind {
+        CompressionType::Zlib => deflate_raw_4k(cluster, limit)?,
+        CompressionType::Zstd => zstd_frame(cluster)?,
+    };
+    Ok(out.filter(|o| o.len() <= limit))
+}
+
+fn deflate_raw_4k(input: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
+    let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 12);
+    let mut out = Vec::with_capacity(limit + 64);
+    match c.compress_vec(input, &mut out, flate2::FlushCompress::Finish) {
+        Ok(flate2::Status::StreamEnd) => Ok(Some(out)),
+        // The output buffer filled up: it does not compress well enough.
+        Ok(_) => Ok(None),
+        Err(e) => Err(Error::io("deflate failed", std::io::Error::other(e))),
+    }
+}
+
+thread_local! {
+    /// One zstd context per worker thread, reused for every cluster.
+    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_frame(input: &[u8]) -> Result<Option<Vec<u8>>> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut c = zstd::bulk::Compressor::new(3).map_err(|e| Error::io("zstd failed", e))?;
+            c.include_contentsize(true)
+                .map_err(|e| Error::io("zstd failed", e))?;
+            c.include_checksum(false)
+                .map_err(|e| Error::io("zstd failed", e))?;
+            *slot = Some(c);
+        }
+        let c = slot.as_mut().expect("just set");
+        c.compress(input)
+            .map(Some)
+            .map_err(|e| Error::io("zstd failed", e))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_both_codecs() {
+        let cluster: Vec<u8> = (0..65536u32).map(|i| (i % 97) as u8).collect();
+        for kind in [CompressionType::Zlib, CompressionType::Zstd] {
+            let packed = compress(kind, &cluster).unwrap().expect("compressible");
+            let mut out = vec![0u8; cluster.len()];
+            // QEMU's readers get sector-rounded input with trailing bytes.
+            let mut input = packed.clone();
+            input.extend_from_slice(&[0xaa; 300]);
+            decompress(kind, &input, &mut out).unwrap();
+            assert_eq!(out, cluster);
+        }
+    }
+
+    #[test]
+    fn incompressible_clusters_are_refused() {
+        let mut x = 0x1234_5678u32;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        assert!(compress(CompressionType::Zlib, &noise).unwrap().is_none());
+        assert!(compress(CompressionType::Zstd, &noise).unwrap().is_none());
+    }
+}

@@ -293,6 +293,11 @@ impl Refcounts {
         Ok(())
     }
 
+    /// The first cluster of the free space at the end.
+    pub fn frontier(&self) -> u64 {
+        self.frontier
+    }
+
     /// Reserves `n` contiguous clusters at the frontier with refcount 1 and
     /// returns the first one's offset.
     pub fn alloc(&mut self, storage: &dyn Storage, n: u64) -> Result<u64> {
@@ -361,6 +366,8 @@ pub(super) struct Meta {
     pub frees: Vec<(u64, u64)>,
     /// The header has been made ready for writing (autoclear bits, bitmaps).
     pub prepared: bool,
+    /// Where the next compressed cluster's bytes go.
+    pub compressed_cursor: Option<u64>,
 }
 
 impl Meta {

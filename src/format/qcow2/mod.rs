@@ -2,7 +2,7 @@
 //! entries), compressed clusters, external data files, snapshots and bitmaps.
 
 pub mod check;
-mod compress;
+pub mod compress;
 pub mod create;
 pub mod entry;
 pub mod header;
@@ -118,6 +118,7 @@ impl Qcow2 {
             refcounts: None,
             frees: Vec::new(),
             prepared: false,
+            compressed_cursor: None,
         };
         Ok(Qcow2 {
             storage,
@@ -554,6 +555,14 @@ impl Format for Qcow2 {
 
     fn flush(&self) -> Result<()> {
         self.flush_all()
+    }
+
+    fn compress_cluster(&self, cluster: &[u8]) -> Result<Option<Vec<u8>>> {
+        compress::compress(self.compression, cluster)
+    }
+
+    fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_compressed_cluster(offset, data)
     }
 
     fn set_backing(&self, backing: Option<BackingSpec>) -> Result<()> {

@@ -3,7 +3,7 @@
 //! metadata change goes through `Meta` and reaches the disk in the order
 //! `Meta::flush` guarantees.
 
-use super::entry::{CompressedDescriptor, SubclusterType, COPIED, OFFSET_MASK, ZERO};
+use super::entry::{self, CompressedDescriptor, SubclusterType, COPIED, OFFSET_MASK, ZERO};
 use super::header::{AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT};
 use super::meta::Meta;
 use super::{L2Entry, Qcow2};
@@ -427,6 +427,56 @@ impl Qcow2 {
             cluster += cs;
         }
         Ok(())
+    }
+
+    /// Stores a compressed cluster: its bytes are appended after the
+    /// previous compressed cluster (sharing host clusters, each of which
+    /// counts one reference per compressed cluster in it), and the L2 entry
+    /// gets the compressed descriptor.
+    pub(super) fn write_compressed_cluster(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let cs = self.geo.cluster_size();
+        self.check_range(offset, 1)?;
+        if offset % cs != 0 || data.is_empty() || data.len() as u64 >= cs {
+            return Err(Error::argument(
+                "a compressed write must be one aligned cluster that shrank",
+            ));
+        }
+        if self.geo.external_data {
+            return Err(Error::unsupported(
+                "images with an external data file cannot hold compressed clusters",
+            ));
+        }
+        let mut meta = self.lock_meta();
+        self.prepare(&mut meta)?;
+        let (table, index, old) = self.writable_entry(&mut meta, offset)?;
+        let len = data.len() as u64;
+        let storage = self.storage.as_ref();
+        let start = match meta.compressed_cursor {
+            // Continue in the current host cluster, or in the clusters just
+            // after it when they are the next ones the allocator hands out.
+            Some(cursor) if cursor % cs != 0 => {
+                let refs = meta.refcounts(storage)?;
+                let first = cursor / cs;
+                let last = (cursor + len - 1) / cs;
+                if last == first || refs.frontier() == first + 1 {
+                    let n = refs.get(storage, first)?;
+                    refs.set(storage, first, n + 1)?;
+                    if last > first {
+                        refs.alloc(storage, last - first)?;
+                    }
+                    cursor
+                } else {
+                    refs.alloc(storage, len.div_ceil(cs))?
+                }
+            }
+            _ => meta.refcounts(storage)?.alloc(storage, len.div_ceil(cs))?,
+        };
+        storage.write_at(data, start)?;
+        meta.compressed_cursor = Some(start + len);
+        let word = entry::CompressedDescriptor::for_data(start, len).encode(self.geo.cluster_bits);
+        self.release(&mut meta, old);
+        self.set_entry(&mut meta, table, index, L2Entry { word, bitmap: 0 })?;
+        self.flush_if_full(&mut meta)
     }
 
     pub(super) fn flush_all(&self) -> Result<()> {
