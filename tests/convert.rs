@@ -378,3 +378,27 @@ fn compressed_output_is_read_back_by_qemu_img() {
         std::fs::remove_file(fx.path("c.qcow2")).unwrap();
     }
 }
+
+#[test]
+fn internal_snapshots_with_l() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 sn.qcow2 3M
+         qemu-io -c 'write -P 1 0 1M' sn.qcow2 >/dev/null
+         qemu-img snapshot -c first sn.qcow2
+         qemu-io -c 'write -P 2 0 3M' sn.qcow2 >/dev/null
+         qemu-img convert -l first -O raw sn.qcow2 expect.raw");
+    for spec in ["first", "1", "snapshot.name=first", "snapshot.id=1"] {
+        let out = fx.qimg(&["convert", "-l", spec, "-O", "qcow2", "sn.qcow2", "s.qcow2"]);
+        assert!(out.status.success(), "{spec}: {}", stderr(&out));
+        assert!(
+            fx.qemu_img(&["compare", "expect.raw", "s.qcow2"])
+                .status
+                .success(),
+            "{spec}"
+        );
+        assert!(fx.qemu_img(&["check", "s.qcow2"]).status.success());
+    }
+    let out = fx.qimg(&["convert", "-l", "nope", "-O", "raw", "sn.qcow2", "x.raw"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("Can't find snapshot 'nope'"));
+}

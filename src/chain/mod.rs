@@ -3,6 +3,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::probe::{probe_storage, Probed};
+use crate::format::qcow2::Qcow2;
 use crate::format::{open_image, open_image_writable, Format, FormatKind, GuestRead, Status};
 use crate::io::{FileStorage, HostExtent};
 use crate::paths::{is_absolute_spec, resolve_relative_to};
@@ -60,6 +61,34 @@ impl Chain {
     /// Opens `path` (as `format`, or probed) and its whole backing chain.
     pub fn open(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
         Self::open_below(path, Arc::from(open_image(path, format)?))
+    }
+
+    /// Opens the internal snapshot `snapshot` of the qcow2 image at `path`
+    /// (see `Qcow2::at_snapshot`), with the image's backing chain.
+    pub fn open_snapshot(path: &Path, format: Option<FormatKind>, snapshot: &str) -> Result<Chain> {
+        let storage = FileStorage::open(path)?;
+        let kind = match format {
+            Some(k) => k,
+            None => match probe_storage(&storage).map_err(|e| e.with_path(path))? {
+                Probed::Known(k) => k,
+                Probed::Foreign(f) => {
+                    return Err(
+                        Error::unsupported(format!("image format '{f}' is not supported"))
+                            .with_path(path),
+                    )
+                }
+            },
+        };
+        if kind != FormatKind::Qcow2 {
+            return Err(
+                Error::unsupported(format!("{kind} images have no internal snapshots"))
+                    .with_path(path),
+            );
+        }
+        let image = Qcow2::open(Box::new(storage), path)
+            .and_then(|i| i.at_snapshot(snapshot))
+            .map_err(|e| e.with_path(path))?;
+        Self::open_below(path, Arc::new(image))
     }
 
     /// Opens `path` for writing and its backing chain read-only, and gives

@@ -102,9 +102,9 @@ impl ConvertArgs {
             self.oob_writes,
             self.force_share,
         );
-        if self.snapshot.is_some() || self.salvage || self.bitmaps || self.skip_broken_bitmaps {
+        if self.salvage || self.bitmaps || self.skip_broken_bitmaps {
             return Err(Error::unsupported(
-                "-l, --salvage and --bitmaps are not supported yet",
+                "--salvage and --bitmaps are not supported yet",
             ));
         }
         let threads = match self.parallel {
@@ -131,6 +131,7 @@ impl ConvertArgs {
             sparse: self.sparse_size.map_or(4096, |s| s / 512 * 512),
             threads,
             compress: self.compress,
+            snapshot: self.snapshot,
         };
         signals::install();
         let progress = if self.quiet { None } else { self.progress };

@@ -36,6 +36,8 @@ pub struct ConvertRequest {
     pub threads: usize,
     /// `-c`: compress.
     pub compress: bool,
+    /// `-l`: convert this internal snapshot of the (single) source.
+    pub snapshot: Option<String>,
 }
 
 /// Checks the combinations qemu-img refuses, with its messages.
@@ -61,6 +63,11 @@ fn validate(req: &ConvertRequest) -> Result<()> {
     if req.compress && req.target_format != FormatKind::Qcow2 {
         return Err(Error::argument(
             "Compression not supported for this file format",
+        ));
+    }
+    if req.snapshot.is_some() && req.sources.len() > 1 {
+        return Err(Error::argument(
+            "No support for concatenating multiple snapshot",
         ));
     }
     if req.backing.is_some() && req.sources.len() > 1 {
@@ -107,11 +114,18 @@ pub fn plan(view: &View<'_>, base: u64, top_only: bool, sparse: u64) -> Result<V
 /// Converts as `req` says. `control` carries cancellation, rate and progress.
 pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
     validate(req)?;
-    let sources: Vec<Chain> = req
-        .sources
-        .iter()
-        .map(|p| Chain::open(p, req.source_format))
-        .collect::<Result<_>>()?;
+    let sources: Vec<Chain> = match &req.snapshot {
+        Some(snapshot) => vec![Chain::open_snapshot(
+            &req.sources[0],
+            req.source_format,
+            snapshot,
+        )?],
+        None => req
+            .sources
+            .iter()
+            .map(|p| Chain::open(p, req.source_format))
+            .collect::<Result<_>>()?,
+    };
     let total: u64 = sources.iter().map(|c| c.view().virtual_size()).sum();
     if req.no_create {
         let existing = Chain::open(&req.target, Some(req.target_format))?;

@@ -137,6 +137,55 @@ impl Qcow2 {
         })
     }
 
+    /// Turns this (read-only) image into a view of an internal snapshot:
+    /// `spec` is `snapshot.id=ID`, `snapshot.name=NAME`, or an ID or name
+    /// (IDs are tried first, as qemu-img does).
+    pub fn at_snapshot(mut self, spec: &str) -> Result<Self> {
+        let found = if let Some(id) = spec.strip_prefix("snapshot.id=") {
+            self.snapshots.iter().find(|s| s.id == id)
+        } else if let Some(name) = spec.strip_prefix("snapshot.name=") {
+            self.snapshots.iter().find(|s| s.name == name)
+        } else {
+            self.snapshots
+                .iter()
+                .find(|s| s.id == spec)
+                .or_else(|| self.snapshots.iter().find(|s| s.name == spec))
+        };
+        let Some(snap) = found.cloned() else {
+            return Err(Error::argument(format!(
+                "Failed to load snapshot: Can't find snapshot '{spec}'"
+            )));
+        };
+        let len = snap.l1_size as u64 * 8;
+        if len > header::MAX_L1_BYTES {
+            return Err(Error::corrupt(format!(
+                "snapshot '{}' has an L1 table too large",
+                snap.name
+            )));
+        }
+        if snap.l1_size > 0 {
+            check_table(
+                "snapshot L1 table",
+                snap.l1_table_offset,
+                len,
+                self.geo.cluster_size(),
+                self.storage.len()?,
+            )?;
+        }
+        let mut raw = vec![0u8; len as usize];
+        self.storage.read_at(&mut raw, snap.l1_table_offset)?;
+        let size = snap.disk_size.unwrap_or(self.header.size);
+        let meta = self.meta.get_mut().unwrap_or_else(|p| p.into_inner());
+        meta.l1 = raw
+            .chunks_exact(8)
+            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        meta.header.size = size;
+        self.header.size = size;
+        self.writable = false;
+        Ok(self)
+    }
+
     fn data_storage_ref(&self) -> &dyn Storage {
         self.data_file.as_deref().unwrap_or(self.storage.as_ref())
     }
