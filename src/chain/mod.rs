@@ -314,10 +314,12 @@ impl<'a> View<'a> {
             let chunk = &mut buf[start..start + st.len as usize];
             if st.data {
                 let layer = &self.layers[st.depth];
-                layer
-                    .image
-                    .read(pos, chunk)
-                    .map_err(|e| e.with_path(&layer.path).at_offset(pos))?;
+                let read = match (st.host, st.compressed) {
+                    // Plain data: read it where the status says it is.
+                    (Some(host), false) => layer.image.data_storage().read_at(chunk, host),
+                    _ => layer.image.read(pos, chunk),
+                };
+                read.map_err(|e| e.with_path(&layer.path).at_offset(pos))?;
             } else {
                 chunk.fill(0);
             }

@@ -11,7 +11,6 @@ pub mod zero;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use control::{Control, StopReason};
-use rayon::prelude::*;
 
 /// What to do with a range of the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,14 +141,16 @@ enum Packed {
     Plain(Vec<u8>),
 }
 
-/// Reads and prepares one copy unit (runs on a worker thread).
+/// Reads and prepares one copy unit (runs on a worker thread), into `buf`
+/// (reused: every byte is overwritten by the read).
 fn prepare(
     source: &dyn Source,
     target: &dyn Format,
     step: &Step,
     options: &CopyOptions,
+    mut buf: Vec<u8>,
 ) -> Result<Prepared> {
-    let mut buf = vec![0u8; step.len as usize];
+    buf.resize(step.len as usize, 0);
     source.read(step.source_offset, &mut buf)?;
     let Some(cluster) = options.compress_cluster else {
         let segments = zero::segments(&buf, step.target_offset, options.sparse as usize);
@@ -172,7 +173,31 @@ fn prepare(
     Ok(Prepared::Clusters(clusters))
 }
 
-/// Runs `plan` from `source` into `target`.
+/// Shared state of the readers and the writer of one copy.
+struct Pipeline {
+    /// Prepared units by index, waiting for the writer.
+    ready: std::sync::Mutex<std::collections::BTreeMap<usize, Result<Prepared>>>,
+    /// Signalled when a unit is ready (the writer waits on it).
+    unit_ready: std::sync::Condvar,
+    /// Signalled when the writer moved on (readers ahead wait on it).
+    window_moved: std::sync::Condvar,
+    /// Readers waiting for the window.
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Buffers to reuse (their old content is overwritten by each read).
+    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// The next unit a reader may claim.
+    next: std::sync::atomic::AtomicUsize,
+    /// Units the writer has finished.
+    written: std::sync::atomic::AtomicUsize,
+    /// Set when the writer stops early.
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// Runs `plan` from `source` into `target`. Reader tasks on a rayon pool of
+/// `threads` claim chunks in order, read and prepare them (zero scan,
+/// compression), at most a window ahead of the writer; the calling thread
+/// writes them in guest order. Stops between chunks when `control` says so,
+/// with the target flushed.
 pub fn copy(
     source: &dyn Source,
     target: &dyn Format,
@@ -180,8 +205,10 @@ pub fn copy(
     options: &CopyOptions,
     control: &Control,
 ) -> Result<Outcome> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let threads = options.threads.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(options.threads.max(1))
+        .num_threads(threads)
         .build()
         .map_err(|e| {
             Error::new(
@@ -190,42 +217,107 @@ pub fn copy(
             )
         })?;
     let units = units(plan, options.chunk_size.max(512));
-    let window = options.threads.max(1) * 2;
-    let mut index = 0;
-    while index < units.len() {
-        if let Some(reason) = control.stop_reason() {
-            target.flush()?;
-            return Ok(Outcome::Stopped {
-                reason,
-                resume_at: units[index].step.target_offset,
-            });
+    let window = threads * 2;
+    let p = Pipeline {
+        ready: Default::default(),
+        unit_ready: Default::default(),
+        window_moved: Default::default(),
+        waiting: Default::default(),
+        buffers: Default::default(),
+        next: Default::default(),
+        written: Default::default(),
+        stop: Default::default(),
+    };
+    let lock = || p.ready.lock().unwrap_or_else(|e| e.into_inner());
+    let reader = || loop {
+        let i = p.next.fetch_add(1, SeqCst);
+        if i >= units.len() || p.stop.load(SeqCst) {
+            return;
         }
-        let batch = &units[index..(index + window).min(units.len())];
-        let prepared: Vec<Option<Result<Prepared>>> = pool.install(|| {
-            batch
-                .par_iter()
-                .map(|u| {
-                    (u.step.action == Action::Copy)
-                        .then(|| prepare(source, target, &u.step, options))
-                })
-                .collect()
-        });
-        for (unit, prep) in batch.iter().zip(prepared) {
-            let s = unit.step;
-            let written = match (s.action, prep) {
-                (Action::Copy, Some(prep)) => apply(target, &s, &prep?, options)?,
-                (Action::Zero, _) if !options.target_is_zero => {
-                    target.write_zeroes(s.target_offset, s.len, true)?;
-                    0
+        // Stay within a window of the writer (bounds memory).
+        if i >= p.written.load(SeqCst) + window {
+            let mut guard = lock();
+            p.waiting.fetch_add(1, SeqCst);
+            while i >= p.written.load(SeqCst) + window && !p.stop.load(SeqCst) {
+                guard = p
+                    .window_moved
+                    .wait(guard)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            p.waiting.fetch_sub(1, SeqCst);
+        }
+        let u = &units[i];
+        let prepared = if u.step.action == Action::Copy {
+            let buf = p
+                .buffers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .unwrap_or_default();
+            prepare(source, target, &u.step, options, buf)
+        } else {
+            Ok(Prepared::Plain {
+                buf: Vec::new(),
+                segments: Vec::new(),
+            })
+        };
+        lock().insert(i, prepared);
+        p.unit_ready.notify_one();
+    };
+    let mut outcome = Ok(Outcome::Completed);
+    pool.in_place_scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|_| reader());
+        }
+        outcome = (|| {
+            for (i, unit) in units.iter().enumerate() {
+                if let Some(reason) = control.stop_reason() {
+                    return Ok(Outcome::Stopped {
+                        reason,
+                        resume_at: unit.step.target_offset,
+                    });
                 }
-                _ => 0,
-            };
-            control.advance(s.len, written);
-        }
-        index += batch.len();
-    }
+                let prepared = {
+                    let mut guard = lock();
+                    loop {
+                        if let Some(r) = guard.remove(&i) {
+                            break r;
+                        }
+                        guard = p.unit_ready.wait(guard).unwrap_or_else(|e| e.into_inner());
+                    }
+                }?;
+                let s = unit.step;
+                let written = match s.action {
+                    Action::Copy => apply(target, &s, &prepared, options)?,
+                    Action::Zero if !options.target_is_zero => {
+                        target.write_zeroes(s.target_offset, s.len, true)?;
+                        0
+                    }
+                    _ => 0,
+                };
+                control.advance(s.len, written);
+                if let Prepared::Plain { buf, .. } = prepared {
+                    let mut pool = p.buffers.lock().unwrap_or_else(|e| e.into_inner());
+                    if buf.capacity() > 0 && pool.len() < window {
+                        pool.push(buf);
+                    }
+                }
+                p.written.store(i + 1, SeqCst);
+                if p.waiting.load(SeqCst) > 0 {
+                    let _guard = lock();
+                    p.window_moved.notify_all();
+                }
+            }
+            Ok(Outcome::Completed)
+        })();
+        // Whatever happened, let the readers finish.
+        p.stop.store(true, SeqCst);
+        let _guard = lock();
+        p.window_moved.notify_all();
+    });
+    let outcome = outcome?;
     target.flush()?;
-    Ok(Outcome::Completed)
+    Ok(outcome)
 }
 
 /// Writes one prepared chunk; returns the data bytes written.

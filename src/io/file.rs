@@ -6,13 +6,21 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A local file, opened read-only or read-write.
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
     path: PathBuf,
+    /// Bytes written since writeback was last started.
+    unsynced: AtomicU64,
 }
+
+/// After this many bytes written, writeback of the file is started in the
+/// background, so the disk works while the copy goes on and a final flush
+/// has little left to do.
+const WRITEBACK_EVERY: u64 = 32 << 20;
 
 impl FileStorage {
     /// Opens `path` read-only.
@@ -51,6 +59,7 @@ impl FileStorage {
         Ok(FileStorage {
             file,
             path: path.to_path_buf(),
+            unsynced: AtomicU64::new(0),
         })
     }
 
@@ -115,7 +124,18 @@ impl Storage for FileStorage {
             Error::io(format!("write failed at offset {offset:#x}"), e)
                 .with_path(&self.path)
                 .at_offset(offset)
-        })
+        })?;
+        let pending =
+            self.unsynced.fetch_add(buf.len() as u64, Ordering::Relaxed) + buf.len() as u64;
+        if pending >= WRITEBACK_EVERY {
+            self.unsynced.store(0, Ordering::Relaxed);
+            // SAFETY: a hint to the kernel about our own descriptor. It
+            // guarantees nothing (flush() does); errors are ignored.
+            unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+        Ok(())
     }
 
     fn set_len(&self, len: u64) -> Result<()> {

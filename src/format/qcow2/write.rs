@@ -339,6 +339,55 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// How many of the `max` whole guest clusters from `cluster` need new
+    /// host clusters (no host yet, not compressed), with their L2 tables
+    /// made writable first (so the new clusters can be contiguous).
+    fn fresh_run(&self, meta: &mut Meta, cluster: u64, max: u64) -> Result<u64> {
+        if self.geo.external_data {
+            return Ok(0);
+        }
+        let cs = self.geo.cluster_size();
+        let mut n = 0;
+        while n < max {
+            let (_, _, e) = self.writable_entry(meta, cluster + n * cs)?;
+            if e.is_compressed() || e.host_cluster(&self.geo).is_some() {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Writes whole guest clusters that have no host cluster yet: one
+    /// allocation of contiguous clusters and one write, straight from `data`.
+    fn write_fresh(&self, meta: &mut Meta, cluster: u64, data: &[u8]) -> Result<()> {
+        let cs = self.geo.cluster_size();
+        let n = data.len() as u64 / cs;
+        let host = meta
+            .refcounts(self.storage.as_ref())?
+            .alloc(self.storage.as_ref(), n)?;
+        self.storage.write_at(data, host)?;
+        for i in 0..n {
+            let (table, index, e) = self.writable_entry(meta, cluster + i * cs)?;
+            let bitmap = if self.geo.extended_l2 {
+                ALL_SUBCLUSTERS
+            } else {
+                0
+            };
+            let _ = e;
+            self.set_entry(
+                meta,
+                table,
+                index,
+                L2Entry {
+                    word: (host + i * cs) | COPIED,
+                    bitmap,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     pub(super) fn write_guest(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
         let mut meta = self.lock_meta();
@@ -348,6 +397,17 @@ impl Qcow2 {
         while done < buf.len() {
             let pos = offset + done as u64;
             let at = pos % cs;
+            let whole = (buf.len() - done) as u64 / cs;
+            if at == 0 && whole > 0 {
+                let n = self.fresh_run(&mut meta, pos, whole)?;
+                if n > 0 {
+                    let len = (n * cs) as usize;
+                    self.write_fresh(&mut meta, pos, &buf[done..done + len])?;
+                    self.flush_if_full(&mut meta)?;
+                    done += len;
+                    continue;
+                }
+            }
             let n = ((cs - at) as usize).min(buf.len() - done);
             self.write_in_cluster(&mut meta, pos - at, at, &buf[done..done + n])?;
             self.flush_if_full(&mut meta)?;
