@@ -254,7 +254,16 @@ pub fn copy(
                 .unwrap_or_else(|e| e.into_inner())
                 .pop()
                 .unwrap_or_default();
-            prepare(source, target, &u.step, options, buf)
+            // A panic must not leave the writer waiting for this unit forever.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prepare(source, target, &u.step, options, buf)
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    crate::error::ErrorKind::Io,
+                    "a copy worker failed",
+                ))
+            })
         } else {
             Ok(Prepared::Plain {
                 buf: Vec::new(),
