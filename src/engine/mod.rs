@@ -174,6 +174,7 @@ fn prepare(
 }
 
 /// Shared state of the readers and the writer of one copy.
+#[derive(Default)]
 struct Pipeline {
     /// Prepared units by index, waiting for the writer.
     ready: std::sync::Mutex<std::collections::BTreeMap<usize, Result<Prepared>>>,
@@ -218,16 +219,7 @@ pub fn copy(
         })?;
     let units = units(plan, options.chunk_size.max(512));
     let window = threads * 2;
-    let p = Pipeline {
-        ready: Default::default(),
-        unit_ready: Default::default(),
-        window_moved: Default::default(),
-        waiting: Default::default(),
-        buffers: Default::default(),
-        next: Default::default(),
-        written: Default::default(),
-        stop: Default::default(),
-    };
+    let p = Pipeline::default();
     let lock = || p.ready.lock().unwrap_or_else(|e| e.into_inner());
     let reader = || loop {
         let i = p.next.fetch_add(1, SeqCst);
