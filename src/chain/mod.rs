@@ -183,6 +183,13 @@ impl Chain {
         })
     }
 
+    /// A view of the layers from `depth` down (0: the whole chain).
+    pub fn view_from(&self, depth: usize) -> View<'_> {
+        View {
+            layers: &self.layers[depth..],
+        }
+    }
+
     /// A view of the whole chain.
     pub fn view(&self) -> View<'_> {
         View {

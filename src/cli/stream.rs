@@ -1,14 +1,24 @@
-//! `qimg stream` (arguments only until the chain-operations issue lands).
+//! `qimg stream`.
 
 use super::args::{parse_format, parse_size, FormatArg, OutputArg, ProgressArg};
 use super::not_implemented;
+use super::signals;
 use clap::Args;
-use qimg::error::Result;
+use qimg::engine::control::{Control, StopReason};
+use qimg::engine::Outcome;
+use qimg::error::{Error, Result};
+use qimg::ops::stream::{stream, StreamRequest};
+use qimg::output::progress::{JsonLines, PercentLines};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Arguments of `qimg stream`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 done (or the slice done), 1 error, 75 stopped by --time-limit/--deadline (run again to continue), 130/143 interrupted.\n\nExamples:\n  qimg stream overlay.qcow2\n  qimg stream --base base.qcow2 top.qcow2\n  qimg stream --time-limit 2h -r 50M vm.qcow2"
+)]
 pub struct StreamArgs {
     /// Image format (probed when omitted).
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
@@ -51,6 +61,131 @@ pub struct StreamArgs {
 impl StreamArgs {
     /// Runs `stream`.
     pub fn run(self) -> Result<ExitCode> {
-        not_implemented("stream")
+        if self.when_idle.is_some() {
+            return not_implemented("stream --when-idle");
+        }
+        let deadline = match (&self.time_limit, &self.deadline) {
+            (Some(t), _) => Some(Instant::now() + parse_duration(t)?),
+            (None, Some(d)) => Some(Instant::now() + until_local_time(d)?),
+            (None, None) => None,
+        };
+        let request = StreamRequest {
+            file: self.file.clone(),
+            format: self.format.map(|f| f.0),
+            base: self.base,
+            backing_file: self.backing_file,
+            range: self.offset.zip(self.length),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        signals::install();
+        let lines = Arc::new(PercentLines::default());
+        let json = Arc::new(JsonLines::new("stream"));
+        let mode = self.progress;
+        let control = {
+            let (lines, json) = (lines.clone(), json.clone());
+            Control::default()
+                .with_rate(self.rate)
+                .with_deadline(deadline)
+                .with_cancel_flag(&signals::INTERRUPTED)
+                .with_progress(move |p| match mode {
+                    Some(ProgressArg::Human) => lines.update(p),
+                    Some(ProgressArg::Json) => json.update(p),
+                    None => {}
+                })
+        };
+        let (outcome, report) = stream(&request, &control)?;
+        match mode {
+            Some(ProgressArg::Human) => lines.finish(),
+            Some(ProgressArg::Json) => json.finish(control.progress()),
+            None => {}
+        }
+        match self.output {
+            OutputArg::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "offset": report.offset,
+                    "next-offset": report.next_offset,
+                    "bytes-copied": report.bytes_copied,
+                    "virtual-size": report.virtual_size,
+                    "done": report.done,
+                })
+            ),
+            OutputArg::Human if !report.done && outcome == Outcome::Completed => println!(
+                "Streamed {} bytes of {}..{}; more remains elsewhere in the image",
+                report.bytes_copied, report.offset, report.next_offset
+            ),
+            OutputArg::Human => {}
+        }
+        match outcome {
+            Outcome::Completed => Ok(ExitCode::SUCCESS),
+            Outcome::Stopped { reason, resume_at } => {
+                eprintln!(
+                    "qimg: {}: stopped at offset {resume_at} of {}; run the same command again to continue",
+                    self.file.display(),
+                    report.virtual_size
+                );
+                Ok(ExitCode::from(match reason {
+                    StopReason::TimeUp => 75,
+                    StopReason::Cancelled => signals::exit_code(),
+                }))
+            }
+        }
     }
+}
+
+/// Parses a duration such as `90s`, `30m`, `2h` or `1h30m` (a bare number is seconds).
+fn parse_duration(text: &str) -> Result<Duration> {
+    let bad = || {
+        Error::argument(format!(
+            "invalid duration '{text}' (e.g. 90s, 30m, 2h, 1h30m)"
+        ))
+    };
+    let (mut total, mut number) = (0u64, String::new());
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = total
+            .checked_add(n.checked_mul(unit).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        total = total
+            .checked_add(number.parse().map_err(|_| bad())?)
+            .ok_or_else(bad)?;
+    }
+    if text.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// How long until the next local time `HH:MM` (tomorrow if it has passed today).
+fn until_local_time(text: &str) -> Result<Duration> {
+    let bad = || Error::argument(format!("invalid deadline '{text}' (HH:MM, local time)"));
+    let (h, m) = text.split_once(':').ok_or_else(bad)?;
+    let (h, m): (i64, i64) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if !(0..24).contains(&h) || !(0..60).contains(&m) {
+        return Err(bad());
+    }
+    // SAFETY: time() and localtime_r() only write into our own struct.
+    let now_in_day = unsafe {
+        let t = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&t, &mut tm);
+        (tm.tm_hour as i64 * 3600) + (tm.tm_min as i64 * 60) + tm.tm_sec as i64
+    };
+    let target = h * 3600 + m * 60;
+    let wait = (target - now_in_day).rem_euclid(86400);
+    Ok(Duration::from_secs(wait as u64))
 }

@@ -5,3 +5,4 @@ pub mod convert;
 pub mod create;
 pub mod info;
 pub mod map;
+pub mod stream;

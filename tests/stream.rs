@@ -1,0 +1,227 @@
+//! `qimg stream` against QEMU's own block-stream (run by qemu-storage-daemon),
+//! plus the incremental interface and time limits.
+
+mod common;
+
+use common::{require_tool, stderr, stdout, Fixture};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// base (0x11 in 0-1M) <- mid (0x22 in 512k-1.5M, zeros at 3M) <- top (0x33 at 1M).
+fn chain(fx: &Fixture, dir: &str, top_format: &str) {
+    fx.sh(&format!(
+        "mkdir -p {dir} && cd {dir}
+         qemu-img create -q -f qcow2 base.qcow2 4M
+         qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2
+         qemu-io -c 'write -P 0x22 512k 1M' -c 'write -z 3M 64k' mid.qcow2 >/dev/null
+         qemu-img create -q -f {top_format} -b mid.qcow2 -F qcow2 top.img
+         qemu-io -f {top_format} -c 'write -P 0x33 1M 64k' top.img >/dev/null"
+    ));
+}
+
+/// Runs QEMU's block-stream on `dir/top.img` through qemu-storage-daemon.
+fn qemu_stream(fx: &Fixture, dir: &str, base: Option<&str>) {
+    require_tool("qemu-storage-daemon");
+    let socket = fx.path(dir).join("qmp.sock");
+    let mut daemon = Command::new("qemu-storage-daemon")
+        .args([
+            "--blockdev",
+            "{\"driver\":\"qcow2\",\"node-name\":\"top\",\"file\":{\"driver\":\"file\",\"filename\":\"top.img\"}}",
+            "--chardev",
+            "socket,id=m,path=qmp.sock,server=on,wait=off",
+            "--monitor",
+            "chardev=m",
+        ])
+        .current_dir(fx.path(dir))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-storage-daemon");
+    let start = Instant::now();
+    let conn = loop {
+        if let Ok(c) = UnixStream::connect(&socket) {
+            break c;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no QMP socket");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut writer = conn;
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap(); // greeting
+    let mut send = |cmd: String| writer.write_all(cmd.as_bytes()).unwrap();
+    send("{\"execute\":\"qmp_capabilities\"}".into());
+    let base_arg = base
+        .map(|b| format!(",\"base\":\"{b}\""))
+        .unwrap_or_default();
+    send(format!(
+        "{{\"execute\":\"block-stream\",\"arguments\":{{\"job-id\":\"j\",\"device\":\"top\"{base_arg}}}}}"
+    ));
+    loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "QMP closed");
+        assert!(!line.contains("\"error\""), "QMP: {line}");
+        if line.contains("BLOCK_JOB_COMPLETED") {
+            break;
+        }
+    }
+    send("{\"execute\":\"quit\"}".into());
+    daemon.wait().unwrap();
+}
+
+fn map_without_offsets(fx: &Fixture, image: &str) -> String {
+    let map = stdout(&fx.qemu_img(&["map", "--output=json", image]));
+    map.lines()
+        .map(|l| {
+            l.split(", \"offset\"")
+                .next()
+                .unwrap()
+                .trim_end_matches('}')
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn matches_qemu_block_stream() {
+    let fx = Fixture::new();
+    for (dir, base) in [("full", None), ("tobase", Some("base.qcow2"))] {
+        chain(&fx, &format!("{dir}-q"), "qcow2");
+        chain(&fx, &format!("{dir}-m"), "qcow2");
+        let top = format!("{dir}-m/top.img");
+        fx.qemu_img(&["convert", "-O", "raw", &top, "before.raw"]);
+        qemu_stream(&fx, &format!("{dir}-q"), base);
+        let mut args = vec!["stream".to_string()];
+        if let Some(b) = base {
+            args.extend(["--base".into(), format!("{dir}-m/{b}")]);
+        }
+        args.push(format!("{dir}-m/top.img"));
+        let out = fx.qimg(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{dir}: {}", stderr(&out));
+        let (ours, theirs) = (format!("{dir}-m/top.img"), format!("{dir}-q/top.img"));
+        assert!(
+            fx.qemu_img(&["compare", "before.raw", &ours])
+                .status
+                .success(),
+            "{dir}: content changed"
+        );
+        assert!(fx.qemu_img(&["check", &ours]).status.success());
+        assert_eq!(
+            map_without_offsets(&fx, &ours),
+            map_without_offsets(&fx, &theirs),
+            "{dir}: mapping"
+        );
+        let info = |f: &str| stdout(&fx.qemu_img(&["info", "--output=json", f]));
+        let backing = |f: &str| {
+            info(f)
+                .lines()
+                .filter(|l| l.contains("\"backing-filename"))
+                .map(str::trim)
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(backing(&ours), backing(&theirs), "{dir}: backing pointer");
+    }
+}
+
+#[test]
+fn slices_out_of_order_finish_the_job() {
+    let fx = Fixture::new();
+    chain(&fx, "s", "qcow2");
+    fx.qemu_img(&["convert", "-O", "raw", "s/top.img", "before.raw"]);
+    let mut last = None;
+    for offset in ["3M", "0", "2M", "1M"] {
+        let out = fx.qimg(&[
+            "stream",
+            "--offset",
+            offset,
+            "--length",
+            "1M",
+            "--output=json",
+            "s/top.img",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+        assert!(
+            fx.qemu_img(&["compare", "before.raw", "s/top.img"])
+                .status
+                .success(),
+            "content changed mid-way"
+        );
+        last = Some(report);
+    }
+    let last = last.unwrap();
+    assert_eq!(last["done"], true, "{last}");
+    assert_eq!(last["virtual-size"], 4194304);
+    assert!(!stdout(&fx.qemu_img(&["info", "s/top.img"])).contains("backing file"));
+    assert!(fx.qemu_img(&["check", "s/top.img"]).status.success());
+}
+
+#[test]
+fn time_limit_stops_and_a_rerun_completes() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 base.qcow2 32M
+         qemu-io -c 'write -P 0x5a 0 32M' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+         qemu-img convert -O raw top.qcow2 before.raw");
+    let out = fx.qimg(&[
+        "stream",
+        "--time-limit",
+        "1s",
+        "-r",
+        "4M",
+        "--output=json",
+        "top.qcow2",
+    ]);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["done"], false);
+    assert!(report["next-offset"].as_u64().unwrap() < 32 << 20);
+    assert!(fx.qemu_img(&["check", "top.qcow2"]).status.success());
+    assert!(fx
+        .qemu_img(&["compare", "before.raw", "top.qcow2"])
+        .status
+        .success());
+    let out = fx.qimg(&["stream", "top.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fx
+        .qemu_img(&["compare", "before.raw", "top.qcow2"])
+        .status
+        .success());
+    assert!(!stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file"));
+}
+
+#[test]
+fn qed_top_and_errors() {
+    let fx = Fixture::new();
+    chain(&fx, "q", "qed");
+    fx.qemu_img(&["convert", "-O", "raw", "q/top.img", "before.raw"]);
+    let out = fx.qimg(&["stream", "--base", "q/mid.qcow2", "q/top.img"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fx
+        .qemu_img(&["compare", "before.raw", "q/top.img"])
+        .status
+        .success());
+    assert!(stdout(&fx.qemu_img(&["info", "q/top.img"])).contains("backing file: mid.qcow2"));
+    fx.sh("qemu-img create -q -f qcow2 alone.qcow2 1M");
+    for (args, needle) in [
+        (
+            &["stream", "alone.qcow2"][..],
+            "Image does not have a backing file",
+        ),
+        (
+            &["stream", "--base", "nothere.qcow2", "q/top.img"],
+            "Did not find 'nothere.qcow2' in the backing chain",
+        ),
+    ] {
+        let out = fx.qimg(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
