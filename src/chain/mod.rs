@@ -178,9 +178,18 @@ impl Chain {
 
     /// The whole chain as an owned reader (what an image above it reads).
     pub fn reader(&self) -> Arc<dyn GuestRead> {
-        Arc::new(LayersReader {
-            layers: self.layers.clone(),
-        })
+        self.reader_from(0)
+    }
+
+    /// The layers from `depth` down as an owned reader (zeros past their
+    /// end, and everywhere when there are no such layers).
+    pub fn reader_from(&self, depth: usize) -> Arc<dyn GuestRead> {
+        match self.layers.get(depth..).filter(|l| !l.is_empty()) {
+            Some(layers) => Arc::new(LayersReader {
+                layers: layers.to_vec(),
+            }),
+            None => Arc::new(Zeros),
+        }
     }
 
     /// A view of the layers from `depth` down (0: the whole chain).
@@ -359,6 +368,21 @@ impl GuestRead for LayersReader {
             .read(offset, head)?;
         }
         tail.fill(0);
+        Ok(())
+    }
+}
+
+/// A guest view that reads zeros everywhere (no backing file).
+#[derive(Debug)]
+struct Zeros;
+
+impl GuestRead for Zeros {
+    fn virtual_size(&self) -> u64 {
+        0
+    }
+
+    fn read(&self, _offset: u64, buf: &mut [u8]) -> Result<()> {
+        buf.fill(0);
         Ok(())
     }
 }

@@ -1,14 +1,22 @@
-//! `qimg rebase` (arguments only until the chain-operations issue lands).
+//! `qimg rebase`.
 
 use super::args::{parse_format, FormatArg, ProgressArg};
-use super::not_implemented;
+use super::signals;
 use clap::Args;
-use qimg::error::Result;
+use qimg::engine::control::Control;
+use qimg::engine::Outcome;
+use qimg::error::{Error, Result};
+use qimg::ops::rebase::{rebase, RebaseRequest};
+use qimg::output::progress::PercentLines;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `qimg rebase`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  qimg rebase -b base.qcow2 -F qcow2 top.qcow2\n  qimg rebase -b '' top.qcow2            (flatten: no backing file)\n  qimg rebase -u -b moved/base.qcow2 -F qcow2 top.qcow2"
+)]
 pub struct RebaseArgs {
     /// Image format (probed when omitted).
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
@@ -37,9 +45,9 @@ pub struct RebaseArgs {
     /// The new backing file ("" for none).
     #[arg(short = 'b', long = "backing", value_name = "BACKING", required = true)]
     backing: String,
-    /// Format of the new backing file.
-    #[arg(short = 'F', long = "backing-format", value_name = "FMT", value_parser = parse_format)]
-    backing_format: Option<FormatArg>,
+    /// Format of the new backing file (required unless -b "").
+    #[arg(short = 'F', long = "backing-format", value_name = "FMT")]
+    backing_format: Option<String>,
     /// The image to rebase.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -48,6 +56,44 @@ pub struct RebaseArgs {
 impl RebaseArgs {
     /// Runs `rebase`.
     pub fn run(self) -> Result<ExitCode> {
-        not_implemented("rebase")
+        let _ = (&self.cache, &self.backing_cache, self.force_share);
+        if self.compress {
+            return Err(Error::unsupported("rebase -c is not supported yet"));
+        }
+        let request = RebaseRequest {
+            file: self.file.clone(),
+            format: self.format.map(|f| f.0),
+            backing: self.backing,
+            backing_format: self.backing_format,
+            unsafe_mode: self.unsafe_mode,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        signals::install();
+        let lines = Arc::new(PercentLines::default());
+        let show = self.progress.is_some() && !self.quiet;
+        let control = {
+            let lines = lines.clone();
+            Control::default()
+                .with_cancel_flag(&signals::INTERRUPTED)
+                .with_progress(move |p| {
+                    if show {
+                        lines.update(p)
+                    }
+                })
+        };
+        let outcome = rebase(&request, &control)?;
+        if show {
+            lines.finish();
+        }
+        match outcome {
+            Outcome::Completed => Ok(ExitCode::SUCCESS),
+            Outcome::Stopped { .. } => {
+                eprintln!(
+                    "qimg: {}: interrupted; the image is consistent and keeps its old backing file",
+                    self.file.display()
+                );
+                Ok(ExitCode::from(signals::exit_code()))
+            }
+        }
     }
 }

@@ -42,6 +42,15 @@ pub trait Source: Sync {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
 }
 
+/// Any guest reader (e.g. a chain's reader) as a copy source.
+pub struct GuestSource<'a>(pub &'a dyn crate::format::GuestRead);
+
+impl Source for GuestSource<'_> {
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.0.read(offset, buf)
+    }
+}
+
 impl Source for crate::chain::View<'_> {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         crate::chain::View::read(self, offset, buf)

@@ -5,4 +5,5 @@ pub mod convert;
 pub mod create;
 pub mod info;
 pub mod map;
+pub mod rebase;
 pub mod stream;

@@ -1,0 +1,166 @@
+//! `rebase`: give an image a new backing file. Safe mode first copies into
+//! the image every cluster it does not allocate whose content would change
+//! (old backing view against new), then rewrites the header; `-u` only
+//! rewrites the header.
+
+use crate::chain::Chain;
+use crate::engine::control::Control;
+use crate::engine::{copy, Action, CopyOptions, GuestSource, Outcome, Step};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::{open_image_writable, BackingSpec, FormatKind, GuestRead};
+use crate::paths::resolve_relative_to;
+use std::path::PathBuf;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RebaseRequest {
+    /// The image to rebase.
+    pub file: PathBuf,
+    /// Its format (probed when `None`).
+    pub format: Option<FormatKind>,
+    /// The new backing file ("" for none).
+    pub backing: String,
+    /// The new backing file's format.
+    pub backing_format: Option<String>,
+    /// `-u`: only rewrite the header.
+    pub unsafe_mode: bool,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Bytes compared at a time.
+const COMPARE_CHUNK: u64 = 1 << 20;
+
+fn change_error(backing: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::InvalidArgument,
+        format!("Could not change the backing file to '{backing}': {why}"),
+    )
+}
+
+/// Rebases as `req` says.
+pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
+    let spec = if req.backing.is_empty() {
+        None
+    } else {
+        let format = req
+            .backing_format
+            .clone()
+            .ok_or_else(|| change_error(&req.backing, "backing format must be specified"))?;
+        format.parse::<FormatKind>()?;
+        Some(BackingSpec {
+            name: req.backing.clone(),
+            format: Some(format),
+        })
+    };
+    let not_supported = |e: Error| {
+        if e.kind() == ErrorKind::Unsupported {
+            change_error(&req.backing, "Operation not supported").with_path(&req.file)
+        } else {
+            e
+        }
+    };
+    if req.unsafe_mode {
+        let image = open_image_writable(&req.file, req.format)?;
+        image.set_backing(spec).map_err(not_supported)?;
+        return Ok(Outcome::Completed);
+    }
+    let chain = Chain::open_writable(&req.file, req.format)?;
+    let top = chain.top().image.clone();
+    if top.format_name() == "raw" {
+        return Err(change_error(&req.backing, "Operation not supported").with_path(&req.file));
+    }
+    let old = chain.reader_from(1);
+    let new_chain = match &spec {
+        Some(s) => {
+            let format = s
+                .format
+                .as_deref()
+                .map(str::parse::<FormatKind>)
+                .transpose()?;
+            Some(Chain::open(
+                &resolve_relative_to(&req.file, &s.name),
+                format,
+            )?)
+        }
+        None => None,
+    };
+    let new: std::sync::Arc<dyn GuestRead> = match &new_chain {
+        Some(c) => c.reader(),
+        None => chain.reader_from(usize::MAX),
+    };
+    let cluster = top.describe().cluster_size.unwrap_or(512);
+    let steps = plan(&chain, old.as_ref(), new.as_ref(), cluster)?;
+    control.add_total(steps.iter().map(|s| s.len).sum());
+    let options = CopyOptions {
+        threads: req.threads.max(1),
+        target_is_zero: false,
+        ..Default::default()
+    };
+    let outcome = copy(
+        &GuestSource(old.as_ref()),
+        top.as_ref(),
+        &steps,
+        &options,
+        control,
+    )?;
+    if outcome == Outcome::Completed {
+        top.set_backing(spec).map_err(not_supported)?;
+    }
+    Ok(outcome)
+}
+
+/// The clusters the image does not allocate where the old and the new
+/// backing views differ: those keep the old content by being copied.
+fn plan(
+    chain: &Chain,
+    old: &dyn GuestRead,
+    new: &dyn GuestRead,
+    cluster: u64,
+) -> Result<Vec<Step>> {
+    let view = chain.view();
+    let size = view.virtual_size();
+    let mut steps: Vec<Step> = Vec::new();
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let mut offset = 0;
+    while offset < size {
+        let st = view.block_status(offset, size - offset)?;
+        let run_end = offset + st.len;
+        if st.depth == 0 && st.present {
+            offset = run_end;
+            continue;
+        }
+        // Compare whole clusters covering the run, a chunk at a time.
+        let mut pos = offset / cluster * cluster;
+        let end = run_end.div_ceil(cluster).saturating_mul(cluster).min(size);
+        while pos < end {
+            let n = COMPARE_CHUNK.min(end - pos) as usize;
+            a.resize(n, 0);
+            b.resize(n, 0);
+            old.read(pos, &mut a)?;
+            new.read(pos, &mut b)?;
+            for (i, (x, y)) in a
+                .chunks(cluster as usize)
+                .zip(b.chunks(cluster as usize))
+                .enumerate()
+            {
+                if x != y {
+                    let at = pos + (i as u64) * cluster;
+                    let len = x.len() as u64;
+                    match steps.last_mut() {
+                        Some(last) if last.target_offset + last.len == at => last.len += len,
+                        _ => steps.push(Step {
+                            target_offset: at,
+                            source_offset: at,
+                            len,
+                            action: Action::Copy,
+                        }),
+                    }
+                }
+            }
+            pos += n as u64;
+        }
+        offset = run_end.max(end);
+    }
+    Ok(steps)
+}
