@@ -224,7 +224,7 @@ fn probe_backing(resolved: &Path, name: &str) -> Result<FormatKind> {
     match probe_storage(&storage)? {
         Probed::Known(FormatKind::Raw) => Err(chain_error(format!(
             "the format of backing file '{name}' is not recorded and probing it would guess raw, \
-             which is unsafe; record it with: qemu-img rebase -u -b '{name}' -F raw IMAGE"
+             which is unsafe; record it with: qimg rebase -u -b '{name}' -F raw IMAGE"
         ))),
         Probed::Known(k) => Ok(k),
         Probed::Foreign(f) => Err(chain_error(format!(
