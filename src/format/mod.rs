@@ -1,14 +1,12 @@
 //! Image formats. Each format lives in its own module and the rest of the
 //! program sees it only through the [`Format`] trait.
 
-mod cache;
 pub mod check;
 pub mod probe;
 pub mod qcow2;
 pub mod qed;
 pub mod raw;
 
-pub use cache::TableCache;
 pub use probe::{open_image, open_image_writable, open_storage, FormatKind};
 
 use crate::error::{Error, Result};
@@ -268,6 +266,39 @@ impl Preallocation {
     /// Whether data clusters are reserved in the metadata.
     pub fn reserves_clusters(self) -> bool {
         self != Preallocation::Off
+    }
+}
+
+/// Reads guest bytes from below a writable layer: its attached backing
+/// reader, or zeros when it has no backing file. A layer that names a
+/// backing file but has no reader attached refuses (copying zeros instead
+/// would silently change the guest's view).
+pub(crate) fn read_below(
+    reader: Option<&Arc<dyn GuestRead>>,
+    has_backing_file: bool,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<()> {
+    match reader {
+        Some(r) => r.read(offset, buf),
+        None if has_backing_file => Err(Error::unsupported(
+            "the backing file is not open, so a partial write cannot copy from it",
+        )),
+        None => {
+            buf.fill(0);
+            Ok(())
+        }
+    }
+}
+
+/// Checks that a write of `len` bytes at `offset` fits a `size`-byte image.
+pub(crate) fn check_write_range(offset: u64, len: u64, size: u64) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(Error::new(
+            crate::error::ErrorKind::OutOfBounds,
+            format!("write of {len} bytes at {offset} is past the virtual size {size}"),
+        )),
     }
 }
 

@@ -144,12 +144,7 @@ impl Storage for FaultStorage {
     }
 
     fn extent_at(&self, offset: u64) -> Result<HostExtent> {
-        let len = self.len()?;
-        Ok(if offset >= len {
-            HostExtent::TrailingHole
-        } else {
-            HostExtent::Data(len - offset)
-        })
+        Ok(HostExtent::without_holes(self.len()?, offset))
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {

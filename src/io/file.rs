@@ -172,14 +172,7 @@ impl Storage for FileStorage {
             Ok(Some(d)) => d,
             Ok(None) => return Ok(HostExtent::TrailingHole),
             // No hole information (e.g. EINVAL): everything is data.
-            Err(_) => {
-                let len = self.len()?;
-                return Ok(if offset >= len {
-                    HostExtent::TrailingHole
-                } else {
-                    HostExtent::Data(len - offset)
-                });
-            }
+            Err(_) => return Ok(HostExtent::without_holes(self.len()?, offset)),
         };
         if data > offset {
             return Ok(HostExtent::Hole(data - offset));

@@ -82,11 +82,6 @@ impl Storage for MemStorage {
     }
 
     fn extent_at(&self, offset: u64) -> Result<HostExtent> {
-        let len = self.len()?;
-        Ok(if offset >= len {
-            HostExtent::TrailingHole
-        } else {
-            HostExtent::Data(len - offset)
-        })
+        Ok(HostExtent::without_holes(self.len()?, offset))
     }
 }

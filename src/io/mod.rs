@@ -24,6 +24,17 @@ pub enum HostExtent {
     TrailingHole,
 }
 
+impl HostExtent {
+    /// The extent at `offset` of a `len`-byte file that has no holes.
+    pub fn without_holes(len: u64, offset: u64) -> Self {
+        if offset >= len {
+            HostExtent::TrailingHole
+        } else {
+            HostExtent::Data(len - offset)
+        }
+    }
+}
+
 /// Random-access bytes an image lives in. Every method takes `&self`, so
 /// parallel readers can share one storage.
 pub trait Storage: Send + Sync + fmt::Debug {

@@ -55,7 +55,7 @@ fn validate(req: &ConvertRequest) -> Result<()> {
             "Use of backing file requires explicit backing format",
         ));
     }
-    if req.backing.is_some() && req.no_create {
+    if req.backing.is_some() && (req.no_create || req.sources.len() > 1) {
         return Err(Error::argument(
             "-B makes no sense when concatenating multiple input images or with -n",
         ));
@@ -68,11 +68,6 @@ fn validate(req: &ConvertRequest) -> Result<()> {
     if req.snapshot.is_some() && req.sources.len() > 1 {
         return Err(Error::argument(
             "No support for concatenating multiple snapshot",
-        ));
-    }
-    if req.backing.is_some() && req.sources.len() > 1 {
-        return Err(Error::argument(
-            "-B makes no sense when concatenating multiple input images or with -n",
         ));
     }
     Ok(())

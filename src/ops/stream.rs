@@ -79,7 +79,7 @@ fn base_depth(chain: &Chain, file: &Path, base: &str) -> Result<usize> {
 /// What streaming does with one run of the chain, given the base's depth
 /// (`layers.len()` without a base).
 fn action(st: &ChainStatus, base: usize, bottom: usize) -> Action {
-    if st.depth == 0 && st.present || st.depth >= base {
+    if (st.depth == 0 && st.present) || st.depth >= base {
         return Action::Skip; // the image has it, or the base keeps providing it
     }
     if st.data {

@@ -8,7 +8,7 @@ use super::header::{AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT
 use super::meta::Meta;
 use super::{L2Entry, Qcow2};
 use crate::error::{Error, Result};
-use crate::format::BackingSpec;
+use crate::format::{check_write_range, read_below, BackingSpec};
 use std::sync::MutexGuard;
 
 /// All subcluster bits of one half of an extended L2 bitmap.
@@ -143,16 +143,12 @@ impl Qcow2 {
 
     /// Reads guest bytes from the backing chain (zeros without one).
     fn read_backing(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        match self.backing_reader.get() {
-            Some(reader) => reader.read(offset, buf),
-            None if self.backing.is_some() => Err(Error::unsupported(
-                "the backing file is not open, so a partial write cannot copy from it",
-            )),
-            None => {
-                buf.fill(0);
-                Ok(())
-            }
-        }
+        read_below(
+            self.backing_reader.get(),
+            self.backing.is_some(),
+            offset,
+            buf,
+        )
     }
 
     /// Fills `buf` with what subclusters `first..=last` of the guest cluster
@@ -560,15 +556,6 @@ impl Qcow2 {
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
         self.require_writable()?;
-        match offset.checked_add(len) {
-            Some(end) if end <= self.header.size => Ok(()),
-            _ => Err(Error::new(
-                crate::error::ErrorKind::OutOfBounds,
-                format!(
-                    "write of {len} bytes at {offset} is past the virtual size {}",
-                    self.header.size
-                ),
-            )),
-        }
+        check_write_range(offset, len, self.header.size)
     }
 }

@@ -10,7 +10,7 @@ use super::header::{
 };
 use super::{read_table, Qed};
 use crate::error::{Error, Result};
-use crate::format::BackingSpec;
+use crate::format::{check_write_range, read_below, BackingSpec};
 use crate::io::Storage;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -101,16 +101,7 @@ impl Qed {
         if !self.writable {
             return Err(Error::unsupported("the image is open read-only"));
         }
-        match offset.checked_add(len) {
-            Some(end) if end <= self.header.image_size => Ok(()),
-            _ => Err(Error::new(
-                crate::error::ErrorKind::OutOfBounds,
-                format!(
-                    "write of {len} bytes at {offset} is past the virtual size {}",
-                    self.header.image_size
-                ),
-            )),
-        }
+        check_write_range(offset, len, self.header.image_size)
     }
 
     fn write_header(&self, meta: &QedMeta) -> Result<()> {
@@ -138,16 +129,12 @@ impl Qed {
     }
 
     fn read_backing(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        match self.backing_reader.get() {
-            Some(r) => r.read(offset, buf),
-            None if self.backing.is_some() => Err(Error::unsupported(
-                "the backing file is not open, so a partial write cannot copy from it",
-            )),
-            None => {
-                buf.fill(0);
-                Ok(())
-            }
-        }
+        read_below(
+            self.backing_reader.get(),
+            self.backing.is_some(),
+            offset,
+            buf,
+        )
     }
 
     /// Writes `data` at byte `at` of the guest cluster at `cluster`; with
