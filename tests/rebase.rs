@@ -2,35 +2,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture};
-
-/// base (0x11 in 0-1M) <- mid (0x22 in 512k-1.5M, zeros at 3M) <- top (0x33 at 1M).
-fn chain(fx: &Fixture, dir: &str) {
-    fx.sh(&format!(
-        "mkdir -p {dir} && cd {dir}
-         qemu-img create -q -f qcow2 base.qcow2 4M
-         qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null
-         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2
-         qemu-io -c 'write -P 0x22 512k 1M' -c 'write -z 3M 64k' mid.qcow2 >/dev/null
-         qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 top.qcow2
-         qemu-io -c 'write -P 0x33 1M 64k' top.qcow2 >/dev/null
-         qemu-img convert -O raw top.qcow2 before.raw"
-    ));
-}
-
-fn map_without_offsets(fx: &Fixture, image: &str) -> String {
-    stdout(&fx.qemu_img(&["map", "--output=json", image]))
-        .lines()
-        .map(|l| {
-            l.split(", \"offset\"")
-                .next()
-                .unwrap()
-                .trim_end_matches('}')
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use common::{map_without_offsets, stderr, stdout, three_layer_chain, Fixture};
 
 #[test]
 fn safe_rebase_matches_qemu_img() {
@@ -39,8 +11,8 @@ fn safe_rebase_matches_qemu_img() {
         ("onto-base", &["-b", "base.qcow2", "-F", "qcow2"][..]),
         ("flatten", &["-b", ""]),
     ] {
-        chain(&fx, &format!("{dir}-q"));
-        chain(&fx, &format!("{dir}-m"));
+        three_layer_chain(&fx, &format!("{dir}-q"), "top.qcow2", "qcow2");
+        three_layer_chain(&fx, &format!("{dir}-m"), "top.qcow2", "qcow2");
         let mut q = vec!["rebase"];
         q.extend(args);
         q.push("top.qcow2");
@@ -95,7 +67,7 @@ fn shell_words(args: &[&str]) -> String {
 #[test]
 fn unsafe_rebase_and_errors() {
     let fx = Fixture::new();
-    chain(&fx, "u");
+    three_layer_chain(&fx, "u", "top.qcow2", "qcow2");
     let out = fx.qimg(&[
         "rebase",
         "-u",

@@ -3,24 +3,11 @@
 
 mod common;
 
-use common::{require_tool, stderr, stdout, Fixture};
+use common::{map_without_offsets, require_tool, stderr, stdout, three_layer_chain, Fixture};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// base (0x11 in 0-1M) <- mid (0x22 in 512k-1.5M, zeros at 3M) <- top (0x33 at 1M).
-fn chain(fx: &Fixture, dir: &str, top_format: &str) {
-    fx.sh(&format!(
-        "mkdir -p {dir} && cd {dir}
-         qemu-img create -q -f qcow2 base.qcow2 4M
-         qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null
-         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2
-         qemu-io -c 'write -P 0x22 512k 1M' -c 'write -z 3M 64k' mid.qcow2 >/dev/null
-         qemu-img create -q -f {top_format} -b mid.qcow2 -F qcow2 top.img
-         qemu-io -f {top_format} -c 'write -P 0x33 1M 64k' top.img >/dev/null"
-    ));
-}
 
 /// Runs QEMU's block-stream on `dir/top.img` through qemu-storage-daemon.
 fn qemu_stream(fx: &Fixture, dir: &str, base: Option<&str>) {
@@ -74,26 +61,12 @@ fn qemu_stream(fx: &Fixture, dir: &str, base: Option<&str>) {
     daemon.wait().unwrap();
 }
 
-fn map_without_offsets(fx: &Fixture, image: &str) -> String {
-    let map = stdout(&fx.qemu_img(&["map", "--output=json", image]));
-    map.lines()
-        .map(|l| {
-            l.split(", \"offset\"")
-                .next()
-                .unwrap()
-                .trim_end_matches('}')
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn matches_qemu_block_stream() {
     let fx = Fixture::new();
     for (dir, base) in [("full", None), ("tobase", Some("base.qcow2"))] {
-        chain(&fx, &format!("{dir}-q"), "qcow2");
-        chain(&fx, &format!("{dir}-m"), "qcow2");
+        three_layer_chain(&fx, &format!("{dir}-q"), "top.img", "qcow2");
+        three_layer_chain(&fx, &format!("{dir}-m"), "top.img", "qcow2");
         let top = format!("{dir}-m/top.img");
         fx.qemu_img(&["convert", "-O", "raw", &top, "before.raw"]);
         qemu_stream(&fx, &format!("{dir}-q"), base);
@@ -133,7 +106,7 @@ fn matches_qemu_block_stream() {
 #[test]
 fn slices_out_of_order_finish_the_job() {
     let fx = Fixture::new();
-    chain(&fx, "s", "qcow2");
+    three_layer_chain(&fx, "s", "top.img", "qcow2");
     fx.qemu_img(&["convert", "-O", "raw", "s/top.img", "before.raw"]);
     let mut last = None;
     for offset in ["3M", "0", "2M", "1M"] {
@@ -200,7 +173,7 @@ fn time_limit_stops_and_a_rerun_completes() {
 #[test]
 fn qed_top_and_errors() {
     let fx = Fixture::new();
-    chain(&fx, "q", "qed");
+    three_layer_chain(&fx, "q", "top.img", "qed");
     fx.qemu_img(&["convert", "-O", "raw", "q/top.img", "before.raw"]);
     let out = fx.qimg(&["stream", "--base", "q/mid.qcow2", "q/top.img"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -224,4 +197,66 @@ fn qed_top_and_errors() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
+}
+
+#[test]
+fn interrupted_stream_is_consistent_and_resumes() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 base.qcow2 32M
+         qemu-io -c 'write -P 0x5a 0 32M' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+         qemu-img convert -O raw top.qcow2 before.raw");
+    let child = Command::new(assert_cmd::cargo::cargo_bin("qimg"))
+        .args(["stream", "-r", "8M", "top.qcow2"])
+        .current_dir(fx.dir())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run the same command again"));
+    // Still backed, consistent, and the guest sees the same disk.
+    assert!(stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file: base.qcow2"));
+    assert!(fx.qemu_img(&["check", "top.qcow2"]).status.success());
+    assert!(fx
+        .qemu_img(&["compare", "before.raw", "top.qcow2"])
+        .status
+        .success());
+    let out = fx.qimg(&["stream", "top.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file"));
+    assert!(fx
+        .qemu_img(&["compare", "before.raw", "top.qcow2"])
+        .status
+        .success());
+}
+
+#[test]
+fn bad_time_limits_are_refused() {
+    let fx = Fixture::new();
+    three_layer_chain(&fx, "d", "top.img", "qcow2");
+    for (args, needle) in [
+        (
+            &["stream", "--deadline", "25:00", "d/top.img"][..],
+            "invalid deadline '25:00'",
+        ),
+        (
+            &["stream", "--time-limit", "2x", "d/top.img"],
+            "invalid duration '2x'",
+        ),
+    ] {
+        let out = fx.qimg(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+    // Nothing was streamed.
+    assert!(stdout(&fx.qemu_img(&["info", "d/top.img"])).contains("backing file: mid.qcow2"));
 }

@@ -189,3 +189,30 @@ fn until_local_time(text: &str) -> Result<Duration> {
     let wait = (target - now_in_day).rem_euclid(86400);
     Ok(Duration::from_secs(wait as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_duration, until_local_time};
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(172800));
+        for bad in ["", "h", "2x", "1.5h", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn deadlines_are_within_a_day() {
+        let wait = until_local_time("06:00").unwrap();
+        assert!(wait < Duration::from_secs(86400));
+        for bad in ["6", "24:00", "06:60", "ab:cd", "06:00:00"] {
+            assert!(until_local_time(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

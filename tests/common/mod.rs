@@ -123,3 +123,35 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+/// A three-image chain in `dir`: base (0x11 in 0-1M) <- mid (0x22 in
+/// 512k-1.5M, a zero cluster at 3M) <- the top `top` of format `format`
+/// (0x33 at 1M). The top's guest content is saved as `dir/before.raw`.
+pub fn three_layer_chain(fx: &Fixture, dir: &str, top: &str, format: &str) {
+    fx.sh(&format!(
+        "mkdir -p {dir} && cd {dir}
+         qemu-img create -q -f qcow2 base.qcow2 4M
+         qemu-io -c 'write -P 0x11 0 1M' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2
+         qemu-io -c 'write -P 0x22 512k 1M' -c 'write -z 3M 64k' mid.qcow2 >/dev/null
+         qemu-img create -q -f {format} -b mid.qcow2 -F qcow2 {top}
+         qemu-io -f {format} -c 'write -P 0x33 1M 64k' {top} >/dev/null
+         qemu-img convert -O raw {top} before.raw"
+    ));
+}
+
+/// `qemu-img map --output=json` without host offsets: where guest ranges
+/// come from, whatever the layout of the file.
+pub fn map_without_offsets(fx: &Fixture, image: &str) -> String {
+    stdout(&fx.qemu_img(&["map", "--output=json", image]))
+        .lines()
+        .map(|l| {
+            l.split(", \"offset\"")
+                .next()
+                .unwrap()
+                .trim_end_matches('}')
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
