@@ -100,3 +100,25 @@ fn unsafe_rebase_and_errors() {
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn partly_allocated_subclusters_keep_their_data() {
+    // With extended L2 the image allocates single subclusters: rebasing
+    // must copy only the unallocated ones that differ, never the whole
+    // cluster over what the image itself holds.
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f qcow2 old.qcow2 4M
+         qemu-io -c 'write -P 0x11 0 4M' old.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 new.qcow2 4M
+         qemu-io -c 'write -P 0x22 0 4M' new.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -o extended_l2=on -b old.qcow2 -F qcow2 top.qcow2
+         qemu-io -c 'write -P 0x33 0 8k' -c 'write -P 0x44 96k 8k' -c 'write -P 0x55 1M 2k' top.qcow2 >/dev/null
+         qemu-img convert -O raw top.qcow2 before.raw",
+    );
+    let out = fx.qimg(&["rebase", "-b", "new.qcow2", "-F", "qcow2", "top.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.assert_same("before.raw", "top.qcow2");
+    fx.assert_clean("top.qcow2");
+    assert!(stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file: new.qcow2"));
+}

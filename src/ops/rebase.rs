@@ -1,5 +1,5 @@
 //! `rebase`: give an image a new backing file. Safe mode first copies into
-//! the image every cluster it does not allocate whose content would change
+//! the image every cluster (or subcluster) it does not allocate whose content would change
 //! (old backing view against new), then rewrites the header; `-u` only
 //! rewrites the header.
 
@@ -89,8 +89,7 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
         Some(c) => c.reader(),
         None => chain.reader_from(usize::MAX),
     };
-    let cluster = top.describe().cluster_size.unwrap_or(512);
-    let steps = plan(&chain, old.as_ref(), new.as_ref(), cluster)?;
+    let steps = plan(&chain, old.as_ref(), new.as_ref(), top.granularity())?;
     control.add_total(steps.iter().map(|s| s.len).sum());
     let options = CopyOptions {
         threads: req.threads.max(1),
@@ -110,14 +109,13 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// The clusters the image does not allocate where the old and the new
-/// backing views differ: those keep the old content by being copied.
-fn plan(
-    chain: &Chain,
-    old: &dyn GuestRead,
-    new: &dyn GuestRead,
-    cluster: u64,
-) -> Result<Vec<Step>> {
+/// The allocation units (`unit` bytes: clusters, or subclusters with
+/// extended L2) the image does not allocate where the old and the new
+/// backing views differ: those keep the old content by being copied. A run
+/// the image does not allocate may start inside a unit only when that whole
+/// unit is unallocated, so rounding runs out to units never takes in bytes
+/// the image holds itself.
+fn plan(chain: &Chain, old: &dyn GuestRead, new: &dyn GuestRead, unit: u64) -> Result<Vec<Step>> {
     let view = chain.view();
     let size = view.virtual_size();
     let mut steps: Vec<Step> = Vec::new();
@@ -130,9 +128,9 @@ fn plan(
             offset = run_end;
             continue;
         }
-        // Compare whole clusters covering the run, a chunk at a time.
-        let mut pos = offset / cluster * cluster;
-        let end = run_end.div_ceil(cluster).saturating_mul(cluster).min(size);
+        // Compare whole units covering the run, a chunk at a time.
+        let mut pos = offset / unit * unit;
+        let end = run_end.div_ceil(unit).saturating_mul(unit).min(size);
         while pos < end {
             let n = COMPARE_CHUNK.min(end - pos) as usize;
             a.resize(n, 0);
@@ -140,12 +138,12 @@ fn plan(
             old.read(pos, &mut a)?;
             new.read(pos, &mut b)?;
             for (i, (x, y)) in a
-                .chunks(cluster as usize)
-                .zip(b.chunks(cluster as usize))
+                .chunks(unit as usize)
+                .zip(b.chunks(unit as usize))
                 .enumerate()
             {
                 if x != y {
-                    let at = pos + (i as u64) * cluster;
+                    let at = pos + (i as u64) * unit;
                     let len = x.len() as u64;
                     match steps.last_mut() {
                         Some(last) if last.target_offset + last.len == at => last.len += len,

@@ -94,6 +94,31 @@ impl Fixture {
     pub fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(name)).expect("read fixture")
     }
+
+    /// Asserts that `qemu-img check` finds neither corruption nor leak in
+    /// `image`, showing its report otherwise.
+    pub fn assert_clean(&self, image: &str) {
+        let out = self.qemu_img(&["check", image]);
+        assert!(
+            out.status.success(),
+            "qemu-img check {image}: exit {:?}\n{}{}",
+            out.status.code(),
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
+    /// Asserts that `qemu-img compare` finds the guest content of `a` and
+    /// `b` identical (each probed, through its backing chain).
+    pub fn assert_same(&self, a: &str, b: &str) {
+        let out = self.qemu_img(&["compare", a, b]);
+        assert!(
+            out.status.success(),
+            "qemu-img compare {a} {b}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
 }
 
 /// Stdout as text.
