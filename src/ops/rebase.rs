@@ -1,7 +1,7 @@
 //! `rebase`: give an image a new backing file. Safe mode first copies into
-//! the image every cluster (or subcluster) it does not allocate whose content would change
-//! (old backing view against new), then rewrites the header; `-u` only
-//! rewrites the header.
+//! the image every cluster (or subcluster) it does not allocate whose
+//! content would change (old backing view against new), then rewrites the
+//! header; `-u` only rewrites the header.
 
 use crate::chain::Chain;
 use crate::engine::control::Control;
