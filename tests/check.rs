@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture};
+use common::{patch_qed_l2, stderr, stdout, Fixture};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -388,14 +388,6 @@ fn repair_output_tells_what_was_fixed() {
         );
         assert_eq!(ours.2, theirs.2);
     }
-}
-
-/// Sets QED L2 entry `index` of the table that L1 entry 0 points to.
-fn patch_qed_l2(fx: &Fixture, file: &str, index: usize, value: u64) {
-    let mut b = fx.read(file);
-    let l2 = u64::from_le_bytes(b[0x10000..0x10008].try_into().unwrap()) as usize;
-    b[l2 + index * 8..l2 + index * 8 + 8].copy_from_slice(&value.to_le_bytes());
-    fx.write(file, &b);
 }
 
 /// qemu-img cannot reclaim QED leaks (its exit code stays 3); qimg moves

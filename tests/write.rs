@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture, Rng};
+use common::{patch_qed_l2, stderr, stdout, Fixture, Rng};
 use qimg::chain::Chain;
 
 /// How discards behave on this image, for the model.
@@ -305,6 +305,50 @@ fn qed_images() {
         // The need-check flag is clear after the final flush.
         assert_eq!(fx.read(name)[16] & 2, 0, "{name}: need-check left set");
     }
+}
+
+/// A QED image left with need-check set is checked before qimg writes to
+/// it, as QEMU does: an entry pointing at the end of the file is zeroed
+/// (else the next appended cluster would serve two guest clusters), and
+/// damage a check cannot fix refuses the image untouched.
+#[test]
+fn a_qed_image_needing_a_check_is_checked_before_writing() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qed a.qed 1M
+         qemu-io -f qed -c 'write -P 0x55 0 64k' a.qed >/dev/null
+         qemu-img create -q -f raw src.raw 1M
+         qemu-io -f raw -c 'write -P 0x77 128k 64k' src.raw >/dev/null
+         cp a.qed b.qed");
+    let set_need_check = |name: &str| {
+        let mut b = fx.read(name);
+        b[16] |= 2;
+        fx.write(name, &b);
+    };
+    let end = fx.read("a.qed").len() as u64;
+    patch_qed_l2(&fx, "a.qed", 1, end);
+    set_need_check("a.qed");
+    let out = fx.qimg(&["convert", "-n", "-O", "qed", "src.raw", "a.qed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.assert_clean("a.qed");
+    fx.assert_same("src.raw", "a.qed");
+    assert_eq!(fx.read("a.qed")[16] & 2, 0, "need-check left set");
+
+    // Two entries naming one cluster: zeroing cannot fix that.
+    let data = u64::from_le_bytes(fx.read("b.qed")[0x10000..0x10008].try_into().unwrap());
+    let mut b = fx.read("b.qed");
+    let first = u64::from_le_bytes(b[data as usize..data as usize + 8].try_into().unwrap());
+    b[data as usize + 8..data as usize + 16].copy_from_slice(&first.to_le_bytes());
+    fx.write("b.qed", &b);
+    set_need_check("b.qed");
+    let before = fx.read("b.qed");
+    let out = fx.qimg(&["convert", "-n", "-O", "qed", "src.raw", "b.qed"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("b.qed: image was not closed cleanly (need-check set)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(fx.read("b.qed") == before, "a refused image was changed");
 }
 
 #[test]

@@ -121,6 +121,15 @@ impl Fixture {
     }
 }
 
+/// Sets entry `index` of the L2 table that L1 entry 0 points to, in a QED
+/// image with 64 KiB clusters.
+pub fn patch_qed_l2(fx: &Fixture, file: &str, index: usize, value: u64) {
+    let mut b = fx.read(file);
+    let l2 = u64::from_le_bytes(b[0x10000..0x10008].try_into().unwrap()) as usize;
+    b[l2 + index * 8..l2 + index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+    fx.write(file, &b);
+}
+
 /// Stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

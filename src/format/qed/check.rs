@@ -5,7 +5,7 @@
 
 use super::header::{QedEntry, FEATURE_NEED_CHECK};
 use super::{read_table, Qed};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::check::{CheckReport, Repair};
 use std::collections::HashMap;
 
@@ -148,6 +148,40 @@ impl Qed {
     /// what was fixed.
     pub(super) fn repair_tables(&self, _mode: Repair) -> Result<CheckReport> {
         let mut a = self.analyze()?;
+        self.zero_invalid_entries(&mut a)?;
+        if a.report.corruptions == 0 && a.report.leaks > 0 {
+            let reclaimed = self.compact(&mut a)?;
+            a.report.leaks -= reclaimed;
+            a.report.leaks_fixed += reclaimed;
+        }
+        if a.report.corruptions == 0 {
+            self.clear_need_check()?;
+        }
+        Ok(a.report)
+    }
+
+    /// What QEMU does when it opens an image with need-check set for
+    /// writing: check it, zero invalid entries (which appending new
+    /// clusters could otherwise make point at live data) and clear the flag.
+    /// Leaks stay (reclaiming them moves data: that is for `check -r`).
+    /// Corruption that zeroing cannot fix refuses the image.
+    pub(super) fn check_before_writing(&self) -> Result<()> {
+        let mut a = self.analyze()?;
+        self.zero_invalid_entries(&mut a)?;
+        if a.report.corruptions > 0 {
+            return Err(Error::corrupt(
+                "image was not closed cleanly (need-check set) and its tables are inconsistent; \
+                 repair it with 'qimg check -r all'",
+            ));
+        }
+        self.clear_need_check()
+    }
+
+    /// Zeroes the table entries the analysis found invalid, durably.
+    fn zero_invalid_entries(&self, a: &mut Analysis) -> Result<()> {
+        if a.invalid.is_empty() {
+            return Ok(());
+        }
         let storage = self.storage.as_ref();
         for referrer in &a.invalid {
             storage.write_at(
@@ -158,17 +192,31 @@ impl Qed {
             a.report.corruptions_fixed += 1;
         }
         storage.flush()?;
-        if a.report.corruptions == 0 && a.report.leaks > 0 {
-            let reclaimed = self.compact(&mut a)?;
-            a.report.leaks -= reclaimed;
-            a.report.leaks_fixed += reclaimed;
+        // The in-memory tables may hold the entries just zeroed.
+        self.reload_tables()
+    }
+
+    /// Clears need-check on disk and in the header writes start from.
+    fn clear_need_check(&self) -> Result<()> {
+        let mut meta = self.lock_meta();
+        if meta.header.features & FEATURE_NEED_CHECK != 0 {
+            meta.header.features &= !FEATURE_NEED_CHECK;
+            self.storage.write_at(&meta.header.encode(), 0)?;
+            self.storage.flush()?;
         }
-        if a.report.corruptions == 0 && self.header.features & FEATURE_NEED_CHECK != 0 {
-            let features = self.header.features & !FEATURE_NEED_CHECK;
-            storage.write_at(&features.to_le_bytes(), 16)?;
-            storage.flush()?;
-        }
-        Ok(a.report)
+        Ok(())
+    }
+
+    /// Reads the L1 table and the file length again and forgets cached L2
+    /// tables, after the repair changed them behind the metadata's back.
+    fn reload_tables(&self) -> Result<()> {
+        let h = &self.header;
+        let l1 = read_table(self.storage.as_ref(), h.l1_table_offset, h.table_bytes())?;
+        let mut meta = self.lock_meta();
+        meta.l1 = l1;
+        meta.tables.clear();
+        meta.file_len = self.storage.len()?;
+        Ok(())
     }
 
     /// Where the pointer of `referrer` lives now, given the L2 tables moved so far.
@@ -215,6 +263,7 @@ impl Qed {
         }
         self.storage.set_len(target * cs)?;
         self.storage.flush()?;
+        self.reload_tables()?;
         Ok(a.report.leaks - unreachable)
     }
 

@@ -48,7 +48,9 @@ impl Qed {
         Self::open_with(storage, false)
     }
 
-    /// Opens a QED image for writing (`storage` must be writable).
+    /// Opens a QED image for writing (`storage` must be writable). An image
+    /// with need-check set is checked first and its invalid table entries
+    /// zeroed, as QEMU does; one with worse damage is refused.
     pub fn open_writable(storage: Box<dyn Storage>) -> Result<Self> {
         Self::open_with(storage, true)
     }
@@ -89,14 +91,21 @@ impl Qed {
             tables: TableSet::new(capacity),
             file_len,
         };
-        Ok(Qed {
+        let mut qed = Qed {
             storage,
             meta: Mutex::new(meta),
             backing,
-            writable,
+            // Writable only once checked: a refused image is dropped
+            // without its metadata being flushed.
+            writable: false,
             backing_reader: OnceLock::new(),
             header,
-        })
+        };
+        if writable && qed.header.features & FEATURE_NEED_CHECK != 0 {
+            qed.check_before_writing()?;
+        }
+        qed.writable = writable;
+        Ok(qed)
     }
 
     fn lock_meta(&self) -> MutexGuard<'_, QedMeta> {

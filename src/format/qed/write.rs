@@ -62,6 +62,12 @@ impl TableSet {
         }
     }
 
+    /// Forgets every table (none may be dirty).
+    pub fn clear(&mut self) {
+        self.tables.clear();
+        self.order.clear();
+    }
+
     pub fn mark_dirty(&mut self, offset: u64) {
         if let Some(t) = self.tables.get_mut(&offset) {
             t.1 = true;
