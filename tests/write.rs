@@ -414,3 +414,33 @@ fn set_backing_rewrites_the_header() {
     let data = guest_content(&fx, "v3.qcow2", None);
     assert!(data[..65536].iter().all(|&b| b == 9) && data[65536..].iter().all(|&b| b == 0));
 }
+
+/// A backing file name the header cannot hold is refused, and leaves the
+/// header as it was for every later write (QED rewrites its header when
+/// the next allocating write sets need-check).
+#[test]
+fn a_refused_backing_name_changes_nothing() {
+    use qimg::format::BackingSpec;
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 old.qcow2 1M
+         qemu-img create -q -f qcow2 -b old.qcow2 -F qcow2 v3.qcow2
+         qemu-img create -q -f qed -b old.qcow2 -F qcow2 q.qed");
+    for image in ["v3.qcow2", "q.qed"] {
+        let chain = Chain::open_writable(&fx.path(image), None).expect("open");
+        let top = chain.top().image.as_ref();
+        let refused = top.set_backing(Some(BackingSpec {
+            name: "x".repeat(2000),
+            format: Some("raw".into()),
+        }));
+        assert!(refused.is_err(), "{image}: a 2000-byte name was accepted");
+        top.write(0, &[7u8; 65536]).expect("write");
+        top.flush().expect("flush");
+        drop(chain);
+        let info = stdout(&fx.qemu_img(&["info", image]));
+        assert!(
+            info.contains("backing file: old.qcow2\n"),
+            "{image}: {info}"
+        );
+        fx.assert_clean(image);
+    }
+}

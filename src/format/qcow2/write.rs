@@ -4,7 +4,7 @@
 //! `Meta::flush` guarantees.
 
 use super::entry::{self, CompressedDescriptor, SubclusterType, COPIED, OFFSET_MASK, ZERO};
-use super::header::{AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT};
+use super::header::{Header, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT};
 use super::meta::Meta;
 use super::{L2Entry, Qcow2};
 use crate::error::{Error, Result};
@@ -63,14 +63,14 @@ impl Qcow2 {
             self.storage.flush()?;
         }
         if changed {
-            self.write_header(meta)?;
+            self.write_header(&meta.header)?;
         }
         meta.prepared = true;
         Ok(())
     }
 
-    fn write_header(&self, meta: &Meta) -> Result<()> {
-        let bytes = meta.header.encode()?;
+    fn write_header(&self, header: &Header) -> Result<()> {
+        let bytes = header.encode()?;
         self.storage.write_at(&bytes, 0)?;
         self.storage.flush()
     }
@@ -549,9 +549,14 @@ impl Qcow2 {
         let mut meta = self.lock_meta();
         self.prepare(&mut meta)?;
         meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
-        meta.header.backing_file = backing.as_ref().map(|b| b.name.clone());
-        meta.header.backing_format = backing.and_then(|b| b.format);
-        self.write_header(&meta)
+        let mut header = meta.header.clone();
+        header.backing_file = backing.as_ref().map(|b| b.name.clone());
+        header.backing_format = backing.and_then(|b| b.format);
+        // Adopted only once written: a name the header cannot hold must not
+        // reach a later header write.
+        self.write_header(&header)?;
+        meta.header = header;
+        Ok(())
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {

@@ -289,7 +289,7 @@ impl Qed {
         }
         let mut meta = self.lock_meta();
         self.flush_meta(&mut meta)?;
-        let h = &mut meta.header;
+        let mut h = meta.header.clone();
         h.features &= !(FEATURE_BACKING_FILE | FEATURE_BACKING_FORMAT_NO_PROBE);
         h.backing_filename_offset = 0;
         h.backing_filename_size = 0;
@@ -310,6 +310,9 @@ impl Qed {
         }
         head[..HEADER_LEN].copy_from_slice(&h.encode());
         self.storage.write_at(&head, 0)?;
-        self.storage.flush()
+        self.storage.flush()?;
+        // Adopted only once written, so a refused name reaches no later write.
+        meta.header = h;
+        Ok(())
     }
 }
