@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture};
+use common::{assert_json_progress, stderr, stdout, Fixture};
 use std::process::Command;
 use std::time::Duration;
 
@@ -281,20 +281,8 @@ fn progress_records_grow_to_the_total() {
         "top.qcow2",
         "p.qcow2",
     ]);
-    assert!(out.status.success());
-    let records: Vec<serde_json::Value> = stderr(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
-    assert!(!records.is_empty());
-    let done: Vec<u64> = records
-        .iter()
-        .map(|r| r["done"].as_u64().unwrap())
-        .collect();
-    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
-    let last = records.last().unwrap();
-    assert_eq!(last["done"], last["total"]);
-    assert_eq!(last["op"], "convert");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_json_progress(&out, "convert");
     // -p off a terminal prints qemu-img's percentage lines.
     let out = fx.qimg(&["convert", "-p", "-O", "qcow2", "top.qcow2", "p2.qcow2"]);
     let text = stderr(&out);

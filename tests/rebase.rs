@@ -2,7 +2,13 @@
 
 mod common;
 
-use common::{map_without_offsets, stderr, stdout, three_layer_chain, Fixture};
+use common::{
+    assert_json_progress, map_without_offsets, stderr, stdout, three_layer_chain, Fixture,
+};
+use qimg::engine::control::{Control, StopReason};
+use qimg::engine::Outcome;
+use qimg::ops::rebase::{rebase, RebaseRequest};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[test]
 fn safe_rebase_matches_qemu_img() {
@@ -121,4 +127,72 @@ fn partly_allocated_subclusters_keep_their_data() {
     fx.assert_same("before.raw", "top.qcow2");
     fx.assert_clean("top.qcow2");
     assert!(stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file: new.qcow2"));
+}
+
+#[test]
+fn progress_json_reports_the_rebase() {
+    let fx = Fixture::new();
+    three_layer_chain(&fx, "p", "top.qcow2", "qcow2");
+    let out = fx.qimg(&[
+        "rebase",
+        "--progress=json",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        "p/top.qcow2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_json_progress(&out, "rebase");
+    fx.assert_same("p/before.raw", "p/top.qcow2");
+}
+
+/// Set by the progress callback below: stops the rebase between chunks,
+/// as SIGINT/SIGTERM do through the same flag.
+static STOP_REBASE: AtomicBool = AtomicBool::new(false);
+
+#[test]
+fn an_interrupted_rebase_keeps_its_old_backing_file_and_can_run_again() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 old.qcow2 8M
+         qemu-io -c 'write -P 0x11 0 8M' old.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 new.qcow2 8M
+         qemu-img create -q -f qcow2 -b old.qcow2 -F qcow2 top.qcow2
+         qemu-io -c 'write -P 0x33 1M 64k' top.qcow2 >/dev/null
+         qemu-img convert -O raw top.qcow2 before.raw");
+    let request = RebaseRequest {
+        file: fx.path("top.qcow2"),
+        format: None,
+        backing: "new.qcow2".into(),
+        backing_format: Some("qcow2".into()),
+        unsafe_mode: false,
+        threads: 2,
+    };
+    let control = Control::default()
+        .with_cancel_flag(&STOP_REBASE)
+        .with_progress(|p| {
+            if p.done >= 2 << 20 {
+                STOP_REBASE.store(true, Ordering::SeqCst);
+            }
+        });
+    let outcome = rebase(&request, &control).expect("rebase");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Stopped {
+                reason: StopReason::Cancelled,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    // Part copied, the old backing file still named, the guest view intact.
+    fx.assert_clean("top.qcow2");
+    fx.assert_same("before.raw", "top.qcow2");
+    assert!(stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file: old.qcow2\n"));
+    let out = fx.qimg(&["rebase", "-b", "new.qcow2", "-F", "qcow2", "top.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.assert_clean("top.qcow2");
+    fx.assert_same("before.raw", "top.qcow2");
+    assert!(stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file: new.qcow2\n"));
 }

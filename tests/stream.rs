@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{map_without_offsets, require_tool, stderr, stdout, three_layer_chain, Fixture};
+use common::{
+    assert_json_progress, map_without_offsets, require_tool, stderr, stdout, three_layer_chain,
+    Fixture,
+};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
@@ -259,4 +262,14 @@ fn bad_time_limits_are_refused() {
     }
     // Nothing was streamed.
     assert!(stdout(&fx.qemu_img(&["info", "d/top.img"])).contains("backing file: mid.qcow2"));
+}
+
+#[test]
+fn progress_json_reports_the_stream() {
+    let fx = Fixture::new();
+    three_layer_chain(&fx, "p", "top.img", "qcow2");
+    let out = fx.qimg(&["stream", "--progress=json", "p/top.img"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_json_progress(&out, "stream");
+    fx.assert_same("p/before.raw", "p/top.img");
 }

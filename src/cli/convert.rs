@@ -1,19 +1,16 @@
 //! `qimg convert`.
 
 use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
+use super::progress::Reporter;
 use super::signals;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use qimg::engine::control::{Control, Progress};
+use qimg::engine::control::Control;
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::format::FormatKind;
 use qimg::ops::convert::{convert, ConvertRequest};
-use qimg::output::progress::{JsonLines, PercentLines};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// Arguments of `qimg convert`.
 #[derive(Debug, Args)]
@@ -135,7 +132,7 @@ impl ConvertArgs {
         };
         signals::install();
         let progress = if self.quiet { None } else { self.progress };
-        let reporter = Reporter::new(progress);
+        let reporter = Reporter::new("convert", progress);
         let control = {
             let r = reporter.clone();
             Control::default()
@@ -154,56 +151,6 @@ impl ConvertArgs {
                 );
                 Ok(ExitCode::from(signals::exit_code()))
             }
-        }
-    }
-}
-
-/// Renders progress as `-p`/`--progress=json` asked.
-#[derive(Clone)]
-enum Reporter {
-    None,
-    Bar(ProgressBar),
-    Lines(Arc<PercentLines>),
-    Json(Arc<JsonLines>),
-}
-
-impl Reporter {
-    fn new(mode: Option<ProgressArg>) -> Self {
-        match mode {
-            None => Reporter::None,
-            Some(ProgressArg::Json) => Reporter::Json(Arc::new(JsonLines::new("convert"))),
-            Some(ProgressArg::Human) if std::io::stderr().is_terminal() => {
-                let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                    )
-                    .expect("valid template"),
-                );
-                Reporter::Bar(bar)
-            }
-            Some(ProgressArg::Human) => Reporter::Lines(Arc::new(PercentLines::default())),
-        }
-    }
-
-    fn update(&self, p: Progress) {
-        match self {
-            Reporter::None => {}
-            Reporter::Bar(b) => {
-                b.set_length(p.total);
-                b.set_position(p.done);
-            }
-            Reporter::Lines(l) => l.update(p),
-            Reporter::Json(j) => j.update(p),
-        }
-    }
-
-    fn finish(&self, p: Progress) {
-        match self {
-            Reporter::None => {}
-            Reporter::Bar(b) => b.finish_and_clear(),
-            Reporter::Lines(l) => l.finish(),
-            Reporter::Json(j) => j.finish(p),
         }
     }
 }

@@ -8,6 +8,7 @@ mod convert;
 mod create;
 mod info;
 mod map;
+mod progress;
 mod rebase;
 mod signals;
 mod stream;

@@ -1,16 +1,15 @@
 //! `qimg rebase`.
 
 use super::args::{parse_format, FormatArg, ProgressArg};
+use super::progress::Reporter;
 use super::signals;
 use clap::Args;
 use qimg::engine::control::Control;
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::ops::rebase::{rebase, RebaseRequest};
-use qimg::output::progress::PercentLines;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 /// Arguments of `qimg rebase`.
 #[derive(Debug, Args)]
@@ -69,22 +68,15 @@ impl RebaseArgs {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         signals::install();
-        let lines = Arc::new(PercentLines::default());
-        let show = self.progress.is_some() && !self.quiet;
+        let reporter = Reporter::new("rebase", if self.quiet { None } else { self.progress });
         let control = {
-            let lines = lines.clone();
+            let r = reporter.clone();
             Control::default()
                 .with_cancel_flag(&signals::INTERRUPTED)
-                .with_progress(move |p| {
-                    if show {
-                        lines.update(p)
-                    }
-                })
+                .with_progress(move |p| r.update(p))
         };
         let outcome = rebase(&request, &control)?;
-        if show {
-            lines.finish();
-        }
+        reporter.finish(control.progress());
         match outcome {
             Outcome::Completed => Ok(ExitCode::SUCCESS),
             Outcome::Stopped { .. } => {

@@ -2,16 +2,15 @@
 
 use super::args::{parse_format, parse_size, FormatArg, OutputArg, ProgressArg};
 use super::not_implemented;
+use super::progress::Reporter;
 use super::signals;
 use clap::Args;
 use qimg::engine::control::{Control, StopReason};
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::ops::stream::{stream, StreamRequest};
-use qimg::output::progress::{JsonLines, PercentLines};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Arguments of `qimg stream`.
@@ -78,27 +77,17 @@ impl StreamArgs {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         signals::install();
-        let lines = Arc::new(PercentLines::default());
-        let json = Arc::new(JsonLines::new("stream"));
-        let mode = self.progress;
+        let reporter = Reporter::new("stream", self.progress);
         let control = {
-            let (lines, json) = (lines.clone(), json.clone());
+            let r = reporter.clone();
             Control::default()
                 .with_rate(self.rate)
                 .with_deadline(deadline)
                 .with_cancel_flag(&signals::INTERRUPTED)
-                .with_progress(move |p| match mode {
-                    Some(ProgressArg::Human) => lines.update(p),
-                    Some(ProgressArg::Json) => json.update(p),
-                    None => {}
-                })
+                .with_progress(move |p| r.update(p))
         };
         let (outcome, report) = stream(&request, &control)?;
-        match mode {
-            Some(ProgressArg::Human) => lines.finish(),
-            Some(ProgressArg::Json) => json.finish(control.progress()),
-            None => {}
-        }
+        reporter.finish(control.progress());
         match self.output {
             OutputArg::Json => println!(
                 "{}",

@@ -130,6 +130,24 @@ pub fn patch_qed_l2(fx: &Fixture, file: &str, index: usize, value: u64) {
     fx.write(file, &b);
 }
 
+/// Checks `--progress=json` output: every stderr line is a record of
+/// operation `op`, `done` never goes back, and the last record is complete.
+pub fn assert_json_progress(out: &Output, op: &str) {
+    let records: Vec<serde_json::Value> = stderr(out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}")))
+        .collect();
+    assert!(!records.is_empty(), "no progress records");
+    assert!(records.iter().all(|r| r["op"] == op), "{records:?}");
+    let done: Vec<u64> = records
+        .iter()
+        .map(|r| r["done"].as_u64().unwrap())
+        .collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
+    let last = records.last().unwrap();
+    assert_eq!(last["done"], last["total"], "{last}");
+}
+
 /// Stdout as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -1,0 +1,67 @@
+//! What `-p` and `--progress=json` show while a copy runs: a bar on a
+//! terminal, qemu-img's percentage lines elsewhere, or JSON Lines records.
+//! One reporter for every command that copies (convert, stream, rebase).
+
+use super::args::ProgressArg;
+use indicatif::{ProgressBar, ProgressStyle};
+use qimg::engine::control::Progress;
+use qimg::output::progress::{JsonLines, PercentLines};
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+/// Renders progress as the command line asked.
+#[derive(Clone)]
+pub enum Reporter {
+    /// No progress asked for.
+    None,
+    /// An indicatif bar (stderr is a terminal).
+    Bar(ProgressBar),
+    /// qemu-img's `    (NN.NN/100%)` lines.
+    Lines(Arc<PercentLines>),
+    /// JSON Lines records naming the operation.
+    Json(Arc<JsonLines>),
+}
+
+impl Reporter {
+    /// The reporter for `mode` (`None`: no `-p`) of operation `op`.
+    pub fn new(op: &'static str, mode: Option<ProgressArg>) -> Self {
+        match mode {
+            None => Reporter::None,
+            Some(ProgressArg::Json) => Reporter::Json(Arc::new(JsonLines::new(op))),
+            Some(ProgressArg::Human) if std::io::stderr().is_terminal() => {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                    )
+                    .expect("valid template"),
+                );
+                Reporter::Bar(bar)
+            }
+            Some(ProgressArg::Human) => Reporter::Lines(Arc::new(PercentLines::default())),
+        }
+    }
+
+    /// Shows progress `p`.
+    pub fn update(&self, p: Progress) {
+        match self {
+            Reporter::None => {}
+            Reporter::Bar(b) => {
+                b.set_length(p.total);
+                b.set_position(p.done);
+            }
+            Reporter::Lines(l) => l.update(p),
+            Reporter::Json(j) => j.update(p),
+        }
+    }
+
+    /// Ends the display; `p` is where the copy stopped.
+    pub fn finish(&self, p: Progress) {
+        match self {
+            Reporter::None => {}
+            Reporter::Bar(b) => b.finish_and_clear(),
+            Reporter::Lines(l) => l.finish(),
+            Reporter::Json(j) => j.finish(p),
+        }
+    }
+}
