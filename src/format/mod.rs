@@ -6,6 +6,7 @@ pub mod probe;
 pub mod qcow2;
 pub mod qed;
 pub mod raw;
+mod table_cache;
 
 pub use probe::{open_image, open_image_writable, open_storage, FormatKind};
 

@@ -1,127 +1,44 @@
-//! The mutable metadata of an open qcow2 image: the L1 table, a bounded L2
-//! cache with dirty tracking, the refcounts and the allocator, and the
-//! flush that writes them in the crash-safe order.
+//! The mutable metadata of an open qcow2 image: the L1 table, the cached
+//! L2 tables, the refcounts and the allocator, and the flush that writes
+//! them in the crash-safe order.
 
 use super::entry::{Geometry, L2Entry};
 use super::header::Header;
 use super::refcount::{refcount_at, set_refcount, REFTABLE_OFFSET_MASK};
 use crate::error::{Error, Result};
+use crate::format::table_cache::TableCache;
 use crate::io::Storage;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::BTreeSet;
 
-/// One cached L2 table.
-#[derive(Debug)]
-pub(super) struct L2Table {
-    pub entries: Vec<L2Entry>,
-    pub dirty: bool,
+/// Memory the refcount block cache may use (half of it dirty between flushes).
+const REFCOUNT_CACHE_BYTES: u64 = 32 << 20;
+
+/// Reads the L2 table at `offset`.
+pub(super) fn read_l2_table(
+    storage: &dyn Storage,
+    geo: &Geometry,
+    offset: u64,
+) -> Result<Vec<L2Entry>> {
+    let mut raw = vec![0u8; geo.cluster_size() as usize];
+    storage.read_at(&mut raw, offset)?;
+    Ok(raw
+        .chunks_exact(geo.entry_bytes())
+        .map(L2Entry::decode)
+        .collect())
 }
 
-/// L2 tables by host offset. Clean tables are evicted when the cache is
-/// full; dirty ones stay until the next metadata flush writes them.
-#[derive(Debug)]
-pub(super) struct L2Cache {
-    tables: HashMap<u64, L2Table>,
-    order: VecDeque<u64>,
-    capacity: usize,
-}
-
-impl L2Cache {
-    pub fn new(capacity: usize) -> Self {
-        L2Cache {
-            tables: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(4),
-        }
+/// Writes `entries` as the L2 table at `offset`.
+fn write_l2_table(
+    storage: &dyn Storage,
+    geo: &Geometry,
+    offset: u64,
+    entries: &[L2Entry],
+) -> Result<()> {
+    let mut raw = vec![0u8; geo.cluster_size() as usize];
+    for (e, out) in entries.iter().zip(raw.chunks_exact_mut(geo.entry_bytes())) {
+        e.encode(out);
     }
-
-    /// Whether the table at `offset` is cached.
-    pub fn contains(&self, offset: u64) -> bool {
-        self.tables.contains_key(&offset)
-    }
-
-    /// The table at `offset`, read from `storage` if it is not cached.
-    pub fn get(
-        &mut self,
-        storage: &dyn Storage,
-        geo: &Geometry,
-        offset: u64,
-    ) -> Result<&mut L2Table> {
-        if !self.tables.contains_key(&offset) {
-            let mut raw = vec![0u8; geo.cluster_size() as usize];
-            storage.read_at(&mut raw, offset)?;
-            let entries = raw
-                .chunks_exact(geo.entry_bytes())
-                .map(L2Entry::decode)
-                .collect();
-            self.insert(offset, entries, false);
-        }
-        Ok(self.tables.get_mut(&offset).expect("just cached"))
-    }
-
-    /// Caches a table (a new one is `dirty`).
-    pub fn insert(&mut self, offset: u64, entries: Vec<L2Entry>, dirty: bool) {
-        self.evict_clean();
-        if self
-            .tables
-            .insert(offset, L2Table { entries, dirty })
-            .is_none()
-        {
-            self.order.push_back(offset);
-        }
-    }
-
-    fn evict_clean(&mut self) {
-        let mut scanned = 0;
-        while self.tables.len() >= self.capacity && scanned < self.order.len() {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            match self.tables.get(&oldest) {
-                Some(t) if t.dirty => {
-                    self.order.push_back(oldest);
-                    scanned += 1;
-                }
-                _ => {
-                    self.tables.remove(&oldest);
-                }
-            }
-        }
-    }
-
-    /// How many tables wait to be written.
-    pub fn dirty_count(&self) -> usize {
-        self.tables.values().filter(|t| t.dirty).count()
-    }
-
-    /// Whether enough dirty tables are cached that a flush should run.
-    pub fn wants_flush(&self) -> bool {
-        self.dirty_count() * 2 >= self.capacity
-    }
-
-    fn write_dirty(&mut self, storage: &dyn Storage, geo: &Geometry) -> Result<bool> {
-        let mut wrote = false;
-        for (&offset, table) in self.tables.iter_mut().filter(|(_, t)| t.dirty) {
-            let mut raw = vec![0u8; geo.cluster_size() as usize];
-            for (e, out) in table
-                .entries
-                .iter()
-                .zip(raw.chunks_exact_mut(geo.entry_bytes()))
-            {
-                e.encode(out);
-            }
-            storage.write_at(&raw, offset)?;
-            table.dirty = false;
-            wrote = true;
-        }
-        Ok(wrote)
-    }
-}
-
-/// One cached refcount block.
-#[derive(Debug)]
-struct Block {
-    data: Vec<u8>,
-    dirty: bool,
+    storage.write_at(&raw, offset)
 }
 
 /// The refcounts and the allocator. Clusters at or beyond `frontier` are
@@ -135,7 +52,7 @@ pub(super) struct Refcounts {
     table_dirty: bool,
     /// The table moved: the header must point at it before anything relies on it.
     table_moved: bool,
-    blocks: HashMap<u64, Block>,
+    blocks: TableCache<u8>,
     /// Old tables to free after the header stops pointing at them.
     retired: Vec<(u64, u64)>,
     frontier: u64,
@@ -160,7 +77,7 @@ impl Refcounts {
             table_clusters: h.refcount_table_clusters as u64,
             table_dirty: false,
             table_moved: false,
-            blocks: HashMap::new(),
+            blocks: TableCache::new((REFCOUNT_CACHE_BYTES >> h.cluster_bits).max(16) as usize),
             retired: Vec::new(),
             frontier: storage.len()?.div_ceil(cs),
             cluster_bits: h.cluster_bits,
@@ -199,16 +116,17 @@ impl Refcounts {
         }
     }
 
-    fn block(&mut self, storage: &dyn Storage, offset: u64) -> Result<&mut Vec<u8>> {
-        if !self.blocks.contains_key(&offset) {
-            if self.blocks.len() > 1024 {
-                self.blocks.retain(|_, b| b.dirty);
-            }
-            let mut data = vec![0u8; 1 << self.cluster_bits];
-            storage.read_at(&mut data, offset)?;
-            self.blocks.insert(offset, Block { data, dirty: false });
-        }
-        Ok(&mut self.blocks.get_mut(&offset).expect("just cached").data)
+    /// Reads a refcount block (for the cache).
+    fn read_block(storage: &dyn Storage, cluster_bits: u32, offset: u64) -> Result<Vec<u8>> {
+        let mut data = vec![0u8; 1 << cluster_bits];
+        storage.read_at(&mut data, offset)?;
+        Ok(data)
+    }
+
+    fn block(&mut self, storage: &dyn Storage, offset: u64) -> Result<&[u8]> {
+        let bits = self.cluster_bits;
+        self.blocks
+            .get(offset, || Self::read_block(storage, bits, offset))
     }
 
     /// The refcount of cluster `k`.
@@ -234,9 +152,15 @@ impl Refcounts {
             )));
         }
         let offset = self.ensure_block(storage, k / self.per_block())?;
-        let (index, order) = ((k % self.per_block()) as usize, self.order);
-        set_refcount(self.block(storage, offset)?, index, order, value);
-        self.blocks.get_mut(&offset).expect("cached").dirty = true;
+        let (index, order, bits) = (
+            (k % self.per_block()) as usize,
+            self.order,
+            self.cluster_bits,
+        );
+        let block = self
+            .blocks
+            .get_mut(offset, || Self::read_block(storage, bits, offset))?;
+        set_refcount(block, index, order, value);
         Ok(())
     }
 
@@ -253,13 +177,8 @@ impl Refcounts {
         let cluster = self.frontier;
         self.frontier += 1;
         let offset = cluster << self.cluster_bits;
-        self.blocks.insert(
-            offset,
-            Block {
-                data: vec![0u8; 1 << self.cluster_bits],
-                dirty: true,
-            },
-        );
+        self.blocks
+            .insert(offset, vec![0u8; 1 << self.cluster_bits], true);
         self.table[i as usize] = offset;
         self.table_dirty = true;
         self.set(storage, cluster, 1)?;
@@ -313,12 +232,9 @@ impl Refcounts {
     /// then made durable, then the header is pointed at it). Returns whether
     /// anything was written.
     fn write(&mut self, storage: &dyn Storage) -> Result<bool> {
-        let mut wrote = false;
-        for (&offset, block) in self.blocks.iter_mut().filter(|(_, b)| b.dirty) {
-            storage.write_at(&block.data, offset)?;
-            block.dirty = false;
-            wrote = true;
-        }
+        let mut wrote = self
+            .blocks
+            .write_dirty(|offset, block| storage.write_at(block, offset))?;
         if self.table_dirty {
             let mut raw = vec![0u8; self.table.len() * 8];
             for (e, out) in self.table.iter().zip(raw.chunks_exact_mut(8)) {
@@ -340,7 +256,7 @@ impl Refcounts {
     /// Whether so many blocks wait to be written that a flush should run
     /// (bounds memory between flushes).
     pub fn wants_flush(&self) -> bool {
-        self.blocks.values().filter(|b| b.dirty).count() >= 1024
+        self.blocks.wants_flush()
     }
 
     /// Where the table is now (for the in-memory header).
@@ -359,7 +275,7 @@ pub(super) struct Meta {
     /// L1 entries changed since the last flush.
     pub l1_dirty: BTreeSet<usize>,
     /// Cached L2 tables.
-    pub l2: L2Cache,
+    pub l2: TableCache<L2Entry>,
     /// Refcounts, loaded by the first allocation.
     pub refcounts: Option<Refcounts>,
     /// Byte ranges whose refcount drops once nothing on disk points at them.
@@ -404,7 +320,10 @@ impl Meta {
             self.frees.append(&mut r.retired);
         }
         storage.flush()?;
-        if self.l2.write_dirty(storage, geo)? {
+        if self
+            .l2
+            .write_dirty(|offset, entries| write_l2_table(storage, geo, offset, entries))?
+        {
             storage.flush()?;
         }
         if !self.l1_dirty.is_empty() {

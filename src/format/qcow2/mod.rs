@@ -19,11 +19,12 @@ use super::{
     Qcow2Details, Status,
 };
 use crate::error::{Error, Result};
+use crate::format::table_cache::TableCache;
 use crate::io::{FileStorage, Storage};
 use crate::paths::resolve_relative_to;
 use entry::{CompressedDescriptor, Geometry, L2Entry, SubclusterType};
 use header::{check_table, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY};
-use meta::{L2Cache, Meta};
+use meta::{read_l2_table, Meta};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -114,7 +115,7 @@ impl Qcow2 {
             header: header.clone(),
             l1,
             l1_dirty: Default::default(),
-            l2: L2Cache::new(capacity),
+            l2: TableCache::new(capacity),
             refcounts: None,
             frees: Vec::new(),
             prepared: false,
@@ -232,20 +233,13 @@ impl Qcow2 {
         l1_index: u64,
         l2_offset: u64,
     ) -> Result<&'m [L2Entry]> {
-        let cs = self.geo.cluster_size();
-        if !meta.l2.contains(l2_offset) {
-            check_table(
-                &format!("L2 table (L1 index {l1_index})"),
-                l2_offset,
-                cs,
-                cs,
-                self.storage.len()?,
-            )?;
-        }
-        Ok(&meta
-            .l2
-            .get(self.storage.as_ref(), &self.geo, l2_offset)?
-            .entries)
+        let (storage, geo) = (self.storage.as_ref(), &self.geo);
+        meta.l2.get(l2_offset, || {
+            let cs = geo.cluster_size();
+            let what = format!("L2 table (L1 index {l1_index})");
+            check_table(&what, l2_offset, cs, cs, storage.len()?)?;
+            read_l2_table(storage, geo, l2_offset)
+        })
     }
 
     /// The L2 entry of the guest cluster containing `guest`, if it has an L2 table.

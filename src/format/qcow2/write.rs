@@ -5,7 +5,7 @@
 
 use super::entry::{self, CompressedDescriptor, SubclusterType, COPIED, OFFSET_MASK, ZERO};
 use super::header::{Header, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT};
-use super::meta::Meta;
+use super::meta::{read_l2_table, Meta};
 use super::{L2Entry, Qcow2};
 use crate::error::{Error, Result};
 use crate::format::{check_write_range, read_below, BackingSpec};
@@ -114,17 +114,15 @@ impl Qcow2 {
         let span = cs * self.geo.l2_entries();
         let table = self.writable_l2(meta, (cluster / span) as usize)?;
         let index = ((cluster % span) / cs) as usize;
-        let e = meta
-            .l2
-            .get(self.storage.as_ref(), &self.geo, table)?
-            .entries[index];
+        let (storage, geo) = (self.storage.as_ref(), &self.geo);
+        let e = meta.l2.get(table, || read_l2_table(storage, geo, table))?[index];
         Ok((table, index, e))
     }
 
     fn set_entry(&self, meta: &mut Meta, table: u64, index: usize, e: L2Entry) -> Result<()> {
-        let t = meta.l2.get(self.storage.as_ref(), &self.geo, table)?;
-        t.entries[index] = e;
-        t.dirty = true;
+        let (storage, geo) = (self.storage.as_ref(), &self.geo);
+        meta.l2
+            .get_mut(table, || read_l2_table(storage, geo, table))?[index] = e;
         Ok(())
     }
 

@@ -12,13 +12,14 @@ pub use header::{
 };
 
 use super::check::CheckReport;
+use super::table_cache::TableCache;
 use super::{
     clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, GuestRead, Status,
 };
 use crate::error::{Error, Result};
 use crate::io::Storage;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use write::{QedMeta, TableSet};
+use write::QedMeta;
 
 /// Memory the L2 cache may use.
 const L2_CACHE_BYTES: u64 = 32 << 20;
@@ -88,7 +89,7 @@ impl Qed {
             header: header.clone(),
             l1,
             l1_dirty: Default::default(),
-            tables: TableSet::new(capacity),
+            tables: TableCache::new(capacity),
             file_len,
         };
         let mut qed = Qed {
@@ -126,23 +127,36 @@ impl Qed {
         off % cs == 0 && off >= self.header.header_bytes() && off < end
     }
 
-    /// The L2 table at `offset` (checked to lie in the file when read).
-    fn l2_table<'m>(
-        &self,
-        meta: &'m mut QedMeta,
-        l1_index: u64,
-        offset: u64,
-    ) -> Result<&'m mut Vec<u64>> {
+    /// Reads the L2 table at `offset` (L1 entry `l1_index`), which must lie
+    /// in a file of `file_len` bytes.
+    fn read_l2_table(&self, l1_index: u64, offset: u64, file_len: u64) -> Result<Vec<u64>> {
         let table = self.header.table_bytes();
-        if !meta.tables.contains(offset)
-            && (!self.valid_cluster_offset(offset, meta.file_len) || offset + table > meta.file_len)
-        {
+        if !self.valid_cluster_offset(offset, file_len) || offset + table > file_len {
             return Err(Error::corrupt(format!(
                 "QED L2 table offset {offset:#x} (L1 index {l1_index}) does not lie inside the file"
             ))
             .at_offset(offset));
         }
-        meta.tables.get(self.storage.as_ref(), offset, table)
+        read_table(self.storage.as_ref(), offset, table)
+    }
+
+    /// The L2 table at `offset`, named by L1 entry `l1_index`.
+    fn l2_table<'m>(&self, meta: &'m mut QedMeta, l1_index: u64, offset: u64) -> Result<&'m [u64]> {
+        let file_len = meta.file_len;
+        meta.tables
+            .get(offset, || self.read_l2_table(l1_index, offset, file_len))
+    }
+
+    /// The L2 table at `offset` for changing (it becomes dirty).
+    fn l2_table_mut<'m>(
+        &self,
+        meta: &'m mut QedMeta,
+        l1_index: u64,
+        offset: u64,
+    ) -> Result<&'m mut [u64]> {
+        let file_len = meta.file_len;
+        meta.tables
+            .get_mut(offset, || self.read_l2_table(l1_index, offset, file_len))
     }
 
     fn status_of(&self, entry: u64, guest: u64, file_len: u64) -> Result<Status> {

@@ -8,87 +8,11 @@ use super::header::{
     QedEntry, QedHeader, FEATURE_BACKING_FILE, FEATURE_BACKING_FORMAT_NO_PROBE, FEATURE_NEED_CHECK,
     HEADER_LEN,
 };
-use super::{read_table, Qed};
+use super::Qed;
 use crate::error::{Error, Result};
+use crate::format::table_cache::TableCache;
 use crate::format::{check_write_range, read_below, BackingSpec};
-use crate::io::Storage;
-use std::collections::{BTreeSet, HashMap, VecDeque};
-
-/// Cached L2 tables with dirty flags.
-#[derive(Debug)]
-pub(super) struct TableSet {
-    tables: HashMap<u64, (Vec<u64>, bool)>,
-    order: VecDeque<u64>,
-    capacity: usize,
-}
-
-impl TableSet {
-    pub fn new(capacity: usize) -> Self {
-        TableSet {
-            tables: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(2),
-        }
-    }
-
-    pub fn contains(&self, offset: u64) -> bool {
-        self.tables.contains_key(&offset)
-    }
-
-    /// The table at `offset` (`len` bytes), read if not cached.
-    pub fn get(&mut self, storage: &dyn Storage, offset: u64, len: u64) -> Result<&mut Vec<u64>> {
-        if !self.tables.contains_key(&offset) {
-            let table = read_table(storage, offset, len)?;
-            self.insert(offset, table, false);
-        }
-        Ok(&mut self.tables.get_mut(&offset).expect("cached").0)
-    }
-
-    pub fn insert(&mut self, offset: u64, table: Vec<u64>, dirty: bool) {
-        let mut scanned = 0;
-        while self.tables.len() >= self.capacity && scanned < self.order.len() {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if self.tables.get(&old).is_some_and(|t| t.1) {
-                self.order.push_back(old);
-                scanned += 1;
-            } else {
-                self.tables.remove(&old);
-            }
-        }
-        if self.tables.insert(offset, (table, dirty)).is_none() {
-            self.order.push_back(offset);
-        }
-    }
-
-    /// Forgets every table (none may be dirty).
-    pub fn clear(&mut self) {
-        self.tables.clear();
-        self.order.clear();
-    }
-
-    pub fn mark_dirty(&mut self, offset: u64) {
-        if let Some(t) = self.tables.get_mut(&offset) {
-            t.1 = true;
-        }
-    }
-
-    fn dirty_count(&self) -> usize {
-        self.tables.values().filter(|t| t.1).count()
-    }
-
-    fn write_dirty(&mut self, storage: &dyn Storage) -> Result<bool> {
-        let mut wrote = false;
-        for (&offset, (table, dirty)) in self.tables.iter_mut().filter(|(_, t)| t.1) {
-            let raw: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
-            storage.write_at(&raw, offset)?;
-            *dirty = false;
-            wrote = true;
-        }
-        Ok(wrote)
-    }
-}
+use std::collections::BTreeSet;
 
 /// What writes change.
 #[derive(Debug)]
@@ -97,7 +21,8 @@ pub(super) struct QedMeta {
     pub header: QedHeader,
     pub l1: Vec<u64>,
     pub l1_dirty: BTreeSet<usize>,
-    pub tables: TableSet,
+    /// Cached L2 tables.
+    pub tables: TableCache<u64>,
     /// The file length, including clusters appended since opening.
     pub file_len: u64,
 }
@@ -205,9 +130,8 @@ impl Qed {
             meta.l1[l1_index] = table_offset;
             meta.l1_dirty.insert(l1_index);
         }
-        self.l2_table(meta, l1_index as u64, table_offset)?[index] = new_entry;
-        meta.tables.mark_dirty(table_offset);
-        if meta.tables.dirty_count() * 2 >= meta.tables.capacity {
+        self.l2_table_mut(meta, l1_index as u64, table_offset)?[index] = new_entry;
+        if meta.tables.wants_flush() {
             self.flush_meta(meta)?;
         }
         Ok(())
@@ -253,7 +177,11 @@ impl Qed {
     fn flush_meta(&self, meta: &mut QedMeta) -> Result<()> {
         let storage = self.storage.as_ref();
         storage.flush()?;
-        if meta.tables.write_dirty(storage)? {
+        let write_table = |offset: u64, table: &[u64]| {
+            let raw: Vec<u8> = table.iter().flat_map(|e| e.to_le_bytes()).collect();
+            storage.write_at(&raw, offset)
+        };
+        if meta.tables.write_dirty(write_table)? {
             storage.flush()?;
         }
         if !meta.l1_dirty.is_empty() {
