@@ -13,7 +13,7 @@ pub use probe::{open_image, open_image_writable, open_storage, FormatKind};
 use crate::error::{Error, Result};
 use crate::io::Storage;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// How a range of one layer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,24 +270,53 @@ impl Preallocation {
     }
 }
 
-/// Reads guest bytes from below a writable layer: its attached backing
-/// reader, or zeros when it has no backing file. A layer that names a
-/// backing file but has no reader attached refuses (copying zeros instead
-/// would silently change the guest's view).
-pub(crate) fn read_below(
-    reader: Option<&Arc<dyn GuestRead>>,
-    has_backing_file: bool,
-    offset: u64,
-    buf: &mut [u8],
-) -> Result<()> {
-    match reader {
-        Some(r) => r.read(offset, buf),
-        None if has_backing_file => Err(Error::unsupported(
-            "the backing file is not open, so a partial write cannot copy from it",
-        )),
-        None => {
-            buf.fill(0);
-            Ok(())
+/// The backing file an image names and, once the chain attaches it, the
+/// guest view below the image (what partial writes over unallocated ranges
+/// are completed from).
+#[derive(Debug)]
+pub(crate) struct Backing {
+    spec: Option<BackingSpec>,
+    below: OnceLock<Arc<dyn GuestRead>>,
+}
+
+impl Backing {
+    /// The backing file `spec` names (none for `None`), no view attached yet.
+    pub fn new(spec: Option<BackingSpec>) -> Self {
+        Backing {
+            spec,
+            below: OnceLock::new(),
+        }
+    }
+
+    /// The backing file as the image named it when it was opened.
+    pub fn spec(&self) -> Option<&BackingSpec> {
+        self.spec.as_ref()
+    }
+
+    /// Whether the image names a backing file.
+    pub fn exists(&self) -> bool {
+        self.spec.is_some()
+    }
+
+    /// Attaches the guest view below (the first one attached stays).
+    pub fn attach(&self, below: Arc<dyn GuestRead>) {
+        let _ = self.below.set(below);
+    }
+
+    /// Reads guest bytes from below: the attached view, or zeros when the
+    /// image has no backing file. An image that names a backing file but
+    /// has no view attached refuses: copying zeros instead would silently
+    /// change what the guest sees.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        match self.below.get() {
+            Some(r) => r.read(offset, buf),
+            None if self.exists() => Err(Error::unsupported(
+                "the backing file is not open, so a partial write cannot copy from it",
+            )),
+            None => {
+                buf.fill(0);
+                Ok(())
+            }
         }
     }
 }

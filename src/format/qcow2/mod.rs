@@ -15,8 +15,8 @@ pub use header::{CompressionType, Header};
 pub use snapshot::{Bitmap, Snapshot};
 
 use super::{
-    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, GuestRead,
-    Qcow2Details, Status,
+    clip_request, read_layer, Backing, BackingSpec, Description, Details, Extent, Format,
+    GuestRead, Qcow2Details, Status,
 };
 use crate::error::{Error, Result};
 use crate::format::table_cache::TableCache;
@@ -43,9 +43,8 @@ pub struct Qcow2 {
     meta: Mutex<Meta>,
     snapshots: Vec<Snapshot>,
     bitmaps: Vec<Bitmap>,
-    backing: Option<BackingSpec>,
+    backing: Backing,
     writable: bool,
-    backing_reader: OnceLock<Arc<dyn GuestRead>>,
     metadata_preallocated: OnceLock<bool>,
     last_compressed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
 }
@@ -128,9 +127,8 @@ impl Qcow2 {
             meta: Mutex::new(meta),
             snapshots,
             bitmaps,
-            backing,
+            backing: Backing::new(backing),
             writable,
-            backing_reader: OnceLock::new(),
             metadata_preallocated: OnceLock::new(),
             last_compressed: Mutex::new(None),
             header,
@@ -548,7 +546,7 @@ impl Format for Qcow2 {
     }
 
     fn backing(&self) -> Option<&BackingSpec> {
-        self.backing.as_ref()
+        self.backing.spec()
     }
 
     fn storage(&self) -> &dyn Storage {
@@ -613,7 +611,7 @@ impl Format for Qcow2 {
     }
 
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
-        let _ = self.backing_reader.set(backing);
+        self.backing.attach(backing);
     }
 
     fn describe(&self) -> Description {

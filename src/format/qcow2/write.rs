@@ -8,7 +8,7 @@ use super::header::{Header, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT
 use super::meta::{read_l2_table, Meta};
 use super::{L2Entry, Qcow2};
 use crate::error::{Error, Result};
-use crate::format::{check_write_range, read_below, BackingSpec};
+use crate::format::{check_write_range, BackingSpec};
 use std::sync::MutexGuard;
 
 /// All subcluster bits of one half of an extended L2 bitmap.
@@ -139,16 +139,6 @@ impl Qcow2 {
         }
     }
 
-    /// Reads guest bytes from the backing chain (zeros without one).
-    fn read_backing(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        read_below(
-            self.backing_reader.get(),
-            self.backing.is_some(),
-            offset,
-            buf,
-        )
-    }
-
     /// Fills `buf` with what subclusters `first..=last` of the guest cluster
     /// at `cluster` (entry `e`) read now: the bytes of those subclusters only.
     fn current_content(
@@ -172,7 +162,7 @@ impl Qcow2 {
                 SubclusterType::Normal(h) => self.data_storage_ref().read_at(part, h + s * scs)?,
                 SubclusterType::ZeroAlloc(_) | SubclusterType::ZeroPlain => part.fill(0),
                 SubclusterType::UnallocatedAlloc(_) | SubclusterType::UnallocatedPlain => {
-                    self.read_backing(cluster + s * scs, part)?
+                    self.backing.read(cluster + s * scs, part)?
                 }
                 SubclusterType::Compressed(_) => unreachable!("handled above"),
                 SubclusterType::Invalid => {
@@ -269,7 +259,7 @@ impl Qcow2 {
             return self.write_in_cluster(meta, cluster, 0, &vec![0u8; cs as usize]);
         }
         if self.header.version < 3 {
-            if self.backing.is_some() {
+            if self.backing.exists() {
                 return self.write_in_cluster(meta, cluster, 0, &vec![0u8; cs as usize]);
             }
             return self.replace_entry(meta, cluster, L2Entry::default());
@@ -458,14 +448,14 @@ impl Qcow2 {
         self.prepare(&mut meta)?;
         let cs = self.geo.cluster_size();
         let raw_data = meta.header.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0;
-        if raw_data || (self.header.version < 3 && self.backing.is_some()) {
+        if raw_data || (self.header.version < 3 && self.backing.exists()) {
             return Ok(()); // Discarding is advisory; here it cannot keep the content.
         }
         let (first, end) = (offset.div_ceil(cs) * cs, (offset + len) / cs * cs);
         let mut cluster = first;
         while cluster < end {
             // With a backing file, a discarded cluster must not show the backing data.
-            let next = match (self.backing.is_some(), self.geo.extended_l2) {
+            let next = match (self.backing.exists(), self.geo.extended_l2) {
                 (false, _) => L2Entry::default(),
                 (true, false) => L2Entry {
                     word: ZERO,

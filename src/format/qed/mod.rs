@@ -14,11 +14,12 @@ pub use header::{
 use super::check::CheckReport;
 use super::table_cache::TableCache;
 use super::{
-    clip_request, read_layer, BackingSpec, Description, Details, Extent, Format, GuestRead, Status,
+    clip_request, read_layer, Backing, BackingSpec, Description, Details, Extent, Format,
+    GuestRead, Status,
 };
 use crate::error::{Error, Result};
 use crate::io::Storage;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use write::QedMeta;
 
 /// Memory the L2 cache may use.
@@ -31,9 +32,8 @@ pub struct Qed {
     /// The header as opened (size and geometry never change while open).
     header: QedHeader,
     meta: Mutex<QedMeta>,
-    backing: Option<BackingSpec>,
+    backing: Backing,
     writable: bool,
-    backing_reader: OnceLock<Arc<dyn GuestRead>>,
 }
 
 impl Drop for Qed {
@@ -95,11 +95,10 @@ impl Qed {
         let mut qed = Qed {
             storage,
             meta: Mutex::new(meta),
-            backing,
+            backing: Backing::new(backing),
             // Writable only once checked: a refused image is dropped
             // without its metadata being flushed.
             writable: false,
-            backing_reader: OnceLock::new(),
             header,
         };
         if writable && qed.header.features & FEATURE_NEED_CHECK != 0 {
@@ -241,7 +240,7 @@ impl Format for Qed {
     }
 
     fn backing(&self) -> Option<&BackingSpec> {
-        self.backing.as_ref()
+        self.backing.spec()
     }
 
     fn storage(&self) -> &dyn Storage {
@@ -270,7 +269,7 @@ impl Format for Qed {
     }
 
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
-        let _ = self.backing_reader.set(backing);
+        self.backing.attach(backing);
     }
 
     fn repair(

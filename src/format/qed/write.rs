@@ -11,7 +11,7 @@ use super::header::{
 use super::Qed;
 use crate::error::{Error, Result};
 use crate::format::table_cache::TableCache;
-use crate::format::{check_write_range, read_below, BackingSpec};
+use crate::format::{check_write_range, BackingSpec};
 use std::collections::BTreeSet;
 
 /// What writes change.
@@ -57,15 +57,6 @@ impl Qed {
         let at = meta.file_len.div_ceil(cs) * cs;
         meta.file_len = at + n * cs;
         at
-    }
-
-    fn read_backing(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        read_below(
-            self.backing_reader.get(),
-            self.backing.is_some(),
-            offset,
-            buf,
-        )
     }
 
     /// Writes `data` at byte `at` of the guest cluster at `cluster`; with
@@ -114,7 +105,7 @@ impl Qed {
                 self.before_allocating(meta)?;
                 let mut buf = vec![0u8; cs as usize];
                 if old == QedEntry::Unallocated && (at != 0 || data.len() as u64 != cs) {
-                    self.read_backing(cluster, &mut buf)?;
+                    self.backing.read(cluster, &mut buf)?;
                 }
                 buf[at as usize..at as usize + data.len()].copy_from_slice(data);
                 let host = self.append(meta, 1);
