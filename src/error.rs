@@ -121,9 +121,7 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
-}
 
-impl Error {
     /// The message and its cause, without the path: for nesting one error
     /// inside another's message.
     pub fn detail(&self) -> String {
@@ -132,9 +130,7 @@ impl Error {
             None => self.message.clone(),
         }
     }
-}
 
-impl Error {
     /// The innermost cause: the operating system's words for an I/O error
     /// ("No such file or directory"), otherwise the message.
     pub fn reason(&self) -> String {

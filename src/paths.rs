@@ -1,6 +1,13 @@
 //! How image files name other files (backing files, external data files).
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+/// The device and inode of the file at `path`, which name it whatever the
+/// path it is reached by; `None` when it cannot be examined.
+pub fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
 
 /// Whether a stored name is used as is: an absolute path, or a
 /// `protocol:` / `json:` specification.

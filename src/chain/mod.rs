@@ -2,12 +2,11 @@
 //! them as one guest-visible [`View`].
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::probe::{probe_storage, Probed};
+use crate::format::probe::{format_of, probe_storage, Probed};
 use crate::format::qcow2::Qcow2;
 use crate::format::{open_image, open_image_writable, Format, FormatKind, GuestRead, Status};
 use crate::io::{FileStorage, HostExtent};
-use crate::paths::{is_absolute_spec, resolve_relative_to};
-use std::os::unix::fs::MetadataExt;
+use crate::paths::{file_identity, is_absolute_spec, resolve_relative_to};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -53,10 +52,6 @@ fn chain_error(message: String) -> Error {
     Error::new(ErrorKind::BackingChain, message)
 }
 
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
 impl Chain {
     /// Opens `path` (as `format`, or probed) and its whole backing chain.
     pub fn open(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
@@ -67,18 +62,7 @@ impl Chain {
     /// (see `Qcow2::at_snapshot`), with the image's backing chain.
     pub fn open_snapshot(path: &Path, format: Option<FormatKind>, snapshot: &str) -> Result<Chain> {
         let storage = FileStorage::open(path)?;
-        let kind = match format {
-            Some(k) => k,
-            None => match probe_storage(&storage).map_err(|e| e.with_path(path))? {
-                Probed::Known(k) => k,
-                Probed::Foreign(f) => {
-                    return Err(
-                        Error::unsupported(format!("image format '{f}' is not supported"))
-                            .with_path(path),
-                    )
-                }
-            },
-        };
+        let kind = format_of(&storage, path, format)?;
         if kind != FormatKind::Qcow2 {
             return Err(
                 Error::unsupported(format!("{kind} images have no internal snapshots"))
@@ -96,10 +80,7 @@ impl Chain {
     pub fn open_writable(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
         let chain = Self::open_below(path, Arc::from(open_image_writable(path, format)?))?;
         if chain.layers.len() > 1 {
-            let below = LayersReader {
-                layers: chain.layers[1..].to_vec(),
-            };
-            chain.layers[0].image.attach_backing(Arc::new(below));
+            chain.layers[0].image.attach_backing(chain.reader_from(1));
         }
         Ok(chain)
     }
@@ -110,7 +91,7 @@ impl Chain {
             path: path.to_path_buf(),
             image: top,
         }];
-        let mut seen = vec![identity(path)];
+        let mut seen = vec![file_identity(path)];
         loop {
             let top = layers.last().expect("at least one layer");
             let Some(spec) = top.image.backing() else {
@@ -133,7 +114,7 @@ impl Chain {
                 ))
                 .with_path(&overlay));
             }
-            let id = identity(&resolved);
+            let id = file_identity(&resolved);
             if id.is_some() && seen.contains(&id) {
                 return Err(chain_error(format!("backing chain loop: {}", names())));
             }

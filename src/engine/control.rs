@@ -62,9 +62,9 @@ pub struct Progress {
 }
 
 /// The shared controls of one copy.
+#[derive(Default)]
 pub struct Control {
-    cancelled: AtomicBool,
-    external: Option<&'static AtomicBool>,
+    cancel_flag: Option<&'static AtomicBool>,
     deadline: Option<Instant>,
     rate: Option<RateLimiter>,
     done: AtomicU64,
@@ -75,24 +75,10 @@ pub struct Control {
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Control")
-            .field("cancelled", &self.cancelled)
+            .field("cancel_flag", &self.cancel_flag)
             .field("deadline", &self.deadline)
             .field("done", &self.done)
             .finish()
-    }
-}
-
-impl Default for Control {
-    fn default() -> Self {
-        Control {
-            cancelled: AtomicBool::new(false),
-            external: None,
-            deadline: None,
-            rate: None,
-            done: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            on_progress: None,
-        }
     }
 }
 
@@ -115,22 +101,16 @@ impl Control {
         self
     }
 
-    /// Also stops when `flag` is set (a signal handler's flag).
+    /// Stops the copy (cleanly, between chunks) once `flag` is set: a
+    /// signal handler's flag, or the caller's.
     pub fn with_cancel_flag(mut self, flag: &'static AtomicBool) -> Self {
-        self.external = Some(flag);
+        self.cancel_flag = Some(flag);
         self
-    }
-
-    /// Asks the copy to stop after the chunks in flight.
-    pub fn cancel(&self) {
-        self.cancelled.store(true, Ordering::SeqCst);
     }
 
     /// Why the copy must stop now, if it must.
     pub fn stop_reason(&self) -> Option<StopReason> {
-        if self.cancelled.load(Ordering::SeqCst)
-            || self.external.is_some_and(|f| f.load(Ordering::SeqCst))
-        {
+        if self.cancel_flag.is_some_and(|f| f.load(Ordering::SeqCst)) {
             return Some(StopReason::Cancelled);
         }
         match self.deadline {

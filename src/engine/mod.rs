@@ -100,31 +100,24 @@ pub enum Outcome {
     },
 }
 
-/// A piece of work small enough for one buffer.
-#[derive(Debug, Clone, Copy)]
-struct Unit {
-    step: Step,
-}
-
-/// Cuts copy steps into chunks that end on `chunk_size` boundaries of the target.
-fn units(plan: &[Step], chunk_size: u64) -> Vec<Unit> {
+/// Cuts copy steps into units of work small enough for one buffer, ending
+/// on `chunk_size` boundaries of the target; other steps stay whole.
+fn units(plan: &[Step], chunk_size: u64) -> Vec<Step> {
     let mut out = Vec::new();
     for &step in plan {
         if step.action != Action::Copy {
-            out.push(Unit { step });
+            out.push(step);
             continue;
         }
         let mut done = 0;
         while done < step.len {
             let at = step.target_offset + done;
             let n = ((at / chunk_size + 1) * chunk_size - at).min(step.len - done);
-            out.push(Unit {
-                step: Step {
-                    target_offset: at,
-                    source_offset: step.source_offset + done,
-                    len: n,
-                    action: Action::Copy,
-                },
+            out.push(Step {
+                target_offset: at,
+                source_offset: step.source_offset + done,
+                len: n,
+                action: Action::Copy,
             });
             done += n;
         }
@@ -247,8 +240,8 @@ pub fn copy(
             }
             p.waiting.fetch_sub(1, SeqCst);
         }
-        let u = &units[i];
-        let prepared = if u.step.action == Action::Copy {
+        let step = &units[i];
+        let prepared = if step.action == Action::Copy {
             let buf = p
                 .buffers
                 .lock()
@@ -257,7 +250,7 @@ pub fn copy(
                 .unwrap_or_default();
             // A panic must not leave the writer waiting for this unit forever.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                prepare(source, target, &u.step, options, buf)
+                prepare(source, target, step, options, buf)
             }))
             .unwrap_or_else(|_| {
                 Err(Error::new(
@@ -280,11 +273,11 @@ pub fn copy(
             scope.spawn(|_| reader());
         }
         outcome = (|| {
-            for (i, unit) in units.iter().enumerate() {
+            for (i, s) in units.iter().enumerate() {
                 if let Some(reason) = control.stop_reason() {
                     return Ok(Outcome::Stopped {
                         reason,
-                        resume_at: unit.step.target_offset,
+                        resume_at: s.target_offset,
                     });
                 }
                 let prepared = {
@@ -296,9 +289,8 @@ pub fn copy(
                         guard = p.unit_ready.wait(guard).unwrap_or_else(|e| e.into_inner());
                     }
                 }?;
-                let s = unit.step;
                 let written = match s.action {
-                    Action::Copy => apply(target, &s, &prepared, options)?,
+                    Action::Copy => apply(target, s, &prepared, options)?,
                     Action::Zero if !options.target_is_zero => {
                         target.write_zeroes(s.target_offset, s.len, true)?;
                         0

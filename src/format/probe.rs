@@ -120,6 +120,25 @@ pub fn probe_storage(storage: &dyn Storage) -> Result<Probed> {
     Ok(probe(&head))
 }
 
+/// The format of the image held by `storage` (known as `path`): `format`
+/// when given, else probed. A format qimg does not read is refused.
+pub fn format_of(
+    storage: &dyn Storage,
+    path: &Path,
+    format: Option<FormatKind>,
+) -> Result<FormatKind> {
+    if let Some(k) = format {
+        return Ok(k);
+    }
+    match probe_storage(storage).path_context(path)? {
+        Probed::Known(k) => Ok(k),
+        Probed::Foreign(name) => Err(Error::unsupported(format!(
+            "image format '{name}' is not supported (qimg reads qcow2, qed and raw)"
+        ))
+        .with_path(path)),
+    }
+}
+
 /// Opens the image at `path` read-only, as `format`, or probed when `None`.
 pub fn open_image(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
     open_storage(Box::new(FileStorage::open(path)?), path, format)
@@ -132,19 +151,7 @@ pub fn open_storage(
     path: &Path,
     format: Option<FormatKind>,
 ) -> Result<Box<dyn Format>> {
-    let kind = match format {
-        Some(k) => k,
-        None => match probe_storage(storage.as_ref()).path_context(path)? {
-            Probed::Known(k) => k,
-            Probed::Foreign(name) => {
-                return Err(Error::unsupported(format!(
-                    "image format '{name}' is not supported (qimg reads qcow2, qed and raw)"
-                ))
-                .with_path(path))
-            }
-        },
-    };
-    let image: Box<dyn Format> = match kind {
+    let image: Box<dyn Format> = match format_of(storage.as_ref(), path, format)? {
         FormatKind::Qcow2 => Box::new(Qcow2::open(storage, path).path_context(path)?),
         FormatKind::Qed => Box::new(Qed::open(storage).path_context(path)?),
         FormatKind::Raw => Box::new(Raw::open(storage).path_context(path)?),
@@ -154,22 +161,11 @@ pub fn open_storage(
 
 /// Opens the image at `path` for writing, as `format`, or probed when `None`.
 pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
-    let kind = match format {
-        Some(k) => k,
-        None => match probe_storage(&FileStorage::open(path)?).path_context(path)? {
-            Probed::Known(k) => k,
-            Probed::Foreign(name) => {
-                return Err(Error::unsupported(format!(
-                    "image format '{name}' is not supported (qimg reads qcow2, qed and raw)"
-                ))
-                .with_path(path))
-            }
-        },
-    };
+    let storage: Box<dyn Storage> = Box::new(FileStorage::open_rw(path)?);
+    let kind = format_of(storage.as_ref(), path, format)?;
     if kind == FormatKind::Qcow2 {
         repair_if_dirty(path)?;
     }
-    let storage: Box<dyn Storage> = Box::new(FileStorage::open_rw(path)?);
     let image: Box<dyn Format> = match kind {
         FormatKind::Qcow2 => Box::new(Qcow2::open_writable(storage, path).path_context(path)?),
         FormatKind::Qed => Box::new(Qed::open_writable(storage).path_context(path)?),

@@ -8,8 +8,7 @@ use crate::engine::control::Control;
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{BackingSpec, FormatKind};
-use crate::paths::resolve_relative_to;
-use std::os::unix::fs::MetadataExt;
+use crate::paths::{file_identity, resolve_relative_to};
 use std::path::{Path, PathBuf};
 
 /// What the user asked for.
@@ -23,7 +22,8 @@ pub struct StreamRequest {
     pub base: Option<String>,
     /// The name to record for the base.
     pub backing_file: Option<String>,
-    /// Only this guest range (offset, length), rounded out to clusters.
+    /// Only this guest range (offset, length), rounded out to the image's
+    /// allocation unit (cluster, or subcluster with extended L2).
     pub range: Option<(u64, u64)>,
     /// Worker threads.
     pub threads: usize,
@@ -44,16 +44,12 @@ pub struct StreamReport {
     pub done: bool,
 }
 
-fn identity(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
 /// The depth of `base` in the chain (a name resolved relative to the image,
 /// or as given, or the name a layer stores for it).
 fn base_depth(chain: &Chain, file: &Path, base: &str) -> Result<usize> {
     let wanted = [
-        identity(&resolve_relative_to(file, base)),
-        identity(Path::new(base)),
+        file_identity(&resolve_relative_to(file, base)),
+        file_identity(Path::new(base)),
     ];
     let layers = chain.layers();
     for (depth, layer) in layers.iter().enumerate().skip(1) {
@@ -62,7 +58,7 @@ fn base_depth(chain: &Chain, file: &Path, base: &str) -> Result<usize> {
             .backing()
             .map(|b| b.name == base)
             .unwrap_or(false);
-        let id = identity(&layer.path);
+        let id = file_identity(&layer.path);
         if stored || (id.is_some() && wanted.contains(&id)) {
             return Ok(depth);
         }
@@ -136,8 +132,8 @@ fn new_backing(
             let stored = layers[depth - 1].image.backing().map(|b| b.name.clone());
             match stored {
                 Some(n)
-                    if identity(&resolve_relative_to(file, &n))
-                        == identity(&layers[depth].path) =>
+                    if file_identity(&resolve_relative_to(file, &n))
+                        == file_identity(&layers[depth].path) =>
                 {
                     n
                 }
@@ -165,14 +161,14 @@ pub fn stream(req: &StreamRequest, control: &Control) -> Result<(Outcome, Stream
     let base_or_end = base.unwrap_or(chain.layers().len());
     let top = chain.top().image.clone();
     let size = top.virtual_size();
-    let cluster = top.describe().cluster_size.unwrap_or(512);
+    let unit = top.granularity();
     let (start, end) = match req.range {
         Some((offset, len)) => {
-            let start = (offset / cluster * cluster).min(size);
+            let start = (offset / unit * unit).min(size);
             let end = offset
                 .saturating_add(len)
-                .div_ceil(cluster)
-                .saturating_mul(cluster)
+                .div_ceil(unit)
+                .saturating_mul(unit)
                 .min(size);
             (start, end.max(start))
         }
@@ -201,7 +197,8 @@ pub fn stream(req: &StreamRequest, control: &Control) -> Result<(Outcome, Stream
     }
     // Done only when nothing is left anywhere (slices may come in any order).
     if plan(&view, 0, size, base_or_end)?.is_empty() {
-        top.flush()?;
+        // The copy ended with a flush, and set_backing flushes again before
+        // its header write: the new pointer never precedes the data.
         top.set_backing(new_backing(
             &chain,
             &req.file,

@@ -351,23 +351,15 @@ impl Qcow2 {
             .refcounts(self.storage.as_ref())?
             .alloc(self.storage.as_ref(), n)?;
         self.storage.write_at(data, host)?;
+        let bitmap = if self.geo.extended_l2 {
+            ALL_SUBCLUSTERS
+        } else {
+            0
+        };
         for i in 0..n {
-            let (table, index, e) = self.writable_entry(meta, cluster + i * cs)?;
-            let bitmap = if self.geo.extended_l2 {
-                ALL_SUBCLUSTERS
-            } else {
-                0
-            };
-            let _ = e;
-            self.set_entry(
-                meta,
-                table,
-                index,
-                L2Entry {
-                    word: (host + i * cs) | COPIED,
-                    bitmap,
-                },
-            )?;
+            let (table, index, _) = self.writable_entry(meta, cluster + i * cs)?;
+            let word = (host + i * cs) | COPIED;
+            self.set_entry(meta, table, index, L2Entry { word, bitmap })?;
         }
         Ok(())
     }
@@ -451,21 +443,21 @@ impl Qcow2 {
         if raw_data || (self.header.version < 3 && self.backing.exists()) {
             return Ok(()); // Discarding is advisory; here it cannot keep the content.
         }
+        // With a backing file, a discarded cluster must not show the backing data.
+        let next = match (self.backing.exists(), self.geo.extended_l2) {
+            (false, _) => L2Entry::default(),
+            (true, false) => L2Entry {
+                word: ZERO,
+                bitmap: 0,
+            },
+            (true, true) => L2Entry {
+                word: 0,
+                bitmap: ALL_SUBCLUSTERS << 32,
+            },
+        };
         let (first, end) = (offset.div_ceil(cs) * cs, (offset + len) / cs * cs);
         let mut cluster = first;
         while cluster < end {
-            // With a backing file, a discarded cluster must not show the backing data.
-            let next = match (self.backing.exists(), self.geo.extended_l2) {
-                (false, _) => L2Entry::default(),
-                (true, false) => L2Entry {
-                    word: ZERO,
-                    bitmap: 0,
-                },
-                (true, true) => L2Entry {
-                    word: 0,
-                    bitmap: ALL_SUBCLUSTERS << 32,
-                },
-            };
             self.replace_entry(&mut meta, cluster, next)?;
             self.flush_if_full(&mut meta)?;
             cluster += cs;
