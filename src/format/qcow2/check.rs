@@ -9,7 +9,11 @@ use super::header::{
     Header, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
     INCOMPAT_DIRTY, MAX_L1_BYTES,
 };
-use super::refcount::{refcount_at, set_refcount, REFTABLE_OFFSET_MASK};
+use super::read_be_table;
+use super::refcount::{
+    refcount_at, refcount_max, refcount_structures, refcounts_per_block, set_refcount,
+    REFTABLE_OFFSET_MASK,
+};
 use super::snapshot::{Bitmap, Snapshot};
 use crate::error::Result;
 use crate::format::check::{CheckReport, Repair};
@@ -34,15 +38,10 @@ pub struct StoredRefcounts<'a> {
 impl<'a> StoredRefcounts<'a> {
     /// Reads the refcount table of the image.
     pub fn read(storage: &'a dyn Storage, h: &Header) -> Result<Self> {
-        let len = h.refcount_table_clusters as u64 * h.cluster_size();
-        let mut raw = vec![0u8; len as usize];
-        storage.read_at(&mut raw, h.refcount_table_offset)?;
+        let entries = h.refcount_table_clusters as u64 * h.cluster_size() / 8;
         Ok(StoredRefcounts {
             storage,
-            table: raw
-                .chunks_exact(8)
-                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-                .collect(),
+            table: read_be_table(storage, h.refcount_table_offset, entries)?,
             cluster_bits: h.cluster_bits,
             order: h.refcount_order,
             cached: None,
@@ -55,7 +54,7 @@ impl<'a> StoredRefcounts<'a> {
     }
 
     fn per_block(&self) -> u64 {
-        ((1u64 << self.cluster_bits) * 8) >> self.order
+        refcounts_per_block(self.cluster_bits, self.order)
     }
 
     /// The stored refcount of host cluster `cluster` (0 where no block covers it).
@@ -211,15 +210,10 @@ fn analyze<'a>(input: &CheckInput<'a>, r: &mut Report<'_>) -> Result<Analysis<'a
     let cs = h.cluster_size();
     let file_len = storage.len()?;
     let nb_clusters = file_len.div_ceil(cs);
-    let refcount_max = if h.refcount_bits() == 64 {
-        u64::MAX
-    } else {
-        (1u64 << h.refcount_bits()) - 1
-    };
     let mut counts = Counts {
         refs: vec![0; nb_clusters as usize],
         cluster_bits: h.cluster_bits,
-        max: refcount_max,
+        max: refcount_max(h.refcount_order),
         file_len,
     };
     let walker = walker(input);
@@ -249,12 +243,7 @@ fn analyze<'a>(input: &CheckInput<'a>, r: &mut Report<'_>) -> Result<Analysis<'a
             ));
             continue;
         }
-        let mut raw = vec![0u8; sn.l1_size as usize * 8];
-        storage.read_at(&mut raw, sn.l1_table_offset)?;
-        let l1: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-            .collect();
+        let l1 = read_be_table(storage, sn.l1_table_offset, sn.l1_size as u64)?;
         walker.l1(&mut counts, r, sn.l1_table_offset, &l1, false)?;
     }
     counts.add(r, h.snapshots_offset, snapshot_table_len);
@@ -360,7 +349,7 @@ pub fn repair(
             ..after.result
         };
     } else {
-        let mut writer = RefcountWriter::new(input.storage, h);
+        let mut writer = RefcountWriter::new(input.storage, h)?;
         for &(cluster, on_disk, counted) in &a.mismatches {
             let leak = on_disk > counted;
             if !leak && mode != Repair::All {
@@ -421,22 +410,19 @@ struct RefcountWriter<'a> {
 }
 
 impl<'a> RefcountWriter<'a> {
-    fn new(storage: &'a dyn Storage, h: &Header) -> Self {
-        let table = StoredRefcounts::read(storage, h)
-            .map(|s| s.table)
-            .unwrap_or_default();
-        RefcountWriter {
+    fn new(storage: &'a dyn Storage, h: &Header) -> Result<Self> {
+        Ok(RefcountWriter {
             storage,
-            table,
+            table: StoredRefcounts::read(storage, h)?.table,
             cluster_bits: h.cluster_bits,
             order: h.refcount_order,
-        }
+        })
     }
 
     /// Stores `value` as the refcount of `cluster`, rewriting only the
     /// bytes that hold it. The block must exist (a missing one means a rebuild).
     fn set(&mut self, cluster: u64, value: u64) -> Result<()> {
-        let per_block = ((1u64 << self.cluster_bits) * 8) >> self.order;
+        let per_block = refcounts_per_block(self.cluster_bits, self.order);
         let block = self
             .table
             .get((cluster / per_block) as usize)
@@ -474,18 +460,8 @@ fn rebuild(input: &CheckInput<'_>, a: &mut Analysis<'_>) -> Result<(u64, u32)> {
         .rposition(|&n| n > 0)
         .map_or(0, |i| i as u64 + 1);
     let start = in_use.max(storage.len()?.div_ceil(cs));
-    let per_block = (cs * 8) >> h.refcount_order;
-    let (mut table_clusters, mut blocks) = (1u64, 1u64);
-    loop {
-        let end = start + table_clusters + blocks;
-        let need_blocks = end.div_ceil(per_block);
-        let need_table = (need_blocks * 8).div_ceil(cs);
-        if need_blocks <= blocks && need_table <= table_clusters {
-            break;
-        }
-        blocks = blocks.max(need_blocks);
-        table_clusters = table_clusters.max(need_table);
-    }
+    let per_block = refcounts_per_block(h.cluster_bits, h.refcount_order);
+    let (table_clusters, blocks) = refcount_structures(start, h.cluster_bits, h.refcount_order);
     let end = start + table_clusters + blocks;
     refs.resize(end as usize, 0);
     for c in start..end {
@@ -724,10 +700,8 @@ impl TableWalker<'_> {
         if bm.table_offset % cs != 0 || len > (64 << 20) {
             return Ok(());
         }
-        let mut raw = vec![0u8; len as usize];
-        self.storage.read_at(&mut raw, bm.table_offset)?;
-        for b in raw.chunks_exact(8) {
-            let off = u64::from_be_bytes(b.try_into().expect("8 bytes")) & BITMAP_TABLE_OFFSET_MASK;
+        for e in read_be_table(self.storage, bm.table_offset, bm.table_size as u64)? {
+            let off = e & BITMAP_TABLE_OFFSET_MASK;
             if off != 0 {
                 counts.add(r, off, cs);
             }

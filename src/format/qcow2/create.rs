@@ -4,9 +4,9 @@
 use super::entry::{Geometry, COPIED};
 use super::header::{
     CompressionType, Header, AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, INCOMPAT_COMPRESSION,
-    INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, MAX_L1_BYTES,
+    INCOMPAT_DATA_FILE, INCOMPAT_EXTL2, MAX_L1_BYTES, V2_HEADER_LEN, V3_HEADER_LEN,
 };
-use super::refcount::set_refcount;
+use super::refcount::{refcount_structures, refcounts_per_block, set_refcount};
 use crate::error::{Error, Result};
 use crate::format::{BackingSpec, Preallocation};
 use crate::io::{write_zeros, Storage};
@@ -184,19 +184,9 @@ impl CreateOptions {
         } else {
             0
         };
-        let per_block = cs * 8 / (1u64 << self.refcount_order);
         let fixed = 1 + l1_clusters + l2_tables + data_clusters;
-        let (mut reftable, mut refblocks) = (1u64, 1u64);
-        loop {
-            let used = fixed + reftable + refblocks;
-            let blocks = used.div_ceil(per_block);
-            let table = blocks.div_ceil(cs / 8);
-            if blocks == refblocks && table == reftable {
-                break;
-            }
-            refblocks = blocks.max(refblocks);
-            reftable = table.max(reftable);
-        }
+        let (reftable, refblocks) =
+            refcount_structures(fixed, self.cluster_bits, self.refcount_order);
         let reftable_offset = cs;
         let refblocks_offset = reftable_offset + reftable * cs;
         let l1_offset = refblocks_offset + refblocks * cs;
@@ -265,7 +255,11 @@ impl CreateOptions {
             },
             autoclear_features: autoclear,
             refcount_order: self.refcount_order,
-            header_length: if self.version >= 3 { 112 } else { 72 },
+            header_length: if self.version >= 3 {
+                V3_HEADER_LEN
+            } else {
+                V2_HEADER_LEN
+            } as u32,
             compression_type_raw: match self.compression {
                 CompressionType::Zlib => 0,
                 CompressionType::Zstd => 1,
@@ -298,7 +292,7 @@ pub fn create(storage: &dyn Storage, data: Option<&dyn Storage>, o: &CreateOptio
         table[(i * 8) as usize..(i * 8 + 8) as usize].copy_from_slice(&off.to_be_bytes());
     }
     storage.write_at(&table, layout.reftable_offset)?;
-    let per_block = cs * 8 / (1u64 << o.refcount_order);
+    let per_block = refcounts_per_block(o.cluster_bits, o.refcount_order);
     let mut block = vec![0u8; cs as usize];
     for i in 0..layout.refblocks {
         block.fill(0);
@@ -410,7 +404,7 @@ mod tests {
                     ..Default::default()
                 };
                 let l = o.layout();
-                let per_block = l.cluster_size * 8 / (1 << order);
+                let per_block = refcounts_per_block(bits, order);
                 assert!(l.refblocks * per_block >= l.used_clusters);
                 assert!(l.reftable_clusters * l.cluster_size / 8 >= l.refblocks);
                 assert_eq!(l.file_len, l.used_clusters * l.cluster_size);

@@ -4,7 +4,10 @@
 
 use super::entry::{Geometry, L2Entry};
 use super::header::Header;
-use super::refcount::{refcount_at, set_refcount, REFTABLE_OFFSET_MASK};
+use super::read_be_table;
+use super::refcount::{
+    refcount_at, refcount_max, refcounts_per_block, set_refcount, REFTABLE_OFFSET_MASK,
+};
 use crate::error::{Error, Result};
 use crate::format::table_cache::TableCache;
 use crate::io::Storage;
@@ -65,12 +68,8 @@ impl Refcounts {
     /// everything in use (and after the end of the file).
     pub fn load(storage: &dyn Storage, h: &Header) -> Result<Self> {
         let cs = h.cluster_size();
-        let mut raw = vec![0u8; (h.refcount_table_clusters as u64 * cs) as usize];
-        storage.read_at(&mut raw, h.refcount_table_offset)?;
-        let table: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-            .collect();
+        let entries = h.refcount_table_clusters as u64 * cs / 8;
+        let table = read_be_table(storage, h.refcount_table_offset, entries)?;
         let mut r = Refcounts {
             table,
             table_offset: h.refcount_table_offset,
@@ -105,15 +104,7 @@ impl Refcounts {
     }
 
     fn per_block(&self) -> u64 {
-        ((1u64 << self.cluster_bits) * 8) >> self.order
-    }
-
-    fn max(&self) -> u64 {
-        if self.order == 6 {
-            u64::MAX
-        } else {
-            (1u64 << (1 << self.order)) - 1
-        }
+        refcounts_per_block(self.cluster_bits, self.order)
     }
 
     /// Reads a refcount block (for the cache).
@@ -145,7 +136,7 @@ impl Refcounts {
     /// Sets the refcount of cluster `k`, creating its refcount block (and
     /// growing the table) when needed.
     pub fn set(&mut self, storage: &dyn Storage, k: u64, value: u64) -> Result<()> {
-        if value > self.max() {
+        if value > refcount_max(self.order) {
             return Err(Error::corrupt(format!(
                 "refcount of cluster {k} would overflow its {}-bit width",
                 1 << self.order

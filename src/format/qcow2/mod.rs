@@ -91,14 +91,11 @@ impl Qcow2 {
                 "image was not closed cleanly (dirty bit set); repair it with 'qimg check -r all'",
             ));
         }
-        let mut l1 = vec![0u64; header.l1_size as usize];
-        if !l1.is_empty() {
-            let mut raw = vec![0u8; l1.len() * 8];
-            storage.read_at(&mut raw, header.l1_table_offset)?;
-            for (e, b) in l1.iter_mut().zip(raw.chunks_exact(8)) {
-                *e = u64::from_be_bytes(b.try_into().expect("8 bytes"));
-            }
-        }
+        let l1 = read_be_table(
+            storage.as_ref(),
+            header.l1_table_offset,
+            header.l1_size as u64,
+        )?;
         let data_file = match (&header.data_file, geo.external_data) {
             (Some(name), true) => Some(open_data_file(path, name, writable)?),
             _ => None,
@@ -171,14 +168,14 @@ impl Qcow2 {
                 self.storage.len()?,
             )?;
         }
-        let mut raw = vec![0u8; len as usize];
-        self.storage.read_at(&mut raw, snap.l1_table_offset)?;
+        let l1 = read_be_table(
+            self.storage.as_ref(),
+            snap.l1_table_offset,
+            snap.l1_size as u64,
+        )?;
         let size = snap.disk_size.unwrap_or(self.header.size);
         let meta = self.meta.get_mut().unwrap_or_else(|p| p.into_inner());
-        meta.l1 = raw
-            .chunks_exact(8)
-            .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-            .collect();
+        meta.l1 = l1;
         meta.header.size = size;
         self.header.size = size;
         self.writable = false;
@@ -386,6 +383,19 @@ impl Qcow2 {
         *last = Some((word, cluster.clone()));
         Ok(cluster)
     }
+}
+
+/// Reads a table of `entries` big-endian 64-bit entries at `offset` (L1
+/// tables, refcount tables, bitmap tables). The caller bounds `entries`.
+pub(crate) fn read_be_table(storage: &dyn Storage, offset: u64, entries: u64) -> Result<Vec<u64>> {
+    let mut raw = vec![0u8; (entries * 8) as usize];
+    if !raw.is_empty() {
+        storage.read_at(&mut raw, offset)?;
+    }
+    Ok(raw
+        .chunks_exact(8)
+        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        .collect())
 }
 
 fn read_head(storage: &dyn Storage, file_len: u64) -> Result<Vec<u8>> {

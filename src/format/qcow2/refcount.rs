@@ -1,5 +1,6 @@
-//! Reading refcounts: just enough for the read side (qemu-img's test for
-//! metadata preallocation). The write path extends this.
+//! Refcount arithmetic shared by create, check and the write path: entry
+//! widths, block capacity, the size of refcount structures that count
+//! themselves, and qemu-img's test for metadata preallocation.
 
 use super::header::Header;
 use crate::error::Result;
@@ -7,6 +8,34 @@ use crate::io::Storage;
 
 /// Offset bits of a refcount table entry.
 pub const REFTABLE_OFFSET_MASK: u64 = 0xffff_ffff_ffff_fe00;
+
+/// Refcounts one block holds: a cluster of `1 << order`-bit entries.
+pub fn refcounts_per_block(cluster_bits: u32, order: u32) -> u64 {
+    ((1u64 << cluster_bits) * 8) >> order
+}
+
+/// The largest refcount a `1 << order`-bit entry holds.
+pub fn refcount_max(order: u32) -> u64 {
+    u64::MAX >> (64 - (1u32 << order))
+}
+
+/// The smallest refcount table (in clusters) and number of refcount blocks
+/// that, placed after the first `base` clusters of a file, cover every
+/// cluster up to their own end: the blocks count the table and themselves.
+pub fn refcount_structures(base: u64, cluster_bits: u32, order: u32) -> (u64, u64) {
+    let per_block = refcounts_per_block(cluster_bits, order);
+    let entries_per_cluster = (1u64 << cluster_bits) / 8;
+    let (mut table, mut blocks) = (1u64, 1u64);
+    loop {
+        let need_blocks = (base + table + blocks).div_ceil(per_block);
+        let need_table = need_blocks.div_ceil(entries_per_cluster);
+        if need_blocks <= blocks && need_table <= table {
+            return (table, blocks);
+        }
+        blocks = blocks.max(need_blocks);
+        table = table.max(need_table);
+    }
+}
 
 /// The refcount at `index` of a refcount block with `1 << order`-bit entries.
 pub fn refcount_at(block: &[u8], index: usize, order: u32) -> u64 {
@@ -53,7 +82,7 @@ pub fn looks_metadata_preallocated(
     let real_clusters = storage.allocated_bytes()?.unwrap_or(file_len) / cs;
     let threshold = (real_clusters * 10 / 9).max(real_clusters + 2);
     let end_cluster = file_len.div_ceil(cs);
-    let per_block = cs * 8 / h.refcount_bits() as u64;
+    let per_block = refcounts_per_block(h.cluster_bits, h.refcount_order);
     let table_len = (h.refcount_table_clusters as u64 * cs).min(file_len - h.refcount_table_offset);
     let mut table = vec![0u8; table_len as usize];
     storage.read_at(&mut table, h.refcount_table_offset)?;
@@ -85,7 +114,33 @@ pub fn looks_metadata_preallocated(
 
 #[cfg(test)]
 mod tests {
-    use super::{refcount_at, set_refcount};
+    use super::{
+        refcount_at, refcount_max, refcount_structures, refcounts_per_block, set_refcount,
+    };
+
+    #[test]
+    fn widths_and_structures() {
+        assert_eq!(refcount_max(0), 1);
+        assert_eq!(refcount_max(4), 0xffff);
+        assert_eq!(refcount_max(6), u64::MAX);
+        assert_eq!(refcounts_per_block(16, 4), 32768);
+        // A fresh 64 KiB-cluster image: header, table, block, L1.
+        assert_eq!(refcount_structures(2, 16, 4), (1, 1));
+        for order in 0..=6 {
+            for bits in [9, 12, 16] {
+                for base in [0, 1, 63, 64, 1000, 1 << 20] {
+                    let (table, blocks) = refcount_structures(base, bits, order);
+                    let end = base + table + blocks;
+                    assert!(blocks * refcounts_per_block(bits, order) >= end);
+                    assert!(table * (1u64 << bits) / 8 >= blocks);
+                    // Minimal: one block fewer would not cover its own end.
+                    assert!(
+                        blocks == 1 || (blocks - 1) * refcounts_per_block(bits, order) < end - 1
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn sub_byte_widths_pack_lsb_first() {
