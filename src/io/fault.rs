@@ -38,13 +38,7 @@ pub struct FaultStorage {
 
 fn apply(bytes: &mut Vec<u8>, change: &Pending) {
     match change {
-        Pending::Write(offset, data) => {
-            let end = *offset as usize + data.len();
-            if bytes.len() < end {
-                bytes.resize(end, 0);
-            }
-            bytes[*offset as usize..end].copy_from_slice(data);
-        }
+        Pending::Write(offset, data) => super::write_into_bytes(bytes, *offset, data),
         Pending::SetLen(len) => bytes.resize(*len as usize, 0),
     }
 }

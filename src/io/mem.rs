@@ -54,12 +54,7 @@ impl Storage for MemStorage {
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        let mut data = self.bytes_mut();
-        let end = offset as usize + buf.len();
-        if data.len() < end {
-            data.resize(end, 0);
-        }
-        data[offset as usize..end].copy_from_slice(buf);
+        super::write_into_bytes(&mut self.bytes_mut(), offset, buf);
         Ok(())
     }
 

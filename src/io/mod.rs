@@ -84,6 +84,16 @@ pub(crate) fn read_from_bytes(data: &[u8], offset: u64, buf: &mut [u8]) {
     buf[end - start..].fill(0);
 }
 
+/// Writes `buf` into `data` at `offset`, growing it with zeros as a file
+/// grows.
+pub(crate) fn write_into_bytes(data: &mut Vec<u8>, offset: u64, buf: &[u8]) {
+    let end = offset as usize + buf.len();
+    if data.len() < end {
+        data.resize(end, 0);
+    }
+    data[offset as usize..end].copy_from_slice(buf);
+}
+
 /// A shared storage is a storage (tests keep a handle to what an image owns).
 impl<T: Storage + ?Sized> Storage for Arc<T> {
     fn path(&self) -> &Path {
