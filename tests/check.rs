@@ -428,10 +428,7 @@ fn qed_leaks_are_reclaimed() {
             "{}",
             stdout(&out)
         );
-        assert!(
-            fx.qemu_img(&["check", image]).status.success(),
-            "{image} not clean"
-        );
+        fx.assert_clean(image);
         let cmp = fx.qemu_img(&["compare", &before, image]);
         assert!(
             cmp.status.success(),

@@ -144,11 +144,8 @@ fn backing_file_copies_only_the_top_layer() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     // Over mid, the new image reads exactly like top.
-    assert!(fx
-        .qemu_img(&["compare", "top.qcow2", "new.qcow2"])
-        .status
-        .success());
-    assert!(fx.qemu_img(&["check", "new.qcow2"]).status.success());
+    fx.assert_same("top.qcow2", "new.qcow2");
+    fx.assert_clean("new.qcow2");
     let theirs = fx.qemu_img(&[
         "convert",
         "-O",
@@ -182,11 +179,8 @@ fn two_sources_are_concatenated() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     fx.qemu_img(&["convert", "-O", "raw", "v3.qcow2", "top.qcow2", "both.raw"]);
-    assert!(fx
-        .qemu_img(&["compare", "both.raw", "both.qcow2"])
-        .status
-        .success());
-    assert!(fx.qemu_img(&["check", "both.qcow2"]).status.success());
+    fx.assert_same("both.raw", "both.qcow2");
+    fx.assert_clean("both.qcow2");
 }
 
 #[test]
@@ -204,11 +198,8 @@ fn into_an_existing_target() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     fx.sh("qemu-img convert -O raw top.qcow2 expect.raw && truncate -s 8M expect.raw && qemu-io -f raw -c 'write -P 0x66 6M 2M' expect.raw >/dev/null");
-    assert!(fx
-        .qemu_img(&["compare", "expect.raw", "existing.qcow2"])
-        .status
-        .success());
-    assert!(fx.qemu_img(&["check", "existing.qcow2"]).status.success());
+    fx.assert_same("expect.raw", "existing.qcow2");
+    fx.assert_clean("existing.qcow2");
     // --target-is-zero: zero ranges are not written.
     fx.sh("qemu-img create -q -f qcow2 blank.qcow2 6M");
     let out = fx.qimg(&[
@@ -221,10 +212,7 @@ fn into_an_existing_target() {
         "blank.qcow2",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(fx
-        .qemu_img(&["compare", "top.qcow2", "blank.qcow2"])
-        .status
-        .success());
+    fx.assert_same("top.qcow2", "blank.qcow2");
     // A target smaller than the source is refused.
     fx.sh("qemu-img create -q -f qcow2 small.qcow2 1M");
     let out = fx.qimg(&["convert", "-n", "-O", "qcow2", "top.qcow2", "small.qcow2"]);
@@ -319,13 +307,7 @@ fn interrupted_converts_leave_a_consistent_target() {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(String::from_utf8_lossy(&out.stderr).contains("incomplete"));
-        let check = fx.qemu_img(&["check", &target]);
-        assert!(
-            check.status.success(),
-            "{}{}",
-            stdout(&check),
-            stderr(&check)
-        );
+        fx.assert_clean(&target);
     }
 }
 
@@ -350,12 +332,7 @@ fn compressed_output_is_read_back_by_qemu_img() {
             "convert", "-c", "-O", "qcow2", "-o", opts, "mix.raw", "c.qcow2",
         ]);
         assert!(out.status.success(), "{opts}: {}", stderr(&out));
-        assert!(
-            fx.qemu_img(&["compare", "mix.raw", "c.qcow2"])
-                .status
-                .success(),
-            "{opts}: content"
-        );
+        fx.assert_same("mix.raw", "c.qcow2");
         let check = fx.qemu_img(&["check", "--output=json", "c.qcow2"]);
         assert!(check.status.success(), "{opts}: {}", stdout(&check));
         let report: serde_json::Value = serde_json::from_str(&stdout(&check)).unwrap();
@@ -378,13 +355,8 @@ fn internal_snapshots_with_l() {
     for spec in ["first", "1", "snapshot.name=first", "snapshot.id=1"] {
         let out = fx.qimg(&["convert", "-l", spec, "-O", "qcow2", "sn.qcow2", "s.qcow2"]);
         assert!(out.status.success(), "{spec}: {}", stderr(&out));
-        assert!(
-            fx.qemu_img(&["compare", "expect.raw", "s.qcow2"])
-                .status
-                .success(),
-            "{spec}"
-        );
-        assert!(fx.qemu_img(&["check", "s.qcow2"]).status.success());
+        fx.assert_same("expect.raw", "s.qcow2");
+        fx.assert_clean("s.qcow2");
     }
     let out = fx.qimg(&["convert", "-l", "nope", "-O", "raw", "sn.qcow2", "x.raw"]);
     assert_eq!(out.status.code(), Some(1));

@@ -81,13 +81,8 @@ fn matches_qemu_block_stream() {
         let out = fx.qimg(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(out.status.success(), "{dir}: {}", stderr(&out));
         let (ours, theirs) = (format!("{dir}-m/top.img"), format!("{dir}-q/top.img"));
-        assert!(
-            fx.qemu_img(&["compare", "before.raw", &ours])
-                .status
-                .success(),
-            "{dir}: content changed"
-        );
-        assert!(fx.qemu_img(&["check", &ours]).status.success());
+        fx.assert_same("before.raw", &ours);
+        fx.assert_clean(&ours);
         assert_eq!(
             map_without_offsets(&fx, &ours),
             map_without_offsets(&fx, &theirs),
@@ -124,19 +119,14 @@ fn slices_out_of_order_finish_the_job() {
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
-        assert!(
-            fx.qemu_img(&["compare", "before.raw", "s/top.img"])
-                .status
-                .success(),
-            "content changed mid-way"
-        );
+        fx.assert_same("before.raw", "s/top.img");
         last = Some(report);
     }
     let last = last.unwrap();
     assert_eq!(last["done"], true, "{last}");
     assert_eq!(last["virtual-size"], 4194304);
     assert!(!stdout(&fx.qemu_img(&["info", "s/top.img"])).contains("backing file"));
-    assert!(fx.qemu_img(&["check", "s/top.img"]).status.success());
+    fx.assert_clean("s/top.img");
 }
 
 #[test]
@@ -159,17 +149,11 @@ fn time_limit_stops_and_a_rerun_completes() {
     let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(report["done"], false);
     assert!(report["next-offset"].as_u64().unwrap() < 32 << 20);
-    assert!(fx.qemu_img(&["check", "top.qcow2"]).status.success());
-    assert!(fx
-        .qemu_img(&["compare", "before.raw", "top.qcow2"])
-        .status
-        .success());
+    fx.assert_clean("top.qcow2");
+    fx.assert_same("before.raw", "top.qcow2");
     let out = fx.qimg(&["stream", "top.qcow2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(fx
-        .qemu_img(&["compare", "before.raw", "top.qcow2"])
-        .status
-        .success());
+    fx.assert_same("before.raw", "top.qcow2");
     assert!(!stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file"));
 }
 
@@ -180,10 +164,7 @@ fn qed_top_and_errors() {
     fx.qemu_img(&["convert", "-O", "raw", "q/top.img", "before.raw"]);
     let out = fx.qimg(&["stream", "--base", "q/mid.qcow2", "q/top.img"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(fx
-        .qemu_img(&["compare", "before.raw", "q/top.img"])
-        .status
-        .success());
+    fx.assert_same("before.raw", "q/top.img");
     assert!(stdout(&fx.qemu_img(&["info", "q/top.img"])).contains("backing file: mid.qcow2"));
     fx.sh("qemu-img create -q -f qcow2 alone.qcow2 1M");
     for (args, needle) in [
@@ -228,18 +209,12 @@ fn interrupted_stream_is_consistent_and_resumes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("run the same command again"));
     // Still backed, consistent, and the guest sees the same disk.
     assert!(stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file: base.qcow2"));
-    assert!(fx.qemu_img(&["check", "top.qcow2"]).status.success());
-    assert!(fx
-        .qemu_img(&["compare", "before.raw", "top.qcow2"])
-        .status
-        .success());
+    fx.assert_clean("top.qcow2");
+    fx.assert_same("before.raw", "top.qcow2");
     let out = fx.qimg(&["stream", "top.qcow2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file"));
-    assert!(fx
-        .qemu_img(&["compare", "before.raw", "top.qcow2"])
-        .status
-        .success());
+    fx.assert_same("before.raw", "top.qcow2");
 }
 
 #[test]
