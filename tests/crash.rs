@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture, Rng};
+use common::{patch_qed_l2, stderr, stdout, Fixture, Rng};
 use qimg::chain::Chain;
 use qimg::format::qcow2::Qcow2;
 use qimg::format::qed::Qed;
@@ -312,6 +312,68 @@ fn crash_under_the_copy_engine() {
             );
             if result.is_ok() && n >= total {
                 fx.assert_same("src.qcow2", "cut.qcow2");
+            }
+        }
+    }
+}
+
+/// Reclaiming QED leaks (`check -r`) moves data clusters and L2 tables down
+/// the file and truncates it. Cut after any of its writes, with any of the
+/// unflushed writes kept, the image must check with leaks at most and keep
+/// its guest content.
+#[test]
+fn crash_while_reclaiming_qed_leaks() {
+    use qimg::format::check::Repair;
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f qed mid.qed 4M
+         qemu-io -f qed -c 'write -P 1 0 64k' -c 'write -P 2 64k 64k' -c 'write -P 3 1M 64k' -c 'write -P 4 3M 64k' mid.qed >/dev/null
+         qemu-img create -q -f qed table.qed 4M
+         qemu-io -f qed -c 'write -P 1 0 64k' table.qed >/dev/null",
+    );
+    // A leak among the data clusters, and one right before the L2 table
+    // (which then moves through the end of the file).
+    patch_qed_l2(&fx, "mid.qed", 0, 0);
+    patch_qed_l2(&fx, "table.qed", 0, 0);
+    for image in ["mid.qed", "table.qed"] {
+        let bytes = fx.read(image);
+        let want = guest(&fx, image);
+        let reclaim = |crash_after: u64| {
+            let fault = Arc::new(FaultStorage::new(
+                fx.path(image),
+                bytes.clone(),
+                crash_after,
+            ));
+            let qed = Qed::open(Box::new(fault.clone())).expect("open");
+            let result = qed.repair(Repair::Leaks, &mut |_| {});
+            drop(qed);
+            (fault, result)
+        };
+        let (fault, result) = reclaim(u64::MAX);
+        let report = result.expect("repair").expect("QED has a check");
+        assert_eq!(report.leaks_fixed, 1, "{image}: {report:?}");
+        let total = fault.writes();
+        assert!(total >= 4, "{image}: only {total} writes");
+        for n in 0..=total {
+            let (fault, _) = reclaim(n);
+            for pattern in 0..3 {
+                let crashed = fault.after_crash(|i| match pattern {
+                    0 => true,
+                    1 => false,
+                    _ => (i as u64 + n) % 2 == 0,
+                });
+                fx.write("cut.qed", &crashed);
+                let check = fx.qemu_img(&["check", "cut.qed"]);
+                let code = check.status.code();
+                assert!(
+                    code == Some(0) || code == Some(3),
+                    "{image}: cut after write {n}/{total} (pattern {pattern}): check exit {code:?}\n{}",
+                    stdout(&check)
+                );
+                assert!(
+                    guest(&fx, "cut.qed") == want,
+                    "{image}: cut after write {n}/{total} (pattern {pattern}): guest content changed"
+                );
             }
         }
     }
