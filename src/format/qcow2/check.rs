@@ -4,11 +4,12 @@
 //! stored refcounts; COPIED flags are compared with refcounts of 1. The
 //! messages and counters are qemu-img's.
 
-use super::entry::{self, CompressedDescriptor, L2Entry, COPIED, L1_RESERVED_MASK, OFFSET_MASK};
+use super::entry::{self, CompressedDescriptor, COPIED, L1_RESERVED_MASK, OFFSET_MASK};
 use super::header::{
     Header, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE,
     INCOMPAT_DIRTY, MAX_L1_BYTES,
 };
+use super::meta::read_l2_table;
 use super::read_be_table;
 use super::refcount::{
     refcount_at, refcount_max, refcount_structures, refcounts_per_block, set_refcount,
@@ -603,16 +604,14 @@ impl TableWalker<'_> {
     ) -> Result<()> {
         let geo = self.geometry();
         let cs = geo.cluster_size();
-        let mut raw = vec![0u8; cs as usize];
-        self.storage.read_at(&mut raw, l2_offset)?;
+        let table = read_l2_table(self.storage, &geo, l2_offset)?;
         let reserved = if geo.extended_l2 {
             L2_EXTENDED_RESERVED_MASK
         } else {
             entry::L2_RESERVED_MASK
         };
         let mut next_contiguous = 0u64;
-        for (i, bytes) in raw.chunks_exact(geo.entry_bytes()).enumerate() {
-            let mut e = L2Entry::decode(bytes);
+        for (i, &(mut e)) in table.iter().enumerate() {
             if !e.is_compressed() && e.word & reserved != 0 {
                 r.error(format!(
                     "ERROR found l2 entry with reserved bits set: {:x}",
@@ -719,37 +718,20 @@ impl TableWalker<'_> {
         fix: bool,
     ) -> Result<()> {
         let geo = self.geometry();
-        let cs = geo.cluster_size();
         for (i, &e) in l1.iter().enumerate() {
             let l2_offset = e & OFFSET_MASK;
             if l2_offset == 0 {
                 continue;
             }
             let refcount = stored.get(l2_offset >> geo.cluster_bits)?;
-            if (refcount == 1) != (e & COPIED != 0) {
-                let what = format!(
-                    "OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:x} refcount={refcount}"
-                );
-                if fix {
-                    let fixed = if refcount == 1 {
-                        e | COPIED
-                    } else {
-                        e & !COPIED
-                    };
-                    self.storage.write_at(
-                        &fixed.to_be_bytes(),
-                        self.header.l1_table_offset + i as u64 * 8,
-                    )?;
-                    r.log(format!("Repairing {what}"));
-                    r.result.corruptions_fixed += 1;
-                } else {
-                    r.error(format!("ERROR {what}"));
-                }
-            }
-            let mut raw = vec![0u8; cs as usize];
-            self.storage.read_at(&mut raw, l2_offset)?;
-            for (j, bytes) in raw.chunks_exact(geo.entry_bytes()).enumerate() {
-                let e = L2Entry::decode(bytes);
+            let at = self.header.l1_table_offset + i as u64 * 8;
+            self.copied_flag(r, e, refcount, at, fix, || {
+                format!("OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={e:x} refcount={refcount}")
+            })?;
+            for (j, e) in read_l2_table(self.storage, &geo, l2_offset)?
+                .iter()
+                .enumerate()
+            {
                 if e.is_compressed() {
                     continue;
                 }
@@ -761,27 +743,45 @@ impl TableWalker<'_> {
                 } else {
                     stored.get(data >> geo.cluster_bits)?
                 };
-                if (refcount == 1) != (e.word & COPIED != 0) {
-                    let what = format!(
+                let at = l2_offset + (j * geo.entry_bytes()) as u64;
+                self.copied_flag(r, e.word, refcount, at, fix, || {
+                    format!(
                         "OFLAG_COPIED data cluster: l2_entry={:x} refcount={refcount}",
                         e.word
-                    );
-                    if fix {
-                        let fixed = if refcount == 1 {
-                            e.word | COPIED
-                        } else {
-                            e.word & !COPIED
-                        };
-                        let at = l2_offset + (j * geo.entry_bytes()) as u64;
-                        self.storage.write_at(&fixed.to_be_bytes(), at)?;
-                        r.log(format!("Repairing {what}"));
-                        r.result.corruptions_fixed += 1;
-                    } else {
-                        r.error(format!("ERROR {what}"));
-                    }
-                }
+                    )
+                })?;
             }
         }
+        Ok(())
+    }
+
+    /// Compares the COPIED flag of the table entry `word` (stored at `at`)
+    /// with the refcount of what it points at; a mismatch is logged as an
+    /// error, or with `fix` the entry is rewritten and the repair logged.
+    fn copied_flag(
+        &self,
+        r: &mut Report<'_>,
+        word: u64,
+        refcount: u64,
+        at: u64,
+        fix: bool,
+        what: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if (refcount == 1) == (word & COPIED != 0) {
+            return Ok(());
+        }
+        if !fix {
+            r.error(format!("ERROR {}", what()));
+            return Ok(());
+        }
+        let fixed = if refcount == 1 {
+            word | COPIED
+        } else {
+            word & !COPIED
+        };
+        self.storage.write_at(&fixed.to_be_bytes(), at)?;
+        r.log(format!("Repairing {}", what()));
+        r.result.corruptions_fixed += 1;
         Ok(())
     }
 }
