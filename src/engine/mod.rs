@@ -143,10 +143,57 @@ enum Packed {
     Plain(Vec<u8>),
 }
 
+thread_local! {
+    /// Each worker's buffer for the reference view of `copy_changes`.
+    static REFERENCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The segments to write of `buf` (at target offset `base`): its zero and
+/// data runs, leaving out every allocation unit of the target (`unit`
+/// bytes, aligned to target offsets) that reads the same in `reference`.
+fn changed_segments(
+    buf: &[u8],
+    base: u64,
+    sparse: usize,
+    reference: &[u8],
+    unit: u64,
+) -> Vec<zero::Segment> {
+    let mut out = Vec::new();
+    let mut emit = |from: usize, to: usize| {
+        let runs = zero::segments(&buf[from..to], base + from as u64, sparse);
+        out.extend(runs.into_iter().map(|s| zero::Segment {
+            start: s.start + from,
+            ..s
+        }));
+    };
+    let mut changed_from = None;
+    let mut pos = 0usize;
+    while pos < buf.len() {
+        let next_unit = ((base + pos as u64) / unit + 1) * unit - base;
+        let end = next_unit.min(buf.len() as u64) as usize;
+        let changed = buf[pos..end] != reference[pos..end];
+        match (changed, changed_from) {
+            (true, None) => changed_from = Some(pos),
+            (false, Some(from)) => {
+                emit(from, pos);
+                changed_from = None;
+            }
+            _ => {}
+        }
+        pos = end;
+    }
+    if let Some(from) = changed_from {
+        emit(from, buf.len());
+    }
+    out
+}
+
 /// Reads and prepares one copy unit (runs on a worker thread), into `buf`
-/// (reused: every byte is overwritten by the read).
+/// (reused: every byte is overwritten by the read). With a `reference`,
+/// only the target's allocation units that differ from it are kept.
 fn prepare(
     source: &dyn Source,
+    reference: Option<&dyn Source>,
     target: &dyn Format,
     step: &Step,
     options: &CopyOptions,
@@ -155,7 +202,22 @@ fn prepare(
     buf.resize(step.len as usize, 0);
     source.read(step.source_offset, &mut buf)?;
     let Some(cluster) = options.compress_cluster else {
-        let segments = zero::segments(&buf, step.target_offset, options.sparse as usize);
+        let (base, sparse) = (step.target_offset, options.sparse as usize);
+        let segments = match reference {
+            None => zero::segments(&buf, base, sparse),
+            Some(reference) => REFERENCE.with(|cell| -> Result<_> {
+                let mut other = cell.borrow_mut();
+                other.resize(buf.len(), 0);
+                reference.read(step.source_offset, &mut other)?;
+                Ok(changed_segments(
+                    &buf,
+                    base,
+                    sparse,
+                    &other,
+                    target.granularity(),
+                ))
+            })?,
+        };
         return Ok(Prepared::Plain { buf, segments });
     };
     let mut clusters = Vec::new();
@@ -208,6 +270,38 @@ pub fn copy(
     options: &CopyOptions,
     control: &Control,
 ) -> Result<Outcome> {
+    run(source, None, target, plan, options, control)
+}
+
+/// As [`copy`], but a copy step writes only the target's allocation units
+/// (clusters, or subclusters) whose source bytes differ from `reference`'s
+/// at the same offsets: what rebase needs, with the comparison done by the
+/// parallel readers and each source byte read once. Not for compressed
+/// copies.
+pub fn copy_changes(
+    source: &dyn Source,
+    reference: &dyn Source,
+    target: &dyn Format,
+    plan: &[Step],
+    options: &CopyOptions,
+    control: &Control,
+) -> Result<Outcome> {
+    if options.compress_cluster.is_some() {
+        return Err(Error::unsupported(
+            "compressed copies cannot skip unchanged clusters",
+        ));
+    }
+    run(source, Some(reference), target, plan, options, control)
+}
+
+fn run(
+    source: &dyn Source,
+    reference: Option<&dyn Source>,
+    target: &dyn Format,
+    plan: &[Step],
+    options: &CopyOptions,
+    control: &Control,
+) -> Result<Outcome> {
     use std::sync::atomic::Ordering::SeqCst;
     let threads = options.threads.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
@@ -250,7 +344,7 @@ pub fn copy(
                 .unwrap_or_default();
             // A panic must not leave the writer waiting for this unit forever.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                prepare(source, target, step, options, buf)
+                prepare(source, reference, target, step, options, buf)
             }))
             .unwrap_or_else(|_| {
                 Err(Error::new(
@@ -375,4 +469,37 @@ fn apply_clusters(
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::changed_segments;
+    use super::zero::Segment;
+
+    #[test]
+    fn only_units_that_differ_are_written() {
+        // Four 4 KiB units at target offset 8 KiB; units 1 and 3 differ,
+        // and unit 3 differs by being zero.
+        let reference = vec![7u8; 16384];
+        let mut buf = reference.clone();
+        buf[4096 + 10] = 1;
+        buf[12288..].fill(0);
+        let segments = changed_segments(&buf, 8192, 4096, &reference, 4096);
+        assert_eq!(
+            segments,
+            vec![
+                Segment {
+                    start: 4096,
+                    len: 4096,
+                    zero: false
+                },
+                Segment {
+                    start: 12288,
+                    len: 4096,
+                    zero: true
+                },
+            ]
+        );
+        assert!(changed_segments(&reference, 0, 4096, &reference, 4096).is_empty());
+    }
 }

@@ -3,9 +3,9 @@
 //! content would change (old backing view against new), then rewrites the
 //! header; `-u` only rewrites the header.
 
-use crate::chain::Chain;
+use crate::chain::{Chain, View};
 use crate::engine::control::Control;
-use crate::engine::{copy, Action, CopyOptions, GuestSource, Outcome, Step};
+use crate::engine::{copy_changes, Action, CopyOptions, GuestSource, Outcome, Step};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{open_image_writable, BackingSpec, FormatKind, GuestRead};
 use crate::paths::resolve_relative_to;
@@ -27,9 +27,6 @@ pub struct RebaseRequest {
     /// Worker threads.
     pub threads: usize,
 }
-
-/// Bytes compared at a time.
-const COMPARE_CHUNK: u64 = 1 << 20;
 
 fn change_error(backing: &str, why: &str) -> Error {
     Error::new(
@@ -89,15 +86,17 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
         Some(c) => c.reader(),
         None => chain.reader_from(usize::MAX),
     };
-    let steps = plan(&chain, old.as_ref(), new.as_ref(), top.granularity())?;
+    let steps = plan(&chain.view(), top.granularity())?;
     control.add_total(steps.iter().map(|s| s.len).sum());
     let options = CopyOptions {
         threads: req.threads.max(1),
         target_is_zero: false,
         ..Default::default()
     };
-    let outcome = copy(
+    // Where the new view reads the same, nothing needs copying.
+    let outcome = copy_changes(
         &GuestSource(old.as_ref()),
+        &GuestSource(new.as_ref()),
         top.as_ref(),
         &steps,
         &options,
@@ -109,17 +108,15 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
     Ok(outcome)
 }
 
-/// The allocation units (`unit` bytes: clusters, or subclusters with
-/// extended L2) the image does not allocate where the old and the new
-/// backing views differ: those keep the old content by being copied. A run
-/// the image does not allocate may start inside a unit only when that whole
-/// unit is unallocated, so rounding runs out to units never takes in bytes
-/// the image holds itself.
-fn plan(chain: &Chain, old: &dyn GuestRead, new: &dyn GuestRead, unit: u64) -> Result<Vec<Step>> {
-    let view = chain.view();
+/// The ranges the image does not allocate, rounded out to its allocation
+/// units (`unit` bytes: clusters, or subclusters with extended L2): where
+/// the old and new backing views may differ. A run the image does not
+/// allocate may start inside a unit only when that whole unit is
+/// unallocated, so rounding runs out to units never takes in bytes the
+/// image holds itself.
+fn plan(view: &View<'_>, unit: u64) -> Result<Vec<Step>> {
     let size = view.virtual_size();
     let mut steps: Vec<Step> = Vec::new();
-    let (mut a, mut b) = (Vec::new(), Vec::new());
     let mut offset = 0;
     while offset < size {
         let st = view.block_status(offset, size - offset)?;
@@ -128,37 +125,20 @@ fn plan(chain: &Chain, old: &dyn GuestRead, new: &dyn GuestRead, unit: u64) -> R
             offset = run_end;
             continue;
         }
-        // Compare whole units covering the run, a chunk at a time.
-        let mut pos = offset / unit * unit;
+        let start = offset / unit * unit;
         let end = run_end.div_ceil(unit).saturating_mul(unit).min(size);
-        while pos < end {
-            let n = COMPARE_CHUNK.min(end - pos) as usize;
-            a.resize(n, 0);
-            b.resize(n, 0);
-            old.read(pos, &mut a)?;
-            new.read(pos, &mut b)?;
-            for (i, (x, y)) in a
-                .chunks(unit as usize)
-                .zip(b.chunks(unit as usize))
-                .enumerate()
-            {
-                if x != y {
-                    let at = pos + (i as u64) * unit;
-                    let len = x.len() as u64;
-                    match steps.last_mut() {
-                        Some(last) if last.target_offset + last.len == at => last.len += len,
-                        _ => steps.push(Step {
-                            target_offset: at,
-                            source_offset: at,
-                            len,
-                            action: Action::Copy,
-                        }),
-                    }
-                }
+        match steps.last_mut() {
+            Some(last) if last.target_offset + last.len == start => {
+                last.len = end - last.target_offset
             }
-            pos += n as u64;
+            _ => steps.push(Step {
+                target_offset: start,
+                source_offset: start,
+                len: end - start,
+                action: Action::Copy,
+            }),
         }
-        offset = run_end.max(end);
+        offset = end;
     }
     Ok(steps)
 }
