@@ -394,7 +394,12 @@ fn set_backing_rewrites_the_header() {
     for image in ["v3.qcow2", "v2.qcow2", "small.qcow2", "q.qed"] {
         let set = |spec: Option<BackingSpec>| {
             let chain = Chain::open_writable(&fx.path(image), None).expect("open");
-            chain.top().image.set_backing(spec).expect("set_backing");
+            chain
+                .top()
+                .image
+                .set_backing(spec.clone())
+                .expect("set_backing");
+            assert_eq!(chain.top().image.backing(), spec, "{image}: backing()");
         };
         set(Some(BackingSpec {
             name: "new.raw".into(),
@@ -433,6 +438,7 @@ fn a_refused_backing_name_changes_nothing() {
             format: Some("raw".into()),
         }));
         assert!(refused.is_err(), "{image}: a 2000-byte name was accepted");
+        assert_eq!(top.backing().map(|b| b.name), Some("old.qcow2".into()));
         top.write(0, &[7u8; 65536]).expect("write");
         top.flush().expect("flush");
         drop(chain);

@@ -13,7 +13,7 @@ pub use probe::{open_image, open_image_writable, open_storage, FormatKind};
 use crate::error::{Error, Result};
 use crate::io::Storage;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// How a range of one layer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +148,9 @@ pub trait Format: Send + Sync + fmt::Debug {
     fn block_status(&self, offset: u64, len: u64) -> Result<Extent>;
     /// Reads this layer only: unallocated ranges read as zeros.
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
-    /// The backing file this image named when it was opened, if any.
-    fn backing(&self) -> Option<&BackingSpec>;
+    /// The backing file this image names (as [`Format::set_backing`] last
+    /// recorded it, else as opened), if any.
+    fn backing(&self) -> Option<BackingSpec>;
     /// The image file.
     fn storage(&self) -> &dyn Storage;
     /// The file host offsets refer to (the image file, or an external data file).
@@ -275,32 +276,39 @@ impl Preallocation {
 /// are completed from).
 #[derive(Debug)]
 pub(crate) struct Backing {
-    spec: Option<BackingSpec>,
-    below: OnceLock<Arc<dyn GuestRead>>,
+    spec: Mutex<Option<BackingSpec>>,
+    below: Mutex<Option<Arc<dyn GuestRead>>>,
 }
 
 impl Backing {
     /// The backing file `spec` names (none for `None`), no view attached yet.
     pub fn new(spec: Option<BackingSpec>) -> Self {
         Backing {
-            spec,
-            below: OnceLock::new(),
+            spec: Mutex::new(spec),
+            below: Mutex::new(None),
         }
     }
 
-    /// The backing file as the image named it when it was opened.
-    pub fn spec(&self) -> Option<&BackingSpec> {
-        self.spec.as_ref()
+    /// The backing file the image names now.
+    pub fn spec(&self) -> Option<BackingSpec> {
+        lock(&self.spec).clone()
     }
 
     /// Whether the image names a backing file.
     pub fn exists(&self) -> bool {
-        self.spec.is_some()
+        lock(&self.spec).is_some()
     }
 
-    /// Attaches the guest view below (the first one attached stays).
+    /// Attaches the guest view below the image.
     pub fn attach(&self, below: Arc<dyn GuestRead>) {
-        let _ = self.below.set(below);
+        *lock(&self.below) = Some(below);
+    }
+
+    /// Records that the image now names `spec` (its header says so): the
+    /// view attached for the old backing file no longer applies.
+    pub fn replace(&self, spec: Option<BackingSpec>) {
+        *lock(&self.spec) = spec;
+        *lock(&self.below) = None;
     }
 
     /// Reads guest bytes from below: the attached view, or zeros when the
@@ -308,7 +316,8 @@ impl Backing {
     /// has no view attached refuses: copying zeros instead would silently
     /// change what the guest sees.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        match self.below.get() {
+        let below = lock(&self.below).clone();
+        match below {
             Some(r) => r.read(offset, buf),
             None if self.exists() => Err(Error::unsupported(
                 "the backing file is not open, so a partial write cannot copy from it",
@@ -319,6 +328,11 @@ impl Backing {
             }
         }
     }
+}
+
+/// Locks `m`, whose holder cannot leave it half-changed (plain values).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Checks that a write of `len` bytes at `offset` fits a `size`-byte image.

@@ -57,7 +57,7 @@ impl Format for Raw {
         self.storage.read_at(buf, offset)
     }
 
-    fn backing(&self) -> Option<&BackingSpec> {
+    fn backing(&self) -> Option<BackingSpec> {
         None
     }
 

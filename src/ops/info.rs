@@ -51,10 +51,11 @@ impl ImageInfo {
             format: image.format_name(),
             virtual_size: image.virtual_size(),
             actual_size,
-            backing_filename: backing.map(|b| b.name.clone()),
+            backing_filename: backing.as_ref().map(|b| b.name.clone()),
             full_backing_filename: backing
+                .as_ref()
                 .map(|b| resolve_relative_to(path, &b.name).display().to_string()),
-            backing_format: backing.and_then(|b| b.format.clone()),
+            backing_format: backing.and_then(|b| b.format),
             description: image.describe(),
             file: FileInfo {
                 filename: path.display().to_string(),

@@ -129,7 +129,7 @@ fn new_backing(
         None => {
             // The name the layer above the base stores, when it means the
             // same file from the image's directory; else the path as opened.
-            let stored = layers[depth - 1].image.backing().map(|b| b.name.clone());
+            let stored = layers[depth - 1].image.backing().map(|b| b.name);
             match stored {
                 Some(n)
                     if file_identity(&resolve_relative_to(file, &n))

@@ -555,7 +555,7 @@ impl Format for Qcow2 {
         })
     }
 
-    fn backing(&self) -> Option<&BackingSpec> {
+    fn backing(&self) -> Option<BackingSpec> {
         self.backing.spec()
     }
 

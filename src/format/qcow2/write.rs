@@ -531,11 +531,12 @@ impl Qcow2 {
         meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
         let mut header = meta.header.clone();
         header.backing_file = backing.as_ref().map(|b| b.name.clone());
-        header.backing_format = backing.and_then(|b| b.format);
+        header.backing_format = backing.as_ref().and_then(|b| b.format.clone());
         // Adopted only once written: a name the header cannot hold must not
         // reach a later header write.
         self.write_header(&header)?;
         meta.header = header;
+        self.backing.replace(backing);
         Ok(())
     }
 

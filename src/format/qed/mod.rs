@@ -239,7 +239,7 @@ impl Format for Qed {
         })
     }
 
-    fn backing(&self) -> Option<&BackingSpec> {
+    fn backing(&self) -> Option<BackingSpec> {
         self.backing.spec()
     }
 

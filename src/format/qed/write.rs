@@ -232,6 +232,7 @@ impl Qed {
         self.storage.flush()?;
         // Adopted only once written, so a refused name reaches no later write.
         meta.header = h;
+        self.backing.replace(backing);
         Ok(())
     }
 }
