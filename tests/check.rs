@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{patch_qed_l2, stderr, stdout, Fixture};
+use common::{patch_qed_l2, qed_images_with_a_leak, stderr, stdout, Fixture};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -396,17 +396,7 @@ fn repair_output_tells_what_was_fixed() {
 #[test]
 fn qed_leaks_are_reclaimed() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f qed mid.qed 4M
-         qemu-io -f qed -c 'write -P 1 0 64k' -c 'write -P 2 64k 64k' -c 'write -P 3 1M 64k' -c 'write -P 4 3M 64k' mid.qed >/dev/null
-         qemu-img create -q -f qed table.qed 4M
-         qemu-io -f qed -c 'write -P 1 0 64k' table.qed >/dev/null",
-    );
-    // A hole among data clusters; and a hole right before the L2 table,
-    // which must then move through the end of the file.
-    patch_qed_l2(&fx, "mid.qed", 0, 0);
-    patch_qed_l2(&fx, "table.qed", 0, 0);
-    for image in ["mid.qed", "table.qed"] {
+    for image in qed_images_with_a_leak(&fx) {
         let before = format!("before-{image}");
         std::fs::copy(fx.path(image), fx.path(&before)).unwrap();
         let q = format!("q-{image}");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{patch_qed_l2, stderr, stdout, Fixture, Rng};
+use common::{qed_images_with_a_leak, stderr, stdout, Fixture, Rng};
 use qimg::chain::Chain;
 use qimg::format::qcow2::Qcow2;
 use qimg::format::qed::Qed;
@@ -325,17 +325,7 @@ fn crash_under_the_copy_engine() {
 fn crash_while_reclaiming_qed_leaks() {
     use qimg::format::check::Repair;
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f qed mid.qed 4M
-         qemu-io -f qed -c 'write -P 1 0 64k' -c 'write -P 2 64k 64k' -c 'write -P 3 1M 64k' -c 'write -P 4 3M 64k' mid.qed >/dev/null
-         qemu-img create -q -f qed table.qed 4M
-         qemu-io -f qed -c 'write -P 1 0 64k' table.qed >/dev/null",
-    );
-    // A leak among the data clusters, and one right before the L2 table
-    // (which then moves through the end of the file).
-    patch_qed_l2(&fx, "mid.qed", 0, 0);
-    patch_qed_l2(&fx, "table.qed", 0, 0);
-    for image in ["mid.qed", "table.qed"] {
+    for image in qed_images_with_a_leak(&fx) {
         let bytes = fx.read(image);
         let want = guest(&fx, image);
         let reclaim = |crash_after: u64| {

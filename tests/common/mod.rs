@@ -130,6 +130,22 @@ pub fn patch_qed_l2(fx: &Fixture, file: &str, index: usize, value: u64) {
     fx.write(file, &b);
 }
 
+/// Two QED images with one leaked cluster each, made by unhooking an L2
+/// entry: `mid.qed` leaks among its data clusters, `table.qed` right before
+/// its L2 table (which reclaiming must then move through the end of the
+/// file). Returns their names.
+pub fn qed_images_with_a_leak(fx: &Fixture) -> [&'static str; 2] {
+    fx.sh(
+        "qemu-img create -q -f qed mid.qed 4M
+         qemu-io -f qed -c 'write -P 1 0 64k' -c 'write -P 2 64k 64k' -c 'write -P 3 1M 64k' -c 'write -P 4 3M 64k' mid.qed >/dev/null
+         qemu-img create -q -f qed table.qed 4M
+         qemu-io -f qed -c 'write -P 1 0 64k' table.qed >/dev/null",
+    );
+    patch_qed_l2(fx, "mid.qed", 0, 0);
+    patch_qed_l2(fx, "table.qed", 0, 0);
+    ["mid.qed", "table.qed"]
+}
+
 /// Checks `--progress=json` output: every stderr line is a record of
 /// operation `op`, `done` never goes back, and the last record is complete.
 pub fn assert_json_progress(out: &Output, op: &str) {
