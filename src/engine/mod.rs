@@ -6,11 +6,13 @@
 //! commit, rebase) is a plan run through here.
 
 pub mod control;
+mod pipeline;
 pub mod zero;
 
 use crate::error::{Error, Result};
 use crate::format::Format;
 use control::{Control, StopReason};
+use pipeline::Pipeline;
 
 /// What to do with a range of the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,27 +239,6 @@ fn prepare(
     Ok(Prepared::Clusters(clusters))
 }
 
-/// Shared state of the readers and the writer of one copy.
-#[derive(Default)]
-struct Pipeline {
-    /// Prepared units by index, waiting for the writer.
-    ready: std::sync::Mutex<std::collections::BTreeMap<usize, Result<Prepared>>>,
-    /// Signalled when a unit is ready (the writer waits on it).
-    unit_ready: std::sync::Condvar,
-    /// Signalled when the writer moved on (readers ahead wait on it).
-    window_moved: std::sync::Condvar,
-    /// Readers waiting for the window.
-    waiting: std::sync::atomic::AtomicUsize,
-    /// Buffers to reuse (their old content is overwritten by each read).
-    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
-    /// The next unit a reader may claim.
-    next: std::sync::atomic::AtomicUsize,
-    /// Units the writer has finished.
-    written: std::sync::atomic::AtomicUsize,
-    /// Set when the writer stops early.
-    stop: std::sync::atomic::AtomicBool,
-}
-
 /// Runs `plan` from `source` into `target`. Reader tasks on a rayon pool of
 /// `threads` claim chunks in order, read and prepare them (zero scan,
 /// compression), at most a window ahead of the writer; the calling thread
@@ -302,7 +283,6 @@ fn run(
     options: &CopyOptions,
     control: &Control,
 ) -> Result<Outcome> {
-    use std::sync::atomic::Ordering::SeqCst;
     let threads = options.threads.max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -314,106 +294,78 @@ fn run(
             )
         })?;
     let units = units(plan, options.chunk_size.max(512));
-    let window = threads * 2;
-    let p = Pipeline::default();
-    let lock = || p.ready.lock().unwrap_or_else(|e| e.into_inner());
-    let reader = || loop {
-        let i = p.next.fetch_add(1, SeqCst);
-        if i >= units.len() || p.stop.load(SeqCst) {
-            return;
+    let p = Pipeline::new(threads * 2);
+    let reader = || {
+        while let Some(i) = p.claim(units.len()) {
+            let step = &units[i];
+            let prepared = if step.action == Action::Copy {
+                let buf = p.buffer();
+                // A panic must not leave the writer waiting for this unit forever.
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    prepare(source, reference, target, step, options, buf)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        crate::error::ErrorKind::Io,
+                        "a copy worker failed",
+                    ))
+                })
+            } else {
+                Ok(Prepared::Plain {
+                    buf: Vec::new(),
+                    segments: Vec::new(),
+                })
+            };
+            p.publish(i, prepared);
         }
-        // Stay within a window of the writer (bounds memory).
-        if i >= p.written.load(SeqCst) + window {
-            let mut guard = lock();
-            p.waiting.fetch_add(1, SeqCst);
-            while i >= p.written.load(SeqCst) + window && !p.stop.load(SeqCst) {
-                guard = p
-                    .window_moved
-                    .wait(guard)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            p.waiting.fetch_sub(1, SeqCst);
-        }
-        let step = &units[i];
-        let prepared = if step.action == Action::Copy {
-            let buf = p
-                .buffers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-                .unwrap_or_default();
-            // A panic must not leave the writer waiting for this unit forever.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                prepare(source, reference, target, step, options, buf)
-            }))
-            .unwrap_or_else(|_| {
-                Err(Error::new(
-                    crate::error::ErrorKind::Io,
-                    "a copy worker failed",
-                ))
-            })
-        } else {
-            Ok(Prepared::Plain {
-                buf: Vec::new(),
-                segments: Vec::new(),
-            })
-        };
-        lock().insert(i, prepared);
-        p.unit_ready.notify_one();
     };
     let mut outcome = Ok(Outcome::Completed);
     pool.in_place_scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|_| reader());
         }
-        outcome = (|| {
-            for (i, s) in units.iter().enumerate() {
-                if let Some(reason) = control.stop_reason() {
-                    return Ok(Outcome::Stopped {
-                        reason,
-                        resume_at: s.target_offset,
-                    });
-                }
-                let prepared = {
-                    let mut guard = lock();
-                    loop {
-                        if let Some(r) = guard.remove(&i) {
-                            break r;
-                        }
-                        guard = p.unit_ready.wait(guard).unwrap_or_else(|e| e.into_inner());
-                    }
-                }?;
-                let written = match s.action {
-                    Action::Copy => apply(target, s, &prepared, options)?,
-                    Action::Zero if !options.target_is_zero => {
-                        target.write_zeroes(s.target_offset, s.len, true)?;
-                        0
-                    }
-                    _ => 0,
-                };
-                control.advance(s.len, written);
-                if let Prepared::Plain { buf, .. } = prepared {
-                    let mut pool = p.buffers.lock().unwrap_or_else(|e| e.into_inner());
-                    if buf.capacity() > 0 && pool.len() < window {
-                        pool.push(buf);
-                    }
-                }
-                p.written.store(i + 1, SeqCst);
-                if p.waiting.load(SeqCst) > 0 {
-                    let _guard = lock();
-                    p.window_moved.notify_all();
-                }
-            }
-            Ok(Outcome::Completed)
-        })();
+        outcome = write_in_order(&p, &units, target, options, control);
         // Whatever happened, let the readers finish.
-        p.stop.store(true, SeqCst);
-        let _guard = lock();
-        p.window_moved.notify_all();
+        p.stop();
     });
     let outcome = outcome?;
     target.flush()?;
     Ok(outcome)
+}
+
+/// The writer's side: applies the prepared units in guest order, stopping
+/// between them when `control` says so.
+fn write_in_order(
+    p: &Pipeline<Prepared>,
+    units: &[Step],
+    target: &dyn Format,
+    options: &CopyOptions,
+    control: &Control,
+) -> Result<Outcome> {
+    for (i, s) in units.iter().enumerate() {
+        if let Some(reason) = control.stop_reason() {
+            return Ok(Outcome::Stopped {
+                reason,
+                resume_at: s.target_offset,
+            });
+        }
+        let prepared = p.take(i)?;
+        let written = match s.action {
+            Action::Copy => apply(target, s, &prepared, options)?,
+            Action::Zero if !options.target_is_zero => {
+                target.write_zeroes(s.target_offset, s.len, true)?;
+                0
+            }
+            _ => 0,
+        };
+        control.advance(s.len, written);
+        let buf = match prepared {
+            Prepared::Plain { buf, .. } => buf,
+            Prepared::Clusters(_) => Vec::new(),
+        };
+        p.finished(i, buf);
+    }
+    Ok(Outcome::Completed)
 }
 
 /// Writes one prepared chunk; returns the data bytes written.
@@ -473,8 +425,88 @@ fn apply_clusters(
 
 #[cfg(test)]
 mod tests {
-    use super::changed_segments;
+    use super::control::Control;
     use super::zero::Segment;
+    use super::{changed_segments, copy, Action, CopyOptions, Outcome, Source, Step};
+    use crate::error::{Error, Result};
+    use crate::format::raw::Raw;
+    use crate::format::Format;
+    use crate::io::MemStorage;
+    use std::sync::Arc;
+
+    /// Bytes `offset % 251`, failing (or panicking) at one offset.
+    struct Pattern {
+        fail_at: Option<u64>,
+        panic: bool,
+    }
+
+    impl Source for Pattern {
+        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            if let Some(f) = self.fail_at {
+                if (offset..offset + buf.len() as u64).contains(&f) {
+                    if self.panic {
+                        panic!("a deliberate panic in a test reader at {f} (expected)");
+                    }
+                    return Err(Error::corrupt("test read error"));
+                }
+            }
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = ((offset + i as u64) % 251) as u8;
+            }
+            Ok(())
+        }
+    }
+
+    fn run(source: &Pattern, threads: usize) -> (Result<Outcome>, Arc<MemStorage>) {
+        const SIZE: u64 = 8 << 20;
+        let storage = Arc::new(MemStorage::new("t.raw", vec![0; SIZE as usize]));
+        let target = Raw::open(Box::new(storage.clone())).unwrap();
+        let plan = [Step {
+            target_offset: 0,
+            source_offset: 0,
+            len: SIZE,
+            action: Action::Copy,
+        }];
+        let options = CopyOptions {
+            chunk_size: 64 << 10,
+            threads,
+            ..Default::default()
+        };
+        let result = copy(source, &target, &plan, &options, &Control::default());
+        (result, storage)
+    }
+
+    #[test]
+    fn copies_in_order_through_a_small_window() {
+        let source = Pattern {
+            fail_at: None,
+            panic: false,
+        };
+        for threads in [1, 3] {
+            let (result, storage) = run(&source, threads);
+            assert_eq!(result.unwrap(), Outcome::Completed);
+            let got = storage.contents();
+            assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+        }
+    }
+
+    #[test]
+    fn a_failing_or_panicking_reader_ends_the_copy_with_an_error() {
+        for panic in [false, true] {
+            let source = Pattern {
+                fail_at: Some(5 << 20),
+                panic,
+            };
+            let (result, _) = run(&source, 2);
+            let err = result.expect_err("the copy went on past a failed read");
+            let expected = if panic {
+                "a copy worker failed"
+            } else {
+                "test read error"
+            };
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
 
     #[test]
     fn only_units_that_differ_are_written() {
