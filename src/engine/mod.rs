@@ -430,7 +430,6 @@ mod tests {
     use super::{changed_segments, copy, Action, CopyOptions, Outcome, Source, Step};
     use crate::error::{Error, Result};
     use crate::format::raw::Raw;
-    use crate::format::Format;
     use crate::io::MemStorage;
     use std::sync::Arc;
 
