@@ -84,7 +84,8 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
     };
     let new: std::sync::Arc<dyn GuestRead> = match &new_chain {
         Some(c) => c.reader(),
-        None => chain.reader_from(usize::MAX),
+        // No backing file: the image will read zeros wherever it has nothing.
+        None => chain.reader_from(chain.layers().len()),
     };
     let steps = plan(&chain.view(), top.granularity())?;
     control.add_total(steps.iter().map(|s| s.len).sum());
