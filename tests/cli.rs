@@ -109,18 +109,6 @@ fn qemu_img_flags_are_accepted() {
 }
 
 #[test]
-fn commands_not_landed_yet_say_so() {
-    let cases: [&[&str]; 1] = [&["commit", "x.qcow2"]];
-    for args in cases {
-        qimg()
-            .args(args)
-            .assert()
-            .code(1)
-            .stderr(format!("qimg: '{}' is not implemented yet\n", args[0]));
-    }
-}
-
-#[test]
 fn bad_arguments_exit_1() {
     qimg().args(["info", "--output=xml", "x"]).assert().code(1);
     qimg()

@@ -157,6 +157,31 @@ impl Chain {
         &self.layers[0]
     }
 
+    /// The depth of the backing file `name` in the chain: `name` resolved
+    /// relative to the top image or as given, or the name a layer stores
+    /// for the one below it. qemu-img's error when it is not there.
+    pub fn depth_of(&self, name: &str) -> Result<usize> {
+        let file = &self.layers[0].path;
+        let wanted = [
+            file_identity(&resolve_relative_to(file, name)),
+            file_identity(Path::new(name)),
+        ];
+        for (depth, layer) in self.layers.iter().enumerate().skip(1) {
+            let stored = self.layers[depth - 1]
+                .image
+                .backing()
+                .is_some_and(|b| b.name == name);
+            let id = file_identity(&layer.path);
+            if stored || (id.is_some() && wanted.contains(&id)) {
+                return Ok(depth);
+            }
+        }
+        Err(chain_error(format!(
+            "Did not find '{name}' in the backing chain of '{}'",
+            file.display()
+        )))
+    }
+
     /// The whole chain as an owned reader (what an image above it reads).
     pub fn reader(&self) -> Arc<dyn GuestRead> {
         self.reader_from(0)

@@ -7,6 +7,7 @@
 
 pub mod control;
 mod pipeline;
+pub mod plan;
 pub mod zero;
 
 use crate::error::{Error, Result};

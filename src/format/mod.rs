@@ -219,6 +219,26 @@ pub trait Format: Send + Sync + fmt::Debug {
             self.format_name()
         )))
     }
+    /// Drops every allocation of the active layer, so the image reads its
+    /// backing file everywhere, and gives the space back. Each step leaves
+    /// a consistent image (leaked clusters at most).
+    fn make_empty(&self) -> Result<()> {
+        Err(Error::unsupported(format!(
+            "{} images cannot be emptied",
+            self.format_name()
+        )))
+    }
+    /// Grows the virtual size to `new_size` (a smaller size changes
+    /// nothing). The new range reads as zeros unless the image has a
+    /// backing file that reaches into it. Consumes the image: open it
+    /// again to use the new size.
+    fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
+        let _ = new_size;
+        Err(Error::unsupported(format!(
+            "{} images cannot be resized",
+            self.format_name()
+        )))
+    }
     /// Gives a writable layer the guest view below it, to complete partial
     /// writes over unallocated ranges.
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {

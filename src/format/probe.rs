@@ -2,7 +2,7 @@
 
 use super::{qcow2::Qcow2, qed::Qed, raw::Raw, Format};
 use crate::error::{Error, Result, ResultExt};
-use crate::io::{FileStorage, Storage};
+use crate::io::{open_writable_storage, FileStorage, Storage};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -161,7 +161,7 @@ pub fn open_storage(
 
 /// Opens the image at `path` for writing, as `format`, or probed when `None`.
 pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
-    let storage: Box<dyn Storage> = Box::new(FileStorage::open_rw(path)?);
+    let storage = open_writable_storage(path)?;
     let kind = format_of(storage.as_ref(), path, format)?;
     if kind == FormatKind::Qcow2 {
         repair_if_dirty(path)?;
@@ -177,7 +177,7 @@ pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Bo
 /// A qcow2 image left dirty by a crashed lazy-refcount writer has stale
 /// refcounts: before it is written, they are rebuilt, as QEMU does.
 fn repair_if_dirty(path: &Path) -> Result<()> {
-    let image = Qcow2::open(Box::new(FileStorage::open_rw(path)?), path).path_context(path)?;
+    let image = Qcow2::open(open_writable_storage(path)?, path).path_context(path)?;
     if image.header().incompatible_features & super::qcow2::header::INCOMPAT_DIRTY == 0 {
         return Ok(());
     }

@@ -70,7 +70,15 @@ impl Format for Raw {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {
-        write_zeros(self.storage.as_ref(), offset, len)
+        self.storage.zero_range(offset, len)
+    }
+
+    fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
+        if self.storage.len()? < new_size {
+            self.storage.set_len(new_size)?;
+            self.storage.flush()?;
+        }
+        Ok(())
     }
 
     fn flush(&self) -> Result<()> {

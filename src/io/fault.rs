@@ -9,7 +9,7 @@ use super::{HostExtent, Storage};
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One change not yet made durable by a flush.
 #[derive(Debug, Clone)]
@@ -28,14 +28,54 @@ struct State {
     pending: Vec<Pending>,
 }
 
+/// The change counter that decides when the crash strikes. Storages that
+/// share one crash together: power fails for the whole machine at once.
+#[derive(Debug)]
+pub struct CrashClock {
+    changes: AtomicU64,
+    crash_after: u64,
+    crashed: AtomicBool,
+}
+
+impl CrashClock {
+    /// A clock that lets `crash_after` changes through (`u64::MAX`: never crash).
+    pub fn new(crash_after: u64) -> Arc<Self> {
+        Arc::new(CrashClock {
+            changes: AtomicU64::new(0),
+            crash_after,
+            crashed: AtomicBool::new(false),
+        })
+    }
+
+    /// How many changes were attempted on the storages sharing this clock.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Whether the crash happened.
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    /// Counts a change; false once the budget is spent.
+    fn admit(&self) -> bool {
+        if self.crashed() {
+            return false;
+        }
+        if self.changes.fetch_add(1, Ordering::SeqCst) >= self.crash_after {
+            self.crashed.store(true, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+}
+
 /// An in-memory storage that stops working after a given number of writes.
 #[derive(Debug)]
 pub struct FaultStorage {
     path: PathBuf,
     state: Mutex<State>,
-    writes: AtomicU64,
-    crash_after: u64,
-    crashed: AtomicBool,
+    clock: Arc<CrashClock>,
 }
 
 fn apply(bytes: &mut Vec<u8>, change: &Pending) {
@@ -49,6 +89,11 @@ impl FaultStorage {
     /// A storage holding `data` (already durable) that lets `crash_after`
     /// changes through and fails everything after that (`u64::MAX`: never).
     pub fn new(path: impl AsRef<Path>, data: Vec<u8>, crash_after: u64) -> Self {
+        Self::with_clock(path, data, CrashClock::new(crash_after))
+    }
+
+    /// A storage holding `data` that crashes when `clock` says so.
+    pub fn with_clock(path: impl AsRef<Path>, data: Vec<u8>, clock: Arc<CrashClock>) -> Self {
         FaultStorage {
             path: path.as_ref().to_path_buf(),
             state: Mutex::new(State {
@@ -56,20 +101,19 @@ impl FaultStorage {
                 durable: data,
                 pending: Vec::new(),
             }),
-            writes: AtomicU64::new(0),
-            crash_after,
-            crashed: AtomicBool::new(false),
+            clock,
         }
     }
 
-    /// How many changes (writes, resizes, flushes) were attempted.
+    /// How many changes (writes, resizes, flushes) were attempted (on
+    /// every storage sharing this one's clock).
     pub fn writes(&self) -> u64 {
-        self.writes.load(Ordering::SeqCst)
+        self.clock.changes()
     }
 
     /// Whether the simulated crash happened.
     pub fn crashed(&self) -> bool {
-        self.crashed.load(Ordering::SeqCst)
+        self.clock.crashed()
     }
 
     /// The bytes a disk could hold after the crash: the durable state plus
@@ -99,14 +143,11 @@ impl FaultStorage {
 
     /// Counts a change; fails once the budget is spent.
     fn admit(&self) -> Result<()> {
-        if self.crashed() {
-            return Err(self.failed());
+        if self.clock.admit() {
+            Ok(())
+        } else {
+            Err(self.failed())
         }
-        if self.writes.fetch_add(1, Ordering::SeqCst) >= self.crash_after {
-            self.crashed.store(true, Ordering::SeqCst);
-            return Err(self.failed());
-        }
-        Ok(())
     }
 
     fn change(&self, change: Pending) -> Result<()> {
@@ -167,5 +208,83 @@ impl Storage for FaultStorage {
             self.set_len(end)?;
         }
         Ok(())
+    }
+}
+
+/// A crash test of a whole command: while a session is active on a thread,
+/// every image that thread opens for writing (see
+/// [`crate::io::open_writable_storage`]) lives in a [`FaultStorage`] loaded
+/// from the file, all sharing one [`CrashClock`]. Afterwards the test writes
+/// what a disk could hold back to the files with [`FaultSession::write_back`].
+#[derive(Debug)]
+pub struct FaultSession {
+    clock: Arc<CrashClock>,
+    files: Mutex<Vec<Arc<FaultStorage>>>,
+}
+
+thread_local! {
+    static SESSION: std::cell::RefCell<Option<Arc<FaultSession>>> = const { std::cell::RefCell::new(None) };
+}
+
+impl FaultSession {
+    /// Starts a session on this thread that crashes after `crash_after`
+    /// changes (`u64::MAX`: never). It ends when the returned guard is dropped.
+    pub fn start(crash_after: u64) -> FaultSessionGuard {
+        let session = Arc::new(FaultSession {
+            clock: CrashClock::new(crash_after),
+            files: Mutex::new(Vec::new()),
+        });
+        SESSION.with(|s| *s.borrow_mut() = Some(session.clone()));
+        FaultSessionGuard(session)
+    }
+
+    /// The storage for `path` in this thread's session, if one is active:
+    /// the same storage each time a file is opened again.
+    pub(crate) fn storage_for(path: &Path) -> Result<Option<Arc<FaultStorage>>> {
+        let Some(session) = SESSION.with(|s| s.borrow().clone()) else {
+            return Ok(None);
+        };
+        let path = std::fs::canonicalize(path).map_err(|e| Error::io("open", e).with_path(path))?;
+        let mut files = session.files.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = files.iter().find(|f| f.path == path) {
+            return Ok(Some(f.clone()));
+        }
+        let data = std::fs::read(&path).map_err(|e| Error::io("read", e).with_path(&path))?;
+        let storage = Arc::new(FaultStorage::with_clock(&path, data, session.clock.clone()));
+        files.push(storage.clone());
+        Ok(Some(storage))
+    }
+}
+
+/// Keeps a [`FaultSession`] active on its thread.
+#[derive(Debug)]
+pub struct FaultSessionGuard(Arc<FaultSession>);
+
+impl FaultSessionGuard {
+    /// How many changes the session's files saw.
+    pub fn changes(&self) -> u64 {
+        self.0.clock.changes()
+    }
+
+    /// Whether the crash happened.
+    pub fn crashed(&self) -> bool {
+        self.0.clock.crashed()
+    }
+
+    /// Writes each file as a disk could hold it after the crash: its
+    /// durable bytes plus the unflushed changes `keep` selects (given the
+    /// file's index in opening order and the change's index).
+    pub fn write_back(&self, mut keep: impl FnMut(usize, usize) -> bool) -> std::io::Result<()> {
+        let files = self.0.files.lock().unwrap_or_else(|p| p.into_inner());
+        for (n, f) in files.iter().enumerate() {
+            std::fs::write(&f.path, f.after_crash(|i| keep(n, i)))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FaultSessionGuard {
+    fn drop(&mut self) {
+        SESSION.with(|s| *s.borrow_mut() = None);
     }
 }

@@ -166,6 +166,35 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        let file_len = self.len()?;
+        let end = offset.saturating_add(len);
+        if offset < file_len {
+            let punch = end.min(file_len) - offset;
+            let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(punch))
+            else {
+                return Err(Error::argument("zero range too large").with_path(&self.path));
+            };
+            // SAFETY: fallocate on a descriptor we own; no memory is passed.
+            let r = unsafe {
+                libc::fallocate(
+                    self.file.as_raw_fd(),
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    off,
+                    n,
+                )
+            };
+            if r != 0 {
+                // No hole punching here (e.g. EOPNOTSUPP): write the zeros.
+                super::write_zeros(self, offset, punch)?;
+            }
+        }
+        if end > file_len {
+            self.set_len(end)?;
+        }
+        Ok(())
+    }
+
     fn extent_at(&self, offset: u64) -> Result<HostExtent> {
         let io_err = |e| Error::io("could not query holes", e).with_path(&self.path);
         let data = match self.seek(offset, libc::SEEK_DATA) {

@@ -4,7 +4,7 @@ mod fault;
 mod file;
 mod mem;
 
-pub use fault::FaultStorage;
+pub use fault::{CrashClock, FaultSession, FaultSessionGuard, FaultStorage};
 pub use file::FileStorage;
 pub use mem::MemStorage;
 
@@ -12,6 +12,15 @@ use crate::error::Result;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+
+/// Opens the file at `path` for reading and writing: the file itself, or
+/// its stand-in while a [`FaultSession`] runs on this thread.
+pub fn open_writable_storage(path: &Path) -> Result<Box<dyn Storage>> {
+    match FaultSession::storage_for(path)? {
+        Some(fault) => Ok(Box::new(fault)),
+        None => Ok(Box::new(FileStorage::open_rw(path)?)),
+    }
+}
 
 /// What the host file holds at an offset, as SEEK_DATA/SEEK_HOLE tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +69,15 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn flush(&self) -> Result<()>;
     /// Reserves host space for `[offset, offset + len)` without writing it.
     fn allocate(&self, offset: u64, len: u64) -> Result<()>;
+    /// Makes `[offset, offset + len)` read as zeros, giving the space back
+    /// to the host where it can (a hole). Writes zero bytes by default.
+    fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        write_zeros(self, offset, len)
+    }
 }
 
 /// Writes `len` zero bytes at `offset`, a megabyte at a time.
-pub fn write_zeros(storage: &dyn Storage, offset: u64, len: u64) -> Result<()> {
+pub fn write_zeros<S: Storage + ?Sized>(storage: &S, offset: u64, len: u64) -> Result<()> {
     let chunk = vec![0u8; (1 << 20).min(len) as usize];
     let mut done = 0;
     while done < len {
@@ -122,5 +136,8 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     }
     fn allocate(&self, offset: u64, len: u64) -> Result<()> {
         (**self).allocate(offset, len)
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        (**self).zero_range(offset, len)
     }
 }

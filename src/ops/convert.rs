@@ -3,6 +3,7 @@
 
 use crate::chain::{Chain, View};
 use crate::engine::control::Control;
+use crate::engine::plan::plan_view;
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, Result};
 use crate::format::FormatKind;
@@ -78,32 +79,15 @@ fn validate(req: &ConvertRequest) -> Result<()> {
 /// everything, zero and unallocated ranges as zeros (or as data when
 /// `sparse` is 0, for a fully allocated target).
 pub fn plan(view: &View<'_>, base: u64, top_only: bool, sparse: u64) -> Result<Vec<Step>> {
-    let size = view.virtual_size();
-    let mut steps: Vec<Step> = Vec::new();
-    let mut offset = 0;
-    while offset < size {
-        let st = view.block_status(offset, size - offset)?;
-        let action = if top_only && st.depth > 0 {
+    plan_view(view, 0, view.virtual_size(), base, |st| {
+        if top_only && st.depth > 0 {
             Action::Skip
         } else if st.data || sparse == 0 {
             Action::Copy
         } else {
             Action::Zero
-        };
-        match steps.last_mut() {
-            Some(last) if last.action == action && last.source_offset + last.len == offset => {
-                last.len += st.len
-            }
-            _ => steps.push(Step {
-                target_offset: base + offset,
-                source_offset: offset,
-                len: st.len,
-                action,
-            }),
         }
-        offset += st.len;
-    }
-    Ok(steps)
+    })
 }
 
 /// Converts as `req` says. `control` carries cancellation, rate and progress.

@@ -1,6 +1,7 @@
 //! The operations behind the subcommands, as library functions.
 
 pub mod check;
+pub mod commit;
 pub mod convert;
 pub mod create;
 pub mod info;

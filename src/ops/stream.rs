@@ -5,8 +5,9 @@
 
 use crate::chain::{Chain, ChainStatus, View};
 use crate::engine::control::Control;
+use crate::engine::plan::plan_view;
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::format::{BackingSpec, FormatKind};
 use crate::paths::{file_identity, resolve_relative_to};
 use std::path::{Path, PathBuf};
@@ -44,34 +45,6 @@ pub struct StreamReport {
     pub done: bool,
 }
 
-/// The depth of `base` in the chain (a name resolved relative to the image,
-/// or as given, or the name a layer stores for it).
-fn base_depth(chain: &Chain, file: &Path, base: &str) -> Result<usize> {
-    let wanted = [
-        file_identity(&resolve_relative_to(file, base)),
-        file_identity(Path::new(base)),
-    ];
-    let layers = chain.layers();
-    for (depth, layer) in layers.iter().enumerate().skip(1) {
-        let stored = layers[depth - 1]
-            .image
-            .backing()
-            .map(|b| b.name == base)
-            .unwrap_or(false);
-        let id = file_identity(&layer.path);
-        if stored || (id.is_some() && wanted.contains(&id)) {
-            return Ok(depth);
-        }
-    }
-    Err(Error::new(
-        ErrorKind::BackingChain,
-        format!(
-            "Did not find '{base}' in the backing chain of '{}'",
-            file.display()
-        ),
-    ))
-}
-
 /// What streaming does with one run of the chain, given the base's depth
 /// (`layers.len()` without a base).
 fn action(st: &ChainStatus, base: usize, bottom: usize) -> Action {
@@ -92,24 +65,7 @@ fn action(st: &ChainStatus, base: usize, bottom: usize) -> Action {
 /// The steps for `[start, end)`.
 fn plan(view: &View<'_>, start: u64, end: u64, base: usize) -> Result<Vec<Step>> {
     let bottom = view.layers().len() - 1;
-    let mut steps: Vec<Step> = Vec::new();
-    let mut offset = start;
-    while offset < end {
-        let st = view.block_status(offset, end - offset)?;
-        let action = action(&st, base, bottom);
-        match steps.last_mut() {
-            Some(last) if last.action == action && last.target_offset + last.len == offset => {
-                last.len += st.len
-            }
-            _ => steps.push(Step {
-                target_offset: offset,
-                source_offset: offset,
-                len: st.len,
-                action,
-            }),
-        }
-        offset += st.len;
-    }
+    let mut steps = plan_view(view, start, end, 0, |st| action(st, base, bottom))?;
     steps.retain(|s| s.action != Action::Skip);
     Ok(steps)
 }
@@ -153,11 +109,7 @@ pub fn stream(req: &StreamRequest, control: &Control) -> Result<(Outcome, Stream
     if chain.layers().len() < 2 {
         return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
     }
-    let base = req
-        .base
-        .as_deref()
-        .map(|b| base_depth(&chain, &req.file, b))
-        .transpose()?;
+    let base = req.base.as_deref().map(|b| chain.depth_of(b)).transpose()?;
     let base_or_end = base.unwrap_or(chain.layers().len());
     let top = chain.top().image.clone();
     let size = top.virtual_size();

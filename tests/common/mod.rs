@@ -71,6 +71,21 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("could not run {program}: {e}"))
     }
 
+    /// Runs `program` ("qimg" for this crate's binary) in the
+    /// subdirectory `subdir`, so relative backing names resolve as a
+    /// user in that directory would see them.
+    pub fn run_in(&self, subdir: &str, program: &str, args: &[&str]) -> Output {
+        let program = match program {
+            "qimg" => assert_cmd::cargo::cargo_bin("qimg"),
+            other => PathBuf::from(other),
+        };
+        Command::new(&program)
+            .args(args)
+            .current_dir(self.path(subdir))
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {}: {e}", program.display()))
+    }
+
     /// Runs qimg in the directory.
     pub fn qimg(&self, args: &[&str]) -> Output {
         let mut cmd = assert_cmd::Command::cargo_bin("qimg").expect("qimg binary");
@@ -222,4 +237,36 @@ pub fn map_without_offsets(fx: &Fixture, image: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Where `image`'s guest ranges come from, by `qemu-img map --output=json`:
+/// runs of (start, length, depth, present, zero, data), neighbours with
+/// the same facts merged, so that two images with the same allocation
+/// compare equal whatever their host layout.
+pub fn allocation(fx: &Fixture, image: &str) -> Vec<(u64, u64, u64, bool, bool, bool)> {
+    let out = fx.qemu_img(&["map", "--output=json", image]);
+    assert!(
+        out.status.success(),
+        "qemu-img map {image}: {}",
+        stderr(&out)
+    );
+    let map: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("map JSON");
+    let mut runs: Vec<(u64, u64, u64, bool, bool, bool)> = Vec::new();
+    for e in map {
+        let run = (
+            e["start"].as_u64().unwrap(),
+            e["length"].as_u64().unwrap(),
+            e["depth"].as_u64().unwrap(),
+            e["present"].as_bool().unwrap(),
+            e["zero"].as_bool().unwrap(),
+            e["data"].as_bool().unwrap(),
+        );
+        match runs.last_mut() {
+            Some(last) if (last.2, last.3, last.4, last.5) == (run.2, run.3, run.4, run.5) => {
+                last.1 += run.1
+            }
+            _ => runs.push(run),
+        }
+    }
+    runs
 }

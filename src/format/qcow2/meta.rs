@@ -203,6 +203,26 @@ impl Refcounts {
         Ok(())
     }
 
+    /// The byte offset just past the last cluster in use (0 when no
+    /// refcount is set, which no valid image has).
+    pub fn end_of_use(&mut self, storage: &dyn Storage) -> Result<u64> {
+        let (per_block, order) = (self.per_block(), self.order);
+        for i in (0..self.table.len()).rev() {
+            let offset = self.table[i] & REFTABLE_OFFSET_MASK;
+            if offset == 0 {
+                continue;
+            }
+            let block = self.block(storage, offset)?;
+            if let Some(j) = (0..per_block as usize)
+                .rev()
+                .find(|&j| refcount_at(block, j, order) != 0)
+            {
+                return Ok((i as u64 * per_block + j as u64 + 1) << self.cluster_bits);
+            }
+        }
+        Ok(0)
+    }
+
     /// The first cluster of the free space at the end.
     pub fn frontier(&self) -> u64 {
         self.frontier

@@ -8,6 +8,7 @@ pub mod entry;
 pub mod header;
 mod meta;
 pub mod refcount;
+mod resize;
 pub mod snapshot;
 mod write;
 
@@ -618,6 +619,14 @@ impl Format for Qcow2 {
 
     fn set_backing(&self, backing: Option<BackingSpec>) -> Result<()> {
         self.set_backing_file(backing)
+    }
+
+    fn make_empty(&self) -> Result<()> {
+        self.empty_active_layer()
+    }
+
+    fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
+        self.grow_to(new_size)
     }
 
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {

@@ -36,7 +36,7 @@ impl Qcow2 {
     /// Before the first change: refuse corrupt images, clear the autoclear
     /// bits qimg does not maintain, and mark bitmaps in use (qimg does not
     /// track writes in them), all in one header write.
-    fn prepare(&self, meta: &mut Meta) -> Result<()> {
+    pub(super) fn prepare(&self, meta: &mut Meta) -> Result<()> {
         if meta.prepared {
             return Ok(());
         }
@@ -69,7 +69,7 @@ impl Qcow2 {
         Ok(())
     }
 
-    fn write_header(&self, header: &Header) -> Result<()> {
+    pub(super) fn write_header(&self, header: &Header) -> Result<()> {
         let bytes = header.encode()?;
         self.storage.write_at(&bytes, 0)?;
         self.storage.flush()
@@ -127,7 +127,7 @@ impl Qcow2 {
     }
 
     /// Schedules the release of what entry `e` held, once nothing on disk points at it.
-    fn release(&self, meta: &mut Meta, e: L2Entry) {
+    pub(super) fn release(&self, meta: &mut Meta, e: L2Entry) {
         if self.geo.external_data {
             return;
         }

@@ -3,6 +3,7 @@
 mod check;
 mod create;
 mod header;
+mod resize;
 mod write;
 
 pub use create::{create, QedCreateOptions};
@@ -266,6 +267,14 @@ impl Format for Qed {
 
     fn set_backing(&self, backing: Option<BackingSpec>) -> Result<()> {
         self.set_backing_file(backing)
+    }
+
+    fn make_empty(&self) -> Result<()> {
+        self.empty_active_layer()
+    }
+
+    fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
+        self.grow_to(new_size)
     }
 
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {

@@ -28,7 +28,7 @@ pub(super) struct QedMeta {
 }
 
 impl Qed {
-    fn require_writable(&self, offset: u64, len: u64) -> Result<()> {
+    pub(super) fn require_writable(&self, offset: u64, len: u64) -> Result<()> {
         if !self.writable {
             return Err(Error::unsupported("the image is open read-only"));
         }
@@ -165,7 +165,7 @@ impl Qed {
 
     /// Data, barrier, L2 tables, barrier, L1 entries, barrier; then clears
     /// need-check.
-    fn flush_meta(&self, meta: &mut QedMeta) -> Result<()> {
+    pub(super) fn flush_meta(&self, meta: &mut QedMeta) -> Result<()> {
         let storage = self.storage.as_ref();
         storage.flush()?;
         let write_table = |offset: u64, table: &[u64]| {

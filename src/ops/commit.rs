@@ -1,0 +1,115 @@
+//! `commit`: copy what an image and the layers above a base hold down into
+//! the base, then (unless told not to) empty the image, as qemu-img does.
+//!
+//! The guest's view (the image) never changes on the way. Growing the base
+//! and copying into it only change ranges the layers above the base hide,
+//! and emptying the image starts only once everything copied is durable,
+//! when the base reads what the image held. A crash at any instant leaves
+//! the guest's data intact, and running the commit again finishes it.
+
+use crate::chain::{Chain, ChainStatus, View};
+use crate::engine::control::Control;
+use crate::engine::plan::plan_view;
+use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
+use crate::error::{Error, Result};
+use crate::format::{open_image_writable, FormatKind};
+use std::path::PathBuf;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Default)]
+pub struct CommitRequest {
+    /// The image whose data goes down.
+    pub file: PathBuf,
+    /// Its format (probed when `None`).
+    pub format: Option<FormatKind>,
+    /// Commit down to this backing file (default: the image's own backing
+    /// file). Naming one implies `keep_file`, as in qemu-img.
+    pub base: Option<String>,
+    /// `-d`: leave the image's data in place instead of emptying it.
+    pub keep_file: bool,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// What committing does with one run of the chain, given the base's depth.
+fn action(st: &ChainStatus, base: usize) -> Action {
+    // Skip what the base (or what is below it) provides already, and what
+    // lies past the end of the base: that reads zeros once the base grows.
+    if st.depth >= base || (!st.present && st.depth + 1 == base) {
+        Action::Skip
+    } else if st.data {
+        Action::Copy
+    } else {
+        // A zero cluster above the base, or zeros read past the end of a
+        // shorter layer between: the base must read zeros there too.
+        Action::Zero
+    }
+}
+
+/// The steps that bring into the base what the layers above it provide.
+fn plan(view: &View<'_>, base: usize) -> Result<Vec<Step>> {
+    let mut steps = plan_view(view, 0, view.virtual_size(), 0, |st| action(st, base))?;
+    steps.retain(|s| s.action != Action::Skip);
+    Ok(steps)
+}
+
+/// Commits as `req` says. Stops early (and can be run again) when
+/// `control` says so.
+pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
+    let chain = Chain::open(&req.file, req.format)?;
+    if chain.layers().len() < 2 {
+        return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
+    }
+    let depth = match &req.base {
+        Some(name) => chain.depth_of(name)?,
+        None => 1,
+    };
+    let empty_file = !req.keep_file && req.base.is_none();
+    let base = &chain.layers()[depth];
+    let base_kind: FormatKind = base.image.format_name().parse()?;
+    let size = chain.top().image.virtual_size();
+    let steps = plan(&chain.view(), depth)?;
+
+    let base_size = base.image.virtual_size();
+    if base_size < size {
+        if let Some(below) = chain.layers().get(depth + 1) {
+            if below.image.virtual_size() > base_size {
+                return Err(Error::unsupported(format!(
+                    "cannot grow the base to {size} bytes: its backing file '{}' is larger, and \
+                     the grown range would show that file's data",
+                    below.path.display()
+                ))
+                .with_path(&base.path));
+            }
+        }
+        open_image_writable(&base.path, Some(base_kind))?
+            .grow(size)
+            .map_err(|e| e.with_path(&base.path))?;
+    }
+
+    let target = open_image_writable(&base.path, Some(base_kind))?;
+    if chain.layers().len() > depth + 1 {
+        // Partial writes into the base complete from what is below it.
+        target.attach_backing(chain.reader_from(depth + 1));
+    }
+    control.add_total(steps.iter().map(|s| s.len).sum());
+    let options = CopyOptions {
+        threads: req.threads.max(1),
+        target_is_zero: false,
+        ..Default::default()
+    };
+    let outcome = copy(&chain.view(), target.as_ref(), &steps, &options, control)
+        .map_err(|e| e.with_path(&base.path))?;
+    if outcome != Outcome::Completed {
+        return Ok(outcome);
+    }
+    // The base must hold everything durably before the image lets go of it.
+    target.flush().map_err(|e| e.with_path(&base.path))?;
+    drop(target);
+    if empty_file {
+        open_image_writable(&req.file, req.format)?
+            .make_empty()
+            .map_err(|e| e.with_path(&req.file))?;
+    }
+    Ok(Outcome::Completed)
+}
