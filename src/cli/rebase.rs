@@ -1,6 +1,6 @@
 //! `qimg rebase`.
 
-use super::args::{parse_format, FormatArg, ProgressArg};
+use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
 use super::progress::Reporter;
 use super::signals;
 use clap::Args;
@@ -38,6 +38,9 @@ pub struct RebaseArgs {
     /// Only rewrite the backing file name and format.
     #[arg(short = 'u', long = "backing-unsafe")]
     unsafe_mode: bool,
+    /// Limit the copy rate in bytes per second (e.g. 50M).
+    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
+    rate: Option<u64>,
     /// Compress the clusters written.
     #[arg(short = 'c', long = "compress")]
     compress: bool,
@@ -72,6 +75,7 @@ impl RebaseArgs {
         let control = {
             let r = reporter.clone();
             Control::default()
+                .with_rate(self.rate)
                 .with_cancel_flag(&signals::INTERRUPTED)
                 .with_progress(move |p| r.update(p))
         };
