@@ -248,3 +248,105 @@ fn progress_json_reports_the_stream() {
     assert_json_progress(&out, "stream");
     fx.assert_same("p/before.raw", "p/top.img");
 }
+
+/// A PSI file saying the host's I/O is `pct` percent stalled.
+fn fake_pressure(fx: &Fixture, pct: &str) {
+    fx.write(
+        "pressure",
+        format!(
+            "some avg10={pct} avg60=1.00 avg300=1.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1\n"
+        )
+        .as_bytes(),
+    );
+}
+
+fn overlay_of(fx: &Fixture, size: &str) {
+    fx.sh(&format!(
+        "qemu-img create -q -f qcow2 base.qcow2 {size}
+         qemu-io -c 'write -P 0x5a 0 {size}' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+         qemu-img convert -O raw top.qcow2 before.raw"
+    ));
+}
+
+#[test]
+fn when_idle_pauses_while_the_host_is_busy_and_resumes() {
+    let fx = Fixture::new();
+    overlay_of(&fx, "16M");
+    fake_pressure(&fx, "55.20");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("qimg"))
+        .args(["stream", "--when-idle=10", "top.qcow2"])
+        .env("QIMG_PSI_PATH", fx.path("pressure"))
+        .current_dir(fx.dir())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(child.try_wait().unwrap().is_none(), "stream did not wait");
+    // Nothing was written while the host was busy.
+    let map = stdout(&fx.qemu_img(&["map", "--output=json", "top.qcow2"]));
+    assert!(!map.contains("\"depth\": 0"), "copied while busy:\n{map}");
+    fake_pressure(&fx, "3.00");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "stream never resumed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit {status:?}");
+    assert!(!stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file"));
+    fx.assert_same("before.raw", "top.qcow2");
+    fx.assert_clean("top.qcow2");
+}
+
+#[test]
+fn a_pause_ends_at_the_time_limit_and_missing_psi_is_an_error() {
+    let fx = Fixture::new();
+    overlay_of(&fx, "4M");
+    fake_pressure(&fx, "90.00");
+    let out = Command::new(assert_cmd::cargo::cargo_bin("qimg"))
+        .args(["stream", "--when-idle", "--time-limit", "2s", "top.qcow2"])
+        .env("QIMG_PSI_PATH", fx.path("pressure"))
+        .current_dir(fx.dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file: base.qcow2"));
+    fx.assert_same("before.raw", "top.qcow2");
+    let before = fx.read("top.qcow2");
+    let out = Command::new(assert_cmd::cargo::cargo_bin("qimg"))
+        .args(["stream", "--when-idle", "top.qcow2"])
+        .env("QIMG_PSI_PATH", fx.path("no-such-file"))
+        .current_dir(fx.dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no-such-file") && err.contains("PSI") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(fx.read("top.qcow2") == before, "a refused stream wrote");
+}
+
+#[test]
+fn rate_limit_holds_the_rate() {
+    let fx = Fixture::new();
+    overlay_of(&fx, "24M");
+    let out = fx.qimg(&["stream", "-r", "8M", "--progress=json", "top.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last: serde_json::Value =
+        serde_json::from_str(stderr(&out).lines().last().unwrap()).unwrap();
+    let rate = last["done"].as_f64().unwrap() / last["elapsed"].as_f64().unwrap();
+    let limit = 8.0 * 1048576.0;
+    assert!(
+        (0.9 * limit..=1.1 * limit).contains(&rate),
+        "measured {rate:.0} B/s against a limit of {limit} B/s ({last})"
+    );
+    fx.assert_same("before.raw", "top.qcow2");
+}

@@ -14,7 +14,7 @@ mod signals;
 mod stream;
 
 use clap::{Parser, Subcommand};
-use qimg::error::{Error, Result};
+use qimg::error::Result;
 use std::process::ExitCode;
 
 /// qimg: create, inspect, convert and manage qcow2, QED and raw disk images.
@@ -68,11 +68,4 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Commit(a) => a.run(),
         Command::Rebase(a) => a.run(),
     }
-}
-
-/// The error for a subcommand whose issue has not landed yet.
-fn not_implemented(name: &str) -> Result<ExitCode> {
-    Err(Error::unsupported(format!(
-        "'{name}' is not implemented yet"
-    )))
 }

@@ -1,11 +1,11 @@
 //! `qimg stream`.
 
 use super::args::{parse_format, parse_size, FormatArg, OutputArg, ProgressArg};
-use super::not_implemented;
 use super::progress::Reporter;
 use super::signals;
 use clap::Args;
 use qimg::engine::control::{Control, StopReason};
+use qimg::engine::idle::{IoPressureGate, DEFAULT_PSI_PATH};
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::ops::stream::{stream, StreamRequest};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Arguments of `qimg stream`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 done (or the slice done), 1 error, 75 stopped by --time-limit/--deadline (run again to continue), 130/143 interrupted.\n\nExamples:\n  qimg stream overlay.qcow2\n  qimg stream --base base.qcow2 top.qcow2\n  qimg stream --time-limit 2h -r 50M vm.qcow2"
+    after_help = "Exit status: 0 done (or the slice done), 1 error, 75 stopped by --time-limit/--deadline (run again to continue), 130/143 interrupted.\n\nExamples:\n  qimg stream overlay.qcow2\n  qimg stream --base base.qcow2 top.qcow2\n  qimg stream --time-limit 2h -r 50M vm.qcow2\n  qimg stream --deadline 06:00 --when-idle=20 vm.qcow2   (nightly, yielding to busy disks)"
 )]
 pub struct StreamArgs {
     /// Image format (probed when omitted).
@@ -43,7 +43,8 @@ pub struct StreamArgs {
     /// Stop cleanly at this local time (HH:MM), exit 75.
     #[arg(long = "deadline", value_name = "HH:MM")]
     deadline: Option<String>,
-    /// Pause while host I/O pressure is above PCT percent (default 10).
+    /// Pause while host I/O pressure (PSI "some avg10" in /proc/pressure/io,
+    /// or the file $QIMG_PSI_PATH names) is above PCT percent (default 10).
     #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10")]
     when_idle: Option<u32>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
@@ -60,9 +61,15 @@ pub struct StreamArgs {
 impl StreamArgs {
     /// Runs `stream`.
     pub fn run(self) -> Result<ExitCode> {
-        if self.when_idle.is_some() {
-            return not_implemented("stream --when-idle");
-        }
+        let idle_gate = self
+            .when_idle
+            .map(|pct| {
+                let path = std::env::var_os("QIMG_PSI_PATH")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_PSI_PATH));
+                IoPressureGate::new(&path, pct as f64)
+            })
+            .transpose()?;
         let deadline = match (&self.time_limit, &self.deadline) {
             (Some(t), _) => Some(Instant::now() + parse_duration(t)?),
             (None, Some(d)) => Some(Instant::now() + until_local_time(d)?),
@@ -80,11 +87,15 @@ impl StreamArgs {
         let reporter = Reporter::new("stream", self.progress);
         let control = {
             let r = reporter.clone();
-            Control::default()
+            let control = Control::default()
                 .with_rate(self.rate)
                 .with_deadline(deadline)
                 .with_cancel_flag(&signals::INTERRUPTED)
-                .with_progress(move |p| r.update(p))
+                .with_progress(move |p| r.update(p));
+            match idle_gate {
+                Some(gate) => control.with_pause_while(move || gate.busy()),
+                None => control,
+            }
         };
         let (outcome, report) = stream(&request, &control)?;
         reporter.finish(control.progress());

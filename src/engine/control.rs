@@ -70,6 +70,7 @@ pub struct Control {
     done: AtomicU64,
     total: AtomicU64,
     on_progress: Option<Box<dyn Fn(Progress) + Send + Sync>>,
+    pause_while: Option<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -106,6 +107,27 @@ impl Control {
     pub fn with_cancel_flag(mut self, flag: &'static AtomicBool) -> Self {
         self.cancel_flag = Some(flag);
         self
+    }
+
+    /// Holds the copy (between chunks) while `busy` says so, checking
+    /// again every [`super::idle::POLL`].
+    pub fn with_pause_while(mut self, busy: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.pause_while = Some(Box::new(busy));
+        self
+    }
+
+    /// Between two chunks: waits while the copy is paused, and says why it
+    /// must stop, if it must (a stop ends a pause too).
+    pub fn checkpoint(&self) -> Option<StopReason> {
+        loop {
+            if let Some(reason) = self.stop_reason() {
+                return Some(reason);
+            }
+            match &self.pause_while {
+                Some(busy) if busy() => std::thread::sleep(super::idle::POLL),
+                _ => return None,
+            }
+        }
     }
 
     /// Why the copy must stop now, if it must.

@@ -6,6 +6,7 @@
 //! commit, rebase) is a plan run through here.
 
 pub mod control;
+pub mod idle;
 mod pipeline;
 pub mod plan;
 pub mod zero;
@@ -344,7 +345,7 @@ fn write_in_order(
     control: &Control,
 ) -> Result<Outcome> {
     for (i, s) in units.iter().enumerate() {
-        if let Some(reason) = control.stop_reason() {
+        if let Some(reason) = control.checkpoint() {
             return Ok(Outcome::Stopped {
                 reason,
                 resume_at: s.target_offset,
