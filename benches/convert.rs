@@ -7,59 +7,17 @@
 
 mod common;
 
-use common::{measure, median, sh};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use common::{generate_disk, measure, median, refs, sh};
 
 const SIZE: u64 = 2 << 30;
-const CLUSTER: u64 = 64 << 10;
 const RUNS: usize = 3;
-
-/// Writes the test disk: every 64 KiB cluster is a hole, zeros, random
-/// bytes or text, chosen by a fixed generator.
-fn generate(path: &Path) {
-    let file = std::fs::File::create(path).expect("create disk");
-    file.set_len(SIZE).expect("size disk");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    let text: Vec<u8> = "qimg is a fast and safe toolkit for virtual disk images. "
-        .bytes()
-        .cycle()
-        .take(CLUSTER as usize)
-        .collect();
-    let mut buf = vec![0u8; CLUSTER as usize];
-    for c in 0..SIZE / CLUSTER {
-        match next() % 10 {
-            0..=2 => continue,
-            3 => buf.fill(0),
-            4..=6 => buf
-                .chunks_exact_mut(8)
-                .for_each(|w| w.copy_from_slice(&next().to_le_bytes())),
-            _ => {
-                let shift = (next() % 64) as usize;
-                buf.copy_from_slice(&text);
-                buf.rotate_left(shift);
-            }
-        }
-        file.write_all_at(&buf, c * CLUSTER).expect("write disk");
-    }
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 fn main() {
     let qimg = env!("CARGO_BIN_EXE_qimg");
     let tmp = tempfile::tempdir().expect("temporary directory");
     let dir = tmp.path();
     eprintln!("generating a 2 GiB disk in {}", dir.display());
-    generate(&dir.join("disk.raw"));
+    generate_disk(&dir.join("disk.raw"), SIZE);
     sh(dir, "qemu-img convert -O qcow2 disk.raw disk.qcow2");
 
     let cases: [(&str, &[&str]); 5] = [

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -54,4 +55,47 @@ pub fn sh(dir: &Path, script: &str) {
         .expect("bash")
         .success();
     assert!(ok, "fixture script failed: {script}");
+}
+
+/// Cluster size of the generated disks.
+const CLUSTER: u64 = 64 << 10;
+
+/// Writes a raw test disk of `size` bytes: every 64 KiB cluster is a hole, zeros, random
+/// bytes or text, chosen by a fixed generator.
+pub fn generate_disk(path: &Path, size: u64) {
+    let file = std::fs::File::create(path).expect("create disk");
+    file.set_len(size).expect("size disk");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let text: Vec<u8> = "qimg is a fast and safe toolkit for virtual disk images. "
+        .bytes()
+        .cycle()
+        .take(CLUSTER as usize)
+        .collect();
+    let mut buf = vec![0u8; CLUSTER as usize];
+    for c in 0..size / CLUSTER {
+        match next() % 10 {
+            0..=2 => continue,
+            3 => buf.fill(0),
+            4..=6 => buf
+                .chunks_exact_mut(8)
+                .for_each(|w| w.copy_from_slice(&next().to_le_bytes())),
+            _ => {
+                let shift = (next() % 64) as usize;
+                buf.copy_from_slice(&text);
+                buf.rotate_left(shift);
+            }
+        }
+        file.write_all_at(&buf, c * CLUSTER).expect("write disk");
+    }
+}
+
+/// Borrows a list of strings as `&str`s.
+pub fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
 }

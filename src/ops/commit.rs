@@ -56,7 +56,14 @@ fn plan(view: &View<'_>, base: usize) -> Result<Vec<Step>> {
 /// Commits as `req` says. Stops early (and can be run again) when
 /// `control` says so.
 pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
-    let chain = Chain::open(&req.file, req.format)?;
+    let empty_file = !req.keep_file && req.base.is_none();
+    // An image to be emptied is opened for writing first, so a read-only
+    // one is refused before the base changes.
+    let chain = if empty_file {
+        Chain::open_writable(&req.file, req.format)?
+    } else {
+        Chain::open(&req.file, req.format)?
+    };
     if chain.layers().len() < 2 {
         return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
     }
@@ -64,7 +71,6 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
         Some(name) => chain.depth_of(name)?,
         None => 1,
     };
-    let empty_file = !req.keep_file && req.base.is_none();
     let base = &chain.layers()[depth];
     let base_kind: FormatKind = base.image.format_name().parse()?;
     let size = chain.top().image.virtual_size();
@@ -107,7 +113,9 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
     target.flush().map_err(|e| e.with_path(&base.path))?;
     drop(target);
     if empty_file {
-        open_image_writable(&req.file, req.format)?
+        chain
+            .top()
+            .image
             .make_empty()
             .map_err(|e| e.with_path(&req.file))?;
     }

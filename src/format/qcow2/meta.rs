@@ -239,6 +239,17 @@ impl Refcounts {
         Ok(first << self.cluster_bits)
     }
 
+    /// Returns `n` clusters from `offset` that [`Refcounts::alloc`] handed
+    /// out but nothing references (their data write failed). They stay
+    /// behind the frontier, so they are not handed out again this session.
+    pub fn give_back(&mut self, storage: &dyn Storage, offset: u64, n: u64) -> Result<()> {
+        let first = offset >> self.cluster_bits;
+        for c in first..first + n {
+            self.set(storage, c, 0)?;
+        }
+        Ok(())
+    }
+
     /// Writes dirty blocks and the table (a moved table is written whole,
     /// then made durable, then the header is pointed at it). Returns whether
     /// anything was written.

@@ -225,7 +225,16 @@ impl Qcow2 {
                 self.current_content(e, cluster, 0, geo.subclusters() as u64 - 1, &mut buf)?;
             }
             buf[at as usize..end as usize].copy_from_slice(data);
-            self.data_storage_ref().write_at(&buf, new)?;
+            if let Err(e) = self.data_storage_ref().write_at(&buf, new) {
+                if !geo.external_data {
+                    meta.refcounts(self.storage.as_ref())?.give_back(
+                        self.storage.as_ref(),
+                        new,
+                        1,
+                    )?;
+                }
+                return Err(e);
+            }
             next.word = new | COPIED;
             if geo.extended_l2 {
                 // A compressed cluster was copied whole; otherwise the
@@ -350,7 +359,12 @@ impl Qcow2 {
         let host = meta
             .refcounts(self.storage.as_ref())?
             .alloc(self.storage.as_ref(), n)?;
-        self.storage.write_at(data, host)?;
+        if let Err(e) = self.storage.write_at(data, host) {
+            // Nothing points at the clusters yet: give them back (no leak).
+            meta.refcounts(self.storage.as_ref())?
+                .give_back(self.storage.as_ref(), host, n)?;
+            return Err(e);
+        }
         let bitmap = if self.geo.extended_l2 {
             ALL_SUBCLUSTERS
         } else {
