@@ -160,8 +160,8 @@ fn an_interrupted_rebase_keeps_its_old_backing_file_and_can_run_again() {
         format: None,
         backing: "new.qcow2".into(),
         backing_format: Some("qcow2".into()),
-        unsafe_mode: false,
         threads: 2,
+        ..Default::default()
     };
     let control = Control::default()
         .with_cancel_flag(&STOP_REBASE)
@@ -190,4 +190,76 @@ fn an_interrupted_rebase_keeps_its_old_backing_file_and_can_run_again() {
     fx.assert_clean("top.qcow2");
     fx.assert_same("before.raw", "top.qcow2");
     assert!(stdout(&fx.qemu_img(&["info", "top.qcow2"])).contains("backing file: new.qcow2\n"));
+}
+
+/// The guest ranges `qemu-img map` reports compressed, merged.
+fn compressed_ranges(fx: &Fixture, image: &str) -> Vec<(u64, u64)> {
+    let map: Vec<serde_json::Value> =
+        serde_json::from_slice(&fx.qemu_img(&["map", "--output=json", image]).stdout).unwrap();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for e in map
+        .iter()
+        .filter(|e| e["compressed"] == true && e["depth"] == 0)
+    {
+        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        match ranges.last_mut() {
+            Some(last) if last.0 + last.1 == start => last.1 += len,
+            _ => ranges.push((start, len)),
+        }
+    }
+    ranges
+}
+
+#[test]
+fn compressed_rebase_matches_qemu_img() {
+    let fx = Fixture::new();
+    for (dir, options) in [("std", "cluster_size=64k"), ("ext", "extended_l2=on")] {
+        for tool in ["q", "m"] {
+            fx.sh(&format!(
+                "mkdir -p {dir}-{tool} && cd {dir}-{tool}
+                 qemu-img create -q -f qcow2 old.qcow2 3M
+                 qemu-io -c 'write -P 0x11 0 3M' old.qcow2 >/dev/null
+                 qemu-img create -q -f qcow2 -o {options} -b old.qcow2 -F qcow2 top.qcow2
+                 qemu-io -c 'write -P 0x33 0 8k' -c 'write -P 0x44 1M 64k' -c 'write -z 2M 4k' top.qcow2 >/dev/null
+                 qemu-img convert -O raw top.qcow2 before.raw"
+            ));
+        }
+        let args = ["rebase", "-c", "-b", "", "top.qcow2"];
+        let ours = fx.run_in(&format!("{dir}-m"), "qimg", &args);
+        assert!(ours.status.success(), "{dir}: {}", stderr(&ours));
+        let m = format!("{dir}-m/top.qcow2");
+        fx.assert_clean(&m);
+        fx.assert_same(&format!("{dir}-m/before.raw"), &m);
+        let ranges = compressed_ranges(&fx, &m);
+        if dir == "std" {
+            let theirs = fx.run_in(&format!("{dir}-q"), "qemu-img", &args);
+            assert!(theirs.status.success(), "{dir}: {}", stderr(&theirs));
+            let q = format!("{dir}-q/top.qcow2");
+            assert_eq!(
+                ranges,
+                compressed_ranges(&fx, &q),
+                "{dir}: compressed ranges"
+            );
+        } else {
+            // qemu-img 10.0 aborts on an assertion here (a cluster the
+            // image partly holds), so the expectation is spelled out: the
+            // clusters at 0 (8 KiB held) and at 2M (4 KiB zeroed) keep
+            // their subclusters, the one at 1M is the image's own, and
+            // every other cluster is compressed.
+            assert_eq!(
+                ranges,
+                [(65536, 983040), (1114112, 983040), (2162688, 983040)],
+                "{dir}"
+            );
+        }
+    }
+    fx.sh("qemu-img create -q -f qcow2 b.qcow2 1M
+         qemu-img create -q -f qed -b b.qcow2 -F qcow2 t.qed");
+    let out = fx.qimg(&["rebase", "-c", "-b", "", "t.qed"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Compression not supported for this file format"),
+        "{}",
+        stderr(&out)
+    );
 }

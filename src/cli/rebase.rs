@@ -6,7 +6,7 @@ use super::signals;
 use clap::Args;
 use qimg::engine::control::Control;
 use qimg::engine::Outcome;
-use qimg::error::{Error, Result};
+use qimg::error::Result;
 use qimg::ops::rebase::{rebase, RebaseRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,15 +59,13 @@ impl RebaseArgs {
     /// Runs `rebase`.
     pub fn run(self) -> Result<ExitCode> {
         let _ = (&self.cache, &self.backing_cache, self.force_share);
-        if self.compress {
-            return Err(Error::unsupported("rebase -c is not supported yet"));
-        }
         let request = RebaseRequest {
             file: self.file.clone(),
             format: self.format.map(|f| f.0),
             backing: self.backing,
             backing_format: self.backing_format,
             unsafe_mode: self.unsafe_mode,
+            compress: self.compress,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         signals::install();

@@ -145,6 +145,8 @@ enum Prepared {
 enum Packed {
     Compressed(Vec<u8>),
     Plain(Vec<u8>),
+    /// Reads the same in the reference view: nothing to write.
+    Unchanged,
 }
 
 thread_local! {
@@ -224,8 +226,25 @@ fn prepare(
         };
         return Ok(Prepared::Plain { buf, segments });
     };
+    let unchanged: Vec<bool> = match reference {
+        None => Vec::new(),
+        Some(reference) => REFERENCE.with(|cell| -> Result<_> {
+            let mut other = cell.borrow_mut();
+            other.resize(buf.len(), 0);
+            reference.read(step.source_offset, &mut other)?;
+            Ok(buf
+                .chunks(cluster as usize)
+                .zip(other.chunks(cluster as usize))
+                .map(|(a, b)| a == b)
+                .collect())
+        })?,
+    };
     let mut clusters = Vec::new();
-    for part in buf.chunks(cluster as usize) {
+    for (i, part) in buf.chunks(cluster as usize).enumerate() {
+        if unchanged.get(i) == Some(&true) {
+            clusters.push(Some(Packed::Unchanged));
+            continue;
+        }
         if options.sparse > 0 && zero::is_zero(part) {
             clusters.push(None);
             continue;
@@ -259,8 +278,8 @@ pub fn copy(
 /// As [`copy`], but a copy step writes only the target's allocation units
 /// (clusters, or subclusters) whose source bytes differ from `reference`'s
 /// at the same offsets: what rebase needs, with the comparison done by the
-/// parallel readers and each source byte read once. Not for compressed
-/// copies.
+/// parallel readers and each source byte read once. Compressed copies
+/// compare whole clusters (the plan must then be cluster-aligned).
 pub fn copy_changes(
     source: &dyn Source,
     reference: &dyn Source,
@@ -269,11 +288,6 @@ pub fn copy_changes(
     options: &CopyOptions,
     control: &Control,
 ) -> Result<Outcome> {
-    if options.compress_cluster.is_some() {
-        return Err(Error::unsupported(
-            "compressed copies cannot skip unchanged clusters",
-        ));
-    }
     run(source, Some(reference), target, plan, options, control)
 }
 
@@ -420,6 +434,7 @@ fn apply_clusters(
                 target.write(at, p)?;
                 written += p.len() as u64;
             }
+            Some(Packed::Unchanged) => {}
         }
     }
     Ok(written)

@@ -24,6 +24,8 @@ pub struct RebaseRequest {
     pub backing_format: Option<String>,
     /// `-u`: only rewrite the header.
     pub unsafe_mode: bool,
+    /// `-c`: compress the clusters written.
+    pub compress: bool,
     /// Worker threads.
     pub threads: usize,
 }
@@ -87,6 +89,13 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
         // No backing file: the image will read zeros wherever it has nothing.
         None => chain.reader_from(chain.layers().len()),
     };
+    if req.compress && top.format_name() != "qcow2" {
+        return Err(change_error(
+            &req.backing,
+            "Compression not supported for this file format",
+        )
+        .with_path(&req.file));
+    }
     let steps = plan(&chain.view(), top.granularity())?;
     control.add_total(steps.iter().map(|s| s.len).sum());
     let options = CopyOptions {
@@ -95,14 +104,25 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
         ..Default::default()
     };
     // Where the new view reads the same, nothing needs copying.
-    let outcome = copy_changes(
-        &GuestSource(old.as_ref()),
-        &GuestSource(new.as_ref()),
-        top.as_ref(),
-        &steps,
-        &options,
-        control,
-    )?;
+    let (old, new) = (GuestSource(old.as_ref()), GuestSource(new.as_ref()));
+    let outcome = match top.describe().cluster_size.filter(|_| req.compress) {
+        None => copy_changes(&old, &new, top.as_ref(), &steps, &options, control)?,
+        Some(cluster) => {
+            // Whole clusters go compressed; the parts of clusters the image
+            // partly holds (subclusters) go as they are.
+            let (whole, parts) = split_at_clusters(&steps, cluster, top.virtual_size());
+            let compressed = CopyOptions {
+                compress_cluster: Some(cluster),
+                ..options
+            };
+            match copy_changes(&old, &new, top.as_ref(), &whole, &compressed, control)? {
+                Outcome::Completed => {
+                    copy_changes(&old, &new, top.as_ref(), &parts, &options, control)?
+                }
+                stopped => stopped,
+            }
+        }
+    };
     if outcome == Outcome::Completed {
         top.set_backing(spec).map_err(not_supported)?;
     }
@@ -142,4 +162,37 @@ fn plan(view: &View<'_>, unit: u64) -> Result<Vec<Step>> {
         offset = end;
     }
     Ok(steps)
+}
+
+/// Splits copy steps into whole clusters (of `cluster` bytes; the image's
+/// last cluster may be short) and the pieces of clusters left over.
+fn split_at_clusters(steps: &[Step], cluster: u64, size: u64) -> (Vec<Step>, Vec<Step>) {
+    let (mut whole, mut parts) = (Vec::new(), Vec::new());
+    let piece = |from: u64, to: u64| Step {
+        target_offset: from,
+        source_offset: from,
+        len: to - from,
+        action: Action::Copy,
+    };
+    for s in steps {
+        let (start, end) = (s.target_offset, s.target_offset + s.len);
+        let first = start.div_ceil(cluster) * cluster;
+        let last = if end == size {
+            end
+        } else {
+            end / cluster * cluster
+        };
+        if first >= last {
+            parts.push(*s);
+            continue;
+        }
+        if start < first {
+            parts.push(piece(start, first));
+        }
+        whole.push(piece(first, last));
+        if last < end {
+            parts.push(piece(last, end));
+        }
+    }
+    (whole, parts)
 }
