@@ -23,6 +23,8 @@ pub enum ErrorKind {
     BackingChain,
     /// The user asked for something invalid (bad option, bad size).
     InvalidArgument,
+    /// Another process (a VM) holds a conflicting lock on the image.
+    InUse,
 }
 
 /// A library error: kind, optional file and offset, a message and an optional source.

@@ -283,8 +283,11 @@ fn when_idle_pauses_while_the_host_is_busy_and_resumes() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(2500));
     assert!(child.try_wait().unwrap().is_none(), "stream did not wait");
-    // Nothing was written while the host was busy.
-    let map = stdout(&fx.qemu_img(&["map", "--output=json", "top.qcow2"]));
+    // Nothing was written while the host was busy (-U: qimg holds the image).
+    let out = fx.qemu_img(&["map", "-U", "--output=json", "top.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let map = stdout(&out);
+    assert!(map.contains("\"depth\": 1"), "{map}");
     assert!(!map.contains("\"depth\": 0"), "copied while busy:\n{map}");
     fake_pressure(&fx, "3.00");
     let started = Instant::now();

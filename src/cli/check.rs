@@ -49,6 +49,7 @@ impl CheckArgs {
                     .with_path(&self.file),
             );
         }
+        qimg::io::lock::set_force_share(self.force_share);
         let format = self.format.map(|f| f.0);
         let mut log = |line: String| eprintln!("{line}");
         let mut fixed = None;

@@ -97,8 +97,9 @@ impl ConvertArgs {
             &self.source_cache,
             self.copy_range,
             self.oob_writes,
-            self.force_share,
         );
+        // -U shares the sources; the target is always locked for writing.
+        qimg::io::lock::set_force_share(self.force_share);
         if self.salvage || self.bitmaps || self.skip_broken_bitmaps {
             return Err(Error::unsupported(
                 "--salvage and --bitmaps are not supported yet",

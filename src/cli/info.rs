@@ -35,7 +35,7 @@ pub struct InfoArgs {
 impl InfoArgs {
     /// Runs `info`.
     pub fn run(self) -> Result<ExitCode> {
-        let _ = self.force_share; // qimg takes no locks yet; reading is always shared.
+        qimg::io::lock::set_force_share(self.force_share);
         let format = self.format.map(|f| f.0);
         let infos = if self.backing_chain {
             chain_info(&self.file, format)?

@@ -39,7 +39,7 @@ pub struct MapArgs {
 impl MapArgs {
     /// Runs `map`.
     pub fn run(self) -> Result<ExitCode> {
-        let _ = self.force_share;
+        qimg::io::lock::set_force_share(self.force_share);
         let chain = Chain::open(&self.file, self.format.map(|f| f.0))?;
         let view = chain.view();
         let stdout = std::io::stdout();

@@ -58,7 +58,9 @@ pub struct RebaseArgs {
 impl RebaseArgs {
     /// Runs `rebase`.
     pub fn run(self) -> Result<ExitCode> {
-        let _ = (&self.cache, &self.backing_cache, self.force_share);
+        let _ = (&self.cache, &self.backing_cache);
+        // -U shares the backing files; the image itself is locked for writing.
+        qimg::io::lock::set_force_share(self.force_share);
         let request = RebaseRequest {
             file: self.file.clone(),
             format: self.format.map(|f| f.0),

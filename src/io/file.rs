@@ -1,5 +1,6 @@
 //! A local file as [`Storage`], read with positional reads (`pread`).
 
+use super::lock::{self, Access, ImageLock};
 use super::{HostExtent, Storage};
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
@@ -8,13 +9,14 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A local file, opened read-only or read-write.
+/// A local file, opened read-only or read-write, with QEMU's image locks.
 #[derive(Debug)]
 pub struct FileStorage {
     file: File,
     path: PathBuf,
     /// Bytes written since writeback was last started.
     unsynced: AtomicU64,
+    _lock: ImageLock,
 }
 
 /// After this many bytes written, writeback of the file is started in the
@@ -23,30 +25,40 @@ pub struct FileStorage {
 const WRITEBACK_EVERY: u64 = 32 << 20;
 
 impl FileStorage {
-    /// Opens `path` read-only.
+    /// Opens `path` read-only (sharing everything after `-U`, see
+    /// [`lock::set_force_share`]).
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_with(path, OpenOptions::new().read(true))
+        Self::open_with(path, OpenOptions::new().read(true), lock::read_access())
     }
 
     /// Opens an existing `path` for reading and writing.
     pub fn open_rw(path: &Path) -> Result<Self> {
-        Self::open_with(path, OpenOptions::new().read(true).write(true))
+        Self::open_with(
+            path,
+            OpenOptions::new().read(true).write(true),
+            Access::Write,
+        )
     }
 
     /// Creates `path` (emptying it if it exists) for reading and writing.
+    /// The file is emptied only once its locks are held, so an image a
+    /// VM is using is refused intact.
     pub fn create(path: &Path) -> Result<Self> {
-        Self::open_with(
+        let storage = Self::open_with(
             path,
             OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
-                .truncate(true),
+                .truncate(false),
+            Access::Write,
         )
-        .map_err(|e| e.with_path(path))
+        .map_err(|e| e.with_path(path))?;
+        storage.set_len(0)?;
+        Ok(storage)
     }
 
-    fn open_with(path: &Path, options: &OpenOptions) -> Result<Self> {
+    fn open_with(path: &Path, options: &OpenOptions, access: Access) -> Result<Self> {
         let file = options
             .open(path)
             .map_err(|e| Error::io("could not open", e).with_path(path))?;
@@ -56,10 +68,12 @@ impl FileStorage {
         if meta.is_dir() {
             return Err(Error::argument("is a directory, not an image").with_path(path));
         }
+        let lock = ImageLock::acquire(&file, path, access)?;
         Ok(FileStorage {
             file,
             path: path.to_path_buf(),
             unsynced: AtomicU64::new(0),
+            _lock: lock,
         })
     }
 

@@ -2,6 +2,7 @@
 
 mod fault;
 mod file;
+pub mod lock;
 mod mem;
 
 pub use fault::{CrashClock, FaultSession, FaultSessionGuard, FaultStorage};

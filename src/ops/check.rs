@@ -49,11 +49,13 @@ pub fn repair_image(
     mode: Repair,
     log: &mut dyn FnMut(String),
 ) -> Result<Option<CheckReport>> {
+    // Locked for writing first: an image in use is refused as a write.
+    let storage = FileStorage::open_rw(path)?;
     let format = Chain::open(path, format)?
         .top()
         .image
         .format_name()
         .parse()?;
-    let image = open_storage(Box::new(FileStorage::open_rw(path)?), path, Some(format))?;
+    let image = open_storage(Box::new(storage), path, Some(format))?;
     image.repair(mode, log).map_err(|e| e.with_path(path))
 }

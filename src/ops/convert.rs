@@ -106,13 +106,15 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             .collect::<Result<_>>()?,
     };
     let total: u64 = sources.iter().map(|c| c.view().virtual_size()).sum();
-    if req.no_create {
-        let existing = Chain::open(&req.target, Some(req.target_format))?;
+    let target = if req.no_create {
+        // Opened for writing at once: an image in use is refused as a write.
+        let existing = Chain::open_writable(&req.target, Some(req.target_format))?;
         if existing.view().virtual_size() < total {
             return Err(
                 Error::argument("output file is smaller than input file").with_path(&req.target)
             );
         }
+        existing
     } else {
         create_plan(&CreateRequest {
             file: req.target.clone(),
@@ -124,8 +126,8 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             size: Some(total),
         })?
         .execute()?;
-    }
-    let target = Chain::open_writable(&req.target, Some(req.target_format))?;
+        Chain::open_writable(&req.target, Some(req.target_format))?
+    };
     let image = target.top().image.as_ref();
     let options = CopyOptions {
         sparse: req.sparse,

@@ -270,3 +270,69 @@ pub fn allocation(fx: &Fixture, image: &str) -> Vec<(u64, u64, u64, bool, bool, 
     }
     runs
 }
+
+/// A qemu-storage-daemon serving `image` (qcow2, opened with its backing
+/// chain, writable) as node `top`, with a QMP monitor on `qmp.sock` in the
+/// same directory. Killed when dropped.
+pub struct Daemon {
+    child: std::process::Child,
+    /// The QMP socket.
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon in `fx`'s directory `dir` (relative names resolve
+    /// there) and waits until its monitor accepts connections.
+    pub fn start(fx: &Fixture, dir: &str, image: &str) -> Daemon {
+        require_tool("qemu-storage-daemon");
+        let cwd = fx.path(dir);
+        let socket = cwd.join("qmp.sock");
+        let _ = std::fs::remove_file(&socket);
+        let child = Command::new("qemu-storage-daemon")
+            .args([
+                "--blockdev",
+                &format!(
+                    "{{\"driver\":\"qcow2\",\"node-name\":\"top\",\"file\":{{\"driver\":\"file\",\"filename\":\"{image}\"}}}}"
+                ),
+                "--chardev",
+                "socket,id=m,path=qmp.sock,server=on,wait=off",
+                "--monitor",
+                "chardev=m",
+            ])
+            .current_dir(&cwd)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start qemu-storage-daemon");
+        let mut daemon = Daemon { child, socket };
+        let start = std::time::Instant::now();
+        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("qemu-storage-daemon exited: {status}");
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "no QMP socket"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    /// Kills the daemon and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the daemon is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

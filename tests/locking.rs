@@ -1,0 +1,145 @@
+//! QEMU's image locks, against real QEMU peers: qimg refuses to write an
+//! image qemu-storage-daemon is using (and reads it only with -U), QEMU
+//! cannot open for writing an image qimg is streaming, and the locks go
+//! away when qimg exits or is killed.
+
+mod common;
+
+use common::{require_tool, stderr, stdout, Daemon, Fixture};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn chain(fx: &Fixture, dir: &str, size: &str) {
+    fx.sh(&format!(
+        "mkdir -p {dir} && cd {dir}
+         qemu-img create -q -f qcow2 base.qcow2 {size}
+         qemu-io -c 'write -P 0x11 0 {size}' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+         qemu-io -c 'write -P 0x22 0 64k' top.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 other.qcow2 {size}"
+    ));
+}
+
+#[test]
+fn an_image_a_daemon_writes_is_refused_for_writing_and_read_only_with_u() {
+    let fx = Fixture::new();
+    chain(&fx, "d", "4M");
+    let _daemon = Daemon::start(&fx, "d", "top.qcow2");
+    let before = fx.read("d/top.qcow2");
+    for args in [
+        &["stream", "d/top.qcow2"][..],
+        &["commit", "d/top.qcow2"],
+        &["rebase", "-b", "", "d/top.qcow2"],
+        &[
+            "convert",
+            "-n",
+            "-O",
+            "qcow2",
+            "d/other.qcow2",
+            "d/top.qcow2",
+        ],
+        &["create", "-f", "qcow2", "d/top.qcow2", "1M"],
+        &["check", "-r", "leaks", "d/top.qcow2"],
+    ] {
+        let out = fx.qimg(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("d/top.qcow2: image is in use (another process holds the \"write\" lock)")
+                && err.contains("--attach SOCKET"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(fx.read("d/top.qcow2") == before, "a refused command wrote");
+    // Reading needs -U, as with qemu-img.
+    let out = fx.qimg(&["info", "d/top.qcow2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("use -U to read it anyway"),
+        "{}",
+        stderr(&out)
+    );
+    for args in [
+        &["info", "-U", "d/top.qcow2"][..],
+        &["map", "-U", "d/top.qcow2"],
+        &["check", "-U", "d/top.qcow2"],
+        &["convert", "-U", "-O", "raw", "d/top.qcow2", "d/copy.raw"],
+    ] {
+        let out = fx.qimg(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    // The daemon's backing file is only read: reading it is fine.
+    assert!(fx.qimg(&["info", "d/base.qcow2"]).status.success());
+}
+
+/// Waits until `qimg` has the image open (its progress line appears).
+fn wait_for_start(fx: &Fixture) {
+    let start = Instant::now();
+    while !fx.path("s/progress").exists()
+        || std::fs::read_to_string(fx.path("s/progress"))
+            .unwrap()
+            .is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "stream never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn qemu_cannot_write_an_image_qimg_streams_until_qimg_is_gone() {
+    require_tool("qemu-storage-daemon");
+    let fx = Fixture::new();
+    chain(&fx, "s", "32M");
+    for kill in [false, true] {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("qimg"))
+            .args(["stream", "-r", "4M", "--progress=json", "top.qcow2"])
+            .current_dir(fx.path("s"))
+            .stderr(std::fs::File::create(fx.path("s/progress")).unwrap())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_start(&fx);
+        let io = fx.run_in("s", "qemu-io", &["-c", "write 0 4k", "top.qcow2"]);
+        assert!(!io.status.success(), "qemu-io wrote during the stream");
+        assert!(
+            stderr(&io).contains("Failed to get \"write\" lock"),
+            "{}",
+            stderr(&io)
+        );
+        // A daemon cannot take it for writing either.
+        let daemon = Command::new("qemu-storage-daemon")
+            .args([
+                "--blockdev",
+                "{\"driver\":\"qcow2\",\"node-name\":\"top\",\"file\":{\"driver\":\"file\",\"filename\":\"top.qcow2\"}}",
+            ])
+            .current_dir(fx.path("s"))
+            .output()
+            .unwrap();
+        assert!(!daemon.status.success(), "the daemon opened it");
+        assert!(stderr(&daemon).contains("lock"), "{}", stderr(&daemon));
+        // Reading with -U is fine.
+        assert!(fx
+            .run_in("s", "qemu-img", &["info", "-U", "top.qcow2"])
+            .status
+            .success());
+        if kill {
+            child.kill().unwrap();
+        } else {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        }
+        child.wait().unwrap();
+        // qimg is gone: QEMU can write again.
+        let io = fx.run_in("s", "qemu-io", &["-c", "write -P 0x22 0 4k", "top.qcow2"]);
+        assert!(io.status.success(), "after qimg exited: {}", stderr(&io));
+        let check = fx.run_in("s", "qemu-img", &["check", "top.qcow2"]);
+        assert!(
+            matches!(check.status.code(), Some(0) | Some(3)),
+            "{}",
+            stdout(&check)
+        );
+    }
+}
