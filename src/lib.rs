@@ -3,8 +3,10 @@
 //!
 //! Layers, top to bottom: `ops` (operations), `output` (renderers), `chain`
 //! (backing chains and views), `format` (one module per image format),
-//! `io` (byte storage). A lower layer never uses an upper one.
+//! `io` (byte storage). A lower layer never uses an upper one. Beside them,
+//! `attach` drives a running VMM's block layer over QMP.
 
+pub mod attach;
 pub mod chain;
 pub mod engine;
 pub mod error;

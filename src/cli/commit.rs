@@ -1,20 +1,23 @@
 //! `qimg commit`.
 
 use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
+use super::attached;
 use super::progress::Reporter;
 use super::signals;
 use clap::Args;
+use qimg::attach::nodes::node_in_chain;
 use qimg::engine::control::Control;
 use qimg::engine::Outcome;
 use qimg::error::Result;
 use qimg::ops::commit::{commit, CommitRequest};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `qimg commit`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 committed, 1 error, 130/143 interrupted (run again to finish).\n\nExamples:\n  qimg commit overlay.qcow2               (into its backing file, then empty it)\n  qimg commit -d -p overlay.qcow2         (keep the overlay's data)\n  qimg commit -b base.qcow2 top.qcow2     (down to base through the middle layers)"
+    after_help = "Exit status: 0 committed, 1 error, 130/143 interrupted (run again to finish).\n\nExamples:\n  qimg commit overlay.qcow2               (into its backing file, then empty it)\n  qimg commit -d -p overlay.qcow2         (keep the overlay's data)\n  qimg commit -b base.qcow2 top.qcow2     (down to base through the middle layers)\n  qimg commit --attach /run/vm/qmp.sock --device drive0   (active commit in the running VM, then pivot)"
 )]
 pub struct CommitArgs {
     /// Image format (probed when omitted).
@@ -38,17 +41,61 @@ pub struct CommitArgs {
     /// Limit the copy rate in bytes per second (e.g. 50M).
     #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
     rate: Option<u64>,
+    /// Run the commit in the VM (or qemu-storage-daemon) behind this QMP
+    /// socket (a path, or tcp:HOST:PORT) instead of touching the files.
+    #[arg(long, value_name = "SOCKET", requires = "device", conflicts_with_all = ["drop", "file"])]
+    attach: Option<String>,
+    /// With --attach: the device or node name (the active layer).
+    #[arg(long, value_name = "NAME", requires = "attach")]
+    device: Option<String>,
+    /// With --attach: the top of the commit by file name (default: the
+    /// active layer, an active commit).
+    #[arg(long, value_name = "FILE", requires = "attach")]
+    top: Option<String>,
+    /// With --attach: the top by node name.
+    #[arg(
+        long = "top-node",
+        value_name = "NODE",
+        requires = "attach",
+        conflicts_with = "top"
+    )]
+    top_node: Option<String>,
+    /// With --attach: the base by node name (instead of -b/--base FILE).
+    #[arg(
+        long = "base-node",
+        value_name = "NODE",
+        requires = "attach",
+        conflicts_with = "base"
+    )]
+    base_node: Option<String>,
+    /// With --attach: the block job's id (default: qimg-commit-PID).
+    #[arg(long = "job-id", value_name = "ID", requires = "attach")]
+    job_id: Option<String>,
+    /// With --attach: start the job, print its id and return at once.
+    #[arg(long, requires = "attach")]
+    detach: bool,
+    /// With --attach: leave an active commit unpivoted (the VM stays on
+    /// the top; the data is in the base all the same).
+    #[arg(long = "no-pivot", requires = "attach")]
+    no_pivot: bool,
     /// The image whose data goes down.
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+    #[arg(value_name = "FILE", required_unless_present = "attach")]
+    file: Option<PathBuf>,
 }
 
 impl CommitArgs {
     /// Runs `commit`.
     pub fn run(self) -> Result<ExitCode> {
         let _ = &self.cache;
+        if let Some(socket) = self.attach.clone() {
+            return self.run_attached(&socket);
+        }
+        let file = self
+            .file
+            .clone()
+            .expect("clap requires FILE without --attach");
         let request = CommitRequest {
-            file: self.file.clone(),
+            file: file.clone(),
             format: self.format.map(|f| f.0),
             base: self.base,
             keep_file: self.drop,
@@ -76,10 +123,51 @@ impl CommitArgs {
                 eprintln!(
                     "qimg: {}: interrupted; the image is unchanged and its base holds part of its \
                      data; run the same command again to finish",
-                    self.file.display()
+                    file.display()
                 );
                 Ok(ExitCode::from(signals::exit_code()))
             }
         }
+    }
+}
+
+impl CommitArgs {
+    /// Starts QEMU's block-commit in the VMM and follows it.
+    fn run_attached(self, socket: &str) -> Result<ExitCode> {
+        let mut qmp = attached::connect(socket)?;
+        let device = self.device.clone().expect("clap requires --device");
+        let mut args = json!({
+            "job-id": self.job_id.clone().unwrap_or_else(|| attached::default_job_id("commit")),
+            "device": device,
+        });
+        let mut node = |node: &Option<String>, file: &Option<String>| -> Result<Option<String>> {
+            match (node, file) {
+                (Some(n), _) => Ok(Some(n.clone())),
+                (None, Some(f)) => node_in_chain(&mut qmp, &device, f).map(Some),
+                (None, None) => Ok(None),
+            }
+        };
+        if let Some(top) = node(&self.top_node, &self.top)? {
+            args["top-node"] = json!(top);
+        }
+        if let Some(base) = node(&self.base_node, &self.base)? {
+            args["base-node"] = json!(base);
+        }
+        if let Some(rate) = self.rate {
+            args["speed"] = json!(rate);
+        }
+        let code = attached::run_job(
+            &mut qmp,
+            "commit",
+            "block-commit",
+            args,
+            self.detach,
+            !self.no_pivot,
+            if self.quiet { None } else { self.progress },
+        )?;
+        if code == ExitCode::SUCCESS && !self.detach && !self.quiet {
+            println!("Image committed.");
+        }
+        Ok(code)
     }
 }

@@ -2,11 +2,13 @@
 //! its `run`. Nothing here knows about tables or clusters.
 
 mod args;
+mod attached;
 mod check;
 mod commit;
 mod convert;
 mod create;
 mod info;
+mod job;
 mod map;
 mod progress;
 mod rebase;
@@ -54,6 +56,8 @@ pub enum Command {
     Commit(commit::CommitArgs),
     /// Change an image's backing file, copying what differs.
     Rebase(rebase::RebaseArgs),
+    /// Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait).
+    Job(job::JobArgs),
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -67,5 +71,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stream(a) => a.run(),
         Command::Commit(a) => a.run(),
         Command::Rebase(a) => a.run(),
+        Command::Job(a) => a.run(),
     }
 }

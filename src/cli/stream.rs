@@ -1,14 +1,17 @@
 //! `qimg stream`.
 
 use super::args::{parse_format, parse_size, FormatArg, OutputArg, ProgressArg};
+use super::attached;
 use super::progress::Reporter;
 use super::signals;
 use clap::Args;
+use qimg::attach::nodes::node_in_chain;
 use qimg::engine::control::{Control, StopReason};
 use qimg::engine::idle::{IoPressureGate, DEFAULT_PSI_PATH};
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::ops::stream::{stream, StreamRequest};
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 /// Arguments of `qimg stream`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 done (or the slice done), 1 error, 75 stopped by --time-limit/--deadline (run again to continue), 130/143 interrupted.\n\nExamples:\n  qimg stream overlay.qcow2\n  qimg stream --base base.qcow2 top.qcow2\n  qimg stream --time-limit 2h -r 50M vm.qcow2\n  qimg stream --deadline 06:00 --when-idle=20 vm.qcow2   (nightly, yielding to busy disks)"
+    after_help = "Exit status: 0 done (or the slice done), 1 error, 75 stopped by --time-limit/--deadline (run again to continue), 130/143 interrupted.\n\nExamples:\n  qimg stream overlay.qcow2\n  qimg stream --base base.qcow2 top.qcow2\n  qimg stream --time-limit 2h -r 50M vm.qcow2\n  qimg stream --deadline 06:00 --when-idle=20 vm.qcow2   (nightly, yielding to busy disks)\n  qimg stream --attach /run/vm/qmp.sock --device drive0   (in the running VM)"
 )]
 pub struct StreamArgs {
     /// Image format (probed when omitted).
@@ -53,14 +56,43 @@ pub struct StreamArgs {
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "human|json")]
     output: OutputArg,
+    /// Run the stream in the VM (or qemu-storage-daemon) behind this QMP
+    /// socket (a path, or tcp:HOST:PORT) instead of touching the files.
+    #[arg(long, value_name = "SOCKET", requires = "device",
+          conflicts_with_all = ["offset", "length", "time_limit", "deadline", "when_idle", "file"])]
+    attach: Option<String>,
+    /// With --attach: the device or node name of the image to stream into.
+    #[arg(long, value_name = "NAME", requires = "attach")]
+    device: Option<String>,
+    /// With --attach: the base by node name (instead of --base FILE).
+    #[arg(
+        long = "base-node",
+        value_name = "NODE",
+        requires = "attach",
+        conflicts_with = "base"
+    )]
+    base_node: Option<String>,
+    /// With --attach: the block job's id (default: qimg-stream-PID).
+    #[arg(long = "job-id", value_name = "ID", requires = "attach")]
+    job_id: Option<String>,
+    /// With --attach: start the job, print its id and return at once.
+    #[arg(long, requires = "attach")]
+    detach: bool,
     /// The image to stream into.
-    #[arg(value_name = "FILE")]
-    file: PathBuf,
+    #[arg(value_name = "FILE", required_unless_present = "attach")]
+    file: Option<PathBuf>,
 }
 
 impl StreamArgs {
     /// Runs `stream`.
     pub fn run(self) -> Result<ExitCode> {
+        if let Some(socket) = self.attach.clone() {
+            return self.run_attached(&socket);
+        }
+        let file = self
+            .file
+            .clone()
+            .expect("clap requires FILE without --attach");
         let idle_gate = self
             .when_idle
             .map(|pct| {
@@ -76,7 +108,7 @@ impl StreamArgs {
             (None, None) => None,
         };
         let request = StreamRequest {
-            file: self.file.clone(),
+            file: file.clone(),
             format: self.format.map(|f| f.0),
             base: self.base,
             backing_file: self.backing_file,
@@ -121,7 +153,7 @@ impl StreamArgs {
             Outcome::Stopped { reason, resume_at } => {
                 eprintln!(
                     "qimg: {}: stopped at offset {resume_at} of {}; run the same command again to continue",
-                    self.file.display(),
+                    file.display(),
                     report.virtual_size
                 );
                 Ok(ExitCode::from(match reason {
@@ -130,6 +162,41 @@ impl StreamArgs {
                 }))
             }
         }
+    }
+}
+
+impl StreamArgs {
+    /// Starts QEMU's block-stream in the VMM and follows it.
+    fn run_attached(self, socket: &str) -> Result<ExitCode> {
+        let mut qmp = attached::connect(socket)?;
+        let device = self.device.clone().expect("clap requires --device");
+        let mut args = json!({
+            "job-id": self.job_id.clone().unwrap_or_else(|| attached::default_job_id("stream")),
+            "device": device,
+        });
+        let base_node = match (&self.base_node, &self.base) {
+            (Some(node), _) => Some(node.clone()),
+            (None, Some(file)) => Some(node_in_chain(&mut qmp, &device, file)?),
+            (None, None) => None,
+        };
+        if let Some(node) = base_node {
+            args["base-node"] = json!(node);
+        }
+        if let Some(name) = &self.backing_file {
+            args["backing-file"] = json!(name);
+        }
+        if let Some(rate) = self.rate {
+            args["speed"] = json!(rate);
+        }
+        attached::run_job(
+            &mut qmp,
+            "stream",
+            "block-stream",
+            args,
+            self.detach,
+            true,
+            self.progress,
+        )
     }
 }
 

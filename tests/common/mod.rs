@@ -319,6 +319,14 @@ impl Daemon {
         daemon
     }
 
+    /// Stops the daemon as an operator would (SIGTERM: it closes its
+    /// images cleanly) and waits for it.
+    pub fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
     /// Kills the daemon and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -1,0 +1,194 @@
+//! Block jobs in a VMM: start `block-stream` / `block-commit`, follow one
+//! to its end (progress from `query-block-jobs`, the end from its events),
+//! pivot an active commit once it is ready, cancel on request, and the
+//! small controls of `qimg job` (pause, resume, cancel, complete, speed).
+
+use super::qmp::Qmp;
+use crate::engine::control::Progress;
+use crate::error::{Error, ErrorKind, Result};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// How often progress is polled while waiting.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A block job as `query-block-jobs` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    /// The job id.
+    pub id: String,
+    /// stream, commit, mirror, ...
+    pub kind: String,
+    /// created, running, paused, ready, ...
+    pub status: String,
+    /// Bytes done.
+    pub offset: u64,
+    /// Bytes in all (may change while the job runs).
+    pub len: u64,
+    /// The rate limit in bytes/s (0: none).
+    pub speed: u64,
+}
+
+impl JobInfo {
+    fn from_json(v: &Value) -> Option<JobInfo> {
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let num = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Some(JobInfo {
+            id: text("device")?,
+            kind: text("type").unwrap_or_default(),
+            status: text("status").unwrap_or_default(),
+            offset: num("offset"),
+            len: num("len"),
+            speed: num("speed"),
+        })
+    }
+}
+
+/// The VMM's block jobs.
+pub fn list(qmp: &mut Qmp) -> Result<Vec<JobInfo>> {
+    let reply = qmp.execute("query-block-jobs", None)?;
+    Ok(reply
+        .as_array()
+        .map(|a| a.iter().filter_map(JobInfo::from_json).collect())
+        .unwrap_or_default())
+}
+
+/// The job `id`, or the only job when `id` is `None`.
+pub fn pick(qmp: &mut Qmp, id: Option<&str>) -> Result<String> {
+    if let Some(id) = id {
+        return Ok(id.to_string());
+    }
+    let jobs = list(qmp)?;
+    match jobs.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => Err(Error::argument("the VMM runs no block job")),
+        _ => Err(Error::argument(format!(
+            "the VMM runs {} block jobs ({}); name one",
+            jobs.len(),
+            jobs.iter()
+                .map(|j| j.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// A control command for job `id`: `block-job-pause`, `-resume`,
+/// `-cancel`, `-complete`, or `-set-speed` with `speed`.
+pub fn control(qmp: &mut Qmp, command: &str, id: &str, speed: Option<u64>) -> Result<()> {
+    let mut args = json!({ "device": id });
+    if let Some(s) = speed {
+        args["speed"] = json!(s);
+    }
+    qmp.execute(command, Some(args)).map(|_| ())
+}
+
+/// Starts a job: `command` (block-stream, block-commit) with `arguments`,
+/// which must include the job id.
+pub fn start(qmp: &mut Qmp, command: &str, arguments: Value) -> Result<()> {
+    qmp.execute(command, Some(arguments)).map(|_| ())
+}
+
+/// How a followed job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    /// It finished its work (an active commit also pivoted, unless told not to).
+    Completed,
+    /// It was cancelled before finishing.
+    Cancelled,
+    /// It failed; QEMU's error text.
+    Failed(String),
+}
+
+/// What to do while following a job.
+pub struct Follow<'a> {
+    /// Pivot an active commit when it is ready (else cancel it then: its
+    /// data is in the base already, and the VM stays on the top).
+    pub pivot: bool,
+    /// Called with the job's progress.
+    pub on_progress: &'a dyn Fn(Progress),
+    /// When set, the job is cancelled (once) and followed to its end.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+fn event_for<'v>(event: &'v Value, id: &str) -> Option<(&'v str, &'v Value)> {
+    let name = event.get("event")?.as_str()?;
+    let data = event.get("data")?;
+    let who = data
+        .get("device")
+        .or_else(|| data.get("id"))
+        .and_then(Value::as_str)?;
+    (who == id).then_some((name, data))
+}
+
+/// Follows job `id` until it ends.
+pub fn follow(qmp: &mut Qmp, id: &str, how: &Follow<'_>) -> Result<JobEnd> {
+    let mut cancel_sent = false;
+    let mut missing = 0;
+    loop {
+        if let Some(event) = qmp.next_event(POLL)? {
+            let Some((name, data)) = event_for(&event, id) else {
+                continue;
+            };
+            match name {
+                "BLOCK_JOB_READY" if how.pivot && !cancel_sent => {
+                    control(qmp, "block-job-complete", id, None)?
+                }
+                "BLOCK_JOB_READY" if !cancel_sent => {
+                    // No pivot: cancelling a ready commit ends it as
+                    // completed, with the data in the base and the VM
+                    // still on the top.
+                    control(qmp, "block-job-cancel", id, None)?;
+                    cancel_sent = true;
+                }
+                "BLOCK_JOB_COMPLETED" => {
+                    report(how, data);
+                    return Ok(match data.get("error").and_then(Value::as_str) {
+                        Some(e) => JobEnd::Failed(e.to_string()),
+                        None => JobEnd::Completed,
+                    });
+                }
+                "BLOCK_JOB_CANCELLED" => return Ok(JobEnd::Cancelled),
+                _ => {}
+            }
+            continue;
+        }
+        if let (Some(flag), false) = (how.cancel, cancel_sent) {
+            if flag.load(Ordering::SeqCst) {
+                match qmp.try_execute("block-job-cancel", Some(json!({ "device": id })))? {
+                    Ok(_) => cancel_sent = true,
+                    Err(e) if e.class == "DeviceNotActive" => return Ok(JobEnd::Cancelled),
+                    Err(e) => return Err(Error::new(ErrorKind::InvalidArgument, e.desc)),
+                }
+            }
+        }
+        match list(qmp)?.into_iter().find(|j| j.id == id) {
+            Some(job) => {
+                missing = 0;
+                (how.on_progress)(Progress {
+                    done: job.offset,
+                    total: job.len,
+                });
+            }
+            None => {
+                // Its end event may be queued behind the reply: look once more.
+                missing += 1;
+                if missing > 2 {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("Block job '{id}' not found"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn report(how: &Follow<'_>, data: &Value) {
+    let num = |k: &str| data.get(k).and_then(Value::as_u64).unwrap_or(0);
+    (how.on_progress)(Progress {
+        done: num("offset"),
+        total: num("len"),
+    });
+}
