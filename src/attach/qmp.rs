@@ -291,3 +291,90 @@ impl Qmp {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Qmp;
+    use serde_json::Value;
+    use std::io::{BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::time::Duration;
+
+    /// A fake monitor on a fresh socket: sends `greeting`, then answers
+    /// each request with `reply(request)` (several messages allowed,
+    /// `\r\n` separated as QEMU sends them), or hangs up on `None`.
+    fn fake(
+        greeting: &'static str,
+        reply: fn(&Value) -> Option<String>,
+    ) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (conn, _) = listener.accept().unwrap();
+            let mut writer = conn.try_clone().unwrap();
+            writer.write_all(greeting.as_bytes()).unwrap();
+            let reader = BufReader::new(conn);
+            // QEMU needs no separator between commands; qimg sends none,
+            // so split the stream on the end of each JSON object.
+            let mut de = serde_json::Deserializer::from_reader(reader).into_iter::<Value>();
+            while let Some(Ok(request)) = de.next() {
+                let Some(answer) = reply(&request) else {
+                    break;
+                };
+                if writer.write_all(answer.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+        (dir, path.display().to_string())
+    }
+
+    fn ok_with_extras(request: &Value) -> Option<String> {
+        let id = &request["id"];
+        Some(match request["execute"].as_str().unwrap() {
+            "qmp_capabilities" => format!("{{\"return\": {{}}, \"id\": {id}}}\r\n"),
+            "query-jobs" => format!(
+                "{{\"timestamp\": {{\"seconds\": 1}}, \"event\": \"JOB_STATUS_CHANGE\", \"data\": {{\"id\": \"j\", \"status\": \"running\"}}}}\r\n\
+                 {{\"return\": [{{\"id\": \"j\", \"status\": \"some-new-status\", \"future-field\": 7}}], \"id\": {id}, \"extra\": true}}\r\n"
+            ),
+            _ => format!(
+                "{{\"error\": {{\"class\": \"GenericError\", \"desc\": \"no such thing\"}}, \"id\": {id}}}\r\n"
+            ),
+        })
+    }
+
+    #[test]
+    fn replies_events_errors_and_unknown_fields() {
+        let (_dir, path) = fake(
+            "{\"QMP\": {\"version\": {}, \"capabilities\": [\"oob\"], \"new\": 1}}\r\n",
+            ok_with_extras,
+        );
+        let mut qmp = Qmp::connect(&path, Duration::from_secs(5)).unwrap();
+        let jobs = qmp.execute("query-jobs", None).unwrap();
+        assert_eq!(jobs[0]["status"], "some-new-status");
+        // The event that came before the reply was kept.
+        let event = qmp.next_event(Duration::from_millis(10)).unwrap().unwrap();
+        assert_eq!(event["event"], "JOB_STATUS_CHANGE");
+        assert!(qmp.next_event(Duration::from_millis(10)).unwrap().is_none());
+        let refused = qmp.try_execute("block-stream", None).unwrap().unwrap_err();
+        assert_eq!(refused.desc, "no such thing");
+        assert_eq!(refused.class, "GenericError");
+    }
+
+    #[test]
+    fn a_peer_that_is_not_qmp_or_goes_away_is_an_error() {
+        let (_d1, path) = fake("SSH-2.0-OpenSSH\r\n", ok_with_extras);
+        let err = Qmp::connect(&path, Duration::from_secs(2)).unwrap_err();
+        assert!(err.to_string().contains("unreadable message"), "{err}");
+        let (_d2, path) = fake("{\"hello\": 1}\r\n", ok_with_extras);
+        let err = Qmp::connect(&path, Duration::from_secs(2)).unwrap_err();
+        assert!(err.to_string().contains("not a QMP monitor"), "{err}");
+        fn hang_up(_: &Value) -> Option<String> {
+            None
+        }
+        let (_d3, path) = fake("{\"QMP\": {}}\r\n", hang_up);
+        let err = Qmp::connect(&path, Duration::from_secs(2)).unwrap_err();
+        assert!(err.to_string().contains("closed the connection"), "{err}");
+    }
+}
