@@ -2,11 +2,10 @@
 
 use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
 use super::attached;
-use super::progress::Reporter;
+use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
 use qimg::attach::nodes::node_in_chain;
-use qimg::engine::control::Control;
 use qimg::engine::Outcome;
 use qimg::error::Result;
 use qimg::ops::commit::{commit, CommitRequest};
@@ -101,15 +100,8 @@ impl CommitArgs {
             keep_file: self.drop,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
-        signals::install();
-        let reporter = Reporter::new("commit", if self.quiet { None } else { self.progress });
-        let control = {
-            let r = reporter.clone();
-            Control::default()
-                .with_rate(self.rate)
-                .with_cancel_flag(&signals::INTERRUPTED)
-                .with_progress(move |p| r.update(p))
-        };
+        let progress = if self.quiet { None } else { self.progress };
+        let (reporter, control) = copy_controls("commit", progress, self.rate);
         let outcome = commit(&request, &control)?;
         reporter.finish(control.progress());
         match outcome {

@@ -1,10 +1,9 @@
 //! `qimg convert`.
 
 use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
-use super::progress::Reporter;
+use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
-use qimg::engine::control::Control;
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::format::FormatKind;
@@ -131,16 +130,8 @@ impl ConvertArgs {
             compress: self.compress,
             snapshot: self.snapshot,
         };
-        signals::install();
         let progress = if self.quiet { None } else { self.progress };
-        let reporter = Reporter::new("convert", progress);
-        let control = {
-            let r = reporter.clone();
-            Control::default()
-                .with_rate(self.rate)
-                .with_cancel_flag(&signals::INTERRUPTED)
-                .with_progress(move |p| r.update(p))
-        };
+        let (reporter, control) = copy_controls("convert", progress, self.rate);
         let outcome = convert(&request, &control)?;
         reporter.finish(control.progress());
         match outcome {

@@ -1,10 +1,12 @@
 //! What `-p` and `--progress=json` show while a copy runs: a bar on a
 //! terminal, qemu-img's percentage lines elsewhere, or JSON Lines records.
-//! One reporter for every command that copies (convert, stream, rebase).
+//! One reporter for every command that copies (convert, stream, commit,
+//! rebase, and the block jobs followed in attach mode).
 
 use super::args::ProgressArg;
+use super::signals;
 use indicatif::{ProgressBar, ProgressStyle};
-use qimg::engine::control::Progress;
+use qimg::engine::control::{Control, Progress};
 use qimg::output::progress::{JsonLines, PercentLines};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -64,4 +66,22 @@ impl Reporter {
             Reporter::Json(j) => j.finish(p),
         }
     }
+}
+
+/// The reporter and the controls of a copy run here: SIGINT and SIGTERM
+/// stop it cleanly, `rate` limits it, and its progress goes to the
+/// reporter (`progress` as asked; `None` for none).
+pub fn copy_controls(
+    op: &'static str,
+    progress: Option<ProgressArg>,
+    rate: Option<u64>,
+) -> (Reporter, Control) {
+    signals::install();
+    let reporter = Reporter::new(op, progress);
+    let shown = reporter.clone();
+    let control = Control::default()
+        .with_rate(rate)
+        .with_cancel_flag(&signals::INTERRUPTED)
+        .with_progress(move |p| shown.update(p));
+    (reporter, control)
 }

@@ -1,10 +1,9 @@
 //! `qimg rebase`.
 
 use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
-use super::progress::Reporter;
+use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
-use qimg::engine::control::Control;
 use qimg::engine::Outcome;
 use qimg::error::Result;
 use qimg::ops::rebase::{rebase, RebaseRequest};
@@ -70,15 +69,8 @@ impl RebaseArgs {
             compress: self.compress,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
-        signals::install();
-        let reporter = Reporter::new("rebase", if self.quiet { None } else { self.progress });
-        let control = {
-            let r = reporter.clone();
-            Control::default()
-                .with_rate(self.rate)
-                .with_cancel_flag(&signals::INTERRUPTED)
-                .with_progress(move |p| r.update(p))
-        };
+        let progress = if self.quiet { None } else { self.progress };
+        let (reporter, control) = copy_controls("rebase", progress, self.rate);
         let outcome = rebase(&request, &control)?;
         reporter.finish(control.progress());
         match outcome {

@@ -2,11 +2,11 @@
 
 use super::args::{parse_format, parse_size, FormatArg, OutputArg, ProgressArg};
 use super::attached;
-use super::progress::Reporter;
+use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
 use qimg::attach::nodes::node_in_chain;
-use qimg::engine::control::{Control, StopReason};
+use qimg::engine::control::StopReason;
 use qimg::engine::idle::{IoPressureGate, DEFAULT_PSI_PATH};
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
@@ -115,19 +115,11 @@ impl StreamArgs {
             range: self.offset.zip(self.length),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
-        signals::install();
-        let reporter = Reporter::new("stream", self.progress);
-        let control = {
-            let r = reporter.clone();
-            let control = Control::default()
-                .with_rate(self.rate)
-                .with_deadline(deadline)
-                .with_cancel_flag(&signals::INTERRUPTED)
-                .with_progress(move |p| r.update(p));
-            match idle_gate {
-                Some(gate) => control.with_pause_while(move || gate.busy()),
-                None => control,
-            }
+        let (reporter, control) = copy_controls("stream", self.progress, self.rate);
+        let control = control.with_deadline(deadline);
+        let control = match idle_gate {
+            Some(gate) => control.with_pause_while(move || gate.busy()),
+            None => control,
         };
         let (outcome, report) = stream(&request, &control)?;
         reporter.finish(control.progress());
