@@ -313,3 +313,23 @@ fn failures_are_clear_and_bounded() {
     assert!(matches!(check, Some(0) | Some(3)), "check exit {check:?}");
     fx.assert_same("f/before.raw", "f/top.qcow2");
 }
+
+#[test]
+fn a_monitor_over_tcp_works_the_same() {
+    let fx = Fixture::new();
+    chain(&fx, "t");
+    // A free port: bind to 0, read it, let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut daemon = Daemon::start_tcp(&fx, "t", "top.qcow2", port);
+    let address = format!("tcp:127.0.0.1:{port}");
+    ok(&fx, &["stream", "--attach", &address, "--device", "top"]);
+    let list = ok(&fx, &["job", "--attach", &address, "list", "--output=json"]);
+    assert_eq!(list.trim(), "[]");
+    daemon.stop();
+    fx.assert_same("t/before.raw", "t/top.qcow2");
+    assert!(backing(&fx, "t/top.qcow2").is_empty());
+}

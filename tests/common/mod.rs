@@ -284,10 +284,36 @@ impl Daemon {
     /// Starts the daemon in `fx`'s directory `dir` (relative names resolve
     /// there) and waits until its monitor accepts connections.
     pub fn start(fx: &Fixture, dir: &str, image: &str) -> Daemon {
+        Self::start_with_monitor(
+            fx,
+            dir,
+            image,
+            "socket,id=m,path=qmp.sock,server=on,wait=off",
+        )
+    }
+
+    /// As [`Daemon::start`], with the monitor on 127.0.0.1:`port` over TCP.
+    pub fn start_tcp(fx: &Fixture, dir: &str, image: &str, port: u16) -> Daemon {
+        let chardev = format!("socket,id=m,host=127.0.0.1,port={port},server=on,wait=off");
+        let mut daemon = Self::start_with_monitor(fx, dir, image, &chardev);
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(daemon.running(), "qemu-storage-daemon exited");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "no QMP port"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    fn start_with_monitor(fx: &Fixture, dir: &str, image: &str, chardev: &str) -> Daemon {
         require_tool("qemu-storage-daemon");
         let cwd = fx.path(dir);
         let socket = cwd.join("qmp.sock");
         let _ = std::fs::remove_file(&socket);
+        let tcp = chardev.contains("port=");
         let child = Command::new("qemu-storage-daemon")
             .args([
                 "--blockdev",
@@ -295,7 +321,7 @@ impl Daemon {
                     "{{\"driver\":\"qcow2\",\"node-name\":\"top\",\"file\":{{\"driver\":\"file\",\"filename\":\"{image}\"}}}}"
                 ),
                 "--chardev",
-                "socket,id=m,path=qmp.sock,server=on,wait=off",
+                chardev,
                 "--monitor",
                 "chardev=m",
             ])
@@ -306,7 +332,7 @@ impl Daemon {
             .expect("start qemu-storage-daemon");
         let mut daemon = Daemon { child, socket };
         let start = std::time::Instant::now();
-        while std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
+        while !tcp && std::os::unix::net::UnixStream::connect(&daemon.socket).is_err() {
             if let Ok(Some(status)) = daemon.child.try_wait() {
                 panic!("qemu-storage-daemon exited: {status}");
             }
