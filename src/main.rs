@@ -10,7 +10,11 @@ fn main() -> ExitCode {
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+            let code = if e.use_stderr() {
+                cli::exit::FAILURE
+            } else {
+                cli::exit::SUCCESS
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -20,7 +24,7 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("qimg: {e}");
-            ExitCode::from(1)
+            ExitCode::from(cli::exit::FAILURE)
         }
     }
 }

@@ -28,10 +28,39 @@ impl From<OutputArg> for OutputFormat {
 pub struct FormatArg(pub FormatKind);
 
 /// Parses a format name for clap.
-pub fn parse_format(s: &str) -> Result<FormatArg, String> {
+fn parse_format_name(s: &str) -> Result<FormatArg, String> {
     s.parse::<FormatKind>()
         .map(FormatArg)
         .map_err(|e| e.message().to_string())
+}
+
+/// The value parser of `-f`/`-O`/`-F`: qimg's own message for an unknown
+/// format, and the format names for shell completions.
+#[derive(Debug, Clone, Copy)]
+pub struct FormatParser;
+
+impl clap::builder::TypedValueParser for FormatParser {
+    type Value = FormatArg;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<FormatArg, clap::Error> {
+        let by_name = parse_format_name as fn(&str) -> Result<FormatArg, String>;
+        by_name.parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            ["qcow2", "qed", "raw"]
+                .into_iter()
+                .map(clap::builder::PossibleValue::new),
+        ))
+    }
 }
 
 /// Parses a size with qemu-img's suffixes for clap.

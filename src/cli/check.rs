@@ -1,6 +1,7 @@
 //! `qimg check`.
 
-use super::args::{parse_format, FormatArg, OutputArg, RepairArg};
+use super::args::{FormatArg, FormatParser, OutputArg, RepairArg};
+use super::exit;
 use clap::Args;
 use qimg::error::{Error, Result};
 use qimg::format::check::Repair;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 )]
 pub struct CheckArgs {
     /// Image format (probed when omitted).
-    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "human|json")]
@@ -102,6 +103,6 @@ impl CheckArgs {
             "qimg: {}: This image format does not support checks",
             self.file.display()
         );
-        ExitCode::from(63)
+        ExitCode::from(exit::CHECK_UNSUPPORTED)
     }
 }

@@ -1,6 +1,6 @@
 //! `qimg commit`.
 
-use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
+use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
 use super::attached;
 use super::progress::copy_controls;
 use super::signals;
@@ -20,7 +20,7 @@ use std::process::ExitCode;
 )]
 pub struct CommitArgs {
     /// Image format (probed when omitted).
-    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
     /// Cache mode (accepted for compatibility).
     #[arg(short = 't', long = "cache", value_name = "CACHE")]

@@ -1,6 +1,6 @@
 //! `qimg convert`.
 
-use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
+use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -18,10 +18,10 @@ use std::process::ExitCode;
 )]
 pub struct ConvertArgs {
     /// Source format (probed when omitted).
-    #[arg(short = 'f', long = "source-format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'f', long = "source-format", value_name = "FMT", value_parser = FormatParser)]
     source_format: Option<FormatArg>,
     /// Target format (default raw).
-    #[arg(short = 'O', long = "target-format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'O', long = "target-format", value_name = "FMT", value_parser = FormatParser)]
     target_format: Option<FormatArg>,
     /// Target creation options.
     #[arg(short = 'o', long = "target-options", value_name = "OPTS")]
@@ -33,7 +33,7 @@ pub struct ConvertArgs {
     #[arg(short = 'B', long = "backing", value_name = "BACKING")]
     backing: Option<String>,
     /// Format of the backing file.
-    #[arg(short = 'F', long = "backing-format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'F', long = "backing-format", value_name = "FMT", value_parser = FormatParser)]
     backing_format: Option<FormatArg>,
     /// Write into an existing target instead of creating it.
     #[arg(short = 'n', long = "no-create")]

@@ -1,6 +1,6 @@
 //! `qimg create`.
 
-use super::args::{parse_format, parse_size, FormatArg};
+use super::args::{parse_size, FormatArg, FormatParser};
 use clap::Args;
 use qimg::error::Result;
 use qimg::format::FormatKind;
@@ -15,7 +15,7 @@ use std::process::ExitCode;
 )]
 pub struct CreateArgs {
     /// Format of the new image (default raw).
-    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
     /// Format options, comma separated (e.g. cluster_size=64k,compat=v3).
     #[arg(short = 'o', long = "options", value_name = "OPTS")]

@@ -1,6 +1,6 @@
 //! `qimg info`.
 
-use super::args::{parse_format, FormatArg, OutputArg};
+use super::args::{FormatArg, FormatParser, OutputArg};
 use super::attached;
 use clap::Args;
 use qimg::attach::nodes::{chain_of, format_nodes, Node};
@@ -18,7 +18,7 @@ use std::process::ExitCode;
 )]
 pub struct InfoArgs {
     /// Image format (probed when omitted).
-    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "human|json")]

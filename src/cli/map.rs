@@ -1,6 +1,6 @@
 //! `qimg map`.
 
-use super::args::{parse_format, parse_size, FormatArg, OutputArg};
+use super::args::{parse_size, FormatArg, FormatParser, OutputArg};
 use clap::Args;
 use qimg::chain::Chain;
 use qimg::error::{Error, Result};
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 )]
 pub struct MapArgs {
     /// Image format (probed when omitted).
-    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "human|json")]

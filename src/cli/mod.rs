@@ -7,6 +7,9 @@ mod check;
 mod commit;
 mod convert;
 mod create;
+#[cfg(test)]
+mod docs;
+pub mod exit;
 mod info;
 mod job;
 mod map;
@@ -28,8 +31,8 @@ use std::process::ExitCode;
     long_about = "qimg works on qcow2 (v2 and v3), QED and raw images in the style of qemu-img: \
 the same subcommands, flags and output formats, so scripts written for qemu-img need only the \
 program name changed.",
-    after_help = "Exit status: 0 success, 1 error (check: 2 corruptions, 3 leaks only, 63 no check \
-for this format)."
+    after_help = exit::SUMMARY,
+    after_long_help = exit::table()
 )]
 pub struct Cli {
     /// The subcommand to run.

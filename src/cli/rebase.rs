@@ -1,6 +1,6 @@
 //! `qimg rebase`.
 
-use super::args::{parse_format, parse_size, FormatArg, ProgressArg};
+use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 )]
 pub struct RebaseArgs {
     /// Image format (probed when omitted).
-    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
     /// Cache mode (accepted for compatibility).
     #[arg(short = 't', long = "cache", value_name = "CACHE")]

@@ -26,7 +26,7 @@ pub fn install() {
 /// The exit code for the signal that interrupted us: 130 (SIGINT) or 143 (SIGTERM).
 pub fn exit_code() -> u8 {
     match SIGNAL.load(Ordering::SeqCst) {
-        libc::SIGTERM => 143,
-        _ => 130,
+        libc::SIGTERM => super::exit::TERMINATED,
+        _ => super::exit::INTERRUPTED,
     }
 }

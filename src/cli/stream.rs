@@ -1,7 +1,8 @@
 //! `qimg stream`.
 
-use super::args::{parse_format, parse_size, FormatArg, OutputArg, ProgressArg};
+use super::args::{parse_size, FormatArg, FormatParser, OutputArg, ProgressArg};
 use super::attached;
+use super::exit;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 )]
 pub struct StreamArgs {
     /// Image format (probed when omitted).
-    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = parse_format)]
+    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
     /// Stop pulling at this backing file; it becomes the new backing file.
     #[arg(long = "base", value_name = "FILE")]
@@ -149,7 +150,7 @@ impl StreamArgs {
                     report.virtual_size
                 );
                 Ok(ExitCode::from(match reason {
-                    StopReason::TimeUp => 75,
+                    StopReason::TimeUp => exit::STOPPED_EARLY,
                     StopReason::Cancelled => signals::exit_code(),
                 }))
             }

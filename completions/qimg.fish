@@ -1,0 +1,208 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_qimg_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_qimg_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_qimg_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_qimg_using_subcommand
+    set -l cmd (__fish_qimg_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c qimg -n "__fish_qimg_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_needs_command" -s V -l version -d 'Print version'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "create" -d 'Create a new image'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "info" -d 'Show facts about an image (and its backing chain)'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "map" -d 'Show how guest ranges map to files (allocation, zeroes, backing depth)'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "check" -d 'Check an image\'s metadata for corruptions and leaks'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "convert" -d 'Copy one or more images into a new image, converting the format'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "stream" -d 'Pull data from backing files into an image, then drop or move its backing pointer'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "commit" -d 'Copy an image\'s data down into its backing file'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "rebase" -d 'Change an image\'s backing file, copying what differs'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "job" -d 'Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait)'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s f -l format -d 'Format of the new image (default raw)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s b -l backing -d 'Backing file of the new image' -r
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s F -l backing-format -d 'Format of the backing file (required with -b)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s u -l backing-unsafe -d 'Do not open or check the backing file'
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s h -l help -d 'Print help'
+complete -c qimg -n "__fish_qimg_using_subcommand info" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand info" -l output -d 'Output format' -r -f -a "human\t'Text for people'
+json\t'JSON for programs (qemu-img\'s schema)'"
+complete -c qimg -n "__fish_qimg_using_subcommand info" -l attach -d 'Show the images the VM (or qemu-storage-daemon) behind this QMP socket has open, as its block layer sees them' -r
+complete -c qimg -n "__fish_qimg_using_subcommand info" -l device -d 'With --attach: only this device\'s (or node\'s) chain' -r
+complete -c qimg -n "__fish_qimg_using_subcommand info" -s b -l backing-chain -d 'Show every image of the backing chain'
+complete -c qimg -n "__fish_qimg_using_subcommand info" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
+complete -c qimg -n "__fish_qimg_using_subcommand info" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand map" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand map" -l output -d 'Output format' -r -f -a "human\t'Text for people'
+json\t'JSON for programs (qemu-img\'s schema)'"
+complete -c qimg -n "__fish_qimg_using_subcommand map" -l start-offset -d 'First guest offset to map' -r
+complete -c qimg -n "__fish_qimg_using_subcommand map" -l max-length -d 'Map at most this many bytes' -r
+complete -c qimg -n "__fish_qimg_using_subcommand map" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
+complete -c qimg -n "__fish_qimg_using_subcommand map" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand check" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand check" -l output -d 'Output format' -r -f -a "human\t'Text for people'
+json\t'JSON for programs (qemu-img\'s schema)'"
+complete -c qimg -n "__fish_qimg_using_subcommand check" -s r -l repair -d 'Repair leaks, or everything' -r -f -a "leaks\t'Free leaked clusters'
+all\t'Also rebuild refcounts and clear the corrupt and dirty bits'"
+complete -c qimg -n "__fish_qimg_using_subcommand check" -s T -l cache -d 'Cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand check" -s q -l quiet -d 'Print nothing; the exit code tells the verdict'
+complete -c qimg -n "__fish_qimg_using_subcommand check" -s U -l force-share -d 'Open the image in shared mode (read-only checks only)'
+complete -c qimg -n "__fish_qimg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s f -l source-format -d 'Source format (probed when omitted)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s O -l target-format -d 'Target format (default raw)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -d 'Target creation options' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s B -l backing -d 'Create the target with this backing file; copy only the source\'s top layer' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s F -l backing-format -d 'Format of the backing file' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s S -l sparse-size -d 'Shortest run of zeros to leave unallocated (default 4k; 0 disables)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s m -l parallel -d 'Parallel workers' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s l -l source-snapshot -d 'Convert this internal snapshot of the source' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s t -l target-cache -d 'Target cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s T -l source-cache -d 'Source cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s c -l compress -d 'Compress every cluster (qcow2 only)'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s n -l no-create -d 'Write into an existing target instead of creating it'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l target-is-zero -d 'Assume the target reads as zeros (needs -n)'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s W -l oob-writes -d 'Allow out-of-order writes (qimg always writes in parallel)'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s U -l force-share -d 'Open the sources in shared mode'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s C -l copy-range-offloading -d 'Copy offloading (accepted for compatibility)'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l salvage -d 'Continue past read errors, writing zeros'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l bitmaps -d 'Copy persistent bitmaps'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l skip-broken-bitmaps -d 'Skip inconsistent bitmaps when copying them'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base -d 'Stop pulling at this backing file; it becomes the new backing file' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l backing-file -d 'Name to record for the new backing file' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l offset -d 'Stream only from this guest offset (with --length)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l length -d 'Stream only this many bytes (with --offset)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -s r -l rate-limit -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l time-limit -d 'Stop cleanly after this long (e.g. 2h), exit 75' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l deadline -d 'Stop cleanly at this local time (HH:MM), exit 75' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l when-idle -d 'Pause while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l output -d 'Output format of the final report' -r -f -a "human\t'Text for people'
+json\t'JSON for programs (qemu-img\'s schema)'"
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l attach -d 'Run the stream in the VM (or qemu-storage-daemon) behind this QMP socket (a path, or tcp:HOST:PORT) instead of touching the files' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l device -d 'With --attach: the device or node name of the image to stream into' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base-node -d 'With --attach: the base by node name (instead of --base FILE)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l job-id -d 'With --attach: the block job\'s id (default: qimg-stream-PID)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l detach -d 'With --attach: start the job, print its id and return at once'
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s t -l cache -d 'Cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s b -l base -d 'Commit down to this backing file (implies -d)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l attach -d 'Run the commit in the VM (or qemu-storage-daemon) behind this QMP socket (a path, or tcp:HOST:PORT) instead of touching the files' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l device -d 'With --attach: the device or node name (the active layer)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l top -d 'With --attach: the top of the commit by file name (default: the active layer, an active commit)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l top-node -d 'With --attach: the top by node name' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l base-node -d 'With --attach: the base by node name (instead of -b/--base FILE)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l job-id -d 'With --attach: the block job\'s id (default: qimg-commit-PID)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s d -l drop -d 'Do not empty FILE after committing'
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l detach -d 'With --attach: start the job, print its id and return at once'
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l no-pivot -d 'With --attach: leave an active commit unpivoted (the VM stays on the top; the data is in the base all the same)'
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
+qed\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s t -l cache -d 'Cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s T -l backing-cache -d 'Backing cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s b -l backing -d 'The new backing file ("" for none)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s F -l backing-format -d 'Format of the new backing file (required unless -b "")' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s U -l force-share -d 'Open the backing files in shared mode'
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s u -l backing-unsafe -d 'Only rewrite the backing file name and format'
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s c -l compress -d 'Compress the clusters written'
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -l attach -d 'The VMM\'s QMP socket (a path, or tcp:HOST:PORT)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -s h -l help -d 'Print help'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "list" -d 'List the block jobs (a table, or QEMU\'s records with --output json)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "pause" -d 'Pause a job'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "resume" -d 'Resume a paused job'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "cancel" -d 'Cancel a job (what it copied stays; a stream can be run again)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "complete" -d 'Complete a ready job (pivot an active commit)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "set-speed" -d 'Change a job\'s rate limit (bytes/s; 0: none)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from list" -l output -d 'Output format' -r -f -a "human\t'Text for people'
+json\t'JSON for programs (qemu-img\'s schema)'"
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from pause" -s h -l help -d 'Print help'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from resume" -s h -l help -d 'Print help'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from cancel" -s h -l help -d 'Print help'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from complete" -s h -l help -d 'Print help'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from set-speed" -s h -l help -d 'Print help'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from wait" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from wait" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the block jobs (a table, or QEMU\'s records with --output json)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "pause" -d 'Pause a job'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "resume" -d 'Resume a paused job'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "cancel" -d 'Cancel a job (what it copied stays; a stream can be run again)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "complete" -d 'Complete a ready job (pivot an active commit)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "set-speed" -d 'Change a job\'s rate limit (bytes/s; 0: none)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "create" -d 'Create a new image'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "info" -d 'Show facts about an image (and its backing chain)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "map" -d 'Show how guest ranges map to files (allocation, zeroes, backing depth)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "check" -d 'Check an image\'s metadata for corruptions and leaks'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "convert" -d 'Copy one or more images into a new image, converting the format'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "stream" -d 'Pull data from backing files into an image, then drop or move its backing pointer'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "commit" -d 'Copy an image\'s data down into its backing file'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "rebase" -d 'Change an image\'s backing file, copying what differs'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "job" -d 'Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map check convert stream commit rebase job help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List the block jobs (a table, or QEMU\'s records with --output json)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "pause" -d 'Pause a job'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "resume" -d 'Resume a paused job'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "cancel" -d 'Cancel a job (what it copied stays; a stream can be run again)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "complete" -d 'Complete a ready job (pivot an active commit)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "set-speed" -d 'Change a job\'s rate limit (bytes/s; 0: none)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it)'

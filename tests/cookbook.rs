@@ -1,0 +1,189 @@
+//! The README's cookbook, run as written: each `<!-- recipe: NAME -->`
+//! block is executed by bash in a directory holding the images it names,
+//! with this build's qimg first on PATH, and its result checked.
+
+mod common;
+
+use common::{qed_images_with_a_leak, require_tool, stderr, stdout, Fixture};
+use std::collections::HashMap;
+use std::process::{Command, Output};
+
+/// The recipes of the README, by name.
+fn recipes() -> HashMap<String, String> {
+    let readme = include_str!("../README.md");
+    let mut found = HashMap::new();
+    for part in readme.split("<!-- recipe: ").skip(1) {
+        let (name, rest) = part.split_once(" -->").expect("recipe marker");
+        let body = rest
+            .split_once("```sh\n")
+            .and_then(|(_, b)| b.split_once("\n```"))
+            .map(|(code, _)| code.to_string())
+            .unwrap_or_else(|| panic!("recipe {name} has no sh block"));
+        found.insert(name.to_string(), body);
+    }
+    found
+}
+
+/// Runs recipe `name` with bash in `fx`'s directory (its text given as
+/// the script's arguments' `$0`-less body), `args` as `$1...`.
+fn run(fx: &Fixture, name: &str, args: &[&str], env: &[(&str, String)]) -> Output {
+    let recipes = recipes();
+    let script = recipes
+        .get(name)
+        .unwrap_or_else(|| panic!("the README has no recipe {name}"));
+    let bin = assert_cmd::cargo::cargo_bin("qimg");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(name)
+        .args(args)
+        .env("PATH", path)
+        .current_dir(fx.dir());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run bash")
+}
+
+fn overlay(fx: &Fixture, name: &str, size: &str) {
+    fx.sh(&format!(
+        "qemu-img create -q -f qcow2 base-of-{name} {size}
+         qemu-io -c 'write -P 0x11 0 {size}' base-of-{name} >/dev/null
+         qemu-img create -q -f qcow2 -b base-of-{name} -F qcow2 {name}
+         qemu-io -c 'write -P 0x22 1M 64k' {name} >/dev/null
+         qemu-img convert -O raw {name} before-{name}.raw"
+    ));
+}
+
+fn independent(fx: &Fixture, image: &str) -> bool {
+    !stdout(&fx.qemu_img(&["info", image])).contains("backing file")
+}
+
+#[test]
+fn nightly_stream() {
+    let fx = Fixture::new();
+    overlay(&fx, "disk.qcow2", "16M");
+    fx.write(
+        "pressure",
+        b"some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+    );
+    let psi = [("QIMG_PSI_PATH", fx.path("pressure").display().to_string())];
+    let out = run(&fx, "nightly-stream", &["disk.qcow2"], &psi);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    if said.contains("not finished") {
+        // Started exactly at 06:00: the deadline was now. Tomorrow's run:
+        let again = run(&fx, "nightly-stream", &["disk.qcow2"], &psi);
+        assert!(again.status.success(), "{}", stderr(&again));
+    } else {
+        assert!(said.contains("no longer needs its backing file"), "{said}");
+    }
+    assert!(independent(&fx, "disk.qcow2"));
+    fx.assert_same("before-disk.qcow2.raw", "disk.qcow2");
+    fx.assert_clean("disk.qcow2");
+}
+
+#[test]
+fn sliced_stream() {
+    require_tool("jq");
+    let fx = Fixture::new();
+    overlay(&fx, "vm.qcow2", "64M");
+    let out = run(&fx, "sliced-stream", &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "vm.qcow2 is independent\n");
+    assert!(independent(&fx, "vm.qcow2"));
+    fx.assert_same("before-vm.qcow2.raw", "vm.qcow2");
+}
+
+#[test]
+fn ci_image() {
+    require_tool("jq");
+    let fx = Fixture::new();
+    fx.sh(
+        "mkdir build images
+         qemu-img create -q -f raw build/disk.raw 32M
+         qemu-io -f raw -c 'write -P 0x61 0 8M' -c 'write -P 0x62 20M 1M' build/disk.raw >/dev/null",
+    );
+    let out = run(&fx, "ci-image", &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).ends_with("33554432\n"), "{}", stdout(&out));
+    fx.assert_same("build/disk.raw", "images/disk.qcow2");
+    let map = stdout(&fx.qemu_img(&["map", "--output=json", "images/disk.qcow2"]));
+    assert!(map.contains("\"compressed\": true"), "{map}");
+}
+
+#[test]
+fn chains() {
+    let fx = Fixture::new();
+    common::three_layer_chain(&fx, ".", "top.qcow2", "qcow2");
+    let out = run(&fx, "chains", &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.assert_same("before.raw", "flat.qcow2");
+    fx.assert_same("before.raw", "top.qcow2");
+    assert!(independent(&fx, "flat.qcow2"));
+    assert!(independent(&fx, "top.qcow2"));
+    for image in ["flat.qcow2", "top.qcow2", "mid.qcow2", "base.qcow2"] {
+        fx.assert_clean(image);
+    }
+}
+
+#[test]
+fn fleet_check() {
+    require_tool("jq");
+    let fx = Fixture::new();
+    let [leaky, _] = qed_images_with_a_leak(&fx);
+    fx.sh(&format!(
+        "mkdir images
+         mv {leaky} images/leaky.qed
+         qemu-img create -q -f qcow2 images/good.qcow2 1M"
+    ));
+    let out = run(&fx, "fleet-check", &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "images/leaky.qed: 0 corruptions, 1 leaked clusters\n"
+    );
+}
+
+#[test]
+fn attach() {
+    require_tool("qemu-storage-daemon");
+    let fx = Fixture::new();
+    overlay(&fx, "vm.qcow2", "16M");
+    let mut daemon = Command::new("qemu-storage-daemon")
+        .args([
+            "--blockdev",
+            "{\"driver\":\"qcow2\",\"node-name\":\"drive0\",\"file\":{\"driver\":\"file\",\"filename\":\"vm.qcow2\"}}",
+            "--chardev",
+            "socket,id=m,path=qmp.sock,server=on,wait=off",
+            "--monitor",
+            "chardev=m",
+        ])
+        .current_dir(fx.dir())
+        .spawn()
+        .expect("qemu-storage-daemon");
+    let start = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(fx.path("qmp.sock")).is_err() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sock = [("QMP_SOCKET", fx.path("qmp.sock").display().to_string())];
+    let out = run(&fx, "attach", &[], &sock);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(said.contains("node: drive0"), "{said}");
+    assert!(
+        said.contains("nightly") && said.contains("stream"),
+        "{said}"
+    );
+    assert!(independent(&fx, "vm.qcow2"));
+    fx.assert_same("before-vm.qcow2.raw", "vm.qcow2");
+}
