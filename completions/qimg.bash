@@ -309,11 +309,11 @@ _qimg() {
                     return 0
                     ;;
                 --target-options)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
                     return 0
                     ;;
                 --backing)
@@ -411,11 +411,11 @@ _qimg() {
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
                     return 0
                     ;;
                 --backing)

@@ -39,7 +39,22 @@ complete -c qimg -n "__fish_qimg_needs_command" -f -a "help" -d 'Print this mess
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s f -l format -d 'Format of the new image (default raw)' -r -f -a "qcow2\t''
 qed\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r -f -a "backing_file=\t''
+backing_fmt=\t''
+cluster_size=\t''
+compat=\t''
+compression_type=\t''
+data_file=\t''
+data_file_raw=\t''
+encryption=\t''
+extended_l2=\t''
+extent_size_hint=\t''
+lazy_refcounts=\t''
+nocow=\t''
+preallocation=\t''
+refcount_bits=\t''
+size=\t''
+table_size=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s b -l backing -d 'Backing file of the new image' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s F -l backing-format -d 'Format of the backing file (required with -b)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s u -l backing-unsafe -d 'Do not open or check the backing file'
@@ -81,7 +96,22 @@ raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s O -l target-format -d 'Target format (default raw)' -r -f -a "qcow2\t''
 qed\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -d 'Target creation options' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -d 'Target creation options' -r -f -a "backing_file=\t''
+backing_fmt=\t''
+cluster_size=\t''
+compat=\t''
+compression_type=\t''
+data_file=\t''
+data_file_raw=\t''
+encryption=\t''
+extended_l2=\t''
+extent_size_hint=\t''
+lazy_refcounts=\t''
+nocow=\t''
+preallocation=\t''
+refcount_bits=\t''
+size=\t''
+table_size=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s B -l backing -d 'Create the target with this backing file; copy only the source\'s top layer' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s F -l backing-format -d 'Format of the backing file' -r -f -a "qcow2\t''
 qed\t''

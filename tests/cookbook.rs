@@ -24,13 +24,27 @@ fn recipes() -> HashMap<String, String> {
     found
 }
 
-/// Runs recipe `name` with bash in `fx`'s directory (its text given as
-/// the script's arguments' `$0`-less body), `args` as `$1...`.
+/// Runs recipe `name` with bash in `fx`'s directory, `args` as `$1...`.
 fn run(fx: &Fixture, name: &str, args: &[&str], env: &[(&str, String)]) -> Output {
-    let recipes = recipes();
-    let script = recipes
-        .get(name)
+    run_edited(fx, name, &[], args, env)
+}
+
+/// As [`run`], with each `(from, to)` of `edits` replaced in the recipe
+/// first (to run a nightly recipe against a short clock).
+fn run_edited(
+    fx: &Fixture,
+    name: &str,
+    edits: &[(&str, &str)],
+    args: &[&str],
+    env: &[(&str, String)],
+) -> Output {
+    let mut script = recipes()
+        .remove(name)
         .unwrap_or_else(|| panic!("the README has no recipe {name}"));
+    for (from, to) in edits {
+        assert!(script.contains(from), "recipe {name} has no '{from}'");
+        script = script.replace(from, to);
+    }
     let bin = assert_cmd::cargo::cargo_bin("qimg");
     let path = format!(
         "{}:{}",
@@ -39,7 +53,7 @@ fn run(fx: &Fixture, name: &str, args: &[&str], env: &[(&str, String)]) -> Outpu
     );
     let mut cmd = Command::new("bash");
     cmd.arg("-c")
-        .arg(script)
+        .arg(&script)
         .arg(name)
         .args(args)
         .env("PATH", path)
@@ -73,6 +87,22 @@ fn nightly_stream() {
         b"some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
     );
     let psi = [("QIMG_PSI_PATH", fx.path("pressure").display().to_string())];
+    // A night too short to finish (a 1 s limit at 4 MiB/s): exit 75, and
+    // the script says it continues tomorrow.
+    let short_night = [
+        ("--deadline 06:00", "--time-limit 1s"),
+        ("-r 200M", "-r 4M"),
+    ];
+    let out = run_edited(&fx, "nightly-stream", &short_night, &["disk.qcow2"], &psi);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("not finished; it continues tomorrow"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(!independent(&fx, "disk.qcow2"));
+    fx.assert_same("before-disk.qcow2.raw", "disk.qcow2");
+    // The next night, as written.
     let out = run(&fx, "nightly-stream", &["disk.qcow2"], &psi);
     assert!(out.status.success(), "{}", stderr(&out));
     let said = stdout(&out);

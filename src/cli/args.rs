@@ -63,6 +63,42 @@ impl clap::builder::TypedValueParser for FormatParser {
     }
 }
 
+/// The value parser of `-o`: takes the text as given (the format checks
+/// it), and offers every format's option names (`cluster_size=`, ...) to
+/// shell completions.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionsParser;
+
+impl clap::builder::TypedValueParser for OptionsParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        clap::builder::StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let mut names: Vec<&str> = [FormatKind::Qcow2, FormatKind::Qed, FormatKind::Raw]
+            .into_iter()
+            .flat_map(qimg::ops::create::option_names)
+            .copied()
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Some(Box::new(
+            names
+                .into_iter()
+                .map(|n| clap::builder::PossibleValue::new(format!("{n}="))),
+        ))
+    }
+}
+
 /// Parses a size with qemu-img's suffixes for clap.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     qimg::size::parse_size(s).map_err(|e| e.message().to_string())

@@ -1,6 +1,6 @@
 //! `qimg convert`.
 
-use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
+use super::args::{parse_size, FormatArg, FormatParser, OptionsParser, ProgressArg};
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -24,7 +24,7 @@ pub struct ConvertArgs {
     #[arg(short = 'O', long = "target-format", value_name = "FMT", value_parser = FormatParser)]
     target_format: Option<FormatArg>,
     /// Target creation options.
-    #[arg(short = 'o', long = "target-options", value_name = "OPTS")]
+    #[arg(short = 'o', long = "target-options", value_name = "OPTS", value_parser = OptionsParser, hide_possible_values = true)]
     options: Vec<String>,
     /// Compress every cluster (qcow2 only).
     #[arg(short = 'c', long = "compress")]

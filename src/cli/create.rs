@@ -1,6 +1,6 @@
 //! `qimg create`.
 
-use super::args::{parse_size, FormatArg, FormatParser};
+use super::args::{parse_size, FormatArg, FormatParser, OptionsParser};
 use clap::Args;
 use qimg::error::Result;
 use qimg::format::FormatKind;
@@ -18,7 +18,7 @@ pub struct CreateArgs {
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
     /// Format options, comma separated (e.g. cluster_size=64k,compat=v3).
-    #[arg(short = 'o', long = "options", value_name = "OPTS")]
+    #[arg(short = 'o', long = "options", value_name = "OPTS", value_parser = OptionsParser, hide_possible_values = true)]
     options: Vec<String>,
     /// Backing file of the new image.
     #[arg(short = 'b', long = "backing", value_name = "BACKING")]
