@@ -122,7 +122,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s p -l progress -d '
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s l -l source-snapshot -d 'Convert this internal snapshot of the source' -r
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s t -l target-cache -d 'Target cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s t -l target-cache -d 'Target cache mode: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes, as qemu-img\'s default)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s T -l source-cache -d 'Source cache mode (accepted for compatibility)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s c -l compress -d 'Compress every cluster (qcow2 only)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s n -l no-create -d 'Write into an existing target instead of creating it'
@@ -159,7 +159,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -s h -l help -d 'Print
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand commit" -s t -l cache -d 'Cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s b -l base -d 'Commit down to this backing file (implies -d)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
@@ -178,7 +178,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand commit" -s h -l help -d 'Print
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s t -l cache -d 'Cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s T -l backing-cache -d 'Backing cache mode (accepted for compatibility)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"

@@ -22,7 +22,8 @@ pub struct CommitArgs {
     /// Image format (probed when omitted).
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
-    /// Cache mode (accepted for compatibility).
+    /// Cache mode of the images written: none (default: bulk data bypasses
+    /// the page cache), writeback, or unsafe (no flushes).
     #[arg(short = 't', long = "cache", value_name = "CACHE")]
     cache: Option<String>,
     /// Commit down to this backing file (implies -d).
@@ -85,7 +86,9 @@ pub struct CommitArgs {
 impl CommitArgs {
     /// Runs `commit`.
     pub fn run(self) -> Result<ExitCode> {
-        let _ = &self.cache;
+        if let Some(mode) = &self.cache {
+            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
+        }
         if let Some(socket) = self.attach.clone() {
             return self.run_attached(&socket);
         }

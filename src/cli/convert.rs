@@ -65,7 +65,8 @@ pub struct ConvertArgs {
     /// Convert this internal snapshot of the source.
     #[arg(short = 'l', long = "source-snapshot", value_name = "SNAPSHOT")]
     snapshot: Option<String>,
-    /// Target cache mode (accepted for compatibility).
+    /// Target cache mode: none (default: bulk data bypasses the page cache),
+    /// writeback, or unsafe (no flushes, as qemu-img's default).
     #[arg(short = 't', long = "target-cache", value_name = "CACHE")]
     target_cache: Option<String>,
     /// Source cache mode (accepted for compatibility).
@@ -91,12 +92,10 @@ pub struct ConvertArgs {
 impl ConvertArgs {
     /// Runs `convert`.
     pub fn run(self) -> Result<ExitCode> {
-        let _ = (
-            &self.target_cache,
-            &self.source_cache,
-            self.copy_range,
-            self.oob_writes,
-        );
+        let _ = (&self.source_cache, self.copy_range, self.oob_writes);
+        if let Some(mode) = &self.target_cache {
+            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
+        }
         // -U shares the sources; the target is always locked for writing.
         qimg::io::lock::set_force_share(self.force_share);
         if self.salvage || self.bitmaps || self.skip_broken_bitmaps {

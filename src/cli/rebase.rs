@@ -19,7 +19,8 @@ pub struct RebaseArgs {
     /// Image format (probed when omitted).
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
-    /// Cache mode (accepted for compatibility).
+    /// Cache mode of the images written: none (default: bulk data bypasses
+    /// the page cache), writeback, or unsafe (no flushes).
     #[arg(short = 't', long = "cache", value_name = "CACHE")]
     cache: Option<String>,
     /// Backing cache mode (accepted for compatibility).
@@ -57,7 +58,10 @@ pub struct RebaseArgs {
 impl RebaseArgs {
     /// Runs `rebase`.
     pub fn run(self) -> Result<ExitCode> {
-        let _ = (&self.cache, &self.backing_cache);
+        let _ = &self.backing_cache;
+        if let Some(mode) = &self.cache {
+            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
+        }
         // -U shares the backing files; the image itself is locked for writing.
         qimg::io::lock::set_force_share(self.force_share);
         let request = RebaseRequest {

@@ -13,6 +13,7 @@ pub mod zero;
 
 use crate::error::{Error, Result};
 use crate::format::Format;
+use crate::io::AlignedBuf;
 use control::{Control, StopReason};
 use pipeline::Pipeline;
 
@@ -133,7 +134,7 @@ fn units(plan: &[Step], chunk_size: u64) -> Vec<Step> {
 enum Prepared {
     /// The data and its zero runs.
     Plain {
-        buf: Vec<u8>,
+        buf: AlignedBuf,
         segments: Vec<zero::Segment>,
     },
     /// One entry per cluster: `None` for a zero cluster, else the
@@ -203,9 +204,9 @@ fn prepare(
     target: &dyn Format,
     step: &Step,
     options: &CopyOptions,
-    mut buf: Vec<u8>,
+    mut buf: AlignedBuf,
 ) -> Result<Prepared> {
-    buf.resize(step.len as usize, 0);
+    buf.set_len(step.len as usize);
     source.read(step.source_offset, &mut buf)?;
     let Some(cluster) = options.compress_cluster else {
         let (base, sparse) = (step.target_offset, options.sparse as usize);
@@ -328,7 +329,7 @@ fn run(
                 })
             } else {
                 Ok(Prepared::Plain {
-                    buf: Vec::new(),
+                    buf: AlignedBuf::new(),
                     segments: Vec::new(),
                 })
             };
@@ -377,7 +378,7 @@ fn write_in_order(
         control.advance(s.len, written);
         let buf = match prepared {
             Prepared::Plain { buf, .. } => buf,
-            Prepared::Clusters(_) => Vec::new(),
+            Prepared::Clusters(_) => AlignedBuf::new(),
         };
         p.finished(i, buf);
     }

@@ -4,6 +4,7 @@
 //! read buffers are reused.
 
 use crate::error::Result;
+use crate::io::AlignedBuf;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -22,7 +23,7 @@ pub(super) struct Pipeline<T> {
     /// Readers waiting for the window.
     waiting: AtomicUsize,
     /// Buffers to reuse (their old content is overwritten by each read).
-    buffers: Mutex<Vec<Vec<u8>>>,
+    buffers: Mutex<Vec<AlignedBuf>>,
     /// The next unit a reader may claim.
     next: AtomicUsize,
     /// Units the writer has finished.
@@ -74,7 +75,7 @@ impl<T> Pipeline<T> {
     }
 
     /// A buffer to read into (reused when one is free).
-    pub fn buffer(&self) -> Vec<u8> {
+    pub fn buffer(&self) -> AlignedBuf {
         lock(&self.buffers).pop().unwrap_or_default()
     }
 
@@ -100,8 +101,8 @@ impl<T> Pipeline<T> {
 
     /// For the writer: unit `i` is written and `buf` may be read into again.
     /// Readers waiting for the window move on.
-    pub fn finished(&self, i: usize, buf: Vec<u8>) {
-        if buf.capacity() > 0 {
+    pub fn finished(&self, i: usize, buf: AlignedBuf) {
+        if buf.has_memory() {
             let mut pool = lock(&self.buffers);
             if pool.len() < self.window {
                 pool.push(buf);

@@ -66,7 +66,7 @@ impl Format for Raw {
     }
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
-        self.storage.write_at(buf, offset)
+        self.storage.write_data_at(buf, offset)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {

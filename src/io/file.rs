@@ -1,13 +1,15 @@
 //! A local file as [`Storage`], read with positional reads (`pread`).
 
+use super::direct::DirectWriter;
 use super::lock::{self, Access, ImageLock};
-use super::{HostExtent, Storage};
+use super::{CacheMode, HostExtent, Storage};
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// A local file, opened read-only or read-write, with QEMU's image locks.
 #[derive(Debug)]
@@ -16,6 +18,17 @@ pub struct FileStorage {
     path: PathBuf,
     /// Bytes written since writeback was last started.
     unsynced: AtomicU64,
+    /// Opened for writing.
+    writable: bool,
+    /// How writes use the page cache and flushes (for writable files).
+    cache: CacheMode,
+    /// Bulk data goes out through O_DIRECT, gathered; set up on the first
+    /// data write (`None` inside when the file system refuses direct I/O).
+    direct: OnceLock<Option<DirectWriter>>,
+    /// Gathered data failed to reach the file after its write call had
+    /// returned: every later write and flush fails, so no metadata can
+    /// come to point at what was lost.
+    lost_writes: AtomicBool,
     _lock: ImageLock,
 }
 
@@ -73,8 +86,51 @@ impl FileStorage {
             file,
             path: path.to_path_buf(),
             unsynced: AtomicU64::new(0),
+            writable: access == Access::Write,
+            cache: super::cache_mode(),
+            lost_writes: AtomicBool::new(false),
+            direct: OnceLock::new(),
             _lock: lock,
         })
+    }
+
+    /// The direct writer, set up on first use when the file system allows it.
+    fn direct(&self) -> Option<&DirectWriter> {
+        self.direct
+            .get_or_init(|| DirectWriter::open(&self.file))
+            .as_ref()
+    }
+
+    /// Writes out gathered data overlapping `[offset, offset + len)` (all
+    /// of it for `None`), so the file itself can be used there.
+    fn settle(&self, range: Option<(u64, u64)>) -> Result<()> {
+        let Some(Some(direct)) = self.direct.get() else {
+            return Ok(());
+        };
+        match range {
+            Some((offset, len)) => direct.drain_over(offset, len),
+            None => direct.drain(),
+        }
+        .map_err(|e| self.lost(e))
+    }
+
+    /// Refuses to change the file once gathered data was lost: whatever
+    /// came next (refcounts, tables, headers) could refer to it.
+    fn check_not_lost(&self) -> Result<()> {
+        if self.lost_writes.load(Ordering::SeqCst) {
+            return Err(Error::io(
+                "refused: earlier data writes to this file failed",
+                std::io::Error::from_raw_os_error(libc::EIO),
+            )
+            .with_path(&self.path));
+        }
+        Ok(())
+    }
+
+    /// Records that gathered data was lost (see `lost_writes`).
+    fn lost(&self, e: std::io::Error) -> Error {
+        self.lost_writes.store(true, Ordering::SeqCst);
+        Error::io("write failed", e).with_path(&self.path)
     }
 
     fn metadata(&self) -> Result<std::fs::Metadata> {
@@ -106,10 +162,15 @@ impl Storage for FileStorage {
     }
 
     fn len(&self) -> Result<u64> {
-        Ok(self.metadata()?.len())
+        let gathered = match self.direct.get() {
+            Some(Some(d)) => d.end().unwrap_or(0),
+            _ => 0,
+        };
+        Ok(self.metadata()?.len().max(gathered))
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.settle(Some((offset, buf.len() as u64)))?;
         let mut done = 0;
         while done < buf.len() {
             match self.file.read_at(&mut buf[done..], offset + done as u64) {
@@ -130,10 +191,13 @@ impl Storage for FileStorage {
     }
 
     fn allocated_bytes(&self) -> Result<Option<u64>> {
+        self.settle(None)?;
         Ok(Some(self.metadata()?.blocks() * 512))
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.check_not_lost()?;
+        self.settle(Some((offset, buf.len() as u64)))?;
         self.file.write_all_at(buf, offset).map_err(|e| {
             Error::io(format!("write failed at offset {offset:#x}"), e)
                 .with_path(&self.path)
@@ -153,18 +217,27 @@ impl Storage for FileStorage {
     }
 
     fn set_len(&self, len: u64) -> Result<()> {
+        self.check_not_lost()?;
+        self.settle(None)?;
         self.file.set_len(len).map_err(|e| {
             Error::io(format!("could not resize to {len} bytes"), e).with_path(&self.path)
         })
     }
 
     fn flush(&self) -> Result<()> {
+        self.settle(None)?;
+        self.check_not_lost()?;
+        if self.cache == CacheMode::Unsafe {
+            return Ok(());
+        }
         self.file
             .sync_data()
             .map_err(|e| Error::io("flush failed", e).with_path(&self.path))
     }
 
     fn allocate(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_not_lost()?;
+        self.settle(Some((offset, len)))?;
         let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
             return Err(Error::argument("allocation range too large").with_path(&self.path));
         };
@@ -180,7 +253,23 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn write_data_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.check_not_lost()?;
+        if self.writable && self.cache == CacheMode::Direct {
+            if let Some(direct) = self.direct() {
+                // An error here may be about data gathered before this write.
+                let taken = direct.write(buf, offset).map_err(|e| self.lost(e))?;
+                if taken {
+                    return Ok(());
+                }
+            }
+        }
+        self.write_at(buf, offset)
+    }
+
     fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
+        self.check_not_lost()?;
+        self.settle(Some((offset, len)))?;
         let file_len = self.len()?;
         let end = offset.saturating_add(len);
         if offset < file_len {
@@ -210,6 +299,7 @@ impl Storage for FileStorage {
     }
 
     fn extent_at(&self, offset: u64) -> Result<HostExtent> {
+        self.settle(None)?;
         let io_err = |e| Error::io("could not query holes", e).with_path(&self.path);
         let data = match self.seek(offset, libc::SEEK_DATA) {
             Ok(Some(d)) => d,
@@ -225,5 +315,88 @@ impl Storage for FileStorage {
             Some(h) if h > offset => Ok(HostExtent::Data(h - offset)),
             _ => Ok(HostExtent::Data(self.len()?.saturating_sub(offset).max(1))),
         }
+    }
+}
+
+impl Drop for FileStorage {
+    fn drop(&mut self) {
+        // Gathered data must reach the file; the formats flush (and so
+        // drain) before they let go, this is the last safety net.
+        let _ = self.settle(None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FileStorage;
+    use crate::io::Storage;
+
+    /// A scratch directory on the build's file system (tmpfs, where /tmp
+    /// may live, refuses direct I/O, which these tests are about).
+    fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("scratch directory")
+    }
+
+    #[test]
+    fn gathered_data_writes_read_back_and_reach_the_file() {
+        let dir = scratch();
+        let path = dir.path().join("f");
+        let f = FileStorage::create(&path).unwrap();
+        let piece = |b: u8| vec![b; 8192];
+        // Three contiguous aligned pieces are gathered, not yet written...
+        f.write_data_at(&piece(1), 0).unwrap();
+        f.write_data_at(&piece(2), 8192).unwrap();
+        f.write_data_at(&piece(3), 16384).unwrap();
+        assert_eq!(f.len().unwrap(), 24576, "the length counts gathered data");
+        if f.direct().is_some() {
+            let on_disk = std::fs::metadata(&path).unwrap().len();
+            assert_eq!(on_disk, 0, "gathered, not yet written");
+        }
+        // ...but a read over them sees them.
+        let mut got = vec![0u8; 8192];
+        f.read_at(&mut got, 8192).unwrap();
+        assert_eq!(got, piece(2));
+        // An unaligned write goes straight through; a metadata write after
+        // gathered data does not disturb it.
+        f.write_data_at(&piece(4), 40000).unwrap();
+        f.write_data_at(&piece(5), 65536).unwrap();
+        f.write_at(&[9; 10], 100).unwrap();
+        f.flush().unwrap();
+        drop(f);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 65536 + 8192);
+        assert_eq!(&bytes[100..110], &[9; 10]);
+        assert!(bytes[16384..24576].iter().all(|&b| b == 3));
+        assert!(bytes[40000..48192].iter().all(|&b| b == 4));
+        assert!(bytes[65536..].iter().all(|&b| b == 5));
+    }
+
+    #[test]
+    fn dropping_a_file_writes_out_what_it_gathered() {
+        let dir = scratch();
+        let path = dir.path().join("f");
+        let f = FileStorage::create(&path).unwrap();
+        f.write_data_at(&vec![7u8; 4096], 4096).unwrap();
+        drop(f);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 8192);
+        assert!(bytes[4096..].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn truncating_and_punching_see_gathered_data() {
+        let dir = scratch();
+        let path = dir.path().join("f");
+        let f = FileStorage::create(&path).unwrap();
+        f.write_data_at(&vec![1u8; 16384], 0).unwrap();
+        f.zero_range(4096, 4096).unwrap();
+        f.set_len(12288).unwrap();
+        f.flush().unwrap();
+        drop(f);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 12288);
+        assert!(bytes[..4096].iter().all(|&b| b == 1));
+        assert!(bytes[4096..8192].iter().all(|&b| b == 0));
+        assert!(bytes[8192..].iter().all(|&b| b == 1));
     }
 }

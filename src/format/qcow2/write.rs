@@ -210,7 +210,7 @@ impl Qcow2 {
                 buf[(at - lo) as usize..(end - lo) as usize].copy_from_slice(data);
                 self.data_storage_ref().write_at(&buf, h + lo)?;
             } else {
-                self.data_storage_ref().write_at(data, h + at)?;
+                self.data_storage_ref().write_data_at(data, h + at)?;
             }
             next.word &= !ZERO;
         } else {
@@ -359,7 +359,7 @@ impl Qcow2 {
         let host = meta
             .refcounts(self.storage.as_ref())?
             .alloc(self.storage.as_ref(), n)?;
-        if let Err(e) = self.storage.write_at(data, host) {
+        if let Err(e) = self.storage.write_data_at(data, host) {
             // Nothing points at the clusters yet: give them back (no leak).
             meta.refcounts(self.storage.as_ref())?
                 .give_back(self.storage.as_ref(), host, n)?;
