@@ -23,6 +23,11 @@ pub const ALIGN: u64 = 4096;
 /// How much is gathered before it is written.
 const GATHER: usize = 4 << 20;
 
+/// A gathered run shorter than this goes out through the page cache after
+/// all: a direct write waits for the disk, which only pays off when large
+/// (scattered single clusters, as commit writes into a base, stay cheap).
+const DIRECT_MIN: usize = 256 << 10;
+
 /// Gathered data: `buf` belongs at `start` (empty: nothing gathered).
 #[derive(Default)]
 struct Gathered {
@@ -109,7 +114,11 @@ impl DirectWriter {
         if g.buf.is_empty() {
             return Ok(());
         }
-        let result = self.put(&g.buf, g.start);
+        let result = if g.buf.len() < DIRECT_MIN {
+            self.buffered.write_all_at(&g.buf, g.start)
+        } else {
+            self.put(&g.buf, g.start)
+        };
         g.buf.set_len(0);
         result
     }

@@ -58,15 +58,44 @@ pub fn compress(kind: CompressionType, cluster: &[u8]) -> Result<Option<Vec<u8>>
     Ok(out.filter(|o| o.len() <= limit))
 }
 
+thread_local! {
+    /// One deflate context per worker thread, reset for every cluster.
+    static DEFLATE: std::cell::RefCell<Option<flate2::Compress>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The sample of a cluster deflated first: when even it does not shrink,
+/// the cluster is taken as incompressible (random or already compressed
+/// data, half of many disks) and stored plainly without deflating it all.
+const PROBE: usize = 4096;
+
 fn deflate_raw_4k(input: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
-    let mut c = flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 12);
-    let mut out = Vec::with_capacity(limit + 64);
-    match c.compress_vec(input, &mut out, flate2::FlushCompress::Finish) {
-        Ok(flate2::Status::StreamEnd) => Ok(Some(out)),
-        // The output buffer filled up: it does not compress well enough.
-        Ok(_) => Ok(None),
-        Err(e) => Err(Error::io("deflate failed", std::io::Error::other(e))),
-    }
+    DEFLATE.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let c = slot.get_or_insert_with(|| {
+            flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 12)
+        });
+        let failed = |e| Error::io("deflate failed", std::io::Error::other(e));
+        if input.len() >= 4 * PROBE {
+            c.reset();
+            let mut sample = Vec::with_capacity(PROBE);
+            let status = c
+                .compress_vec(&input[..PROBE], &mut sample, flate2::FlushCompress::Finish)
+                .map_err(failed)?;
+            if status != flate2::Status::StreamEnd || sample.len() >= PROBE - PROBE / 64 {
+                return Ok(None);
+            }
+        }
+        c.reset();
+        let mut out = Vec::with_capacity(limit + 64);
+        match c
+            .compress_vec(input, &mut out, flate2::FlushCompress::Finish)
+            .map_err(failed)?
+        {
+            flate2::Status::StreamEnd => Ok(Some(out)),
+            // The output buffer filled up: it does not compress well enough.
+            _ => Ok(None),
+        }
+    })
 }
 
 thread_local! {
