@@ -362,3 +362,32 @@ fn internal_snapshots_with_l() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("Can't find snapshot 'nope'"));
 }
+
+#[test]
+fn cache_modes_write_the_same_image() {
+    let fx = Fixture::new();
+    let _ = sources(&fx);
+    for mode in ["none", "writeback", "unsafe", "directsync", "writethrough"] {
+        for (source, target) in [("v3.qcow2", "out.qcow2"), ("disk.raw", "out.raw")] {
+            let format = if target.ends_with(".raw") {
+                "raw"
+            } else {
+                "qcow2"
+            };
+            assert_converts(&fx, source, target, &["-t", mode, "-O", format]);
+        }
+    }
+    let out = fx.qimg(&[
+        "convert", "-t", "fast", "-O", "qcow2", "v3.qcow2", "x.qcow2",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Invalid cache option: fast"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !fx.path("x.qcow2").exists(),
+        "a refused convert created its target"
+    );
+}
