@@ -5,7 +5,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::probe::{format_of, probe_storage, Probed};
 use crate::format::qcow2::Qcow2;
 use crate::format::{open_image, open_image_writable, Format, FormatKind, GuestRead, Status};
-use crate::io::{FileStorage, HostExtent};
+use crate::io::{nbd::is_nbd_uri, open_read_storage, FileStorage, HostExtent};
 use crate::paths::{file_identity, is_absolute_spec, resolve_relative_to};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,7 +107,8 @@ impl Chain {
                     .collect::<Vec<_>>()
                     .join(" -> ")
             };
-            if is_absolute_spec(&spec.name) && !spec.name.starts_with('/') {
+            if is_absolute_spec(&spec.name) && !spec.name.starts_with('/') && !is_nbd_uri(&spec.name)
+            {
                 return Err(chain_error(format!(
                     "backing file '{}' uses a protocol qimg cannot open",
                     spec.name
@@ -225,9 +226,9 @@ fn looked_at(name: &str, resolved: &Path) -> String {
 /// Probes a backing file whose format is not recorded. Probing one as raw is
 /// refused: a guest could have written any header into it.
 fn probe_backing(resolved: &Path, name: &str) -> Result<FormatKind> {
-    let storage = FileStorage::open(resolved)
+    let storage = open_read_storage(resolved)
         .map_err(|e| chain_error(format!("could not open backing file '{name}': {e}")))?;
-    match probe_storage(&storage)? {
+    match probe_storage(storage.as_ref())? {
         Probed::Known(FormatKind::Raw) => Err(chain_error(format!(
             "the format of backing file '{name}' is not recorded and probing it would guess raw, \
              which is unsafe; record it with: qimg rebase -u -b '{name}' -F raw IMAGE"

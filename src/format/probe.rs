@@ -2,7 +2,7 @@
 
 use super::{qcow2::Qcow2, qed::Qed, raw::Raw, Format};
 use crate::error::{Error, Result, ResultExt};
-use crate::io::{open_writable_storage, FileStorage, Storage};
+use crate::io::{open_read_storage, open_writable_storage, Storage};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -141,7 +141,7 @@ pub fn format_of(
 
 /// Opens the image at `path` read-only, as `format`, or probed when `None`.
 pub fn open_image(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
-    open_storage(Box::new(FileStorage::open(path)?), path, format)
+    open_storage(open_read_storage(path)?, path, format)
 }
 
 /// Opens an image held by `storage` (known as `path`), as `format`, or

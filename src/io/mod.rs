@@ -6,6 +6,7 @@ mod fault;
 mod file;
 pub mod lock;
 mod mem;
+pub mod nbd;
 
 pub use buffer::AlignedBuf;
 pub use fault::{CrashClock, FaultSession, FaultSessionGuard, FaultStorage};
@@ -62,13 +63,29 @@ pub fn cache_mode() -> CacheMode {
     }
 }
 
-/// Opens the file at `path` for reading and writing: the file itself, or
-/// its stand-in while a [`FaultSession`] runs on this thread.
+/// Opens the file (or NBD export) at `path` for reading and writing: the
+/// file itself, or its stand-in while a [`FaultSession`] runs on this thread.
 pub fn open_writable_storage(path: &Path) -> Result<Box<dyn Storage>> {
+    if let Some(uri) = nbd_uri(path) {
+        return Ok(Box::new(nbd::NbdStorage::open(uri, true)?));
+    }
     match FaultSession::storage_for(path)? {
         Some(fault) => Ok(Box::new(fault)),
         None => Ok(Box::new(FileStorage::open_rw(path)?)),
     }
+}
+
+/// Opens the file (or NBD export) at `path` for reading.
+pub fn open_read_storage(path: &Path) -> Result<Box<dyn Storage>> {
+    match nbd_uri(path) {
+        Some(uri) => Ok(Box::new(nbd::NbdStorage::open(uri, false)?)),
+        None => Ok(Box::new(FileStorage::open(path)?)),
+    }
+}
+
+/// The NBD URI `path` spells, if it is one.
+pub fn nbd_uri(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| nbd::is_nbd_uri(s))
 }
 
 /// What the host file holds at an offset, as SEEK_DATA/SEEK_HOLE tell it.
@@ -98,6 +115,10 @@ impl HostExtent {
 pub trait Storage: Send + Sync + fmt::Debug {
     /// The file name as it was opened (used in messages and outputs).
     fn path(&self) -> &Path;
+    /// The protocol QEMU would name for it (`file`, `nbd`).
+    fn protocol(&self) -> &'static str {
+        "file"
+    }
     /// The current length in bytes.
     fn len(&self) -> Result<u64>;
     /// Whether the storage is empty.
@@ -167,6 +188,9 @@ pub(crate) fn write_into_bytes(data: &mut Vec<u8>, offset: u64, buf: &[u8]) {
 impl<T: Storage + ?Sized> Storage for Arc<T> {
     fn path(&self) -> &Path {
         (**self).path()
+    }
+    fn protocol(&self) -> &'static str {
+        (**self).protocol()
     }
     fn len(&self) -> Result<u64> {
         (**self).len()

@@ -15,6 +15,8 @@ pub struct FileInfo {
     pub length: u64,
     /// Bytes allocated on the host.
     pub actual_size: Option<u64>,
+    /// The protocol (`file`, or `nbd` for an NBD export).
+    pub protocol: &'static str,
 }
 
 /// Everything `info` prints about one image.
@@ -61,6 +63,7 @@ impl ImageInfo {
                 filename: path.display().to_string(),
                 length: storage.len()?.div_ceil(512) * 512,
                 actual_size,
+                protocol: storage.protocol(),
             },
         })
     }

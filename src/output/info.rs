@@ -45,7 +45,9 @@ pub fn info_json(info: &ImageInfo) -> Value {
     if let Some(b) = &info.backing_filename {
         m.insert("backing-filename".into(), json!(b));
     }
-    m.insert("dirty-flag".into(), json!(not_cleanly_closed(info)));
+    if info.file.protocol == "file" {
+        m.insert("dirty-flag".into(), json!(not_cleanly_closed(info)));
+    }
     Value::Object(m)
 }
 
@@ -61,7 +63,11 @@ fn file_json(info: &ImageInfo) -> Value {
     m.insert("children".into(), json!([]));
     m.insert("virtual-size".into(), json!(info.file.length));
     m.insert("filename".into(), json!(info.file.filename));
-    m.insert("format".into(), json!("file"));
+    m.insert("format".into(), json!(info.file.protocol));
+    if info.file.protocol != "file" {
+        // QEMU says no more about a network export.
+        return Value::Object(m);
+    }
     if let Some(a) = info.file.actual_size {
         m.insert("actual-size".into(), json!(a));
     }
@@ -210,7 +216,7 @@ fn human_one(info: &ImageInfo) -> String {
     }
     out += "Child node '/file':\n";
     out += &format!("    filename: {}\n", info.file.filename);
-    out += "    protocol type: file\n";
+    out += &format!("    protocol type: {}\n", info.file.protocol);
     out += &format!(
         "    file length: {} ({} bytes)\n",
         size_to_str(info.file.length),
