@@ -107,7 +107,9 @@ impl Chain {
                     .collect::<Vec<_>>()
                     .join(" -> ")
             };
-            if is_absolute_spec(&spec.name) && !spec.name.starts_with('/') && !is_nbd_uri(&spec.name)
+            if is_absolute_spec(&spec.name)
+                && !spec.name.starts_with('/')
+                && !is_nbd_uri(&spec.name)
             {
                 return Err(chain_error(format!(
                     "backing file '{}' uses a protocol qimg cannot open",

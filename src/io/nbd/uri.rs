@@ -1,0 +1,119 @@
+//! NBD URIs as QEMU spells them: `nbd://HOST[:PORT]/EXPORT` and
+//! `nbd+unix:///EXPORT?socket=PATH`.
+
+use crate::error::{Error, Result};
+use std::path::PathBuf;
+
+/// Where an export is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NbdAddress {
+    /// `nbd://HOST[:PORT]/EXPORT` (port 10809 by default).
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// `nbd+unix:///EXPORT?socket=PATH`.
+    Unix(PathBuf),
+}
+
+/// A parsed NBD URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdUri {
+    /// Where the server listens.
+    pub address: NbdAddress,
+    /// The export name ("" for the default export).
+    pub export: String,
+}
+
+/// Whether `name` is an NBD URI qimg understands.
+pub fn is_nbd_uri(name: &str) -> bool {
+    name.starts_with("nbd://") || name.starts_with("nbd+unix://")
+}
+
+fn uri_error(uri: &str, why: &str) -> Error {
+    Error::argument(format!("invalid NBD URI '{uri}': {why}"))
+}
+
+impl NbdUri {
+    /// Parses `nbd://HOST[:PORT]/EXPORT` or `nbd+unix:///EXPORT?socket=PATH`.
+    pub fn parse(uri: &str) -> Result<NbdUri> {
+        if let Some(rest) = uri.strip_prefix("nbd+unix://") {
+            let (export, query) = rest
+                .split_once('?')
+                .ok_or_else(|| uri_error(uri, "nbd+unix needs ?socket=PATH"))?;
+            if !export.starts_with('/') {
+                return Err(uri_error(
+                    uri,
+                    "nbd+unix takes no host (nbd+unix:///EXPORT?socket=PATH)",
+                ));
+            }
+            let socket = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("socket="))
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| uri_error(uri, "nbd+unix needs ?socket=PATH"))?;
+            return Ok(NbdUri {
+                address: NbdAddress::Unix(PathBuf::from(socket)),
+                export: export[1..].to_string(),
+            });
+        }
+        let rest = uri
+            .strip_prefix("nbd://")
+            .ok_or_else(|| uri_error(uri, "not nbd:// or nbd+unix://"))?;
+        let (hostport, export) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse::<u16>()
+                    .map_err(|_| uri_error(uri, "the port is not a number"))?,
+            ),
+            _ => (hostport, 10809),
+        };
+        if host.is_empty() {
+            return Err(uri_error(uri, "no host"));
+        }
+        Ok(NbdUri {
+            address: NbdAddress::Tcp {
+                host: host.to_string(),
+                port,
+            },
+            export: export.split('?').next().unwrap_or("").to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{NbdAddress, NbdUri};
+
+    #[test]
+    fn uris_as_qemu_spells_them() {
+        use std::path::PathBuf;
+        let u = NbdUri::parse("nbd://example.org:10810/disk0").unwrap();
+        assert_eq!(
+            u.address,
+            NbdAddress::Tcp {
+                host: "example.org".into(),
+                port: 10810
+            }
+        );
+        assert_eq!(u.export, "disk0");
+        let u = NbdUri::parse("nbd://127.0.0.1").unwrap();
+        assert_eq!(u.export, "");
+        assert!(matches!(u.address, NbdAddress::Tcp { port: 10809, .. }));
+        let u = NbdUri::parse("nbd+unix:///exp?socket=/run/nbd.sock").unwrap();
+        assert_eq!(u.address, NbdAddress::Unix(PathBuf::from("/run/nbd.sock")));
+        assert_eq!(u.export, "exp");
+        for bad in [
+            "nbd+unix:///exp",
+            "nbd+unix://host/exp?socket=/s",
+            "nbd://:10809/x",
+            "nbd://h:port/x",
+            "http://h/x",
+        ] {
+            assert!(NbdUri::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
