@@ -37,7 +37,14 @@ pub struct NbdStorage {
     returned: Condvar,
     writable: bool,
     timeout: Duration,
+    /// The extents of the last block-status reply: (start, end, reads as
+    /// zeros). A server answers for a long range at once; asking again
+    /// for each extent would make it walk that range every time.
+    status: Mutex<Vec<(u64, u64, bool)>>,
 }
+
+/// How much block status is asked for at once.
+const STATUS_SPAN: u64 = 256 << 20;
 
 impl std::fmt::Debug for NbdStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +79,7 @@ impl NbdStorage {
             returned: Condvar::new(),
             writable,
             timeout,
+            status: Mutex::new(Vec::new()),
         })
     }
 
@@ -142,6 +150,14 @@ impl NbdStorage {
         Ok(())
     }
 
+    /// Forgets cached block status (the export is changing).
+    fn forget_status(&self) {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     fn require_writable(&self) -> Result<()> {
         if !self.writable {
             return Err(Error::unsupported("the export is open read-only").with_path(&self.name));
@@ -154,7 +170,7 @@ impl NbdStorage {
         let name = self.uri_text();
         self.with_connection(|c| {
             let h = c.request(kind, offset, len, &[], &name)?;
-            c.replies(h, 0, &name, |_, _| Ok(()))
+            c.replies(h, None, &name, |_, _| Ok(()))
         })
     }
 }
@@ -192,30 +208,8 @@ impl Storage for NbdStorage {
             let len = piece.len();
             self.with_connection(|c| {
                 let h = c.request(CMD_READ, at, len as u32, &[], &name)?;
-                c.replies(h, len, &name, |kind, payload| match kind {
-                    u16::MAX => {
-                        piece.copy_from_slice(payload);
-                        Ok(())
-                    }
-                    REPLY_OFFSET_DATA if payload.len() >= 8 => {
-                        let start = be64(payload)
-                            .checked_sub(at)
-                            .filter(|s| *s as usize + payload.len() - 8 <= len)
-                            .ok_or_else(|| protocol(&name, "read data outside the request"))?;
-                        piece[start as usize..start as usize + payload.len() - 8]
-                            .copy_from_slice(&payload[8..]);
-                        Ok(())
-                    }
-                    REPLY_OFFSET_HOLE if payload.len() >= 12 => {
-                        let (hole, n) = (be64(payload), be32(&payload[8..]) as usize);
-                        let start = hole
-                            .checked_sub(at)
-                            .filter(|s| *s as usize + n <= len)
-                            .ok_or_else(|| protocol(&name, "a hole outside the request"))?;
-                        piece[start as usize..start as usize + n].fill(0);
-                        Ok(())
-                    }
-                    _ => Err(protocol(&name, "an unexpected reply to a read")),
+                c.replies(h, Some((&mut *piece, at)), &name, |_, _| {
+                    Err(protocol(&name, "an unexpected reply to a read"))
                 })
             })?;
         }
@@ -233,40 +227,62 @@ impl Storage for NbdStorage {
         let Some(context) = self.export.allocation.filter(|_| self.export.structured) else {
             return Ok(HostExtent::without_holes(self.export.size, offset));
         };
+        let known = |extents: &[(u64, u64, bool)]| {
+            extents
+                .iter()
+                .find(|(start, end, _)| (*start..*end).contains(&offset))
+                .map(|&(_, end, zero)| {
+                    if zero {
+                        HostExtent::Hole(end - offset)
+                    } else {
+                        HostExtent::Data(end - offset)
+                    }
+                })
+        };
+        if let Some(e) = known(&self.status.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(e);
+        }
         let name = self.uri_text();
-        let len = (self.export.size - offset).min(1 << 30) as u32;
-        let mut answer: Option<(u32, u32)> = None;
+        let len = (self.export.size - offset).min(STATUS_SPAN) as u32;
+        let mut extents: Vec<(u64, u64, bool)> = Vec::new();
         self.with_connection(|c| {
             let h = c.request(CMD_BLOCK_STATUS, offset, len, &[], &name)?;
-            c.replies(h, 0, &name, |kind, payload| {
-                if kind == REPLY_BLOCK_STATUS && payload.len() >= 12 && be32(payload) == context {
-                    answer.get_or_insert((be32(&payload[4..]), be32(&payload[8..])));
+            c.replies(h, None, &name, |kind, payload| {
+                if kind != REPLY_BLOCK_STATUS || payload.len() < 4 || be32(payload) != context {
+                    return Ok(());
+                }
+                let mut at = offset;
+                for pair in payload[4..].chunks_exact(8) {
+                    let (n, flags) = (be32(pair) as u64, be32(&pair[4..]));
+                    let end = (at + n).min(self.export.size);
+                    if n == 0 || at >= end {
+                        break;
+                    }
+                    let zero = flags & STATE_ZERO != 0;
+                    match extents.last_mut() {
+                        Some(last) if last.2 == zero && last.1 == at => last.1 = end,
+                        _ => extents.push((at, end, zero)),
+                    }
+                    at = end;
                 }
                 Ok(())
             })
         })?;
-        match answer {
-            Some((0, _)) | None => Err(protocol(&name, "no block status for the range asked")),
-            Some((n, flags)) => {
-                let n = (n as u64).min(self.export.size - offset);
-                Ok(if flags & STATE_ZERO != 0 {
-                    HostExtent::Hole(n)
-                } else {
-                    HostExtent::Data(n)
-                })
-            }
-        }
+        let found = known(&extents);
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = extents;
+        found.ok_or_else(|| protocol(&name, "no block status for the range asked"))
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.require_writable()?;
+        self.forget_status();
         self.check_range(offset, buf.len() as u64)?;
         let name = self.uri_text();
         for (i, piece) in buf.chunks(MAX_REQUEST).enumerate() {
             let at = offset + (i * MAX_REQUEST) as u64;
             self.with_connection(|c| {
                 let h = c.request(CMD_WRITE, at, piece.len() as u32, piece, &name)?;
-                c.replies(h, 0, &name, |_, _| Ok(()))
+                c.replies(h, None, &name, |_, _| Ok(()))
             })?;
         }
         Ok(())
@@ -292,6 +308,7 @@ impl Storage for NbdStorage {
 
     fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
         self.require_writable()?;
+        self.forget_status();
         self.check_range(offset, len)?;
         if self.export.flags & TFLAG_SEND_WRITE_ZEROES == 0 {
             return super::write_zeros(self, offset, len);
@@ -309,6 +326,7 @@ impl Storage for NbdStorage {
 /// Releases a range of the export (advisory), where the server allows it.
 pub fn trim(storage: &NbdStorage, offset: u64, len: u32) -> Result<()> {
     storage.require_writable()?;
+    storage.forget_status();
     if storage.export.flags & TFLAG_SEND_TRIM == 0 {
         return Ok(());
     }

@@ -61,7 +61,7 @@ pub(super) const MAX_REQUEST: usize = 32 << 20;
 /// The largest option reply or error message accepted during the handshake.
 pub(super) const MAX_OPTION_REPLY: u32 = 64 << 10;
 /// Connections opened at most.
-pub(super) const MAX_CONNECTIONS: usize = 4;
+pub(super) const MAX_CONNECTIONS: usize = 8;
 /// How long one exchange may take.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -363,13 +363,14 @@ impl Connection {
         Ok(handle)
     }
 
-    /// Reads the replies to request `handle` until it is done, handing
-    /// each chunk to `chunk` (type, payload). A simple reply becomes one
-    /// OFFSET_DATA-like chunk for reads (`read_len` bytes).
+    /// Reads the replies to request `handle` until it is done. Read data
+    /// goes straight into `read_into` (the buffer and the export offset it
+    /// starts at), holes are zeroed there; other chunks go to `chunk`
+    /// (type, payload).
     pub(super) fn replies(
         &mut self,
         handle: u64,
-        read_len: usize,
+        mut read_into: Option<(&mut [u8], u64)>,
         name: &str,
         mut chunk: impl FnMut(u16, &[u8]) -> Result<()>,
     ) -> Result<()> {
@@ -387,36 +388,39 @@ impl Connection {
                     if error != 0 {
                         return Err(server_error(name, error, ""));
                     }
-                    if read_len > 0 {
-                        let mut data = vec![0u8; read_len];
-                        self.read_exact(&mut data, name)?;
-                        chunk(u16::MAX, &data)?;
+                    if let Some((buf, _)) = read_into.as_mut() {
+                        self.read_exact(buf, name)?;
                     }
                     return Ok(());
                 }
                 STRUCTURED_REPLY_MAGIC => {
                     let mut h = [0u8; 16];
                     self.read_exact(&mut h, name)?;
-                    let (flags, kind, got, len) =
-                        (be16(&h), be16(&h[2..]), be64(&h[4..]), be32(&h[12..]));
+                    let (flags, kind, got, len) = (
+                        be16(&h),
+                        be16(&h[2..]),
+                        be64(&h[4..]),
+                        be32(&h[12..]) as usize,
+                    );
                     if got != handle {
                         return Err(protocol(name, "a reply to a request not sent"));
                     }
-                    if len as usize > MAX_REQUEST + 64 {
+                    if len > MAX_REQUEST + 64 {
                         return Err(protocol(name, format!("a reply chunk of {len} bytes")));
                     }
-                    let mut payload = vec![0u8; len as usize];
-                    self.read_exact(&mut payload, name)?;
-                    if kind & REPLY_ERROR_BIT != 0 {
-                        if payload.len() < 6 {
-                            return Err(protocol(name, "a malformed error chunk"));
+                    match (kind, read_into.as_mut()) {
+                        (REPLY_OFFSET_DATA, Some((buf, base))) if len >= 8 => {
+                            let mut at = [0u8; 8];
+                            self.read_exact(&mut at, name)?;
+                            let place = within(be64(&at), len - 8, *base, buf.len())
+                                .ok_or_else(|| protocol(name, "read data outside the request"))?;
+                            self.read_exact(&mut buf[place], name)?;
                         }
-                        let msg_len = (be16(&payload[4..]) as usize).min(payload.len() - 6);
-                        let msg = String::from_utf8_lossy(&payload[6..6 + msg_len]).into_owned();
-                        return Err(server_error(name, be32(&payload), &msg));
-                    }
-                    if kind != REPLY_NONE {
-                        chunk(kind, &payload)?;
+                        _ => {
+                            let mut payload = vec![0u8; len];
+                            self.read_exact(&mut payload, name)?;
+                            self.chunk(kind, &payload, read_into.as_mut(), name, &mut chunk)?;
+                        }
                     }
                     if flags & REPLY_FLAG_DONE != 0 {
                         return Ok(());
@@ -426,6 +430,50 @@ impl Connection {
             }
         }
     }
+
+    /// One structured chunk other than read data.
+    fn chunk(
+        &mut self,
+        kind: u16,
+        payload: &[u8],
+        read_into: Option<&mut (&mut [u8], u64)>,
+        name: &str,
+        chunk: &mut impl FnMut(u16, &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        if kind & REPLY_ERROR_BIT != 0 {
+            if payload.len() < 6 {
+                return Err(protocol(name, "a malformed error chunk"));
+            }
+            let msg_len = (be16(&payload[4..]) as usize).min(payload.len() - 6);
+            let msg = String::from_utf8_lossy(&payload[6..6 + msg_len]).into_owned();
+            return Err(server_error(name, be32(payload), &msg));
+        }
+        match (kind, read_into) {
+            (REPLY_NONE, _) => Ok(()),
+            (REPLY_OFFSET_HOLE, Some((buf, base))) if payload.len() >= 12 => {
+                let place = within(
+                    be64(payload),
+                    be32(&payload[8..]) as usize,
+                    *base,
+                    buf.len(),
+                )
+                .ok_or_else(|| protocol(name, "a hole outside the request"))?;
+                buf[place].fill(0);
+                Ok(())
+            }
+            (REPLY_OFFSET_DATA | REPLY_OFFSET_HOLE, _) => {
+                Err(protocol(name, "an unexpected reply to a read"))
+            }
+            _ => chunk(kind, payload),
+        }
+    }
+}
+
+/// Where `len` bytes at export offset `at` fall in a buffer of `size`
+/// bytes starting at export offset `base`, if they fall inside it.
+fn within(at: u64, len: usize, base: u64, size: usize) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(at.checked_sub(base)?).ok()?;
+    (start.checked_add(len)? <= size).then_some(start..start + len)
 }
 
 pub(super) fn server_error(name: &str, errno: u32, msg: &str) -> Error {
