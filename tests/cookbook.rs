@@ -217,3 +217,31 @@ fn attach() {
     assert!(independent(&fx, "vm.qcow2"));
     fx.assert_same("before-vm.qcow2.raw", "vm.qcow2");
 }
+
+#[test]
+fn nbd_deploy() {
+    require_tool("qemu-nbd");
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 base.qcow2 16M
+         qemu-io -c 'write -P 0x11 0 3M' -c 'write -P 0x12 9M 1M' base.qcow2 >/dev/null");
+    let out = run(&fx, "nbd-deploy", &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("image: vm.qcow2"), "{}", stdout(&out));
+    assert!(independent(&fx, "vm.qcow2"));
+    fx.assert_same("base.qcow2", "vm.qcow2");
+    fx.assert_clean("vm.qcow2");
+}
+
+#[test]
+fn nbd_post_copy() {
+    require_tool("qemu-nbd");
+    require_tool("jq");
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 disk.qcow2 40M
+         qemu-io -c 'write -P 0x21 0 5M' -c 'write -P 0x22 30M 2M' disk.qcow2 >/dev/null");
+    let out = run(&fx, "nbd-post-copy", &[], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(independent(&fx, "dest.qcow2"));
+    fx.assert_same("disk.qcow2", "dest.qcow2");
+    fx.assert_clean("dest.qcow2");
+}
