@@ -208,7 +208,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__commit)
-            opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --progress --quiet --rate --attach --device --top --top-node --base-node --job-id --detach --no-pivot --help"
+            opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --progress --quiet --rate --attach --device --base-node --job-id --detach --top --top-node --no-pivot --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -262,19 +262,19 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --top)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --top-node)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --base-node)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --job-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top-node)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -150,10 +150,10 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -s p -l progress -d 'S
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l output -d 'Output format of the final report' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
-complete -c qimg -n "__fish_qimg_using_subcommand stream" -l attach -d 'Run the stream in the VM (or qemu-storage-daemon) behind this QMP socket (a path, or tcp:HOST:PORT) instead of touching the files' -r
-complete -c qimg -n "__fish_qimg_using_subcommand stream" -l device -d 'With --attach: the device or node name of the image to stream into' -r
-complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base-node -d 'With --attach: the base by node name (instead of --base FILE)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand stream" -l job-id -d 'With --attach: the block job\'s id (default: qimg-stream-PID)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l attach -d 'Run the job in the VM (or qemu-storage-daemon) behind this QMP socket (a path, or tcp:HOST:PORT) instead of touching the files' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l device -d 'With --attach: the device or node name of the image (the active layer)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base-node -d 'With --attach: the base by node name (instead of a file name)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l job-id -d 'With --attach: the block job\'s id (default: qimg-OP-PID)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l detach -d 'With --attach: start the job, print its id and return at once'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
@@ -164,12 +164,12 @@ complete -c qimg -n "__fish_qimg_using_subcommand commit" -s b -l base -d 'Commi
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand commit" -l attach -d 'Run the commit in the VM (or qemu-storage-daemon) behind this QMP socket (a path, or tcp:HOST:PORT) instead of touching the files' -r
-complete -c qimg -n "__fish_qimg_using_subcommand commit" -l device -d 'With --attach: the device or node name (the active layer)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l attach -d 'Run the job in the VM (or qemu-storage-daemon) behind this QMP socket (a path, or tcp:HOST:PORT) instead of touching the files' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l device -d 'With --attach: the device or node name of the image (the active layer)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l base-node -d 'With --attach: the base by node name (instead of a file name)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l job-id -d 'With --attach: the block job\'s id (default: qimg-OP-PID)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l top -d 'With --attach: the top of the commit by file name (default: the active layer, an active commit)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l top-node -d 'With --attach: the top by node name' -r
-complete -c qimg -n "__fish_qimg_using_subcommand commit" -l base-node -d 'With --attach: the base by node name (instead of -b/--base FILE)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand commit" -l job-id -d 'With --attach: the block job\'s id (default: qimg-commit-PID)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s d -l drop -d 'Do not empty FILE after committing'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l detach -d 'With --attach: start the job, print its id and return at once'

@@ -13,6 +13,45 @@ use serde_json::Value;
 use std::cell::Cell;
 use std::process::ExitCode;
 
+/// The attach-mode options `stream` and `commit` share (flattened into
+/// each; what they exclude is declared on the excluded options).
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Run the job in the VM (or qemu-storage-daemon) behind this QMP
+    /// socket (a path, or tcp:HOST:PORT) instead of touching the files.
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        requires = "device",
+        conflicts_with = "file"
+    )]
+    pub attach: Option<String>,
+    /// With --attach: the device or node name of the image (the active layer).
+    #[arg(long, value_name = "NAME", requires = "attach")]
+    pub device: Option<String>,
+    /// With --attach: the base by node name (instead of a file name).
+    #[arg(
+        long = "base-node",
+        value_name = "NODE",
+        requires = "attach",
+        conflicts_with = "base"
+    )]
+    pub base_node: Option<String>,
+    /// With --attach: the block job's id (default: qimg-OP-PID).
+    #[arg(long = "job-id", value_name = "ID", requires = "attach")]
+    pub job_id: Option<String>,
+    /// With --attach: start the job, print its id and return at once.
+    #[arg(long, requires = "attach")]
+    pub detach: bool,
+}
+
+impl AttachArgs {
+    /// The job id to send: the one given, or `qimg-OP-PID`.
+    pub fn job_id(&self, op: &str) -> String {
+        self.job_id.clone().unwrap_or_else(|| default_job_id(op))
+    }
+}
+
 /// Connects to the VMM's monitor at `socket` (a path or `tcp:HOST:PORT`).
 /// Connecting and every reply may take `QIMG_QMP_TIMEOUT` seconds
 /// (default 30).

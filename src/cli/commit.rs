@@ -1,7 +1,7 @@
 //! `qimg commit`.
 
 use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
-use super::attached;
+use super::attached::{self, AttachArgs};
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -30,7 +30,7 @@ pub struct CommitArgs {
     #[arg(short = 'b', long = "base", value_name = "BASE")]
     base: Option<String>,
     /// Do not empty FILE after committing.
-    #[arg(short = 'd', long = "drop")]
+    #[arg(short = 'd', long = "drop", conflicts_with = "attach")]
     drop: bool,
     /// Show progress (-p), or JSON Lines records with --progress=json.
     #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
@@ -41,13 +41,9 @@ pub struct CommitArgs {
     /// Limit the copy rate in bytes per second (e.g. 50M).
     #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
     rate: Option<u64>,
-    /// Run the commit in the VM (or qemu-storage-daemon) behind this QMP
-    /// socket (a path, or tcp:HOST:PORT) instead of touching the files.
-    #[arg(long, value_name = "SOCKET", requires = "device", conflicts_with_all = ["drop", "file"])]
-    attach: Option<String>,
-    /// With --attach: the device or node name (the active layer).
-    #[arg(long, value_name = "NAME", requires = "attach")]
-    device: Option<String>,
+    /// Attach mode.
+    #[command(flatten)]
+    vmm: AttachArgs,
     /// With --attach: the top of the commit by file name (default: the
     /// active layer, an active commit).
     #[arg(long, value_name = "FILE", requires = "attach")]
@@ -60,20 +56,6 @@ pub struct CommitArgs {
         conflicts_with = "top"
     )]
     top_node: Option<String>,
-    /// With --attach: the base by node name (instead of -b/--base FILE).
-    #[arg(
-        long = "base-node",
-        value_name = "NODE",
-        requires = "attach",
-        conflicts_with = "base"
-    )]
-    base_node: Option<String>,
-    /// With --attach: the block job's id (default: qimg-commit-PID).
-    #[arg(long = "job-id", value_name = "ID", requires = "attach")]
-    job_id: Option<String>,
-    /// With --attach: start the job, print its id and return at once.
-    #[arg(long, requires = "attach")]
-    detach: bool,
     /// With --attach: leave an active commit unpivoted (the VM stays on
     /// the top; the data is in the base all the same).
     #[arg(long = "no-pivot", requires = "attach")]
@@ -89,7 +71,7 @@ impl CommitArgs {
         if let Some(mode) = &self.cache {
             qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
         }
-        if let Some(socket) = self.attach.clone() {
+        if let Some(socket) = self.vmm.attach.clone() {
             return self.run_attached(&socket);
         }
         let file = self
@@ -130,9 +112,9 @@ impl CommitArgs {
     /// Starts QEMU's block-commit in the VMM and follows it.
     fn run_attached(self, socket: &str) -> Result<ExitCode> {
         let mut qmp = attached::connect(socket)?;
-        let device = self.device.clone().expect("clap requires --device");
+        let device = self.vmm.device.clone().expect("clap requires --device");
         let mut args = json!({
-            "job-id": self.job_id.clone().unwrap_or_else(|| attached::default_job_id("commit")),
+            "job-id": self.vmm.job_id("commit"),
             "device": device,
         });
         let mut node = |node: &Option<String>, file: &Option<String>| -> Result<Option<String>> {
@@ -145,7 +127,7 @@ impl CommitArgs {
         if let Some(top) = node(&self.top_node, &self.top)? {
             args["top-node"] = json!(top);
         }
-        if let Some(base) = node(&self.base_node, &self.base)? {
+        if let Some(base) = node(&self.vmm.base_node, &self.base)? {
             args["base-node"] = json!(base);
         }
         if let Some(rate) = self.rate {
@@ -156,11 +138,11 @@ impl CommitArgs {
             "commit",
             "block-commit",
             args,
-            self.detach,
+            self.vmm.detach,
             !self.no_pivot,
             if self.quiet { None } else { self.progress },
         )?;
-        if code == ExitCode::SUCCESS && !self.detach && !self.quiet {
+        if code == ExitCode::SUCCESS && !self.vmm.detach && !self.quiet {
             println!("Image committed.");
         }
         Ok(code)

@@ -1,7 +1,7 @@
 //! `qimg stream`.
 
 use super::args::{parse_size, FormatArg, FormatParser, OutputArg, ProgressArg};
-use super::attached;
+use super::attached::{self, AttachArgs};
 use super::exit;
 use super::progress::copy_controls;
 use super::signals;
@@ -33,7 +33,7 @@ pub struct StreamArgs {
     #[arg(long = "backing-file", value_name = "NAME")]
     backing_file: Option<String>,
     /// Stream only from this guest offset (with --length).
-    #[arg(long = "offset", value_name = "N", value_parser = parse_size, requires = "length")]
+    #[arg(long = "offset", value_name = "N", value_parser = parse_size, requires = "length", conflicts_with = "attach")]
     offset: Option<u64>,
     /// Stream only this many bytes (with --offset).
     #[arg(long = "length", value_name = "N", value_parser = parse_size, requires = "offset")]
@@ -42,14 +42,14 @@ pub struct StreamArgs {
     #[arg(short = 'r', long = "rate-limit", value_name = "RATE", value_parser = parse_size)]
     rate: Option<u64>,
     /// Stop cleanly after this long (e.g. 2h), exit 75.
-    #[arg(long = "time-limit", value_name = "DUR", conflicts_with = "deadline")]
+    #[arg(long = "time-limit", value_name = "DUR", conflicts_with_all = ["deadline", "attach"])]
     time_limit: Option<String>,
     /// Stop cleanly at this local time (HH:MM), exit 75.
-    #[arg(long = "deadline", value_name = "HH:MM")]
+    #[arg(long = "deadline", value_name = "HH:MM", conflicts_with = "attach")]
     deadline: Option<String>,
     /// Pause while host I/O pressure (PSI "some avg10" in /proc/pressure/io,
     /// or the file $QIMG_PSI_PATH names) is above PCT percent (default 10).
-    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10")]
+    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10", conflicts_with = "attach")]
     when_idle: Option<u32>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
     #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
@@ -57,28 +57,9 @@ pub struct StreamArgs {
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "human|json")]
     output: OutputArg,
-    /// Run the stream in the VM (or qemu-storage-daemon) behind this QMP
-    /// socket (a path, or tcp:HOST:PORT) instead of touching the files.
-    #[arg(long, value_name = "SOCKET", requires = "device",
-          conflicts_with_all = ["offset", "length", "time_limit", "deadline", "when_idle", "file"])]
-    attach: Option<String>,
-    /// With --attach: the device or node name of the image to stream into.
-    #[arg(long, value_name = "NAME", requires = "attach")]
-    device: Option<String>,
-    /// With --attach: the base by node name (instead of --base FILE).
-    #[arg(
-        long = "base-node",
-        value_name = "NODE",
-        requires = "attach",
-        conflicts_with = "base"
-    )]
-    base_node: Option<String>,
-    /// With --attach: the block job's id (default: qimg-stream-PID).
-    #[arg(long = "job-id", value_name = "ID", requires = "attach")]
-    job_id: Option<String>,
-    /// With --attach: start the job, print its id and return at once.
-    #[arg(long, requires = "attach")]
-    detach: bool,
+    /// Attach mode.
+    #[command(flatten)]
+    vmm: AttachArgs,
     /// The image to stream into.
     #[arg(value_name = "FILE", required_unless_present = "attach")]
     file: Option<PathBuf>,
@@ -87,7 +68,7 @@ pub struct StreamArgs {
 impl StreamArgs {
     /// Runs `stream`.
     pub fn run(self) -> Result<ExitCode> {
-        if let Some(socket) = self.attach.clone() {
+        if let Some(socket) = self.vmm.attach.clone() {
             return self.run_attached(&socket);
         }
         let file = self
@@ -162,12 +143,12 @@ impl StreamArgs {
     /// Starts QEMU's block-stream in the VMM and follows it.
     fn run_attached(self, socket: &str) -> Result<ExitCode> {
         let mut qmp = attached::connect(socket)?;
-        let device = self.device.clone().expect("clap requires --device");
+        let device = self.vmm.device.clone().expect("clap requires --device");
         let mut args = json!({
-            "job-id": self.job_id.clone().unwrap_or_else(|| attached::default_job_id("stream")),
+            "job-id": self.vmm.job_id("stream"),
             "device": device,
         });
-        let base_node = match (&self.base_node, &self.base) {
+        let base_node = match (&self.vmm.base_node, &self.base) {
             (Some(node), _) => Some(node.clone()),
             (None, Some(file)) => Some(node_in_chain(&mut qmp, &device, file)?),
             (None, None) => None,
@@ -186,7 +167,7 @@ impl StreamArgs {
             "stream",
             "block-stream",
             args,
-            self.detach,
+            self.vmm.detach,
             true,
             self.progress,
         )
