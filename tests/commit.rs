@@ -3,13 +3,11 @@
 mod common;
 
 use common::{
-    allocation, assert_json_progress, map_without_offsets, stderr, stdout, three_layer_chain,
-    Fixture,
+    allocation, assert_cancelled, assert_json_progress, cancel_after, map_without_offsets, stderr,
+    stdout, three_layer_chain, Fixture,
 };
-use qimg::engine::control::{Control, StopReason};
-use qimg::engine::Outcome;
 use qimg::ops::commit::{commit, CommitRequest};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 /// The backing file lines of `qemu-img info` (name and format).
 fn backing_lines(fx: &Fixture, image: &str) -> Vec<String> {
@@ -219,24 +217,8 @@ fn an_interrupted_commit_leaves_the_image_whole_and_can_run_again() {
         threads: 2,
         ..Default::default()
     };
-    let control = Control::default()
-        .with_cancel_flag(&STOP_COMMIT)
-        .with_progress(|p| {
-            if p.done >= 2 << 20 {
-                STOP_COMMIT.store(true, Ordering::SeqCst);
-            }
-        });
-    let outcome = commit(&request, &control).expect("commit");
-    assert!(
-        matches!(
-            outcome,
-            Outcome::Stopped {
-                reason: StopReason::Cancelled,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
+    let control = cancel_after(&STOP_COMMIT, 2 << 20);
+    assert_cancelled(commit(&request, &control).expect("commit"));
     // Part of the data is in the base; the top still holds all of it.
     fx.assert_clean("top.qcow2");
     fx.assert_clean("base.qcow2");

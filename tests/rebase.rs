@@ -3,12 +3,11 @@
 mod common;
 
 use common::{
-    assert_json_progress, map_without_offsets, stderr, stdout, three_layer_chain, Fixture,
+    assert_cancelled, assert_json_progress, cancel_after, map_without_offsets, stderr, stdout,
+    three_layer_chain, Fixture,
 };
-use qimg::engine::control::{Control, StopReason};
-use qimg::engine::Outcome;
 use qimg::ops::rebase::{rebase, RebaseRequest};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 #[test]
 fn safe_rebase_matches_qemu_img() {
@@ -163,24 +162,8 @@ fn an_interrupted_rebase_keeps_its_old_backing_file_and_can_run_again() {
         threads: 2,
         ..Default::default()
     };
-    let control = Control::default()
-        .with_cancel_flag(&STOP_REBASE)
-        .with_progress(|p| {
-            if p.done >= 2 << 20 {
-                STOP_REBASE.store(true, Ordering::SeqCst);
-            }
-        });
-    let outcome = rebase(&request, &control).expect("rebase");
-    assert!(
-        matches!(
-            outcome,
-            Outcome::Stopped {
-                reason: StopReason::Cancelled,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
+    let control = cancel_after(&STOP_REBASE, 2 << 20);
+    assert_cancelled(rebase(&request, &control).expect("rebase"));
     // Part copied, the old backing file still named, the guest view intact.
     fx.assert_clean("top.qcow2");
     fx.assert_same("before.raw", "top.qcow2");

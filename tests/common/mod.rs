@@ -370,3 +370,32 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+/// Controls that cancel a copy (as SIGINT does, through `flag`) once
+/// `bytes` of it are done.
+pub fn cancel_after(
+    flag: &'static std::sync::atomic::AtomicBool,
+    bytes: u64,
+) -> qimg::engine::control::Control {
+    qimg::engine::control::Control::default()
+        .with_cancel_flag(flag)
+        .with_progress(move |p| {
+            if p.done >= bytes {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+}
+
+/// Asserts that a copy stopped because it was cancelled.
+pub fn assert_cancelled(outcome: qimg::engine::Outcome) {
+    assert!(
+        matches!(
+            outcome,
+            qimg::engine::Outcome::Stopped {
+                reason: qimg::engine::control::StopReason::Cancelled,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}
