@@ -216,6 +216,15 @@ impl Chain {
     }
 }
 
+/// The most requests any of `layers` wants in flight.
+fn requests_in_flight(layers: &[Layer]) -> usize {
+    layers
+        .iter()
+        .map(|l| l.image.storage().requests_in_flight())
+        .max()
+        .unwrap_or(1)
+}
+
 /// " (looked for DIR/NAME)" when the resolved path differs from the stored name.
 fn looked_at(name: &str, resolved: &Path) -> String {
     if Path::new(name) == resolved {
@@ -252,6 +261,12 @@ impl<'a> View<'a> {
     /// The guest size (the top layer's virtual size).
     pub fn virtual_size(&self) -> u64 {
         self.layers[0].image.virtual_size()
+    }
+
+    /// How many reads to keep in flight through this view: the most any
+    /// of its layers wants (a network export wants several).
+    pub fn requests_in_flight(&self) -> usize {
+        requests_in_flight(self.layers)
     }
 
     /// The layers of this view, top first.
@@ -364,6 +379,10 @@ pub struct LayersReader {
 impl GuestRead for LayersReader {
     fn virtual_size(&self) -> u64 {
         self.layers[0].image.virtual_size()
+    }
+
+    fn requests_in_flight(&self) -> usize {
+        requests_in_flight(&self.layers)
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {

@@ -110,9 +110,6 @@ impl ConvertArgs {
                 ))
             }
             Some(n) => n,
-            // Reading over the network waits on round trips more than on
-            // the CPU: keep as many requests in flight as qemu-img does.
-            None if self.files.iter().any(|f| qimg::io::nbd_uri(f).is_some()) => 8,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         let mut files = self.files;

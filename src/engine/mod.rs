@@ -45,6 +45,11 @@ pub struct Step {
 pub trait Source: Sync {
     /// Reads guest bytes at `offset`.
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// How many reads it wants in flight: the engine runs at least that
+    /// many readers.
+    fn requests_in_flight(&self) -> usize {
+        1
+    }
 }
 
 /// Any guest reader (e.g. a chain's reader) as a copy source.
@@ -54,11 +59,17 @@ impl Source for GuestSource<'_> {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.0.read(offset, buf)
     }
+    fn requests_in_flight(&self) -> usize {
+        self.0.requests_in_flight()
+    }
 }
 
 impl Source for crate::chain::View<'_> {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         crate::chain::View::read(self, offset, buf)
+    }
+    fn requests_in_flight(&self) -> usize {
+        crate::chain::View::requests_in_flight(self)
     }
 }
 
@@ -212,36 +223,24 @@ fn prepare(
         let (base, sparse) = (step.target_offset, options.sparse as usize);
         let segments = match reference {
             None => zero::segments(&buf, base, sparse),
-            Some(reference) => REFERENCE.with(|cell| -> Result<_> {
-                let mut other = cell.borrow_mut();
-                other.resize(buf.len(), 0);
-                reference.read(step.source_offset, &mut other)?;
-                Ok(changed_segments(
-                    &buf,
-                    base,
-                    sparse,
-                    &other,
-                    target.granularity(),
-                ))
+            Some(reference) => with_reference(reference, step, |other| {
+                changed_segments(&buf, base, sparse, other, target.granularity())
             })?,
         };
         return Ok(Prepared::Plain { buf, segments });
     };
+    let cluster = cluster as usize;
     let unchanged: Vec<bool> = match reference {
         None => Vec::new(),
-        Some(reference) => REFERENCE.with(|cell| -> Result<_> {
-            let mut other = cell.borrow_mut();
-            other.resize(buf.len(), 0);
-            reference.read(step.source_offset, &mut other)?;
-            Ok(buf
-                .chunks(cluster as usize)
-                .zip(other.chunks(cluster as usize))
+        Some(reference) => with_reference(reference, step, |other| {
+            buf.chunks(cluster)
+                .zip(other.chunks(cluster))
                 .map(|(a, b)| a == b)
-                .collect())
+                .collect()
         })?,
     };
     let mut clusters = Vec::new();
-    for (i, part) in buf.chunks(cluster as usize).enumerate() {
+    for (i, part) in buf.chunks(cluster).enumerate() {
         if unchanged.get(i) == Some(&true) {
             clusters.push(Some(Packed::Unchanged));
             continue;
@@ -251,14 +250,34 @@ fn prepare(
             continue;
         }
         // The last cluster of an image may be short: compress it zero-padded.
-        let mut whole = part.to_vec();
-        whole.resize(cluster as usize, 0);
-        clusters.push(Some(match target.compress_cluster(&whole)? {
+        let padded;
+        let whole = if part.len() == cluster {
+            part
+        } else {
+            padded = [part, &vec![0u8; cluster - part.len()]].concat();
+            &padded
+        };
+        clusters.push(Some(match target.compress_cluster(whole)? {
             Some(c) => Packed::Compressed(c),
             None => Packed::Plain(part.to_vec()),
         }));
     }
     Ok(Prepared::Clusters(clusters))
+}
+
+/// Reads the reference view of `step` into this worker's own buffer and
+/// hands it to `compare`.
+fn with_reference<T>(
+    reference: &dyn Source,
+    step: &Step,
+    compare: impl FnOnce(&[u8]) -> T,
+) -> Result<T> {
+    REFERENCE.with(|cell| {
+        let mut other = cell.borrow_mut();
+        other.resize(step.len as usize, 0);
+        reference.read(step.source_offset, &mut other)?;
+        Ok(compare(&other))
+    })
 }
 
 /// Runs `plan` from `source` into `target`. Reader tasks on a rayon pool of
@@ -300,7 +319,13 @@ fn run(
     options: &CopyOptions,
     control: &Control,
 ) -> Result<Outcome> {
-    let threads = options.threads.max(1);
+    // A network source keeps several reads in flight whatever the cores.
+    let wanted = reference.map_or(1, |r| r.requests_in_flight());
+    let threads = options
+        .threads
+        .max(source.requests_in_flight())
+        .max(wanted)
+        .max(1);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -505,6 +530,61 @@ mod tests {
             let got = storage.contents();
             assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
         }
+    }
+
+    /// A slow source that wants `wants` reads in flight and records how
+    /// many it saw at once.
+    struct Remote {
+        wants: usize,
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Source for Remote {
+        fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(n, SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            self.now.fetch_sub(1, SeqCst);
+            Pattern {
+                fail_at: None,
+                panic: false,
+            }
+            .read(offset, buf)
+        }
+        fn requests_in_flight(&self) -> usize {
+            self.wants
+        }
+    }
+
+    #[test]
+    fn a_source_that_wants_reads_in_flight_gets_them() {
+        let source = Remote {
+            wants: 4,
+            now: Default::default(),
+            most: Default::default(),
+        };
+        let storage = Arc::new(MemStorage::new("t.raw", vec![0; 4 << 20]));
+        let target = Raw::open(Box::new(storage.clone())).unwrap();
+        let plan = [Step {
+            target_offset: 0,
+            source_offset: 0,
+            len: 4 << 20,
+            action: Action::Copy,
+        }];
+        let options = CopyOptions {
+            chunk_size: 64 << 10,
+            threads: 1,
+            ..Default::default()
+        };
+        copy(&source, &target, &plan, &options, &Control::default()).unwrap();
+        let most = source.most.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            most > 1,
+            "one thread asked, four wanted: saw {most} reads at once"
+        );
+        assert!(most <= 4, "{most} reads at once");
     }
 
     #[test]

@@ -132,6 +132,10 @@ pub trait GuestRead: Send + Sync + fmt::Debug {
     fn virtual_size(&self) -> u64;
     /// Reads guest bytes at `offset` (zeros past the size).
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// How many reads to keep in flight (see `Storage::requests_in_flight`).
+    fn requests_in_flight(&self) -> usize {
+        1
+    }
 }
 
 /// An open image of some format, read side. `&self` everywhere, so parallel

@@ -119,6 +119,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn protocol(&self) -> &'static str {
         "file"
     }
+    /// How many requests readers should keep in flight to it: 1 for a
+    /// local file (the cores decide), more for a network export, whose
+    /// reads wait on round trips.
+    fn requests_in_flight(&self) -> usize {
+        1
+    }
     /// The current length in bytes.
     fn len(&self) -> Result<u64>;
     /// Whether the storage is empty.
@@ -191,6 +197,9 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     }
     fn protocol(&self) -> &'static str {
         (**self).protocol()
+    }
+    fn requests_in_flight(&self) -> usize {
+        (**self).requests_in_flight()
     }
     fn len(&self) -> Result<u64> {
         (**self).len()

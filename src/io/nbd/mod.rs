@@ -194,6 +194,10 @@ impl Storage for NbdStorage {
         "nbd"
     }
 
+    fn requests_in_flight(&self) -> usize {
+        MAX_CONNECTIONS
+    }
+
     fn len(&self) -> Result<u64> {
         Ok(self.export.size)
     }
