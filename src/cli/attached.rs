@@ -6,6 +6,7 @@ use super::args::ProgressArg;
 use super::progress::Reporter;
 use super::signals;
 use qimg::attach::jobs::{follow, start, Follow, JobEnd};
+use qimg::attach::nodes::node_in_chain;
 use qimg::attach::qmp::{Qmp, DEFAULT_TIMEOUT};
 use qimg::engine::control::Progress;
 use qimg::error::{Error, ErrorKind, Result};
@@ -49,6 +50,21 @@ impl AttachArgs {
     /// The job id to send: the one given, or `qimg-OP-PID`.
     pub fn job_id(&self, op: &str) -> String {
         self.job_id.clone().unwrap_or_else(|| default_job_id(op))
+    }
+}
+
+/// The node to name in a job for an image given by `node` name or by
+/// `file` name (resolved in `device`'s chain), if either was given.
+pub fn node_for(
+    qmp: &mut Qmp,
+    device: &str,
+    node: &Option<String>,
+    file: &Option<String>,
+) -> Result<Option<String>> {
+    match (node, file) {
+        (Some(n), _) => Ok(Some(n.clone())),
+        (None, Some(f)) => node_in_chain(qmp, device, f).map(Some),
+        (None, None) => Ok(None),
     }
 }
 

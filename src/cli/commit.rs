@@ -5,7 +5,6 @@ use super::attached::{self, AttachArgs};
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
-use qimg::attach::nodes::node_in_chain;
 use qimg::engine::Outcome;
 use qimg::error::Result;
 use qimg::ops::commit::{commit, CommitRequest};
@@ -117,17 +116,11 @@ impl CommitArgs {
             "job-id": self.vmm.job_id("commit"),
             "device": device,
         });
-        let mut node = |node: &Option<String>, file: &Option<String>| -> Result<Option<String>> {
-            match (node, file) {
-                (Some(n), _) => Ok(Some(n.clone())),
-                (None, Some(f)) => node_in_chain(&mut qmp, &device, f).map(Some),
-                (None, None) => Ok(None),
-            }
-        };
-        if let Some(top) = node(&self.top_node, &self.top)? {
+        if let Some(top) = attached::node_for(&mut qmp, &device, &self.top_node, &self.top)? {
             args["top-node"] = json!(top);
         }
-        if let Some(base) = node(&self.vmm.base_node, &self.base)? {
+        if let Some(base) = attached::node_for(&mut qmp, &device, &self.vmm.base_node, &self.base)?
+        {
             args["base-node"] = json!(base);
         }
         if let Some(rate) = self.rate {

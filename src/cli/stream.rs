@@ -6,7 +6,6 @@ use super::exit;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
-use qimg::attach::nodes::node_in_chain;
 use qimg::engine::control::StopReason;
 use qimg::engine::idle::{IoPressureGate, DEFAULT_PSI_PATH};
 use qimg::engine::Outcome;
@@ -148,12 +147,8 @@ impl StreamArgs {
             "job-id": self.vmm.job_id("stream"),
             "device": device,
         });
-        let base_node = match (&self.vmm.base_node, &self.base) {
-            (Some(node), _) => Some(node.clone()),
-            (None, Some(file)) => Some(node_in_chain(&mut qmp, &device, file)?),
-            (None, None) => None,
-        };
-        if let Some(node) = base_node {
+        if let Some(node) = attached::node_for(&mut qmp, &device, &self.vmm.base_node, &self.base)?
+        {
             args["base-node"] = json!(node);
         }
         if let Some(name) = &self.backing_file {
