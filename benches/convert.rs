@@ -11,18 +11,15 @@
 
 mod common;
 
-use common::{generate_disk, measure, median, refs, sh};
+use common::{disk_dir, measure, median, refs, sh};
 
 const SIZE: u64 = 2 << 30;
 const RUNS: usize = 3;
 
 fn main() {
     let qimg = env!("CARGO_BIN_EXE_qimg");
-    let tmp = tempfile::tempdir().expect("temporary directory");
+    let tmp = disk_dir(SIZE);
     let dir = tmp.path();
-    eprintln!("generating a 2 GiB disk in {}", dir.display());
-    generate_disk(&dir.join("disk.raw"), SIZE);
-    sh(dir, "qemu-img convert -O qcow2 disk.raw disk.qcow2");
 
     let cases: [(&str, &[&str]); 5] = [
         (

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{generate_disk, measure, median, sh};
+use common::{disk_dir, measure, median};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,14 +14,8 @@ const RUNS: usize = 3;
 
 fn main() {
     let qimg = env!("CARGO_BIN_EXE_qimg");
-    let tmp = tempfile::tempdir().expect("temporary directory");
+    let tmp = disk_dir(SIZE);
     let dir = tmp.path();
-    eprintln!("generating a 2 GiB disk in {}", dir.display());
-    generate_disk(&dir.join("disk.raw"), SIZE);
-    sh(
-        dir,
-        "qemu-img convert -O qcow2 disk.raw disk.qcow2 && rm disk.raw",
-    );
     let socket = dir.join("nbd.sock");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

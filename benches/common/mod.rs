@@ -95,6 +95,20 @@ pub fn generate_disk(path: &Path, size: u64) {
     }
 }
 
+/// A temporary directory holding the generated disk of `size` bytes as
+/// `disk.raw` and, converted by qemu-img, `disk.qcow2`.
+pub fn disk_dir(size: u64) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    eprintln!(
+        "generating a {} MiB disk in {}",
+        size >> 20,
+        tmp.path().display()
+    );
+    generate_disk(&tmp.path().join("disk.raw"), size);
+    sh(tmp.path(), "qemu-img convert -O qcow2 disk.raw disk.qcow2");
+    tmp
+}
+
 /// Borrows a list of strings as `&str`s.
 pub fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
