@@ -271,3 +271,41 @@ fn a_server_killed_mid_stream_is_a_clear_error_and_a_rerun_completes() {
     fx.assert_same(want, "dest.qcow2");
     assert!(!stdout(&fx.qemu_img(&["info", "dest.qcow2"])).contains("backing file"));
 }
+
+/// A local overlay whose base is a writable export: commit sends the
+/// overlay's data to the server and empties the overlay.
+#[test]
+fn commit_into_an_export() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f raw base.raw 8M
+         qemu-io -f raw -c 'write -P 0x11 0 8M' base.raw >/dev/null");
+    let mut server = QemuNbd::start(&fx, "base.raw", "raw", false, true);
+    let uri = server.uri.clone();
+    let out = fx.qimg(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        &uri,
+        "-F",
+        "raw",
+        "top.qcow2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.sh(
+        "qemu-io -c 'write -P 0x22 1M 64k' -c 'write -z 3M 64k' top.qcow2 >/dev/null
+         qemu-img convert -O raw top.qcow2 want.raw",
+    );
+    let out = fx.qimg(&["commit", "top.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.assert_same("want.raw", "top.qcow2");
+    fx.assert_clean("top.qcow2");
+    let map = stdout(&fx.qemu_img(&["map", "--output=json", "top.qcow2"]));
+    assert!(
+        !map.contains("\"depth\": 0"),
+        "the overlay was not emptied:\n{map}"
+    );
+    server.stop();
+    fx.assert_same("want.raw", "base.raw");
+}

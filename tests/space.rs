@@ -163,3 +163,52 @@ fn a_read_only_image_is_refused_untouched() {
     }
     assert_whole(&fx, "ro/top.qcow2", "after the refusals");
 }
+
+#[test]
+fn a_commit_into_a_full_base_keeps_the_top_and_a_rerun_finishes() {
+    let fx = Fixture::new();
+    let mount = Mount::new(&fx, "small", "3M");
+    fx.sh("qemu-img create -q -f qcow2 small/base.qcow2 16M
+         qemu-io -c 'write -P 0x11 0 1M' small/base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b \"$PWD/small/base.qcow2\" -F qcow2 top.qcow2
+         qemu-io -c 'write -P 0x22 0 8M' top.qcow2 >/dev/null
+         qemu-img convert -O raw top.qcow2 before.raw");
+    let top_before = fx.read("top.qcow2");
+    match &mount {
+        Some(_) => {
+            let out = fx.qimg(&["commit", "top.qcow2"]);
+            assert_one_error_line(
+                &out,
+                &["small/base.qcow2", "No space left on device"],
+                "commit",
+            );
+        }
+        None => {
+            eprintln!("no tmpfs mount here (needs CAP_SYS_ADMIN): simulating the full disk");
+            let session = FaultSession::start(20);
+            let request = qimg::ops::commit::CommitRequest {
+                file: fx.path("top.qcow2"),
+                threads: 2,
+                ..Default::default()
+            };
+            let result = qimg::ops::commit::commit(&request, &Default::default());
+            assert!(result.is_err(), "{result:?}");
+            session.write_back(|_, _| true).unwrap();
+        }
+    }
+    // The top was not emptied: the guest still sees everything.
+    assert!(fx.read("top.qcow2") == top_before, "the top changed");
+    assert_whole(&fx, "top.qcow2", "commit on a full disk");
+    let check = fx.qemu_img(&["check", "small/base.qcow2"]).status.code();
+    assert!(
+        matches!(check, Some(0) | Some(3)),
+        "base check exit {check:?}"
+    );
+    if let Some(m) = &mount {
+        m.remount("size=64M");
+    }
+    let out = fx.qimg(&["commit", "top.qcow2"]);
+    assert!(out.status.success(), "rerun: {}", stderr(&out));
+    assert_whole(&fx, "top.qcow2", "commit rerun");
+    fx.assert_same("before.raw", "small/base.qcow2");
+}
