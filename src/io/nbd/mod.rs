@@ -327,15 +327,5 @@ impl Storage for NbdStorage {
     }
 }
 
-/// Releases a range of the export (advisory), where the server allows it.
-pub fn trim(storage: &NbdStorage, offset: u64, len: u32) -> Result<()> {
-    storage.require_writable()?;
-    storage.forget_status();
-    if storage.export.flags & TFLAG_SEND_TRIM == 0 {
-        return Ok(());
-    }
-    storage.command(CMD_TRIM, offset, len)
-}
-
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,6 @@ pub(super) const INFO_EXPORT: u16 = 0;
 
 pub(super) const TFLAG_READ_ONLY: u16 = 1 << 1;
 pub(super) const TFLAG_SEND_FLUSH: u16 = 1 << 2;
-pub(super) const TFLAG_SEND_TRIM: u16 = 1 << 5;
 pub(super) const TFLAG_SEND_WRITE_ZEROES: u16 = 1 << 6;
 pub(super) const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 
@@ -43,7 +42,6 @@ pub(super) const CMD_READ: u16 = 0;
 pub(super) const CMD_WRITE: u16 = 1;
 pub(super) const CMD_DISC: u16 = 2;
 pub(super) const CMD_FLUSH: u16 = 3;
-pub(super) const CMD_TRIM: u16 = 4;
 pub(super) const CMD_WRITE_ZEROES: u16 = 6;
 pub(super) const CMD_BLOCK_STATUS: u16 = 7;
 
