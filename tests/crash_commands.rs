@@ -24,19 +24,30 @@ fn layers(top: &str) -> [String; 3] {
 }
 
 /// base (0x11 over 0-1.5M) <- mid (0x22 over 512k-2M, a zero cluster at
-/// 3M) <- top (0x33 scattered over 2M, a zero cluster at 600k), 4 MiB
-/// each; the top's guest content goes to `before.raw`.
-fn make_chain(fx: &Fixture, top: &str) {
+/// 3M when it reaches that far) <- top (0x33 scattered over 2M, a zero
+/// cluster at 600k, and 0x37 at 3M), 4 MiB; base and mid are 4 MiB too,
+/// or 2 MiB with `small_base` (a commit to the base then grows it, moving
+/// its L1 table). The
+/// top's guest content goes to `before.raw`.
+fn make_chain(fx: &Fixture, top: &str, small_base: bool) {
     let format = top.rsplit('.').next().unwrap();
+    // The small base has 512-byte clusters: one L1 cluster maps 2 MiB, so
+    // growing it to 4 MiB moves its L1 table.
+    let (below, base_opts, mid_zero) = if small_base {
+        ("2M", "-o cluster_size=512", "")
+    } else {
+        ("4M", "", "-c 'write -z 3M 64k'")
+    };
     fx.sh(&format!(
         "rm -f *.qcow2 *.qed *.raw
-         qemu-img create -q -f qcow2 base.qcow2 4M
+         qemu-img create -q -f qcow2 {base_opts} base.qcow2 {below}
          qemu-io -c 'write -P 0x11 0 1536k' base.qcow2 >/dev/null
-         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2
-         qemu-io -c 'write -P 0x22 512k 1536k' -c 'write -z 3M 64k' mid.qcow2 >/dev/null
-         qemu-img create -q -f {format} -b mid.qcow2 -F qcow2 {top}
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 mid.qcow2 {below}
+         qemu-io -c 'write -P 0x22 512k 1536k' {mid_zero} mid.qcow2 >/dev/null
+         qemu-img create -q -f {format} -b mid.qcow2 -F qcow2 {top} 4M
          qemu-io -f {format} -c 'write -P 0x33 0 64k' -c 'write -P 0x34 256k 100k' \
-             -c 'write -z 600k 64k' -c 'write -P 0x35 1M 64k' -c 'write -P 0x36 1600k 200k' {top} >/dev/null
+             -c 'write -z 600k 64k' -c 'write -P 0x35 1M 64k' -c 'write -P 0x36 1600k 200k' \
+             -c 'write -P 0x37 3M 64k' {top} >/dev/null
          qemu-img convert -O raw {top} before.raw"
     ));
 }
@@ -148,8 +159,13 @@ fn assert_rerun_finishes(fx: &Fixture, top: &str, args: &[&str], want: &[String]
 /// else an even spread that always includes the last ones, where headers
 /// are rewritten), keeping all, none, or half of the unflushed writes.
 fn crash_everywhere(top: &str, args: &[&str]) {
+    crash_everywhere_in(top, false, args)
+}
+
+/// As [`crash_everywhere`], on the chain `make_chain` makes with `small_base`.
+fn crash_everywhere_in(top: &str, small_base: bool, args: &[&str]) {
     let fx = Fixture::new();
-    make_chain(&fx, top);
+    make_chain(&fx, top, small_base);
     let originals: Vec<(String, Vec<u8>)> = layers(top)
         .into_iter()
         .map(|f| {
@@ -243,6 +259,13 @@ fn commit_keeping_the_top_survives_crashes() {
 fn commit_to_a_deeper_base_survives_crashes() {
     for top in ["top.qcow2", "top.qed"] {
         crash_everywhere(top, &["commit", "-b", "base.qcow2", top]);
+    }
+}
+
+#[test]
+fn commit_growing_the_base_survives_crashes() {
+    for top in ["top.qcow2", "top.qed"] {
+        crash_everywhere_in(top, true, &["commit", "-b", "base.qcow2", top]);
     }
 }
 
