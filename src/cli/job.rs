@@ -5,6 +5,7 @@ use super::attached;
 use clap::{Args, Subcommand};
 use qimg::attach::jobs::{control, list, pick};
 use qimg::error::{Error, Result};
+use qimg::output::human::size_to_str;
 use serde_json::json;
 use std::process::ExitCode;
 
@@ -104,7 +105,7 @@ impl JobArgs {
                             let speed = if j.speed == 0 {
                                 "unlimited".to_string()
                             } else {
-                                format!("{} B/s", j.speed)
+                                format!("{}/s", size_to_str(j.speed))
                             };
                             println!(
                                 "{:<24} {:<8} {:<10} {:>7.2}% {:>12}",
