@@ -309,3 +309,34 @@ fn commit_into_an_export() {
     server.stop();
     fx.assert_same("want.raw", "base.raw");
 }
+
+#[test]
+fn an_export_cannot_be_created() {
+    let fx = Fixture::new();
+    source(&fx);
+    for args in [
+        &[
+            "convert",
+            "-O",
+            "raw",
+            "src.qcow2",
+            "nbd://127.0.0.1:10999/x",
+        ][..],
+        &[
+            "create",
+            "-f",
+            "raw",
+            "nbd+unix:///x?socket=/nonexistent.sock",
+            "1M",
+        ],
+    ] {
+        let out = fx.qimg(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(stdout(&out), "", "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("does not support image creation") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}

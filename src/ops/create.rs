@@ -201,6 +201,12 @@ impl CreatePlan {
 pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
     let format = req.format.unwrap_or(FormatKind::Raw);
     let at_file = |e: Error| e.with_path(&req.file);
+    if crate::io::nbd_uri(&req.file).is_some() {
+        return Err(at_file(Error::unsupported(
+            "Protocol driver 'nbd' does not support image creation \
+             (write into an existing export with convert -n)",
+        )));
+    }
     let mut o = Options::parse(format, &req.options).map_err(at_file)?;
     if let Some(b) = &req.backing {
         o.set("backing_file", b);
