@@ -35,3 +35,105 @@ pub fn plan_view(
     }
     Ok(steps)
 }
+
+/// Rounds the copy steps of one source out to whole target clusters of
+/// `cluster` bytes, for a compressed copy: a cluster is stored compressed
+/// only when it is written whole, so a copy that starts or ends inside one
+/// (the source's block status is finer than the target's clusters, e.g. a
+/// raw file's 4 KiB holes) takes in the rest of that cluster from the
+/// source, where it reads as the zeros of its holes. Rounding stays within
+/// `[lo, hi)`, the target range this source fills (concatenated sources
+/// need not be cluster-aligned), so no byte of another source is read.
+/// Every step must have the same target − source shift; the result
+/// partitions the same range, the neighbours of the copies shrunk.
+pub fn align_copies(steps: &[Step], cluster: u64, lo: u64, hi: u64) -> Vec<Step> {
+    let Some(first) = steps.first() else {
+        return Vec::new();
+    };
+    let shift = first.target_offset - first.source_offset;
+    // The copy ranges, rounded out and merged.
+    let mut copies: Vec<(u64, u64)> = Vec::new();
+    for s in steps.iter().filter(|s| s.action == Action::Copy) {
+        let start = (s.target_offset / cluster * cluster).max(lo);
+        let end = (s.target_offset + s.len)
+            .div_ceil(cluster)
+            .saturating_mul(cluster)
+            .min(hi);
+        match copies.last_mut() {
+            Some(last) if last.1 >= start => last.1 = last.1.max(end),
+            _ => copies.push((start, end)),
+        }
+    }
+    let step = |from: u64, to: u64, action: Action| Step {
+        target_offset: from,
+        source_offset: from - shift,
+        len: to - from,
+        action,
+    };
+    let mut out: Vec<Step> = copies
+        .iter()
+        .map(|&(a, b)| step(a, b, Action::Copy))
+        .collect();
+    // What is left of the other steps once the copies are taken out; both
+    // lists are sorted, so one cursor walks the copies.
+    let mut k = 0;
+    for s in steps.iter().filter(|s| s.action != Action::Copy) {
+        let (mut from, to) = (s.target_offset, s.target_offset + s.len);
+        while k < copies.len() && copies[k].1 <= from {
+            k += 1;
+        }
+        let mut j = k;
+        while from < to && j < copies.len() && copies[j].0 < to {
+            let (cs, ce) = copies[j];
+            if cs > from {
+                out.push(step(from, cs, s.action));
+            }
+            from = from.max(ce);
+            j += 1;
+        }
+        if from < to {
+            out.push(step(from, to, s.action));
+        }
+    }
+    out.sort_by_key(|s| s.target_offset);
+    out
+}
+
+/// Splits copy steps into whole clusters of `cluster` bytes (the image's
+/// last cluster, ending at `size`, may be short) and the pieces of
+/// clusters left over at their ends: the first can be stored compressed,
+/// the second only as they are. Other steps go with the whole clusters.
+pub fn split_at_clusters(steps: &[Step], cluster: u64, size: u64) -> (Vec<Step>, Vec<Step>) {
+    let (mut whole, mut parts) = (Vec::new(), Vec::new());
+    for s in steps {
+        if s.action != Action::Copy {
+            whole.push(*s);
+            continue;
+        }
+        let piece = |from: u64, to: u64| Step {
+            target_offset: from,
+            source_offset: s.source_offset + (from - s.target_offset),
+            len: to - from,
+            action: Action::Copy,
+        };
+        let (start, end) = (s.target_offset, s.target_offset + s.len);
+        let first = start.div_ceil(cluster) * cluster;
+        let last = if end == size {
+            end
+        } else {
+            end / cluster * cluster
+        };
+        if first >= last {
+            parts.push(*s);
+            continue;
+        }
+        if start < first {
+            parts.push(piece(start, first));
+        }
+        whole.push(piece(first, last));
+        if last < end {
+            parts.push(piece(last, end));
+        }
+    }
+    (whole, parts)
+}

@@ -3,7 +3,7 @@
 
 use crate::chain::{Chain, View};
 use crate::engine::control::Control;
-use crate::engine::plan::plan_view;
+use crate::engine::plan::{align_copies, plan_view, split_at_clusters};
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, Result};
 use crate::format::FormatKind;
@@ -144,16 +144,49 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
     let mut plans = Vec::new();
     for source in &sources {
         let view = source.view();
-        let steps = plan(&view, base, req.backing.is_some(), req.sparse)?;
+        let mut steps = plan(&view, base, req.backing.is_some(), req.sparse)?;
+        if let (Some(cluster), None) = (options.compress_cluster, &req.backing) {
+            // Without a backing file, the rest of a cluster a copy only
+            // partly covers reads as zeros in the source too: take it in,
+            // so the cluster can go compressed.
+            steps = align_copies(&steps, cluster, base, base + view.virtual_size());
+        }
         control.add_total(steps.iter().map(|s| s.len).sum());
         plans.push(steps);
         base += view.virtual_size();
     }
     for (source, steps) in sources.iter().zip(&plans) {
-        let outcome = copy(&source.view(), image, steps, &options, control)?;
+        let outcome = copy_source(&source.view(), image, steps, &options, control)?;
         if outcome != Outcome::Completed {
             return Ok(outcome);
         }
     }
     Ok(Outcome::Completed)
+}
+
+/// Copies one source's plan. A compressed copy writes whole clusters
+/// compressed, then the pieces of clusters it only partly covers (at a
+/// concatenation boundary, or next to ranges `-B`'s backing file provides)
+/// as they are, so the target fills in the rest of those clusters itself.
+fn copy_source(
+    view: &View<'_>,
+    image: &dyn crate::format::Format,
+    steps: &[Step],
+    options: &CopyOptions,
+    control: &Control,
+) -> Result<Outcome> {
+    let Some(cluster) = options.compress_cluster else {
+        return copy(view, image, steps, options, control);
+    };
+    let (whole, parts) = split_at_clusters(steps, cluster, image.virtual_size());
+    match copy(view, image, &whole, options, control)? {
+        Outcome::Completed => {
+            let plain = CopyOptions {
+                compress_cluster: None,
+                ..*options
+            };
+            copy(view, image, &parts, &plain, control)
+        }
+        stopped => Ok(stopped),
+    }
 }

@@ -5,6 +5,7 @@
 
 use crate::chain::{Chain, View};
 use crate::engine::control::Control;
+use crate::engine::plan::split_at_clusters;
 use crate::engine::{copy_changes, Action, CopyOptions, GuestSource, Outcome, Step};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::{open_image_writable, BackingSpec, FormatKind, GuestRead};
@@ -162,37 +163,4 @@ fn plan(view: &View<'_>, unit: u64) -> Result<Vec<Step>> {
         offset = end;
     }
     Ok(steps)
-}
-
-/// Splits copy steps into whole clusters (of `cluster` bytes; the image's
-/// last cluster may be short) and the pieces of clusters left over.
-fn split_at_clusters(steps: &[Step], cluster: u64, size: u64) -> (Vec<Step>, Vec<Step>) {
-    let (mut whole, mut parts) = (Vec::new(), Vec::new());
-    let piece = |from: u64, to: u64| Step {
-        target_offset: from,
-        source_offset: from,
-        len: to - from,
-        action: Action::Copy,
-    };
-    for s in steps {
-        let (start, end) = (s.target_offset, s.target_offset + s.len);
-        let first = start.div_ceil(cluster) * cluster;
-        let last = if end == size {
-            end
-        } else {
-            end / cluster * cluster
-        };
-        if first >= last {
-            parts.push(*s);
-            continue;
-        }
-        if start < first {
-            parts.push(piece(start, first));
-        }
-        whole.push(piece(first, last));
-        if last < end {
-            parts.push(piece(last, end));
-        }
-    }
-    (whole, parts)
 }

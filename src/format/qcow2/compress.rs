@@ -68,6 +68,13 @@ thread_local! {
 /// data, half of many disks) and stored plainly without deflating it all.
 const PROBE: usize = 4096;
 
+/// Output room for deflating `len` bytes that always lets the stream end:
+/// stored blocks cost 5 bytes each, and zlib-rs may cut them as short as
+/// its pending buffer, so leave generous slack over `len`.
+fn deflate_room(len: usize) -> usize {
+    len + len / 8 + 64
+}
+
 fn deflate_raw_4k(input: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
     DEFLATE.with(|cell| {
         let mut slot = cell.borrow_mut();
@@ -75,25 +82,39 @@ fn deflate_raw_4k(input: &[u8], limit: usize) -> Result<Option<Vec<u8>>> {
             flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 12)
         });
         let failed = |e| Error::io("deflate failed", std::io::Error::other(e));
-        if input.len() >= 4 * PROBE {
-            c.reset();
-            let mut sample = Vec::with_capacity(PROBE);
-            let status = c
-                .compress_vec(&input[..PROBE], &mut sample, flate2::FlushCompress::Finish)
-                .map_err(failed)?;
-            if status != flate2::Status::StreamEnd || sample.len() >= PROBE - PROBE / 64 {
-                return Ok(None);
+        // zlib-rs 0.6.8 (the newest release) does not rewind its pending
+        // buffer on reset when a stream was left unfinished for want of
+        // output room; after about 15 such streams it panics. So every
+        // stream is given room to finish, and a context whose stream did
+        // not finish anyway is dropped, never reset and reused.
+        let outcome = (|| {
+            if input.len() >= 4 * PROBE {
+                c.reset();
+                let mut sample = Vec::with_capacity(deflate_room(PROBE));
+                let status = c
+                    .compress_vec(&input[..PROBE], &mut sample, flate2::FlushCompress::Finish)
+                    .map_err(failed)?;
+                if status != flate2::Status::StreamEnd {
+                    return Ok((None, false));
+                }
+                if sample.len() >= PROBE - PROBE / 64 {
+                    return Ok((None, true));
+                }
             }
-        }
-        c.reset();
-        let mut out = Vec::with_capacity(limit + 64);
-        match c
-            .compress_vec(input, &mut out, flate2::FlushCompress::Finish)
-            .map_err(failed)?
-        {
-            flate2::Status::StreamEnd => Ok(Some(out)),
-            // The output buffer filled up: it does not compress well enough.
-            _ => Ok(None),
+            c.reset();
+            let mut out = Vec::with_capacity(deflate_room(input.len()));
+            let status = c
+                .compress_vec(input, &mut out, flate2::FlushCompress::Finish)
+                .map_err(failed)?;
+            let finished = status == flate2::Status::StreamEnd;
+            Ok((Some(out).filter(|o| finished && o.len() <= limit), finished))
+        })();
+        match outcome {
+            Ok((out, true)) => Ok(out),
+            Ok((_, false)) | Err(_) => {
+                *slot = None;
+                outcome.map(|(out, _)| out)
+            }
         }
     })
 }
@@ -152,5 +173,31 @@ mod tests {
             .collect();
         assert!(compress(CompressionType::Zlib, &noise).unwrap().is_none());
         assert!(compress(CompressionType::Zstd, &noise).unwrap().is_none());
+    }
+
+    #[test]
+    fn long_runs_of_incompressible_clusters_reuse_the_deflater() {
+        // zlib-rs 0.6.8 panicked on the 16th unfinished stream of a context.
+        let mut x = 0x9e37_79b9u32;
+        let noise: Vec<u8> = (0..65536 * 40)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for size in [512usize, 4096, 16384, 65536] {
+            for cluster in noise.chunks(size).take(64) {
+                assert!(compress(CompressionType::Zlib, cluster).unwrap().is_none());
+                assert!(compress(CompressionType::Zstd, cluster).unwrap().is_none());
+            }
+            // The context still compresses what shrinks, correctly.
+            let text: Vec<u8> = (0..size).map(|i| b"qcow2 "[i % 6]).collect();
+            let packed = compress(CompressionType::Zlib, &text).unwrap().unwrap();
+            let mut out = vec![0u8; size];
+            decompress(CompressionType::Zlib, &packed, &mut out).unwrap();
+            assert_eq!(out, text);
+        }
     }
 }
