@@ -347,6 +347,41 @@ fn repairs() {
     assert_repairs_like_qemu(&fx, "reftable-reserved.qcow2", &["all"]);
 }
 
+/// A preallocated zero cluster whose host offset is not cluster-aligned
+/// (standard and extended L2 entries): `-r all` drops the offset as
+/// qemu-img does, the data stays, and both tools print the same summary.
+#[test]
+fn repair_misaligned_preallocated_zero_clusters() {
+    let fx = Fixture::new();
+    fx.sh(
+        "qemu-img create -q -f raw base.raw 128k
+         qemu-img create -q -f qcow2 -o extended_l2=on -F raw -b base.raw ext.qcow2 128k
+         qemu-io -c 'write -P 1 4k 2k' -c 'write -z 4k 2k' ext.qcow2 >/dev/null
+         printf '\\x02' | dd of=ext.qcow2 bs=1 seek=$((0x40006)) conv=notrunc status=none
+         qemu-img create -q -f qcow2 std.qcow2 1M
+         qemu-io -c 'write -P 7 0 64k' -c 'write -z 0 64k' -c 'write -P 8 64k 64k' std.qcow2 >/dev/null
+         printf '\\x02' | dd of=std.qcow2 bs=1 seek=$((0x40006)) conv=notrunc status=none",
+    );
+    for image in ["ext.qcow2", "std.qcow2"] {
+        assert_check_like_qemu(&fx, image);
+        assert_repairs_like_qemu(&fx, image, &[]);
+        let (theirs, ours) = (format!("q-all-{image}"), format!("m-all-{image}"));
+        assert_eq!(fx.qimg(&["check", &ours]).status.code(), Some(0), "{image}");
+        let repair = |program: &str, f: &str| {
+            std::fs::copy(fx.path(image), fx.path(f)).unwrap();
+            let out = if program == "qemu-img" {
+                fx.qemu_img(&["check", "-r", "all", f])
+            } else {
+                fx.qimg(&["check", "-r", "all", f])
+            };
+            (stdout(&out), stderr(&out))
+        };
+        let (q, m) = (repair("qemu-img", &theirs), repair("qimg", &ours));
+        assert_eq!(q.0, m.0, "{image}: summaries differ");
+        assert!(m.1.contains("Repairing offset="), "{image}: {}", m.1);
+    }
+}
+
 #[test]
 fn repair_clears_the_dirty_and_corrupt_bits() {
     let fx = Fixture::new();

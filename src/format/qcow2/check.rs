@@ -145,6 +145,23 @@ impl Counts {
 struct Report<'a> {
     result: CheckReport,
     log: &'a mut dyn FnMut(String),
+    /// L2 entries `-r all` can repair in place: preallocated zero clusters
+    /// whose host offset is not cluster-aligned.
+    misaligned_zeroes: Vec<MisalignedZero>,
+}
+
+/// An L2 entry that reads as zeros (or unallocated subclusters) but names a
+/// host offset inside a cluster. Dropping the offset changes nothing the
+/// guest sees and frees the entry's bogus reference (a leak at worst).
+#[derive(Debug, Clone, Copy)]
+struct MisalignedZero {
+    /// Where the entry's first word is in the image file.
+    at: u64,
+    /// The first word as it should be: the zero flag alone (standard
+    /// entries), or nothing (extended entries keep their zero bitmap).
+    word: u64,
+    /// The host offset it named, for the message.
+    offset: u64,
 }
 
 impl Report<'_> {
@@ -191,6 +208,7 @@ impl<'a> Report<'a> {
                 ..Default::default()
             },
             log,
+            misaligned_zeroes: Vec::new(),
         }
     }
 }
@@ -325,6 +343,24 @@ pub fn repair(
     let h = input.header;
     let mut r = Report::new(h, log);
     let mut a = analyze(input, &mut r)?;
+    if mode == Repair::All && !r.misaligned_zeroes.is_empty() {
+        // Entries first: each one only drops a reference, so a crash
+        // after any of these writes leaves a leak at most. Then count
+        // again, with those references gone.
+        for fix in std::mem::take(&mut r.misaligned_zeroes) {
+            input.storage.write_at(&fix.word.to_be_bytes(), fix.at)?;
+            r.log(format!(
+                "Repairing offset={:x}: Preallocated cluster is not properly aligned; L2 entry corrupted.",
+                fix.offset
+            ));
+            r.result.corruptions_fixed += 1;
+        }
+        input.storage.flush()?;
+        let fixed = r.result.corruptions_fixed;
+        r.result = Report::new(h, &mut |_| {}).result;
+        r.result.corruptions_fixed = fixed;
+        a = analyze(input, &mut r)?;
+    }
     let mut header = h.clone();
     if r.result.rebuild_needed {
         if mode != Repair::All {
@@ -345,8 +381,9 @@ pub fn repair(
         let mut after = Report::new(&header, &mut quiet);
         a = analyze(&rebuilt, &mut after)?;
         r.result = CheckReport {
-            corruptions_fixed: before.corruptions.saturating_sub(after.result.corruptions),
-            leaks_fixed: before.leaks.saturating_sub(after.result.leaks),
+            corruptions_fixed: before.corruptions_fixed
+                + before.corruptions.saturating_sub(after.result.corruptions),
+            leaks_fixed: before.leaks_fixed + before.leaks.saturating_sub(after.result.leaks),
             ..after.result
         };
     } else {
@@ -664,11 +701,17 @@ impl TableWalker<'_> {
                         } else {
                             !zero_flag
                         };
-                        r.error(if holds_data {
-                            format!("ERROR offset={offset:x}: Data cluster is not properly aligned; L2 entry corrupted.")
+                        if holds_data {
+                            r.error(format!("ERROR offset={offset:x}: Data cluster is not properly aligned; L2 entry corrupted."));
                         } else {
-                            format!("ERROR offset={offset:x}: Preallocated cluster is not properly aligned; L2 entry corrupted.")
-                        });
+                            r.error(format!("ERROR offset={offset:x}: Preallocated cluster is not properly aligned; L2 entry corrupted."));
+                            let entry_len = if geo.extended_l2 { 16 } else { 8 };
+                            r.misaligned_zeroes.push(MisalignedZero {
+                                at: l2_offset + i as u64 * entry_len,
+                                word: if geo.extended_l2 { 0 } else { entry::ZERO },
+                                offset,
+                            });
+                        }
                     }
                     if active {
                         r.result.allocated_clusters += 1;
