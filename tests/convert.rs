@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_json_progress, stderr, stdout, Fixture};
+use common::{allocation, assert_json_progress, stderr, stdout, Fixture};
 use std::process::Command;
 use std::time::Duration;
 
@@ -125,6 +125,41 @@ fn sparseness_and_threads() {
     fx.qimg(&["convert", "-O", "qcow2", "disk.raw", "sparse.qcow2"]);
     let map = stdout(&fx.qemu_img(&["map", "--output=json", "sparse.qcow2"]));
     assert_eq!(map.matches("\"data\": true").count(), 2, "{map}");
+}
+
+/// `-S` leaves the holes qemu-img leaves: written zeros of every length,
+/// alone, after data, between data and at the ends of buffers, in a
+/// fully allocated raw file and in a qcow2 image, for several thresholds.
+#[test]
+fn sparse_threshold_leaves_the_holes_qemu_img_leaves() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 lone.qcow2 1M
+         qemu-io -c 'write -P 0 64k 64k' lone.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -o cluster_size=4k mixed.qcow2 4M
+         qemu-io -c 'write -P 1 0 4k' -c 'write -P 0 4k 8k' -c 'write -P 2 12k 512' \
+                 -c 'write -P 0 12800 200k' -c 'write -P 3 1M 4k' -c 'write -P 0 1028k 1M' \
+                 -c 'write -P 4 2100k 1k' mixed.qcow2 >/dev/null
+         qemu-img convert -O raw -S 0 mixed.qcow2 full.raw");
+    for source in ["lone.qcow2", "mixed.qcow2", "full.raw"] {
+        for sparse in ["512", "4k", "8k", "64k", "128k", "3M"] {
+            let out = |program: &str, target: &str| {
+                let args = ["convert", "-S", sparse, "-O", "qcow2", source, target];
+                let o = if program == "qimg" {
+                    fx.qimg(&args)
+                } else {
+                    fx.qemu_img(&args)
+                };
+                assert!(o.status.success(), "{program} {args:?}: {}", stderr(&o));
+                allocation(&fx, target)
+            };
+            assert_eq!(
+                out("qimg", "m.qcow2"),
+                out("qemu-img", "q.qcow2"),
+                "convert -S {sparse} {source}"
+            );
+            fx.assert_same(source, "m.qcow2");
+        }
+    }
 }
 
 #[test]

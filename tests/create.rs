@@ -86,6 +86,19 @@ fn assert_creates_like_qemu(fx: &Fixture, args: &[&str], file: &str, same_bytes:
         info_without_disk_usage(fx, "q", file, same_bytes),
         "qemu-img info of {args:?}"
     );
+    // An external data file is sized as qemu-img sizes it.
+    let data_file = args
+        .iter()
+        .flat_map(|a| a.split(','))
+        .find_map(|o| o.strip_prefix("data_file="));
+    if let Some(data) = data_file {
+        let len = |dir: &str| {
+            std::fs::metadata(fx.path(dir).join(data))
+                .map(|m| m.len())
+                .ok()
+        };
+        assert_eq!(len("m"), len("q"), "length of {data} after {args:?}");
+    }
     if same_bytes {
         let a = std::fs::read(fx.path("q").join(file)).unwrap();
         let b = std::fs::read(fx.path("m").join(file)).unwrap();
@@ -119,6 +132,8 @@ fn qcow2_option_matrix() {
         ("preallocation=full,cluster_size=4k", false),
         ("data_file=data.raw", true),
         ("data_file=data.raw,data_file_raw=on", true),
+        ("data_file=data.raw,preallocation=off", true),
+        ("data_file=data.raw,preallocation=metadata", true),
     ];
     for (opts, same_bytes) in cases {
         let mut args = vec!["create", "-f", "qcow2"];

@@ -432,3 +432,69 @@ fn missing_files_and_raw_probing() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
 }
+
+/// A qcow2 v3 image whose header holds the backing-format extension twice
+/// (first `qcow2`, then `raw`), the backing file name after them.
+fn qcow2_with_two_backing_formats(fx: &Fixture, name: &str) {
+    fx.sh(&format!(
+        "qemu-img create -q -f raw base.raw 1M
+         qemu-io -f raw -c 'write -P 0x5a 0 64k' base.raw >/dev/null
+         qemu-img create -q -f qcow2 -b base.raw -F raw {name}"
+    ));
+    let mut b = fx.read(name);
+    let header_len = u32::from_be_bytes(b[100..104].try_into().unwrap()) as usize;
+    let ext = |kind: u32, data: &[u8]| {
+        let mut e = kind.to_be_bytes().to_vec();
+        e.extend((data.len() as u32).to_be_bytes());
+        e.extend(data);
+        e.resize(8 + data.len().div_ceil(8) * 8, 0);
+        e
+    };
+    let mut area = ext(0xe279_2aca, b"qcow2");
+    area.extend(ext(0xe279_2aca, b"raw"));
+    area.extend([0u8; 8]);
+    let name_at = header_len + area.len();
+    area.extend(b"base.raw");
+    b[header_len..header_len + 4096 - header_len].fill(0);
+    b[header_len..header_len + area.len()].copy_from_slice(&area);
+    be64(&mut b, 8, name_at as u64);
+    be32(&mut b, 16, 8);
+    fx.write(name, &b);
+}
+
+/// qemu opens an image with a duplicated header extension (the last one
+/// wins) and rewrites it cleanly; qimg refused it even in `rebase -u`.
+#[test]
+fn duplicated_header_extension_the_last_one_wins() {
+    let fx = Fixture::new();
+    qcow2_with_two_backing_formats(&fx, "dup.qcow2");
+    let info = |program: &str| {
+        let out = if program == "qimg" {
+            fx.qimg(&["info", "--output=json", "dup.qcow2"])
+        } else {
+            fx.qemu_img(&["info", "--output=json", "dup.qcow2"])
+        };
+        assert!(out.status.success(), "{program} info: {}", stderr(&out));
+        common::stdout(&out)
+    };
+    let theirs = info("qemu-img");
+    assert!(
+        theirs.contains(r#""backing-filename-format": "raw""#),
+        "{theirs}"
+    );
+    assert_eq!(info("qimg"), theirs);
+    let check = fx.qimg(&["check", "dup.qcow2"]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    fx.assert_same("dup.qcow2", "base.raw");
+    // rebase -u rewrites the header with one extension of each kind.
+    let out = fx.qimg(&["rebase", "-u", "-b", "base.raw", "-F", "raw", "dup.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let b = fx.read("dup.qcow2");
+    let count = b[..4096]
+        .windows(4)
+        .filter(|w| *w == 0xe279_2acau32.to_be_bytes())
+        .count();
+    assert_eq!(count, 1, "backing-format extensions after rebase -u");
+    fx.assert_clean("dup.qcow2");
+    fx.assert_same("dup.qcow2", "base.raw");
+}

@@ -20,31 +20,98 @@ pub struct Segment {
     pub zero: bool,
 }
 
-/// Splits `buf` (which starts at guest offset `base`) into data and zero
-/// runs, looking at blocks of `granularity` bytes aligned to guest offsets,
-/// as qemu-img's `-S`: only whole zero blocks become zero runs.
-pub fn segments(buf: &[u8], base: u64, granularity: usize) -> Vec<Segment> {
+/// The sector size `-S` counts in.
+const SECTOR: usize = 512;
+
+/// Splits `buf` (which starts at guest offset `base`, sector-aligned) into
+/// data and zero runs as qemu-img's `-S MIN` does (`min_sparse` bytes; 0
+/// means everything is data), so both tools leave the same holes:
+/// - a buffer that is all zeros is one zero run, whatever its length;
+/// - a zero run at the start of what is left is a zero run, its end
+///   rounded down to the alignment (the largest power of two sectors not
+///   above `min_sparse`);
+/// - after data, zero runs shorter than `min_sparse` (or than what is left
+///   of the buffer) stay data, so a few zero sectors do not split writes;
+/// - data runs end rounded up to the alignment.
+pub fn segments(buf: &[u8], base: u64, min_sparse: usize) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
-    let mut push = |start: usize, len: usize, zero: bool| match out.last_mut() {
-        Some(last) if last.zero == zero && last.start + last.len == start => last.len += len,
-        _ => out.push(Segment { start, len, zero }),
-    };
-    if granularity == 0 {
-        if !buf.is_empty() {
-            push(0, buf.len(), false);
-        }
+    if buf.is_empty() {
         return out;
     }
-    let mut pos = 0usize;
-    while pos < buf.len() {
-        let aligned_end = ((base + pos as u64) / granularity as u64 + 1) * granularity as u64;
-        let end = ((aligned_end - base) as usize).min(buf.len());
-        let block = &buf[pos..end];
-        let whole = end - pos == granularity;
-        push(pos, end - pos, whole && is_zero(block));
-        pos = end;
+    if min_sparse == 0 {
+        out.push(Segment {
+            start: 0,
+            len: buf.len(),
+            zero: false,
+        });
+        return out;
+    }
+    let sectors = buf.len().div_ceil(SECTOR);
+    let zero: Vec<bool> = (0..sectors)
+        .map(|k| is_zero(&buf[k * SECTOR..((k + 1) * SECTOR).min(buf.len())]))
+        .collect();
+    let min = min_sparse.div_ceil(SECTOR);
+    let alignment = 1usize << (usize::BITS - 1 - min.leading_zeros());
+    let first = (base / SECTOR as u64) as usize;
+    let mut pos = 0;
+    while pos < sectors {
+        let (n, is_data) = allocated_min(&zero[pos..], first + pos, min, alignment);
+        let (start, end) = (pos * SECTOR, ((pos + n) * SECTOR).min(buf.len()));
+        match out.last_mut() {
+            Some(last) if last.zero != is_data => last.len += end - start,
+            _ => out.push(Segment {
+                start,
+                len: end - start,
+                zero: !is_data,
+            }),
+        }
+        pos += n;
     }
     out
+}
+
+/// The first run of `zero` (a flag per sector; the run starts at sector
+/// `at` of the guest): its length in sectors and whether it is data, with
+/// data ends rounded up and zero ends rounded down to `alignment`.
+fn allocated(zero: &[bool], at: usize, alignment: usize) -> (usize, bool) {
+    let n = zero.len();
+    let is_zero = zero[0];
+    let mut i = zero.iter().position(|&z| z != is_zero).unwrap_or(n);
+    if i == n {
+        return (n, !is_zero);
+    }
+    let tail = (at + i) & (alignment - 1);
+    if tail == 0 {
+        return (i, !is_zero);
+    }
+    if is_zero && i > tail {
+        // Leave the unaligned end of the zero run to the data after it.
+        return (i - tail, false);
+    }
+    // Data (or a zero run too short to align): round the end up.
+    i = (i + alignment - tail).min(n);
+    (i, true)
+}
+
+/// As [`allocated`], but a data run takes in the zero runs after it that
+/// are shorter than `min` sectors (or than the rest of the buffer).
+fn allocated_min(zero: &[bool], at: usize, min: usize, alignment: usize) -> (usize, bool) {
+    let min = min.min(zero.len());
+    let (first, is_data) = allocated(zero, at, alignment);
+    if !is_data {
+        return (first, false);
+    }
+    let (mut used, mut checked) = (first, first);
+    while checked < zero.len() {
+        let (n, data) = allocated(&zero[checked..], at + checked, alignment);
+        checked += n;
+        if data {
+            used = checked;
+        } else if n >= min {
+            break;
+        }
+    }
+    (used, true)
 }
 
 #[cfg(test)]
@@ -76,15 +143,56 @@ mod tests {
                 },
             ]
         );
-        // A buffer that starts mid-block: the partial block is data.
-        let s = segments(&buf[100..], 100, 4096);
+        // A buffer that starts mid-block: its zeros up to the next block
+        // boundary are a hole, as qemu-img leaves them.
+        let s = segments(&buf[512..], 512, 4096);
         assert_eq!(
-            s[0],
-            Segment {
+            &s[..2],
+            &[
+                Segment {
+                    start: 0,
+                    len: 3584,
+                    zero: true
+                },
+                Segment {
+                    start: 3584,
+                    len: 4096,
+                    zero: false
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn short_zero_runs_after_data_stay_data() {
+        // -S 64k: 8 KiB of zeros between data are written, a 128 KiB run
+        // is not; a buffer of zeros alone is a hole whatever -S says.
+        let mut buf = vec![0u8; 256 << 10];
+        buf[0] = 1;
+        buf[16 << 10] = 1;
+        let s = segments(&buf, 0, 64 << 10);
+        assert_eq!(
+            s,
+            vec![
+                Segment {
+                    start: 0,
+                    len: 64 << 10,
+                    zero: false
+                },
+                Segment {
+                    start: 64 << 10,
+                    len: 192 << 10,
+                    zero: true
+                }
+            ]
+        );
+        assert_eq!(
+            segments(&buf[128 << 10..], 128 << 10, 1 << 20),
+            vec![Segment {
                 start: 0,
-                len: 3996 + 4096,
-                zero: false
-            }
+                len: 128 << 10,
+                zero: true
+            }]
         );
     }
 

@@ -353,10 +353,10 @@ pub fn create(storage: &dyn Storage, data: Option<&dyn Storage>, o: &CreateOptio
         Preallocation::Off | Preallocation::Metadata => {}
     }
     if let Some(data) = data {
+        // As qemu-img: the data file is emptied, then sized to the disk
+        // (sparse unless preallocated), whatever the mode.
         data.set_len(0)?;
-        if o.data_file_raw || o.preallocation.reserves_clusters() {
-            data.set_len(size)?;
-        }
+        data.set_len(size)?;
         match o.preallocation {
             Preallocation::Falloc if size > 0 => data.allocate(0, size)?,
             Preallocation::Full => write_zeros(data, 0, size)?,

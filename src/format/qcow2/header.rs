@@ -289,8 +289,9 @@ impl Header {
     }
 
     fn parse_extensions(&mut self, buf: &[u8], start: usize, end: usize) -> Result<()> {
+        // A known extension that appears twice counts as QEMU counts it:
+        // the last one wins (and a header rewrite keeps only that one).
         let mut off = start;
-        let mut seen = Vec::new();
         while off + 8 <= end {
             let kind = be32(buf, off);
             let len = be32(buf, off + 4) as usize;
@@ -303,12 +304,6 @@ impl Header {
                     "Header extension too large (type {kind:#010x}, {len} bytes at offset {off:#x})"
                 )));
             }
-            if seen.contains(&kind) {
-                return Err(Error::invalid(format!(
-                    "header extension {kind:#010x} appears twice"
-                )));
-            }
-            seen.push(kind);
             let data = &buf[data_start..data_start + len];
             self.apply_extension(kind, data, off)?;
             off = data_start + len.div_ceil(8) * 8;
