@@ -370,7 +370,7 @@ pub fn repair(
         }
         r.log("Rebuilding refcount structure".into());
         let before = r.result.clone();
-        let (table_offset, table_clusters) = rebuild(input, &mut a)?;
+        let (table_offset, table_clusters) = rebuild(input, &mut a, &mut |line| r.log(line))?;
         header.refcount_table_offset = table_offset;
         header.refcount_table_clusters = table_clusters;
         let rebuilt = CheckInput {
@@ -485,13 +485,24 @@ impl<'a> RefcountWriter<'a> {
 /// them, and then points the header at them with one write. A crash before
 /// that write leaves the old structures in charge; after it, the new ones.
 /// Returns the new table's offset and size in clusters.
-fn rebuild(input: &CheckInput<'_>, a: &mut Analysis<'_>) -> Result<(u64, u32)> {
+fn rebuild(
+    input: &CheckInput<'_>,
+    a: &mut Analysis<'_>,
+    log: &mut dyn FnMut(String),
+) -> Result<(u64, u32)> {
     let h = input.header;
     let storage = input.storage;
     let cs = h.cluster_size();
     for &(offset, len) in &a.refcount_structures {
         a.counts.remove(offset, len);
     }
+    // The old structures' clusters that nothing else uses are free in the
+    // new ones: qemu-img reports each as repaired from its old count.
+    let mut freed: Vec<u64> = Vec::new();
+    for &(offset, len) in a.refcount_structures.iter().filter(|r| r.1 > 0) {
+        freed.extend((offset / cs..=(offset + len - 1) / cs).filter(|&c| a.counts.get(c) == 0));
+    }
+    freed.sort_unstable();
     let refs = &mut a.counts.refs;
     let in_use = refs
         .iter()
@@ -538,6 +549,13 @@ fn rebuild(input: &CheckInput<'_>, a: &mut Analysis<'_>) -> Result<(u64, u32)> {
     switched.refcount_table_clusters = table_clusters as u32;
     storage.write_at(&switched.encode()?, 0)?;
     storage.flush()?;
+    let mut at = 0;
+    while at < freed.len() {
+        let c = freed[at];
+        let n = freed[at..].iter().take_while(|&&x| x == c).count();
+        log(format!("Repairing cluster {c} refcount={n} reference=0"));
+        at += n;
+    }
     Ok((table_offset, table_clusters as u32))
 }
 
