@@ -373,7 +373,7 @@ fn crash_while_reclaiming_qed_leaks() {
 /// preallocated zero cluster whose offset is not aligned (standard and
 /// extended L2 entries), a leak, and a refcount block entry that must be
 /// rebuilt. Returns their names.
-fn qcow2_images_to_repair(fx: &Fixture) -> [&'static str; 4] {
+fn qcow2_images_to_repair(fx: &Fixture) -> [&'static str; 6] {
     fx.sh(
         "qemu-img create -q -f raw base.raw 128k
          qemu-img create -q -f qcow2 -o extended_l2=on -F raw -b base.raw ext.qcow2 128k
@@ -397,22 +397,36 @@ fn qcow2_images_to_repair(fx: &Fixture) -> [&'static str; 4] {
     leak[block + 2 * cluster + 1] = 1;
     leak.resize(leak.len() + 65536, 0);
     fx.write("leak.qcow2", &leak);
-    ["ext.qcow2", "std.qcow2", "leak.qcow2", "rebuild.qcow2"]
+    // Snapshot tables the repair rewrites: an entry without the extra data
+    // v3 needs, and one with more than 1 KiB of it.
+    for (name, extra) in [("short.qcow2", 0usize), ("fat.qcow2", 2048)] {
+        fx.sh(&format!(
+            "qemu-img create -q -f qcow2 {name} 1M
+             qemu-io -c 'write -P 0x3c 0 128k' {name} >/dev/null
+             qemu-img snapshot -c snap1 {name}
+             qemu-io -c 'write -P 0x4d 64k 64k' {name} >/dev/null"
+        ));
+        let (l1, size) = common::first_snapshot_l1(fx, name);
+        let entry = common::snapshot_entry(l1, size, &vec![0u8; extra], "1", 5);
+        common::replace_snapshot_table(fx, name, &[entry]);
+    }
+    [
+        "ext.qcow2",
+        "std.qcow2",
+        "leak.qcow2",
+        "rebuild.qcow2",
+        "short.qcow2",
+        "fat.qcow2",
+    ]
 }
 
-/// The number of corruptions `qemu-img check` reports (its exit code 2
-/// with the count from the JSON), leaks ignored.
-fn corruptions(fx: &Fixture, image: &str) -> u64 {
+/// The number of corruptions `qemu-img check` reports (leaks ignored), or
+/// `None` when it cannot check the image at all (a snapshot table it
+/// refuses to read).
+fn corruptions(fx: &Fixture, image: &str) -> Option<u64> {
     let out = fx.qemu_img(&["check", "--output=json", image]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
-        panic!(
-            "qemu-img check {image}: exit {:?}\n{}{}",
-            out.status.code(),
-            stdout(&out),
-            stderr(&out)
-        )
-    });
-    report["corruptions"].as_u64().unwrap_or(0)
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(report["corruptions"].as_u64().unwrap_or(0))
 }
 
 /// `check -r all` on qcow2, cut after any of its writes with any of the
@@ -432,7 +446,8 @@ fn crash_while_repairing_qcow2() {
                 bytes.clone(),
                 crash_after,
             ));
-            let qcow2 = Qcow2::open(Box::new(fault.clone()), &fx.path(image)).expect("open");
+            let qcow2 =
+                Qcow2::open_for_repair(Box::new(fault.clone()), &fx.path(image)).expect("open");
             let result = qcow2.repair(Repair::All, &mut |_| {});
             drop(qcow2);
             (fault, result)
@@ -458,8 +473,8 @@ fn crash_while_repairing_qcow2() {
                 fx.write("cut.qcow2", &crashed);
                 let now = corruptions(&fx, "cut.qcow2");
                 assert!(
-                    now <= before,
-                    "{image}: cut after write {n}/{total} (pattern {pattern}): {now} corruptions, {before} before"
+                    now.is_none_or(|now| now <= before.unwrap_or(0)) && (now.is_some() || before.is_none()),
+                    "{image}: cut after write {n}/{total} (pattern {pattern}): {now:?} corruptions, {before:?} before"
                 );
                 let again = fx.qimg(&["check", "-r", "all", "cut.qcow2"]);
                 assert_eq!(

@@ -194,10 +194,16 @@ fn qcow2_bad_headers() {
     });
     // The snapshot table pointed at the data cluster: its bytes announce
     // 0x01010101 bytes of extra data.
-    patched_qcow2(&fx, &good, "snapextra.qcow2", "extra data too large", |b| {
-        be32(b, 60, 1);
-        be64(b, 64, 0x50000);
-    });
+    patched_qcow2(
+        &fx,
+        &good,
+        "snapextra.qcow2",
+        "Too much extra metadata",
+        |b| {
+            be32(b, 60, 1);
+            be64(b, 64, 0x50000);
+        },
+    );
     patched_qcow2(&fx, &good, "snapmany.qcow2", "too many snapshots", |b| {
         be32(b, 60, 100_000);
         be64(b, 64, 0x50000);

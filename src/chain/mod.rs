@@ -85,6 +85,12 @@ impl Chain {
         Ok(chain)
     }
 
+    /// The chain of `top`, an image already open (as `path`), with its
+    /// backing files opened below it read-only.
+    pub fn with_top(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
+        Self::open_below(path, top)
+    }
+
     /// A chain whose top image is already open.
     fn open_below(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
         let mut layers = vec![Layer {

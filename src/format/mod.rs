@@ -8,7 +8,9 @@ pub mod qed;
 pub mod raw;
 mod table_cache;
 
-pub use probe::{open_image, open_image_writable, open_storage, FormatKind};
+pub use probe::{
+    open_image, open_image_writable, open_storage, open_storage_for_repair, FormatKind,
+};
 
 use crate::error::{Error, Result};
 use crate::io::Storage;

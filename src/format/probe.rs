@@ -159,6 +159,22 @@ pub fn open_storage(
     Ok(image)
 }
 
+/// As [`open_storage`], for `check -r` (`storage` writable): damage that a
+/// normal open refuses but the repair fixes (a qcow2 snapshot table QEMU
+/// would not read) is tolerated.
+pub fn open_storage_for_repair(
+    storage: Box<dyn Storage>,
+    path: &Path,
+    format: Option<FormatKind>,
+) -> Result<Box<dyn Format>> {
+    match format_of(storage.as_ref(), path, format)? {
+        FormatKind::Qcow2 => Ok(Box::new(
+            Qcow2::open_for_repair(storage, path).path_context(path)?,
+        )),
+        kind => open_storage(storage, path, Some(kind)),
+    }
+}
+
 /// Opens the image at `path` for writing, as `format`, or probed when `None`.
 pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
     let storage = open_writable_storage(path)?;

@@ -4,7 +4,7 @@
 use crate::chain::Chain;
 use crate::error::Result;
 use crate::format::check::{CheckReport, Repair};
-use crate::format::{open_storage, FormatKind};
+use crate::format::{open_storage_for_repair, FormatKind};
 use crate::io::FileStorage;
 use std::path::Path;
 
@@ -51,11 +51,12 @@ pub fn repair_image(
 ) -> Result<Option<CheckReport>> {
     // Locked for writing first: an image in use is refused as a write.
     let storage = FileStorage::open_rw(path)?;
-    let format = Chain::open(path, format)?
+    let image = open_storage_for_repair(Box::new(storage), path, format)?;
+    // The backing chain must open, as for a check.
+    let chain = Chain::with_top(path, std::sync::Arc::from(image))?;
+    chain
         .top()
         .image
-        .format_name()
-        .parse()?;
-    let image = open_storage(Box::new(storage), path, Some(format))?;
-    image.repair(mode, log).map_err(|e| e.with_path(path))
+        .repair(mode, log)
+        .map_err(|e| e.with_path(path))
 }

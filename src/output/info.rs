@@ -199,7 +199,10 @@ fn human_one(info: &ImageInfo) -> String {
                 secs % 60,
                 (s.vm_clock_nsec / 1_000_000) % 1000
             );
-            let icount = s.icount.map(|i| i.to_string()).unwrap_or_default();
+            let icount = s
+                .icount
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "--".into());
             out += &snapshot_row(
                 &s.id,
                 &s.name,

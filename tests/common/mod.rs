@@ -399,3 +399,93 @@ pub fn assert_cancelled(outcome: qimg::engine::Outcome) {
         "{outcome:?}"
     );
 }
+
+/// One entry of a qcow2 snapshot table, as bytes (padded to 8): the
+/// snapshot's L1 table (`l1_offset`, `l1_size`), `extra` bytes of extra
+/// data, the ID and a name of `name_len` bytes (`n`, `nn`, ...).
+pub fn snapshot_entry(
+    l1_offset: u64,
+    l1_size: u32,
+    extra: &[u8],
+    id: &str,
+    name_len: usize,
+) -> Vec<u8> {
+    let mut e = Vec::new();
+    e.extend(l1_offset.to_be_bytes());
+    e.extend(l1_size.to_be_bytes());
+    e.extend((id.len() as u16).to_be_bytes());
+    e.extend((name_len as u16).to_be_bytes());
+    e.extend(1_700_000_000u32.to_be_bytes());
+    e.extend(0u32.to_be_bytes());
+    e.extend(0u64.to_be_bytes());
+    e.extend(0u32.to_be_bytes());
+    e.extend((extra.len() as u32).to_be_bytes());
+    e.extend(extra);
+    e.extend(id.as_bytes());
+    e.extend(std::iter::repeat_n(b'n', name_len));
+    e.resize(e.len().div_ceil(8) * 8, 0);
+    e
+}
+
+/// The first snapshot's L1 table (offset, size) of a qcow2 image.
+pub fn first_snapshot_l1(fx: &Fixture, image: &str) -> (u64, u32) {
+    let b = fx.read(image);
+    let be64 = |at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+    let table = be64(64) as usize;
+    (
+        be64(table),
+        u32::from_be_bytes(b[table + 8..table + 12].try_into().unwrap()),
+    )
+}
+
+/// Replaces the snapshot table of `image` (64 KiB clusters, 16-bit
+/// refcounts, one refcount block, as qemu-img creates small images) with
+/// `entries`, written after the end of the file, with the refcounts set
+/// so that the image stays consistent: the new table's clusters count 1,
+/// the old table's 0. Written sparsely, so large tables cost little.
+pub fn replace_snapshot_table(fx: &Fixture, image: &str, entries: &[Vec<u8>]) {
+    use std::os::unix::fs::FileExt;
+    const CS: u64 = 65536;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(fx.path(image))
+        .expect("open image");
+    let read64 = |at: u64| {
+        let mut b = [0u8; 8];
+        file.read_exact_at(&mut b, at).unwrap();
+        u64::from_be_bytes(b)
+    };
+    let old_table = read64(64);
+    let old_count = {
+        let mut b = [0u8; 4];
+        file.read_exact_at(&mut b, 60).unwrap();
+        u32::from_be_bytes(b)
+    };
+    let block = read64(read64(48)) & !0x1ff;
+    let set_refcount = |cluster: u64, value: u16| {
+        assert!(
+            cluster < CS / 2,
+            "cluster {cluster} is past the first refcount block"
+        );
+        file.write_all_at(&value.to_be_bytes(), block + 2 * cluster)
+            .unwrap();
+    };
+    let start = file.metadata().unwrap().len().div_ceil(CS) * CS;
+    let mut at = start;
+    for e in entries {
+        file.write_all_at(e, at).unwrap();
+        at += e.len() as u64;
+    }
+    let end = at.div_ceil(CS) * CS;
+    file.set_len(end).unwrap();
+    for c in start / CS..end / CS {
+        set_refcount(c, 1);
+    }
+    if old_count > 0 && old_table != 0 {
+        set_refcount(old_table / CS, 0);
+    }
+    file.write_all_at(&(entries.len() as u32).to_be_bytes(), 60)
+        .unwrap();
+    file.write_all_at(&start.to_be_bytes(), 64).unwrap();
+}

@@ -15,7 +15,7 @@ use super::refcount::{
     refcount_at, refcount_max, refcount_structures, refcounts_per_block, set_refcount,
     REFTABLE_OFFSET_MASK,
 };
-use super::snapshot::{Bitmap, Snapshot};
+use super::snapshot::{Bitmap, Snapshot, SnapshotDefect};
 use crate::error::Result;
 use crate::format::check::{CheckReport, Repair};
 use crate::io::Storage;
@@ -186,6 +186,8 @@ pub struct CheckInput<'a> {
     pub l1: &'a [u64],
     /// Its internal snapshots.
     pub snapshots: &'a [Snapshot],
+    /// What is wrong with its snapshot table (repaired by rewriting it).
+    pub snapshot_defects: &'a [SnapshotDefect],
     /// Its bitmaps (empty when the extension is not trusted).
     pub bitmaps: &'a [Bitmap],
 }
@@ -237,6 +239,11 @@ fn analyze<'a>(input: &CheckInput<'a>, r: &mut Report<'_>) -> Result<Analysis<'a
     };
     let walker = walker(input);
 
+    for d in input.snapshot_defects {
+        if let SnapshotDefect::Incomplete { .. } = d {
+            r.error(format!("ERROR {}", d.message()));
+        }
+    }
     counts.add(r, 0, cs);
     walker.l1(&mut counts, r, h.l1_table_offset, input.l1, true)?;
     if walker.external_data && !input.snapshots.is_empty() {
@@ -415,10 +422,95 @@ pub fn repair(
     };
     walker(&checked).oflag_copied(&mut a.stored, &mut r, input.l1, fix_copied)?;
     input.storage.flush()?;
+    if mode == Repair::All && !input.snapshot_defects.is_empty() {
+        rewrite_snapshot_table(input, &mut header, &mut r)?;
+    }
     if r.result.corruptions == 0 && r.result.check_errors == 0 {
         mark_clean(input.storage, &header)?;
     }
     Ok(r.result)
+}
+
+/// Repairs the snapshot table's defects by writing a new table: entries
+/// past 64 MiB dropped, extra data cut to 1 KiB, incomplete extra data
+/// completed. The order keeps every instant consistent: the new table is
+/// written after the end of the file and its clusters' refcounts raised,
+/// flushed, then one header write switches to it, flushed; only then do
+/// the old table and the dropped snapshots' clusters lose their counts
+/// (a leak at worst before that). `header` is updated to the new table.
+fn rewrite_snapshot_table(
+    input: &CheckInput<'_>,
+    header: &mut Header,
+    r: &mut Report<'_>,
+) -> Result<()> {
+    let storage = input.storage;
+    let cs = header.cluster_size();
+    let mut snapshots = input.snapshots.to_vec();
+    for d in input.snapshot_defects {
+        r.log(d.repair_line());
+        if let SnapshotDefect::Incomplete { index } = *d {
+            if let Some(sn) = snapshots.get_mut(index) {
+                sn.complete_extra(header.size);
+            }
+            r.result.corruptions = r.result.corruptions.saturating_sub(1);
+        }
+        // QEMU counts each snapshot it drops as one corruption repaired.
+        r.result.corruptions_fixed += match *d {
+            SnapshotDefect::Overhanging { count } => count as u64,
+            _ => 1,
+        };
+    }
+    let table: Vec<u8> = snapshots.iter().flat_map(|s| s.encode()).collect();
+    let clusters = (table.len() as u64).div_ceil(cs);
+    let first = first_free_run(storage, header, clusters)?;
+    let new_offset = if clusters == 0 { 0 } else { first * cs };
+    if clusters > 0 {
+        let mut padded = table;
+        padded.resize((clusters * cs) as usize, 0);
+        storage.write_at(&padded, new_offset)?;
+        let mut writer = RefcountWriter::new(storage, header)?;
+        for c in first..first + clusters {
+            writer.set(c, 1)?;
+        }
+        storage.flush()?;
+    }
+    header.snapshots_offset = new_offset;
+    header.nb_snapshots = snapshots.len() as u32;
+    storage.write_at(&header.encode()?, 0)?;
+    storage.flush()?;
+    // Count again: what only the old table referenced is leaked now.
+    let rewritten = CheckInput {
+        header,
+        snapshots: &snapshots,
+        snapshot_defects: &[],
+        ..*input
+    };
+    let mut quiet = |_: String| {};
+    let mut after = Report::new(header, &mut quiet);
+    let a = analyze(&rewritten, &mut after)?;
+    let mut writer = RefcountWriter::new(storage, header)?;
+    for &(cluster, _, counted) in a.mismatches.iter().filter(|m| m.1 > m.2) {
+        writer.set(cluster, counted)?;
+    }
+    storage.flush()
+}
+
+/// The first cluster of the first run of `clusters` free clusters (stored
+/// refcount 0) of the file, or the first one after its end: where QEMU's
+/// allocator would put a new table. Nothing references a free cluster, so
+/// writing there before it is counted is safe.
+fn first_free_run(storage: &dyn Storage, header: &Header, clusters: u64) -> Result<u64> {
+    let end = storage.len()?.div_ceil(header.cluster_size());
+    let mut stored = StoredRefcounts::read(storage, header)?;
+    let mut run_start = 0;
+    for c in 0..end {
+        if stored.get(c)? != 0 {
+            run_start = c + 1;
+        } else if c + 1 - run_start == clusters {
+            return Ok(run_start);
+        }
+    }
+    Ok(run_start)
 }
 
 /// Clears the dirty and corrupt bits and the autoclear bits qimg does not

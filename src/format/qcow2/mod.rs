@@ -43,6 +43,8 @@ pub struct Qcow2 {
     compression: CompressionType,
     meta: Mutex<Meta>,
     snapshots: Vec<Snapshot>,
+    /// What is wrong with the snapshot table (for the check and its repair).
+    snapshot_defects: Vec<snapshot::SnapshotDefect>,
     bitmaps: Vec<Bitmap>,
     backing: Backing,
     writable: bool,
@@ -62,17 +64,29 @@ impl Qcow2 {
     /// Opens a qcow2 image read-only from `storage`; `path` is the name it
     /// was opened by, used to resolve an external data file.
     pub fn open(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
-        Self::open_with(storage, path, false)
+        Self::open_with(storage, path, false, false)
+    }
+
+    /// Opens a qcow2 image read-only for `check -r` (`storage` must be
+    /// writable for the repair): snapshot table defects that QEMU refuses
+    /// on open are tolerated here, since the repair rewrites the table.
+    pub fn open_for_repair(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
+        Self::open_with(storage, path, false, true)
     }
 
     /// Opens a qcow2 image for writing (`storage` must be writable).
     /// A corrupt image is refused; a dirty one (lazy refcounts after a
     /// crash) must be repaired first, with [`check::repair`].
     pub fn open_writable(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
-        Self::open_with(storage, path, true)
+        Self::open_with(storage, path, true, false)
     }
 
-    fn open_with(storage: Box<dyn Storage>, path: &Path, writable: bool) -> Result<Self> {
+    fn open_with(
+        storage: Box<dyn Storage>,
+        path: &Path,
+        writable: bool,
+        repairing: bool,
+    ) -> Result<Self> {
         let file_len = storage.len()?;
         let header = Header::parse(&read_head(storage.as_ref(), file_len)?)?;
         header.validate(file_len)?;
@@ -101,7 +115,8 @@ impl Qcow2 {
             (Some(name), true) => Some(open_data_file(path, name, writable)?),
             _ => None,
         };
-        let snapshots = read_snapshots(storage.as_ref(), &header, file_len)?;
+        let (snapshots, snapshot_defects) =
+            read_snapshots(storage.as_ref(), &header, file_len, !repairing)?;
         let bitmaps = read_bitmaps(storage.as_ref(), &header, file_len)?;
         let backing = header.backing_file.clone().map(|name| BackingSpec {
             name,
@@ -124,6 +139,7 @@ impl Qcow2 {
             compression,
             meta: Mutex::new(meta),
             snapshots,
+            snapshot_defects,
             bitmaps,
             backing: Backing::new(backing),
             writable,
@@ -203,6 +219,7 @@ impl Qcow2 {
             header: &header,
             l1: &l1,
             snapshots: &self.snapshots,
+            snapshot_defects: &self.snapshot_defects,
             bitmaps: &self.bitmaps,
         })
     }
@@ -444,11 +461,23 @@ fn open_data_file(image: &Path, name: &str, writable: bool) -> Result<Box<dyn St
     ))
 }
 
-fn read_snapshots(storage: &dyn Storage, h: &Header, file_len: u64) -> Result<Vec<Snapshot>> {
-    let mut out = Vec::new();
+/// Reads the snapshot table as QEMU does, noting what `check -r all` would
+/// repair instead of refusing it: entries of a version 3 image with too
+/// little extra data (their disk size is taken as the image's), extra data
+/// beyond 1 KiB (the rest is not read), and entries past 64 MiB of table
+/// (not read). Every length read is bounded by those limits. When `strict`,
+/// the defects QEMU refuses on open are errors, met in QEMU's order.
+fn read_snapshots(
+    storage: &dyn Storage,
+    h: &Header,
+    file_len: u64,
+    strict: bool,
+) -> Result<(Vec<Snapshot>, Vec<snapshot::SnapshotDefect>)> {
+    use snapshot::{SnapshotDefect, MAX_SNAPSHOT_EXTRA, MAX_SNAPSHOT_TABLE, SNAPSHOT_FIXED_LEN};
+    let (mut out, mut defects) = (Vec::new(), Vec::new());
     let mut off = h.snapshots_offset;
-    for i in 0..h.nb_snapshots {
-        let mut fixed = [0u8; snapshot::SNAPSHOT_FIXED_LEN];
+    for i in 0..h.nb_snapshots as usize {
+        let mut fixed = [0u8; SNAPSHOT_FIXED_LEN];
         let past_end = || {
             Error::corrupt(format!(
                 "snapshot table entry {i} lies past the end of the file"
@@ -461,24 +490,48 @@ fn read_snapshots(storage: &dyn Storage, h: &Header, file_len: u64) -> Result<Ve
         storage.read_at(&mut fixed, off)?;
         let layout = snapshot::snapshot_layout(&fixed).map_err(|e| e.at_offset(off))?;
         let len = layout.entry_len() as u64;
+        let kept = layout.extra.min(MAX_SNAPSHOT_EXTRA as usize);
+        if kept < layout.extra {
+            let d = SnapshotDefect::TooMuchExtra {
+                index: i,
+                size: layout.extra,
+            };
+            if strict {
+                return Err(Error::corrupt(d.message()).at_offset(off));
+            }
+            defects.push(d);
+        }
+        if off + len - h.snapshots_offset > MAX_SNAPSHOT_TABLE {
+            let d = SnapshotDefect::Overhanging {
+                count: h.nb_snapshots as usize - i,
+            };
+            if strict {
+                return Err(Error::corrupt(d.message()));
+            }
+            defects.push(d);
+            break;
+        }
         // QEMU does not write the padding of the last entry: only the
         // entry itself must lie in the file.
-        if off + (snapshot::SNAPSHOT_FIXED_LEN + layout.variable_len()) as u64 > file_len {
+        if off + (SNAPSHOT_FIXED_LEN + layout.variable_len()) as u64 > file_len {
             return Err(past_end());
         }
-        let mut entry = vec![0u8; len as usize];
-        storage.read_at(&mut entry, off)?;
-        let snap = snapshot::parse_snapshot(&entry).map_err(|e| e.at_offset(off))?;
+        // The fixed part, the extra data kept, then the ID and the name.
+        let mut entry = vec![0u8; SNAPSHOT_FIXED_LEN + kept + layout.id + layout.name];
+        storage.read_at(&mut entry[..SNAPSHOT_FIXED_LEN + kept], off)?;
+        let names_at = off + (SNAPSHOT_FIXED_LEN + layout.extra) as u64;
+        storage.read_at(&mut entry[SNAPSHOT_FIXED_LEN + kept..], names_at)?;
+        entry[36..40].copy_from_slice(&(kept as u32).to_be_bytes());
+        let mut snap = snapshot::parse_snapshot(&entry).map_err(|e| e.at_offset(off))?;
+        snap.entry_len = len;
         if h.version >= 3 && snap.disk_size.is_none() {
-            return Err(Error::corrupt(format!(
-                "snapshot '{}' lacks the extra data a version 3 image needs",
-                snap.name
-            )));
+            defects.push(SnapshotDefect::Incomplete { index: i });
+            snap.disk_size = Some(h.size);
         }
         out.push(snap);
         off += len;
     }
-    Ok(out)
+    Ok((out, defects))
 }
 
 fn read_bitmaps(storage: &dyn Storage, h: &Header, file_len: u64) -> Result<Vec<Bitmap>> {
