@@ -504,3 +504,34 @@ fn duplicated_header_extension_the_last_one_wins() {
     fx.assert_clean("dup.qcow2");
     fx.assert_same("dup.qcow2", "base.raw");
 }
+
+/// An unknown incompatible feature bit is refused with qemu-img's sentence
+/// (the feature table's name for it, or the mask), then the bit number.
+#[test]
+fn unknown_incompatible_features_get_qemu_img_words() {
+    let fx = Fixture::new();
+    let mut plain = good_qcow2(&fx);
+    be64(&mut plain, 72, 1 << 40);
+    fx.write("unnamed.qcow2", &plain);
+    // The feature table names incompatible bit 0 "dirty bit": renumber
+    // that entry to bit 40.
+    let mut named = plain.clone();
+    let entry = named
+        .windows(11)
+        .position(|w| w == b"\0\0dirty bit")
+        .expect("feature table entry for the dirty bit");
+    named[entry + 1] = 40;
+    fx.write("named.qcow2", &named);
+    for image in ["unnamed.qcow2", "named.qcow2"] {
+        let theirs = stderr(&fx.qemu_img(&["info", image]));
+        let sentence = theirs
+            .split_once("': ")
+            .map(|(_, s)| s.trim_end().to_string())
+            .expect("qemu-img's error");
+        let ours = stderr(&fx.qimg(&["info", image]));
+        assert!(
+            ours.contains(&sentence) && ours.contains("(bit 40)"),
+            "{image}: qemu-img says {sentence:?}, qimg {ours:?}"
+        );
+    }
+}

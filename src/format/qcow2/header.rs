@@ -403,16 +403,26 @@ impl Header {
     pub fn validate(&self, file_len: u64) -> Result<()> {
         let unknown = self.incompatible_features & !INCOMPAT_KNOWN;
         if unknown != 0 {
-            let names: Vec<String> = (0..64u8)
-                .filter(|b| unknown & (1u64 << b) != 0)
-                .map(|b| match self.feature_name(0, b) {
-                    Some(n) => format!("{n} (bit {b})"),
-                    None => format!("bit {b}"),
-                })
-                .collect();
+            // qemu-img's sentence: the names the image's feature table
+            // gives, then the mask of the unnamed bits; then which bits.
+            let bits: Vec<u8> = (0..64u8).filter(|b| unknown & (1u64 << b) != 0).collect();
+            let mut parts: Vec<String> = Vec::new();
+            let mut unnamed = unknown;
+            for &b in &bits {
+                if let Some(n) = self.feature_name(0, b) {
+                    parts.push(n.to_string());
+                    unnamed &= !(1u64 << b);
+                }
+            }
+            if unnamed != 0 {
+                parts.push(format!("Unknown incompatible feature: {unnamed:x}"));
+            }
+            let list: Vec<String> = bits.iter().map(|b| b.to_string()).collect();
+            let plural = if bits.len() == 1 { "" } else { "s" };
             return Err(Error::unsupported(format!(
-                "Unsupported qcow2 feature(s): unknown incompatible feature {} (mask {unknown:#x})",
-                names.join(", ")
+                "Unsupported qcow2 feature(s): {} (bit{plural} {})",
+                parts.join(", "),
+                list.join(", ")
             )));
         }
         match self.crypt_method {
