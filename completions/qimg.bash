@@ -43,6 +43,9 @@ _qimg() {
             qimg,rebase)
                 cmd="qimg__subcmd__rebase"
                 ;;
+            qimg,resize)
+                cmd="qimg__subcmd__resize"
+                ;;
             qimg,stream)
                 cmd="qimg__subcmd__stream"
                 ;;
@@ -72,6 +75,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,rebase)
                 cmd="qimg__subcmd__help__subcmd__rebase"
+                ;;
+            qimg__subcmd__help,resize)
+                cmd="qimg__subcmd__help__subcmd__resize"
                 ;;
             qimg__subcmd__help,stream)
                 cmd="qimg__subcmd__help__subcmd__stream"
@@ -152,7 +158,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map check convert stream commit rebase job help"
+            opts="-h -V --help --version create info map check convert stream commit rebase resize job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -442,7 +448,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map check convert stream commit rebase job help"
+            opts="create info map check convert stream commit rebase resize job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -666,6 +672,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__rebase)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__resize)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1075,6 +1095,32 @@ _qimg() {
                     return 0
                     ;;
                 -F)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__resize)
+            opts="-f -q -h --format --shrink --preallocation --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --preallocation)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -40,6 +40,7 @@ fn an_image_a_daemon_writes_is_refused_for_writing_and_read_only_with_u() {
         ],
         &["create", "-f", "qcow2", "d/top.qcow2", "1M"],
         &["check", "-r", "leaks", "d/top.qcow2"],
+        &["resize", "d/top.qcow2", "8M"],
     ] {
         let out = fx.qimg(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));

@@ -15,6 +15,7 @@ mod job;
 mod map;
 mod progress;
 mod rebase;
+mod resize;
 mod signals;
 mod stream;
 
@@ -59,6 +60,8 @@ pub enum Command {
     Commit(commit::CommitArgs),
     /// Change an image's backing file, copying what differs.
     Rebase(rebase::RebaseArgs),
+    /// Change an image's virtual size (grow, or shrink with --shrink).
+    Resize(resize::ResizeArgs),
     /// Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait).
     Job(job::JobArgs),
 }
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stream(a) => a.run(),
         Command::Commit(a) => a.run(),
         Command::Rebase(a) => a.run(),
+        Command::Resize(a) => a.run(),
         Command::Job(a) => a.run(),
     }
 }

@@ -245,6 +245,21 @@ pub trait Format: Send + Sync + fmt::Debug {
             self.format_name()
         )))
     }
+    /// Changes the virtual size to `new_size`, as `qemu-img resize`: a
+    /// grown range is preallocated as `prealloc` says (formats support
+    /// what they can), and reads as zeros even where a longer backing file
+    /// lies below it (the backing view must be attached to know); a
+    /// shrink drops everything past the new end. Each step leaves a
+    /// consistent image that shows the old or the new size, with the guest
+    /// data below the smaller of them intact. The image must not be used
+    /// afterwards (open it again).
+    fn resize(&self, new_size: u64, prealloc: Preallocation) -> Result<()> {
+        let _ = (new_size, prealloc);
+        Err(Error::unsupported(format!(
+            "{} images cannot be resized",
+            self.format_name()
+        )))
+    }
     /// Gives a writable layer the guest view below it, to complete partial
     /// writes over unallocated ranges.
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
@@ -288,6 +303,16 @@ impl Preallocation {
             other => Err(Error::argument(format!(
                 "Invalid preallocation mode: '{other}' (off, metadata, falloc or full)"
             ))),
+        }
+    }
+
+    /// qemu-img's name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preallocation::Off => "off",
+            Preallocation::Metadata => "metadata",
+            Preallocation::Falloc => "falloc",
+            Preallocation::Full => "full",
         }
     }
 
@@ -335,6 +360,20 @@ impl Backing {
     pub fn replace(&self, spec: Option<BackingSpec>) {
         *lock(&self.spec) = spec;
         *lock(&self.below) = None;
+    }
+
+    /// Whether what lies below reaches past `offset`: a backing view longer
+    /// than that is attached. An image that names a backing file with no
+    /// view attached refuses, since the answer is unknown.
+    pub fn reaches_past(&self, offset: u64) -> Result<bool> {
+        let below = lock(&self.below).clone();
+        match below {
+            Some(r) => Ok(r.virtual_size() > offset),
+            None if self.exists() => Err(Error::unsupported(
+                "the backing file is not open, so qimg cannot tell what a grown range would show",
+            )),
+            None => Ok(false),
+        }
     }
 
     /// Reads guest bytes from below: the attached view, or zeros when the

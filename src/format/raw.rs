@@ -2,7 +2,7 @@
 
 use super::Preallocation;
 use super::{clip_request, BackingSpec, Description, Details, Extent, Format, Status};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::{write_zeros, HostExtent, Storage};
 
 /// An open raw image.
@@ -79,6 +79,25 @@ impl Format for Raw {
             self.storage.flush()?;
         }
         Ok(())
+    }
+
+    fn resize(&self, new_size: u64, prealloc: Preallocation) -> Result<()> {
+        let old = self.storage.len()?;
+        match prealloc {
+            Preallocation::Metadata => {
+                return Err(Error::unsupported(
+                    "Unsupported preallocation mode: metadata",
+                ))
+            }
+            _ if new_size <= old => self.storage.set_len(new_size)?,
+            Preallocation::Off => self.storage.set_len(new_size)?,
+            Preallocation::Falloc => {
+                self.storage.set_len(new_size)?;
+                self.storage.allocate(old, new_size - old)?;
+            }
+            Preallocation::Full => write_zeros(self.storage.as_ref(), old, new_size - old)?,
+        }
+        self.storage.flush()
     }
 
     fn flush(&self) -> Result<()> {

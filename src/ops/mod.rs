@@ -7,4 +7,5 @@ pub mod create;
 pub mod info;
 pub mod map;
 pub mod rebase;
+pub mod resize;
 pub mod stream;

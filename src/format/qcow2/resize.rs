@@ -2,9 +2,10 @@
 //! virtual size, and emptying the active L1 table (what `commit` does to
 //! the image it committed).
 
-use super::entry::{L2Entry, OFFSET_MASK};
+use super::entry::{L2Entry, OFFSET_MASK, ZERO};
 use super::header::AUTOCLEAR_DATA_FILE_RAW;
-use super::meta::read_l2_table;
+use super::meta::{read_l2_table, Meta};
+use super::write::ALL_SUBCLUSTERS;
 use super::Qcow2;
 use crate::error::{Error, Result};
 
@@ -13,16 +14,22 @@ use crate::error::{Error, Result};
 const FREES_PER_FLUSH: usize = 1 << 18;
 
 impl Qcow2 {
-    /// Grows the virtual size to `new_size` (never shrinks). The new range
-    /// reads as zeros when the image has no backing file; a caller that
-    /// grows an image whose backing file is longer must know that range
-    /// now shows the backing file. The L1 table grows in place when its
-    /// clusters have room, else moves: the new table is written and made
-    /// durable before one header write points at it, and the old table is
-    /// freed after that. Consumes the image: reopen it to use the new size.
-    pub(super) fn grow_to(self, new_size: u64) -> Result<()> {
+    /// Grows the virtual size to `new_size` (never shrinks). With
+    /// `zero_new`, the grown range reads as zeros even where the backing
+    /// file reaches into it (as `qemu-img resize` does when the backing
+    /// file is longer); otherwise it shows whatever lies below.
+    ///
+    /// The order keeps the image consistent at every instant. The L1 table
+    /// grows in place when its clusters have room, else a new one is
+    /// written and made durable (its old one freed only after the header
+    /// stops pointing at it). The grown range's entries are then set to
+    /// zero, beyond the old size where the guest cannot see them yet, and
+    /// made durable. Only then does one header write make the new size and
+    /// table current. Reopen the image to use the new size.
+    pub(super) fn grow_to(&self, new_size: u64, zero_new: bool) -> Result<()> {
         let cs = self.geo.cluster_size();
-        if new_size <= self.header.size {
+        let old_size = self.header.size;
+        if new_size <= old_size {
             return Ok(());
         }
         if !self.bitmaps.is_empty() {
@@ -32,7 +39,14 @@ impl Qcow2 {
         }
         if self.header.version < 3 && !self.snapshots.is_empty() {
             return Err(Error::unsupported(
-                "cannot grow a version 2 image that has snapshots",
+                "Can't resize a v2 image which has snapshots",
+            ));
+        }
+        if zero_new && self.header.version < 3 {
+            // No zero clusters in version 2 (qemu-img fails the same way,
+            // after changing the size; qimg refuses first).
+            return Err(Error::unsupported(
+                "Failed to zero out new clusters: Operation not supported",
             ));
         }
         let per_l1 = cs * self.geo.l2_entries();
@@ -76,6 +90,13 @@ impl Qcow2 {
             storage.flush()?;
             header.l1_size = needed as u32;
             meta.l1 = table;
+            // In memory only: L1 entries written from now on go to the new
+            // table; the header on disk still names the old one.
+            meta.header.l1_table_offset = header.l1_table_offset;
+            meta.header.l1_size = header.l1_size;
+        }
+        if zero_new {
+            self.zero_grown_range(&mut meta, old_size, new_size)?;
         }
         if header.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0 {
             // A raw data file must stay a valid raw image of the guest.
@@ -92,6 +113,105 @@ impl Qcow2 {
         meta.flush(storage, self.data_storage_ref(), &self.geo)
     }
 
+    /// Makes `[old_size, new_size)` read as zeros before the size grows:
+    /// the rest of the cluster holding the old end gets zeros written into
+    /// it (the cluster's own bytes before the old end are kept), and every
+    /// whole cluster after it a zero entry. Everything is durable when
+    /// this returns; nothing the guest sees changed.
+    fn zero_grown_range(&self, meta: &mut Meta, old_size: u64, new_size: u64) -> Result<()> {
+        let cs = self.geo.cluster_size();
+        let head = old_size / cs * cs;
+        if head < old_size {
+            let end = (head + cs).min(new_size);
+            let zeros = vec![0u8; (end - old_size) as usize];
+            self.write_in_cluster(meta, head, old_size - head, &zeros)?;
+        }
+        let zero = if self.geo.extended_l2 {
+            L2Entry {
+                word: 0,
+                bitmap: ALL_SUBCLUSTERS << 32,
+            }
+        } else {
+            L2Entry {
+                word: ZERO,
+                bitmap: 0,
+            }
+        };
+        let mut cluster = old_size.div_ceil(cs) * cs;
+        while cluster < new_size {
+            self.replace_entry(meta, cluster, zero)?;
+            self.flush_if_full(meta)?;
+            cluster += cs;
+        }
+        meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)
+    }
+
+    /// Shrinks the virtual size to `new_size` (a multiple of 512), as
+    /// `qemu-img resize --shrink`: everything past the new end is dropped.
+    /// The order keeps the image consistent at every instant: the rest of
+    /// the last cluster is zeroed (so a later growth shows zeros there),
+    /// then one header write makes the new size current, then the L2
+    /// entries and L1 entries past the end are cleared and made durable
+    /// before the clusters they held are freed (a leak at worst), and the
+    /// file is cut after its last cluster in use. Snapshots keep their own
+    /// tables and size. Consumes the image.
+    pub(super) fn shrink_to(&self, new_size: u64) -> Result<()> {
+        let old = self.header.size;
+        if new_size >= old {
+            return Ok(());
+        }
+        if !self.bitmaps.is_empty() {
+            return Err(Error::unsupported(
+                "cannot shrink an image with persistent bitmaps",
+            ));
+        }
+        if self.header.version < 3 && !self.snapshots.is_empty() {
+            return Err(Error::unsupported(
+                "Can't resize a v2 image which has snapshots",
+            ));
+        }
+        if self.geo.external_data {
+            return Err(Error::unsupported(
+                "qimg cannot shrink an image with an external data file yet",
+            ));
+        }
+        let cs = self.geo.cluster_size();
+        let span = cs * self.geo.l2_entries();
+        let keep_end = new_size.div_ceil(cs) * cs;
+        if keep_end > new_size {
+            self.write_zeroes_guest(new_size, keep_end.min(old) - new_size, false)?;
+        }
+        let mut meta = self.lock_meta();
+        self.prepare(&mut meta)?;
+        let storage = self.storage.as_ref();
+        meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+        let mut header = meta.header.clone();
+        header.size = new_size;
+        self.write_header(&header)?;
+        meta.header = header;
+        // The table that holds the new end keeps its first entries.
+        let partial = keep_end / span;
+        if keep_end % span != 0
+            && meta
+                .l1
+                .get(partial as usize)
+                .is_some_and(|e| e & OFFSET_MASK != 0)
+        {
+            let table_end = ((partial + 1) * span).min(old.div_ceil(cs) * cs);
+            let mut cluster = keep_end;
+            while cluster < table_end {
+                let (table, index, e) = self.writable_entry(&mut meta, cluster)?;
+                if e != L2Entry::default() {
+                    self.set_entry(&mut meta, table, index, L2Entry::default())?;
+                    self.release(&mut meta, e);
+                }
+                cluster += cs;
+            }
+            meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+        }
+        self.drop_l1_entries(&mut meta, keep_end.div_ceil(span) as usize)
+    }
+
     /// Drops every mapping of the active L1 table, so the image reads its
     /// backing file everywhere. L1 entries are cleared (made durable)
     /// before the refcounts of what they held drop, so a crash at any
@@ -101,10 +221,18 @@ impl Qcow2 {
     pub(super) fn empty_active_layer(&self) -> Result<()> {
         let mut meta = self.lock_meta();
         self.prepare(&mut meta)?;
+        meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
+        self.drop_l1_entries(&mut meta, 0)
+    }
+
+    /// Clears the active L1 entries from `first` on, as
+    /// [`Qcow2::empty_active_layer`] does for all of them, then cuts the
+    /// file after its last cluster in use. Everything cached must have
+    /// been flushed.
+    fn drop_l1_entries(&self, meta: &mut Meta, first: usize) -> Result<()> {
         let storage = self.storage.as_ref();
         let cs = self.geo.cluster_size();
-        meta.flush(storage, self.data_storage_ref(), &self.geo)?;
-        for index in 0..meta.l1.len() {
+        for index in first..meta.l1.len() {
             let table = meta.l1[index] & OFFSET_MASK;
             if table == 0 {
                 continue;
@@ -113,7 +241,7 @@ impl Qcow2 {
             if refcount <= 1 {
                 let entries: Vec<L2Entry> = read_l2_table(storage, &self.geo, table)?;
                 for e in entries {
-                    self.release(&mut meta, e);
+                    self.release(meta, e);
                 }
             }
             meta.frees.push((table, cs));

@@ -12,7 +12,7 @@ use crate::format::{check_write_range, BackingSpec};
 use std::sync::MutexGuard;
 
 /// All subcluster bits of one half of an extended L2 bitmap.
-const ALL_SUBCLUSTERS: u64 = 0xffff_ffff;
+pub(super) const ALL_SUBCLUSTERS: u64 = 0xffff_ffff;
 
 /// The subcluster bits `first..=last`.
 fn subcluster_mask(first: u64, last: u64) -> u64 {
@@ -109,7 +109,11 @@ impl Qcow2 {
 
     /// The writable L2 table of the guest cluster at `cluster`, the entry's
     /// index in it, and the entry.
-    fn writable_entry(&self, meta: &mut Meta, cluster: u64) -> Result<(u64, usize, L2Entry)> {
+    pub(super) fn writable_entry(
+        &self,
+        meta: &mut Meta,
+        cluster: u64,
+    ) -> Result<(u64, usize, L2Entry)> {
         let cs = self.geo.cluster_size();
         let span = cs * self.geo.l2_entries();
         let table = self.writable_l2(meta, (cluster / span) as usize)?;
@@ -119,7 +123,13 @@ impl Qcow2 {
         Ok((table, index, e))
     }
 
-    fn set_entry(&self, meta: &mut Meta, table: u64, index: usize, e: L2Entry) -> Result<()> {
+    pub(super) fn set_entry(
+        &self,
+        meta: &mut Meta,
+        table: u64,
+        index: usize,
+        e: L2Entry,
+    ) -> Result<()> {
         let (storage, geo) = (self.storage.as_ref(), &self.geo);
         meta.l2
             .get_mut(table, || read_l2_table(storage, geo, table))?[index] = e;
@@ -177,7 +187,13 @@ impl Qcow2 {
     }
 
     /// Writes `data` at byte `at` of the guest cluster at `cluster`.
-    fn write_in_cluster(&self, meta: &mut Meta, cluster: u64, at: u64, data: &[u8]) -> Result<()> {
+    pub(super) fn write_in_cluster(
+        &self,
+        meta: &mut Meta,
+        cluster: u64,
+        at: u64,
+        data: &[u8],
+    ) -> Result<()> {
         let geo = self.geo;
         let (cs, scs) = (geo.cluster_size(), geo.subcluster_size());
         let (table, index, e) = self.writable_entry(meta, cluster)?;
@@ -302,7 +318,7 @@ impl Qcow2 {
     }
 
     /// Replaces the entry of a whole cluster, releasing what it held.
-    fn replace_entry(&self, meta: &mut Meta, cluster: u64, next: L2Entry) -> Result<()> {
+    pub(super) fn replace_entry(&self, meta: &mut Meta, cluster: u64, next: L2Entry) -> Result<()> {
         let (table, index, e) = self.writable_entry(meta, cluster)?;
         self.release(meta, e);
         self.set_entry(meta, table, index, next)
@@ -325,7 +341,7 @@ impl Qcow2 {
     }
 
     /// Flushes once enough dirty metadata has piled up, to bound memory.
-    fn flush_if_full(&self, meta: &mut Meta) -> Result<()> {
+    pub(super) fn flush_if_full(&self, meta: &mut Meta) -> Result<()> {
         if meta.l2.wants_flush() || meta.refcounts.as_ref().is_some_and(|r| r.wants_flush()) {
             meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
         }

@@ -277,6 +277,28 @@ impl Format for Qed {
         self.grow_to(new_size)
     }
 
+    fn resize(&self, new_size: u64, prealloc: super::Preallocation) -> Result<()> {
+        if new_size < self.header.image_size {
+            return Err(Error::unsupported(
+                "Shrinking images is currently not supported",
+            ));
+        }
+        if prealloc != super::Preallocation::Off {
+            return Err(Error::unsupported(format!(
+                "Unsupported preallocation mode '{}'",
+                prealloc.name()
+            )));
+        }
+        // QED cannot make the grown range read zeros over a longer
+        // backing file (nor can qemu-img, with these words).
+        if self.backing.reaches_past(self.header.image_size)? {
+            return Err(Error::unsupported(
+                "Block driver does not support requested flags",
+            ));
+        }
+        self.grow_to(new_size)
+    }
+
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
         self.backing.attach(backing);
     }

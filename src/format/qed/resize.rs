@@ -8,8 +8,8 @@ impl Qed {
     /// Grows the virtual size to `new_size` (never shrinks) with one header
     /// write. The L1 table has a fixed size, so nothing else moves. QEMU
     /// wants QED sizes in whole 512-byte sectors and within what the tables
-    /// can map. Consumes the image: reopen it to use the new size.
-    pub(super) fn grow_to(self, new_size: u64) -> Result<()> {
+    /// can map. Reopen the image to use the new size.
+    pub(super) fn grow_to(&self, new_size: u64) -> Result<()> {
         if new_size <= self.header.image_size {
             return Ok(());
         }
