@@ -1,11 +1,11 @@
 //! `check`: open an image (and its backing chain, as qemu-img does) and
 //! check the top image's metadata.
 
+use crate::chain::spec;
 use crate::chain::Chain;
 use crate::error::Result;
 use crate::format::check::{CheckReport, Repair};
 use crate::format::{open_storage, FormatKind};
-use crate::io::FileStorage;
 use std::path::Path;
 
 /// What a check found, or that the format has none.
@@ -50,12 +50,12 @@ pub fn repair_image(
     log: &mut dyn FnMut(String),
 ) -> Result<Option<CheckReport>> {
     // Locked for writing first: an image in use is refused as a write.
-    let storage = FileStorage::open_rw(path)?;
+    let storage = spec::open_storage(path, true)?;
     let format = Chain::open(path, format)?
         .top()
         .image
         .format_name()
         .parse()?;
-    let image = open_storage(Box::new(storage), path, Some(format))?;
+    let image = open_storage(storage, path, Some(format))?;
     image.repair(mode, log).map_err(|e| e.with_path(path))
 }

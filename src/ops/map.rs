@@ -88,10 +88,15 @@ pub fn map(
             zero: st.zero,
             data: st.data,
             compressed: st.compressed,
-            offset: st.host,
-            file: st
+            offset: st
                 .host
-                .map(|_| layer.image.data_storage().path().display().to_string()),
+                .map(|h| crate::io::locate(layer.image.data_storage(), h).1),
+            file: st.host.map(|h| {
+                crate::io::locate(layer.image.data_storage(), h)
+                    .0
+                    .display()
+                    .to_string()
+            }),
         };
         offset += st.len;
         if current.can_absorb(&next) {
