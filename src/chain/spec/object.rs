@@ -76,7 +76,10 @@ impl Object {
             (None, None) => Err(Error::argument("Either 'file' or 'data' must be provided")),
             (None, Some(file)) => match std::fs::File::open(&file) {
                 Ok(_) => Ok(Object::Secret { id }),
-                Err(e) => Err(Error::io(format!("Unable to read {file}"), e)),
+                Err(e) => Err(Error::io(
+                    format!("Unable to read {file}: Failed to open file \u{201c}{file}\u{201d}"),
+                    e,
+                )),
             },
             (Some(_), None) => Ok(Object::Secret { id }),
         }
@@ -110,7 +113,7 @@ mod tests {
         );
         assert_eq!(
             msg("secret,id=s0,file=/nonexistent/key"),
-            "Unable to read /nonexistent/key"
+            "Unable to read /nonexistent/key: Failed to open file \u{201c}/nonexistent/key\u{201d}"
         );
         assert!(Object::parse("tls-creds-psk,id=t0,dir=/tmp").is_err());
     }
