@@ -8,7 +8,7 @@ use crate::format::probe::{format_of, probe_storage, Probed};
 use crate::format::qcow2::Qcow2;
 use crate::format::{Format, FormatKind, GuestRead, Status};
 use crate::io::{nbd::is_nbd_uri, HostExtent};
-use crate::paths::{file_identity, is_absolute_spec, resolve_relative_to};
+use crate::paths::is_absolute_spec;
 pub use spec::{open_image, open_image_writable};
 use spec::{BackingChoice, ImageSpec};
 use std::path::{Path, PathBuf};
@@ -192,15 +192,15 @@ impl Chain {
     pub fn depth_of(&self, name: &str) -> Result<usize> {
         let file = &self.layers[0].path;
         let wanted = [
-            file_identity(&resolve_relative_to(file, name)),
-            file_identity(Path::new(name)),
+            spec::identity(&spec::resolve_backing(file, name)),
+            spec::identity(Path::new(name)),
         ];
         for (depth, layer) in self.layers.iter().enumerate().skip(1) {
             let stored = self.layers[depth - 1]
                 .image
                 .backing()
                 .is_some_and(|b| b.name == name);
-            let id = file_identity(&layer.path);
+            let id = spec::identity(&layer.path);
             if stored || (id.is_some() && wanted.contains(&id)) {
                 return Ok(depth);
             }
