@@ -418,6 +418,27 @@ fn vdsm_node_with_backing_null() {
     assert_eq!(fx.read("ours.raw"), fx.read("ref.raw"));
     // Only the top: the base's data (0x11 at 0) is not there.
     assert_eq!(fx.read("ours.raw")[0], 0);
+    // vdsm's sub-chain node: the backing named by a node of its own, whose
+    // backing is null; the copy reads top and base only.
+    fx.sh("qemu-img create -q -f qcow2 low.qcow2 4M
+           qemu-io -c 'write -P 0x99 0 4M' low.qcow2 >/dev/null
+           qemu-img create -q -f qcow2 -b low.qcow2 -F qcow2 mid.qcow2
+           qemu-io -c 'write -P 0x88 0 1M' mid.qcow2 >/dev/null
+           qemu-img create -q -f qcow2 -b mid.qcow2 -F qcow2 high.qcow2
+           qemu-io -c 'write -P 0x77 512k 64k' high.qcow2 >/dev/null");
+    let node = r#"json:{"file": {"driver": "file", "filename": "high.qcow2"}, "driver": "qcow2", "backing": {"driver": "qcow2", "file": {"driver": "file", "filename": "mid.qcow2"}, "backing": null}}"#;
+    let out = fx.qimg(&["convert", "-O", "raw", node, "sub.raw"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(fx
+        .qemu_img(&["convert", "-O", "raw", node, "subref.raw"])
+        .status
+        .success());
+    assert_eq!(fx.read("sub.raw"), fx.read("subref.raw"));
+    assert_eq!(
+        fx.read("sub.raw")[3 << 20],
+        0,
+        "read below the null backing"
+    );
 }
 
 /// A raw window as a convert target (`convert -n --target-image-opts
@@ -670,4 +691,85 @@ fn nbd_exports_named_by_options() {
     assert!(out.status.success(), "{}", stderr(&out));
     drop(server);
     fx.assert_same("top.qcow2", "target.raw");
+}
+
+/// Proxmox VE copies into a qcow2 volume of a snapshot-as-volume-chain
+/// storage with target options built from its blockdev definition
+/// (proxmox/qemu-server src/PVE/QemuServer/QemuImage.pm, convert and
+/// qcow2_target_image_opts: `convert -p -n -f raw --target-image-opts SRC
+/// discard-no-unref=true,driver=qcow2,file.driver=file,file.filename=DST`,
+/// keys sorted per level), and to and from iSCSI LUNs with
+/// `file.driver=iscsi,...,driver=raw` (convert_iscsi_path).
+#[test]
+fn proxmox_target_image_opts() {
+    let fx = Fixture::new();
+    images(&fx);
+    fx.sh("qemu-img create -q -f qcow2 dst.qcow2 4M
+           qemu-img create -q -f qcow2 ref.qcow2 4M");
+    let opts = |f: &str| {
+        format!(
+            "discard-no-unref=true,driver=qcow2,file.driver=file,file.filename={}",
+            fx.path(f).display()
+        )
+    };
+    let args = |f: &str| {
+        vec![
+            "convert".to_string(),
+            "-p".into(),
+            "-n".into(),
+            "-f".into(),
+            "raw".into(),
+            "--target-image-opts".into(),
+            "r.raw".into(),
+            opts(f),
+        ]
+    };
+    let ours: Vec<String> = args("dst.qcow2");
+    let ours: Vec<&str> = ours.iter().map(String::as_str).collect();
+    let out = fx.qimg(&ours);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let theirs: Vec<String> = args("ref.qcow2");
+    let theirs: Vec<&str> = theirs.iter().map(String::as_str).collect();
+    assert!(fx.qemu_img(&theirs).status.success());
+    fx.assert_same("dst.qcow2", "ref.qcow2");
+    fx.assert_same("r.raw", "dst.qcow2");
+    fx.assert_clean("dst.qcow2");
+    // An iSCSI LUN: refused by name, nothing written.
+    let lun = "file.driver=iscsi,file.transport=tcp,file.initiator-name=foobar,file.portal=127.0.0.1,file.target=iqn.2019-10.org.test:foobar,file.lun=1,driver=raw";
+    let before = fx.read("dst.qcow2");
+    let err = one_error_line(
+        &fx.qimg(&[
+            "convert",
+            "-p",
+            "-n",
+            "-f",
+            "qcow2",
+            "--target-image-opts",
+            "dst.qcow2",
+            lun,
+        ]),
+        "iscsi target",
+    );
+    assert!(
+        err.contains("'iscsi' block driver is not supported"),
+        "{err}"
+    );
+    let err = one_error_line(
+        &fx.qimg(&[
+            "convert",
+            "-p",
+            "-n",
+            "--image-opts",
+            "-O",
+            "raw",
+            lun,
+            "dst.qcow2",
+        ]),
+        "iscsi source",
+    );
+    assert!(
+        err.contains("'iscsi' block driver is not supported"),
+        "{err}"
+    );
+    assert_eq!(fx.read("dst.qcow2"), before);
 }
