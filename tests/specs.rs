@@ -555,6 +555,7 @@ fn bad_specifications_get_qemu_imgs_sentence() {
         ],
     );
     assert!(!fx.path("j.qcow2").exists());
+    same_error(&fx, &["info", "--image-opts", "r.raw"]);
     // --object: the definitions qemu-img refuses.
     for object in [
         "secret,id=s0",
@@ -653,6 +654,9 @@ fn nbd_exports_named_by_options() {
         format!(r#"json:{{"file.driver":"nbd","file.path":"{s}","file.export":"exp"}}"#),
         format!(
             r#"json:{{"driver":"raw","offset":1048576,"size":65536,"file":{{"driver":"nbd","server":{{"type":"unix","path":"{s}"}},"export":"exp"}}}}"#
+        ),
+        format!(
+            r#"json:{{"driver":"raw","offset":1048576,"size":65536,"file":{{"driver":"nbd","path":"{s}","export":"exp"}}}}"#
         ),
     ];
     for spec in &specs {

@@ -48,6 +48,9 @@ pub struct NbdNode {
     pub export: Option<String>,
     /// The URI it was named by, when it was named by one.
     pub uri: Option<String>,
+    /// The older `host`/`port`/`path` keys as given, when the node was
+    /// named by them (QEMU repeats them, not `server.*`, in a `json:` name).
+    pub legacy: Vec<(String, Value)>,
 }
 
 impl NbdNode {
@@ -87,6 +90,14 @@ impl NbdNode {
     /// The options QEMU lists for the node in a `json:` name (flattened).
     fn options(&self) -> Vec<(String, Value)> {
         let mut o = Vec::new();
+        if !self.legacy.is_empty() {
+            o.extend(self.legacy.iter().cloned());
+            o.push(("driver".to_string(), json!("nbd")));
+            if let Some(e) = &self.export {
+                o.push(("export".to_string(), json!(e)));
+            }
+            return o;
+        }
         match &self.address {
             NbdAddress::Tcp { host, port } => {
                 o.push(("server.host".to_string(), json!(host)));
@@ -256,6 +267,7 @@ impl ImageSpec {
                 address: uri.address,
                 export: Some(uri.export),
                 uri: Some(name.to_string()),
+                legacy: Vec::new(),
             })
         } else {
             FileNode::File {
@@ -280,6 +292,13 @@ impl ImageSpec {
     /// The spec of an `--image-opts` option string
     /// (`driver=raw,file.filename=disk.img`).
     pub fn from_image_opts(text: &str) -> Result<ImageSpec> {
+        if !text.is_empty() && !text.contains('=') && !text.contains(',') {
+            // A lone word names a node of a running QEMU, which qemu-img has none of.
+            return Err(Error::argument(format!(
+                "Cannot find device='{text}' nor node-name='{text}'"
+            ))
+            .with_path(text));
+        }
         tree::from_options(text)
             .and_then(|t| node::image(&t))
             .map_err(at(text))

@@ -437,9 +437,18 @@ fn nbd_node(tree: &Tree) -> Result<NbdNode> {
             (None, None) => return Err(Error::argument("NBD server address missing")),
         },
     };
+    let legacy = if tree.contains_key("server") {
+        Vec::new()
+    } else {
+        ["port", "host", "path"]
+            .iter()
+            .filter_map(|k| tree.get(*k).map(|v| (k.to_string(), v.clone())))
+            .collect()
+    };
     Ok(NbdNode {
         address,
         export,
         uri: None,
+        legacy,
     })
 }
