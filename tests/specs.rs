@@ -177,6 +177,22 @@ fn json_names_and_image_opts_read_as_qemu_img_reads_them() {
             same_output(&fx, args);
         }
     }
+    // host_device: a device (here the null and zero devices), named as
+    // qemu-img names it; a regular file is refused with its sentence.
+    for spec in [
+        r#"json:{"driver":"raw","file":{"driver":"host_device","filename":"/dev/null"}}"#,
+        r#"json:{"driver":"host_device","filename":"/dev/zero"}"#,
+    ] {
+        same_output(&fx, &["info", "--output=json", spec]);
+        same_output(&fx, &["info", spec]);
+    }
+    same_error(
+        &fx,
+        &[
+            "info",
+            r#"json:{"driver":"raw","file":{"driver":"host_device","filename":"r.raw"}}"#,
+        ],
+    );
     // The converted content is the same as qemu-img's conversion.
     for (i, spec) in specs.iter().enumerate() {
         let ours = format!("ours{i}.qcow2");

@@ -78,6 +78,32 @@ impl ImageInfo {
             .unwrap_or_else(|| path.display().to_string());
         let protocol_top = spec.as_ref().and_then(ImageSpec::protocol_top);
         let top_window = spec.as_ref().is_some_and(ImageSpec::has_top_window);
+        let device = spec.as_ref().is_some_and(|s| {
+            matches!(
+                s.file().protocol(),
+                crate::chain::spec::FileNode::File {
+                    host_device: true,
+                    ..
+                }
+            )
+        });
+        let mut file = match (protocol_top, storage.below()) {
+            (Some(_), _) => None,
+            // A raw image's own window is part of its node: its child
+            // is the node below the window.
+            (None, Some((inner, _))) if top_window => Some(FileInfo::of(inner, actual_size)?),
+            (None, _) => Some(FileInfo::of(storage, actual_size)?),
+        };
+        if device {
+            // The same local file, opened by the driver for devices.
+            let mut node = file.as_mut();
+            while let Some(n) = node {
+                if n.window_onto.is_none() {
+                    n.protocol = "host_device";
+                }
+                node = n.window_onto.as_deref_mut();
+            }
+        }
         Ok(ImageInfo {
             filename,
             format: protocol_top.unwrap_or(image.format_name()),
@@ -89,13 +115,7 @@ impl ImageInfo {
                 .map(|b| resolve_backing(path, &b.name).display().to_string()),
             backing_format: backing.and_then(|b| b.format),
             description: image.describe(),
-            file: match (protocol_top, storage.below()) {
-                (Some(_), _) => None,
-                // A raw image's own window is part of its node: its child
-                // is the node below the window.
-                (None, Some((inner, _))) if top_window => Some(FileInfo::of(inner, actual_size)?),
-                (None, _) => Some(FileInfo::of(storage, actual_size)?),
-            },
+            file,
         })
     }
 }

@@ -107,7 +107,7 @@ fn node_json(node: &FileInfo) -> Value {
             }
             m.insert(
                 "format-specific".into(),
-                json!({"type": node.protocol, "data": {}}),
+                json!({"type": "file", "data": {}}),
             );
             m.insert("dirty-flag".into(), json!(false));
         }
