@@ -452,6 +452,8 @@ fn vdsm_node_with_backing_null() {
     images(&fx);
     let node = r#"json:{"file": {"driver": "file", "filename": "top.qcow2"}, "driver": "qcow2", "backing": null}"#;
     same_output(&fx, &["info", "--output=json", node]);
+    // info --backing-chain lists the chain the images record, as qemu-img does.
+    same_output(&fx, &["info", "--backing-chain", "--output=json", node]);
     let out = fx.qimg(&["convert", "-O", "raw", node, "ours.raw"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(fx

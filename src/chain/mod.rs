@@ -60,7 +60,14 @@ impl Chain {
     /// Opens `path` (as `format`, or probed) and its whole backing chain.
     /// `path` is any name an image goes by (see [`spec`]).
     pub fn open(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        Self::open_below(path, Arc::from(open_image(path, format)?))
+        Self::open_below(path, Arc::from(open_image(path, format)?), true)
+    }
+
+    /// As [`Chain::open`], but the backing files are the ones the images
+    /// record, whatever a `json:` name says about them (`"backing": null`):
+    /// the chain `info --backing-chain` shows, as qemu-img shows it.
+    pub fn open_recorded(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
+        Self::open_below(path, Arc::from(open_image(path, format)?), false)
     }
 
     /// Opens the internal snapshot `snapshot` of the qcow2 image at `path`
@@ -78,13 +85,13 @@ impl Chain {
         let image = Qcow2::open(storage, path)
             .and_then(|i| i.at_snapshot(snapshot))
             .map_err(|e| e.with_path(path))?;
-        Self::open_below(path, Arc::new(image))
+        Self::open_below(path, Arc::new(image), true)
     }
 
     /// Opens `path` for writing and its backing chain read-only, and gives
     /// the top image a reader of the chain below it (for partial writes).
     pub fn open_writable(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        let chain = Self::open_below(path, Arc::from(open_image_writable(path, format)?))?;
+        let chain = Self::open_below(path, Arc::from(open_image_writable(path, format)?), true)?;
         if chain.layers.len() > 1 {
             chain.layers[0].image.attach_backing(chain.reader_from(1));
         }
@@ -92,16 +99,18 @@ impl Chain {
     }
 
     /// A chain whose top image is already open. A `json:` name may say
-    /// which backing file to open instead of the recorded one, or none.
-    fn open_below(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
+    /// which backing file to open instead of the recorded one, or none
+    /// (heeded when `overrides` is set).
+    fn open_below(path: &Path, top: Arc<dyn Format>, overrides: bool) -> Result<Chain> {
         let mut layers = vec![Layer {
             path: path.to_path_buf(),
             image: top,
         }];
         let mut seen = vec![spec::identity(path)];
-        let mut choice = ImageSpec::parse_path(path)
-            .map(|s| s.backing().clone())
-            .unwrap_or(BackingChoice::AsRecorded);
+        let mut choice = match ImageSpec::parse_path(path) {
+            Ok(s) if overrides => s.backing().clone(),
+            _ => BackingChoice::AsRecorded,
+        };
         loop {
             let top = layers.last().expect("at least one layer");
             let overlay = top.path.clone();
@@ -166,7 +175,9 @@ impl Chain {
                 ))
                 .with_path(&overlay)
             })?;
-            choice = backing_spec.backing().clone();
+            if overrides {
+                choice = backing_spec.backing().clone();
+            }
             seen.push(id);
             layers.push(Layer {
                 path: resolved,

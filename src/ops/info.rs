@@ -128,7 +128,7 @@ pub fn image_info(path: &Path, format: Option<FormatKind>) -> Result<ImageInfo> 
 
 /// The facts about every image of the chain at `path`, top first.
 pub fn chain_info(path: &Path, format: Option<FormatKind>) -> Result<Vec<ImageInfo>> {
-    let chain = Chain::open(path, format)?;
+    let chain = Chain::open_recorded(path, format)?;
     chain
         .layers()
         .iter()
