@@ -172,7 +172,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__check)
-            opts="-f -r -q -T -U -h --format --output --repair --quiet --cache --force-share --help"
+            opts="-f -r -q -T -U -h --format --output --repair --quiet --cache --force-share --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -206,6 +206,10 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -214,7 +218,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__commit)
-            opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --progress --quiet --rate --attach --device --base-node --job-id --detach --top --top-node --no-pivot --help"
+            opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --progress --quiet --rate --attach --device --base-node --job-id --detach --top --top-node --no-pivot --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -284,6 +288,10 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -292,7 +300,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__convert)
-            opts="-f -O -o -c -B -F -n -S -m -W -p -q -U -r -l -t -T -C -h --source-format --target-format --target-options --compress --backing --backing-format --no-create --target-is-zero --sparse-size --parallel --oob-writes --progress --quiet --force-share --rate --source-snapshot --target-cache --source-cache --copy-range-offloading --salvage --bitmaps --skip-broken-bitmaps --help"
+            opts="-f -O -o -c -B -F -n -S -m -W -p -q -U -r -l -t -T -C -h --source-format --target-format --target-options --compress --backing --backing-format --no-create --target-is-zero --sparse-size --parallel --oob-writes --progress --quiet --force-share --rate --source-snapshot --target-cache --source-cache --copy-range-offloading --salvage --bitmaps --skip-broken-bitmaps --target-image-opts --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -394,6 +402,10 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -402,7 +414,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__create)
-            opts="-f -o -b -F -u -q -h --format --options --backing --backing-format --backing-unsafe --quiet --help"
+            opts="-f -o -b -F -u -q -h --format --options --backing --backing-format --backing-unsafe --quiet --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -437,6 +449,10 @@ _qimg() {
                     return 0
                     ;;
                 -F)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -714,7 +730,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__info)
-            opts="-f -b -U -h --format --output --backing-chain --force-share --attach --device --help"
+            opts="-f -b -U -h --format --output --backing-chain --force-share --attach --device --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -737,6 +753,10 @@ _qimg() {
                     return 0
                     ;;
                 --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1002,7 +1022,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__map)
-            opts="-f -U -h --format --output --start-offset --max-length --force-share --help"
+            opts="-f -U -h --format --output --start-offset --max-length --force-share --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1028,6 +1048,10 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1036,7 +1060,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__rebase)
-            opts="-f -t -T -p -q -U -u -r -c -b -F -h --format --cache --backing-cache --progress --quiet --force-share --backing-unsafe --rate --compress --backing --backing-format --help"
+            opts="-f -t -T -p -q -U -u -r -c -b -F -h --format --cache --backing-cache --progress --quiet --force-share --backing-unsafe --rate --compress --backing --backing-format --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1098,6 +1122,10 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1132,7 +1160,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__stream)
-            opts="-f -r -p -h --format --base --backing-file --offset --length --rate-limit --time-limit --deadline --when-idle --progress --output --attach --device --base-node --job-id --detach --help"
+            opts="-f -r -p -h --format --base --backing-file --offset --length --rate-limit --time-limit --deadline --when-idle --progress --output --attach --device --base-node --job-id --detach --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1207,6 +1235,10 @@ _qimg() {
                     return 0
                     ;;
                 --job-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

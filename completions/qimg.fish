@@ -58,6 +58,7 @@ size=\t''
 table_size=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s b -l backing -d 'Backing file of the new image' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s F -l backing-format -d 'Format of the backing file (required with -b)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand create" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s u -l backing-unsafe -d 'Do not open or check the backing file'
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s h -l help -d 'Print help'
@@ -68,8 +69,10 @@ complete -c qimg -n "__fish_qimg_using_subcommand info" -l output -d 'Output for
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l attach -d 'Show the images the VM (or qemu-storage-daemon) behind this QMP socket has open, as its block layer sees them' -r
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l device -d 'With --attach: only this device\'s (or node\'s) chain' -r
+complete -c qimg -n "__fish_qimg_using_subcommand info" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s b -l backing-chain -d 'Show every image of the backing chain'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
+complete -c qimg -n "__fish_qimg_using_subcommand info" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -78,7 +81,9 @@ complete -c qimg -n "__fish_qimg_using_subcommand map" -l output -d 'Output form
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l start-offset -d 'First guest offset to map' -r
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l max-length -d 'Map at most this many bytes' -r
+complete -c qimg -n "__fish_qimg_using_subcommand map" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
+complete -c qimg -n "__fish_qimg_using_subcommand map" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -88,8 +93,10 @@ json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s r -l repair -d 'Repair leaks, or everything' -r -f -a "leaks\t'Free leaked clusters'
 all\t'Also rebuild refcounts and clear the corrupt and dirty bits'"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s T -l cache -d 'Cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand check" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s q -l quiet -d 'Print nothing; the exit code tells the verdict'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s U -l force-share -d 'Open the image in shared mode (read-only checks only)'
+complete -c qimg -n "__fish_qimg_using_subcommand check" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s f -l source-format -d 'Source format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -125,6 +132,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s r -l rate -d 'Limi
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s l -l source-snapshot -d 'Convert this internal snapshot of the source' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s t -l target-cache -d 'Target cache mode: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes, as qemu-img\'s default)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s T -l source-cache -d 'Source cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s c -l compress -d 'Compress every cluster (qcow2 only)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s n -l no-create -d 'Write into an existing target instead of creating it'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l target-is-zero -d 'Assume the target reads as zeros (needs -n)'
@@ -135,6 +143,8 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s C -l copy-range-of
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l salvage -d 'Continue past read errors, writing zeros'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l bitmaps -d 'Copy persistent bitmaps'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l skip-broken-bitmaps -d 'Skip inconsistent bitmaps when copying them'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l target-image-opts -d 'The target is an option string (driver=raw,file.filename=disk.img), as with --image-opts; needs -n'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -155,7 +165,9 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -l attach -d 'Run the 
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l device -d 'With --attach: the device or node name of the image (the active layer)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base-node -d 'With --attach: the base by node name (instead of a file name)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l job-id -d 'With --attach: the block job\'s id (default: qimg-OP-PID)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l detach -d 'With --attach: start the job, print its id and return at once'
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -171,10 +183,12 @@ complete -c qimg -n "__fish_qimg_using_subcommand commit" -l base-node -d 'With 
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l job-id -d 'With --attach: the block job\'s id (default: qimg-OP-PID)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l top -d 'With --attach: the top of the commit by file name (default: the active layer, an active commit)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l top-node -d 'With --attach: the top by node name' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s d -l drop -d 'Do not empty FILE after committing'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l detach -d 'With --attach: start the job, print its id and return at once'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l no-pivot -d 'With --attach: leave an active commit unpivoted (the VM stays on the top; the data is in the base all the same)'
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -186,10 +200,12 @@ json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s b -l backing -d 'The new backing file ("" for none)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s F -l backing-format -d 'Format of the new backing file (required unless -b "")' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s U -l force-share -d 'Open the backing files in shared mode'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s u -l backing-unsafe -d 'Only rewrite the backing file name and format'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s c -l compress -d 'Compress the clusters written'
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''

@@ -1,12 +1,16 @@
 //! Backing chains: open an image and every image below it, and read through
 //! them as one guest-visible [`View`].
 
+pub mod spec;
+
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::probe::{format_of, probe_storage, Probed};
 use crate::format::qcow2::Qcow2;
-use crate::format::{open_image, open_image_writable, Format, FormatKind, GuestRead, Status};
-use crate::io::{nbd::is_nbd_uri, open_read_storage, FileStorage, HostExtent};
-use crate::paths::{file_identity, is_absolute_spec, resolve_relative_to};
+use crate::format::{Format, FormatKind, GuestRead, Status};
+use crate::io::{nbd::is_nbd_uri, HostExtent};
+use crate::paths::is_absolute_spec;
+pub use spec::{open_image, open_image_writable};
+use spec::{BackingChoice, ImageSpec};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -54,31 +58,40 @@ fn chain_error(message: String) -> Error {
 
 impl Chain {
     /// Opens `path` (as `format`, or probed) and its whole backing chain.
+    /// `path` is any name an image goes by (see [`spec`]).
     pub fn open(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        Self::open_below(path, Arc::from(open_image(path, format)?))
+        Self::open_below(path, Arc::from(open_image(path, format)?), true)
+    }
+
+    /// As [`Chain::open`], but the backing files are the ones the images
+    /// record, whatever a `json:` name says about them (`"backing": null`):
+    /// the chain `info --backing-chain` shows, as qemu-img shows it.
+    pub fn open_recorded(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
+        Self::open_below(path, Arc::from(open_image(path, format)?), false)
     }
 
     /// Opens the internal snapshot `snapshot` of the qcow2 image at `path`
     /// (see `Qcow2::at_snapshot`), with the image's backing chain.
     pub fn open_snapshot(path: &Path, format: Option<FormatKind>, snapshot: &str) -> Result<Chain> {
-        let storage = FileStorage::open(path)?;
-        let kind = format_of(&storage, path, format)?;
+        let storage = spec::open_storage(path, false)?;
+        let format = format.or(ImageSpec::parse_path(path)?.driver());
+        let kind = format_of(storage.as_ref(), path, format)?;
         if kind != FormatKind::Qcow2 {
             return Err(
                 Error::unsupported(format!("{kind} images have no internal snapshots"))
                     .with_path(path),
             );
         }
-        let image = Qcow2::open(Box::new(storage), path)
+        let image = Qcow2::open(storage, path)
             .and_then(|i| i.at_snapshot(snapshot))
             .map_err(|e| e.with_path(path))?;
-        Self::open_below(path, Arc::new(image))
+        Self::open_below(path, Arc::new(image), true)
     }
 
     /// Opens `path` for writing and its backing chain read-only, and gives
     /// the top image a reader of the chain below it (for partial writes).
     pub fn open_writable(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        let chain = Self::open_below(path, Arc::from(open_image_writable(path, format)?))?;
+        let chain = Self::open_below(path, Arc::from(open_image_writable(path, format)?), true)?;
         if chain.layers.len() > 1 {
             chain.layers[0].image.attach_backing(chain.reader_from(1));
         }
@@ -88,23 +101,34 @@ impl Chain {
     /// The chain of `top`, an image already open (as `path`), with its
     /// backing files opened below it read-only.
     pub fn with_top(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
-        Self::open_below(path, top)
+        Self::open_below(path, top, true)
     }
 
-    /// A chain whose top image is already open.
-    fn open_below(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
+    /// A chain whose top image is already open. A `json:` name may say
+    /// which backing file to open instead of the recorded one, or none
+    /// (heeded when `overrides` is set).
+    fn open_below(path: &Path, top: Arc<dyn Format>, overrides: bool) -> Result<Chain> {
         let mut layers = vec![Layer {
             path: path.to_path_buf(),
             image: top,
         }];
-        let mut seen = vec![file_identity(path)];
+        let mut seen = vec![spec::identity(path)];
+        let mut choice = match ImageSpec::parse_path(path) {
+            Ok(s) if overrides => s.backing().clone(),
+            _ => BackingChoice::AsRecorded,
+        };
         loop {
             let top = layers.last().expect("at least one layer");
-            let Some(spec) = top.image.backing() else {
-                break;
-            };
             let overlay = top.path.clone();
-            let resolved = resolve_relative_to(&overlay, &spec.name);
+            let (name, format) = match std::mem::replace(&mut choice, BackingChoice::AsRecorded) {
+                BackingChoice::None => break,
+                BackingChoice::Spec(s) => (s.to_name(), s.driver().map(|k| k.name().to_string())),
+                BackingChoice::AsRecorded => match top.image.backing() {
+                    Some(b) => (b.name, b.format),
+                    None => break,
+                },
+            };
+            let resolved = spec::resolve_backing(&overlay, &name);
             let names = || {
                 layers
                     .iter()
@@ -113,17 +137,25 @@ impl Chain {
                     .collect::<Vec<_>>()
                     .join(" -> ")
             };
-            if is_absolute_spec(&spec.name)
-                && !spec.name.starts_with('/')
-                && !is_nbd_uri(&spec.name)
+            if is_absolute_spec(&name)
+                && !name.starts_with('/')
+                && !is_nbd_uri(&name)
+                && !name.starts_with("file:")
+                && !name.starts_with("json:")
             {
                 return Err(chain_error(format!(
-                    "backing file '{}' uses a protocol qimg cannot open",
-                    spec.name
+                    "backing file '{name}' uses a protocol qimg cannot open"
                 ))
                 .with_path(&overlay));
             }
-            let id = file_identity(&resolved);
+            let backing_spec = ImageSpec::parse_path(&resolved).map_err(|e| {
+                chain_error(format!(
+                    "could not open backing file '{name}': {}",
+                    e.message()
+                ))
+                .with_path(&overlay)
+            })?;
+            let id = spec::identity(&resolved);
             if id.is_some() && seen.contains(&id) {
                 return Err(chain_error(format!("backing chain loop: {}", names())));
             }
@@ -134,19 +166,24 @@ impl Chain {
                 ))
                 .with_path(path));
             }
-            let format = match &spec.format {
-                Some(f) => f.parse::<FormatKind>().map_err(|e| e.with_path(&overlay))?,
-                None => probe_backing(&resolved, &spec.name).map_err(|e| e.with_path(&overlay))?,
+            let format = match (backing_spec.driver(), &format) {
+                (Some(k), _) => k,
+                (None, Some(f)) => f.parse::<FormatKind>().map_err(|e| e.with_path(&overlay))?,
+                (None, None) => {
+                    probe_backing(&resolved, &name).map_err(|e| e.with_path(&overlay))?
+                }
             };
             let image = open_image(&resolved, Some(format)).map_err(|e| {
                 chain_error(format!(
-                    "could not open backing file '{}'{}: {}",
-                    spec.name,
-                    looked_at(&spec.name, &resolved),
+                    "could not open backing file '{name}'{}: {}",
+                    looked_at(&name, &resolved),
                     e.reason()
                 ))
                 .with_path(&overlay)
             })?;
+            if overrides {
+                choice = backing_spec.backing().clone();
+            }
             seen.push(id);
             layers.push(Layer {
                 path: resolved,
@@ -172,15 +209,15 @@ impl Chain {
     pub fn depth_of(&self, name: &str) -> Result<usize> {
         let file = &self.layers[0].path;
         let wanted = [
-            file_identity(&resolve_relative_to(file, name)),
-            file_identity(Path::new(name)),
+            spec::identity(&spec::resolve_backing(file, name)),
+            spec::identity(Path::new(name)),
         ];
         for (depth, layer) in self.layers.iter().enumerate().skip(1) {
             let stored = self.layers[depth - 1]
                 .image
                 .backing()
                 .is_some_and(|b| b.name == name);
-            let id = file_identity(&layer.path);
+            let id = spec::identity(&layer.path);
             if stored || (id.is_some() && wanted.contains(&id)) {
                 return Ok(depth);
             }
@@ -243,7 +280,7 @@ fn looked_at(name: &str, resolved: &Path) -> String {
 /// Probes a backing file whose format is not recorded. Probing one as raw is
 /// refused: a guest could have written any header into it.
 fn probe_backing(resolved: &Path, name: &str) -> Result<FormatKind> {
-    let storage = open_read_storage(resolved)
+    let storage = spec::open_storage(resolved, false)
         .map_err(|e| chain_error(format!("could not open backing file '{name}': {e}")))?;
     match probe_storage(storage.as_ref())? {
         Probed::Known(FormatKind::Raw) => Err(chain_error(format!(

@@ -121,3 +121,46 @@ pub enum RepairArg {
     /// Also rebuild refcounts and clear the corrupt and dirty bits.
     All,
 }
+
+/// `--object OBJECTDEF`: qemu-img's user-creatable objects. `secret`
+/// objects are checked as qemu-img checks them, so command lines that
+/// name secrets parse; qimg does not open encrypted images.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ObjectArgs {
+    /// Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg
+    /// opens no encrypted image, so the secret goes unused).
+    #[arg(long = "object", value_name = "OBJECTDEF")]
+    pub object: Vec<String>,
+}
+
+impl ObjectArgs {
+    /// Checks every definition.
+    pub fn check(&self) -> qimg::error::Result<()> {
+        qimg::chain::spec::Object::parse_all(&self.object).map(|_| ())
+    }
+}
+
+/// `--image-opts` and `--object`, for the commands that open an image.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SpecArgs {
+    /// FILE is an option string (driver=qcow2,file.filename=disk.qcow2)
+    /// instead of a file name.
+    #[arg(long = "image-opts")]
+    pub image_opts: bool,
+    /// Objects (--object).
+    #[command(flatten)]
+    pub objects: ObjectArgs,
+}
+
+impl SpecArgs {
+    /// Checks the objects and gives the name `file` stands for (`format_given`:
+    /// `-f` was given, which qemu-img refuses beside `--image-opts`).
+    pub fn name(
+        &self,
+        file: &std::path::Path,
+        format_given: bool,
+    ) -> qimg::error::Result<std::path::PathBuf> {
+        self.objects.check()?;
+        qimg::chain::spec::ImageSpec::argument_name(file, self.image_opts, format_given)
+    }
+}

@@ -35,6 +35,9 @@ pub struct CheckArgs {
     /// Open the image in shared mode (read-only checks only).
     #[arg(short = 'U', long = "force-share")]
     force_share: bool,
+    /// `--image-opts`, `--object`.
+    #[command(flatten)]
+    spec: super::args::SpecArgs,
     /// The image file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -51,6 +54,7 @@ impl CheckArgs {
             );
         }
         qimg::io::lock::set_force_share(self.force_share);
+        let name = self.spec.name(&self.file, self.format.is_some())?;
         let format = self.format.map(|f| f.0);
         let mut log = |line: String| eprintln!("{line}");
         let mut fixed = None;
@@ -59,7 +63,7 @@ impl CheckArgs {
                 RepairArg::Leaks => Repair::Leaks,
                 RepairArg::All => Repair::All,
             };
-            let Some(first) = repair_image(&self.file, format, mode, &mut log)? else {
+            let Some(first) = repair_image(&name, format, mode, &mut log)? else {
                 return Ok(self.not_supported());
             };
             if first.check_errors > 0 {
@@ -75,7 +79,7 @@ impl CheckArgs {
                 fixed = Some((first.leaks_fixed, first.corruptions_fixed));
             }
         }
-        let outcome = check_image(&self.file, format, &mut log)?;
+        let outcome = check_image(&name, format, &mut log)?;
         let CheckOutcome::Checked { format, mut report } = outcome else {
             return Ok(self.not_supported());
         };

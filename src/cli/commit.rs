@@ -59,6 +59,9 @@ pub struct CommitArgs {
     /// the top; the data is in the base all the same).
     #[arg(long = "no-pivot", requires = "attach")]
     no_pivot: bool,
+    /// `--image-opts`, `--object`.
+    #[command(flatten)]
+    spec: super::args::SpecArgs,
     /// The image whose data goes down.
     #[arg(value_name = "FILE", required_unless_present = "attach")]
     file: Option<PathBuf>,
@@ -77,6 +80,7 @@ impl CommitArgs {
             .file
             .clone()
             .expect("clap requires FILE without --attach");
+        let file = self.spec.name(&file, self.format.is_some())?;
         let request = CommitRequest {
             file: file.clone(),
             format: self.format.map(|f| f.0),

@@ -4,6 +4,7 @@ use super::args::{parse_size, FormatArg, FormatParser, OptionsParser, ProgressAr
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
+use qimg::chain::spec::ImageSpec;
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::format::FormatKind;
@@ -84,6 +85,13 @@ pub struct ConvertArgs {
     /// Skip inconsistent bitmaps when copying them.
     #[arg(long = "skip-broken-bitmaps")]
     skip_broken_bitmaps: bool,
+    /// The target is an option string (driver=raw,file.filename=disk.img),
+    /// as with --image-opts; needs -n.
+    #[arg(long = "target-image-opts")]
+    target_image_opts: bool,
+    /// `--image-opts` (for the sources), `--object`.
+    #[command(flatten)]
+    spec: super::args::SpecArgs,
     /// Source images (concatenated), then the target: SRC... DST.
     #[arg(value_name = "FILE", num_args = 2.., required = true)]
     files: Vec<PathBuf>,
@@ -114,11 +122,27 @@ impl ConvertArgs {
         };
         let mut files = self.files;
         let target = files.pop().expect("clap requires two files");
+        let sources = files
+            .iter()
+            .map(|f| self.spec.name(f, self.source_format.is_some()))
+            .collect::<Result<Vec<_>>>()?;
+        let (target, target_format) = if self.target_image_opts {
+            if !self.no_create {
+                return Err(Error::argument(
+                    "--target-image-opts requires use of -n flag",
+                ));
+            }
+            let name = ImageSpec::argument_name(&target, true, self.target_format.is_some())?;
+            let format = ImageSpec::format_of(&name)?;
+            (name, format)
+        } else {
+            (target, self.target_format.map_or(FormatKind::Raw, |f| f.0))
+        };
         let request = ConvertRequest {
-            sources: files,
+            sources,
             source_format: self.source_format.map(|f| f.0),
             target,
-            target_format: self.target_format.map_or(FormatKind::Raw, |f| f.0),
+            target_format,
             options: self.options,
             backing: self.backing,
             backing_format: self.backing_format.map(|f| f.0.name().to_string()),

@@ -32,6 +32,9 @@ pub struct CreateArgs {
     /// Print nothing on success.
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
+    /// `--object`.
+    #[command(flatten)]
+    objects: super::args::ObjectArgs,
     /// The file to create (overwritten if it exists).
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -43,6 +46,7 @@ pub struct CreateArgs {
 impl CreateArgs {
     /// Runs `create`.
     pub fn run(self) -> Result<ExitCode> {
+        self.objects.check()?;
         let format = self.format.map(|f| f.0);
         if self.options.iter().any(|o| o == "help" || o == "?") {
             let format = format.unwrap_or(FormatKind::Raw);

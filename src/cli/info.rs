@@ -36,6 +36,9 @@ pub struct InfoArgs {
     /// With --attach: only this device's (or node's) chain.
     #[arg(long, value_name = "NAME", requires = "attach")]
     device: Option<String>,
+    /// `--image-opts`, `--object`.
+    #[command(flatten)]
+    spec: super::args::SpecArgs,
     /// The image file.
     #[arg(value_name = "FILE", required_unless_present = "attach")]
     file: Option<PathBuf>,
@@ -52,6 +55,7 @@ impl InfoArgs {
             .file
             .clone()
             .expect("clap requires FILE without --attach");
+        let file = self.spec.name(&file, self.format.is_some())?;
         let format = self.format.map(|f| f.0);
         let infos = if self.backing_chain {
             chain_info(&file, format)?

@@ -31,6 +31,9 @@ pub struct MapArgs {
     /// Open the image in shared mode (it may be in use by a VM).
     #[arg(short = 'U', long = "force-share")]
     force_share: bool,
+    /// `--image-opts`, `--object`.
+    #[command(flatten)]
+    spec: super::args::SpecArgs,
     /// The image file.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -38,7 +41,8 @@ pub struct MapArgs {
 
 impl MapArgs {
     /// Runs `map`.
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(mut self) -> Result<ExitCode> {
+        self.file = self.spec.name(&self.file, self.format.is_some())?;
         qimg::io::lock::set_force_share(self.force_share);
         let chain = Chain::open(&self.file, self.format.map(|f| f.0))?;
         let view = chain.view();

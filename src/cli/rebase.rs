@@ -50,6 +50,9 @@ pub struct RebaseArgs {
     /// Format of the new backing file (required unless -b "").
     #[arg(short = 'F', long = "backing-format", value_name = "FMT")]
     backing_format: Option<String>,
+    /// `--image-opts`, `--object`.
+    #[command(flatten)]
+    spec: super::args::SpecArgs,
     /// The image to rebase.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -57,7 +60,8 @@ pub struct RebaseArgs {
 
 impl RebaseArgs {
     /// Runs `rebase`.
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(mut self) -> Result<ExitCode> {
+        self.file = self.spec.name(&self.file, self.format.is_some())?;
         let _ = &self.backing_cache;
         if let Some(mode) = &self.cache {
             qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);

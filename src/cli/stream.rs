@@ -59,6 +59,9 @@ pub struct StreamArgs {
     /// Attach mode.
     #[command(flatten)]
     vmm: AttachArgs,
+    /// `--image-opts`, `--object`.
+    #[command(flatten)]
+    spec: super::args::SpecArgs,
     /// The image to stream into.
     #[arg(value_name = "FILE", required_unless_present = "attach")]
     file: Option<PathBuf>,
@@ -74,6 +77,7 @@ impl StreamArgs {
             .file
             .clone()
             .expect("clap requires FILE without --attach");
+        let file = self.spec.name(&file, self.format.is_some())?;
         let idle_gate = self
             .when_idle
             .map(|pct| {

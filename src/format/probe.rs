@@ -177,10 +177,21 @@ pub fn open_storage_for_repair(
 
 /// Opens the image at `path` for writing, as `format`, or probed when `None`.
 pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
-    let storage = open_writable_storage(path)?;
+    open_writable_with(&|| open_writable_storage(path), path, format)
+}
+
+/// Opens an image for writing in the storage `open` opens (known as
+/// `path`), as `format`, or probed when `None`. A dirty qcow2 image is
+/// repaired first, through a second storage from `open`.
+pub fn open_writable_with(
+    open: &dyn Fn() -> Result<Box<dyn Storage>>,
+    path: &Path,
+    format: Option<FormatKind>,
+) -> Result<Box<dyn Format>> {
+    let storage = open()?;
     let kind = format_of(storage.as_ref(), path, format)?;
     if kind == FormatKind::Qcow2 {
-        repair_if_dirty(path)?;
+        repair_if_dirty(open()?, path)?;
     }
     let image: Box<dyn Format> = match kind {
         FormatKind::Qcow2 => Box::new(Qcow2::open_writable(storage, path).path_context(path)?),
@@ -192,8 +203,8 @@ pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Bo
 
 /// A qcow2 image left dirty by a crashed lazy-refcount writer has stale
 /// refcounts: before it is written, they are rebuilt, as QEMU does.
-fn repair_if_dirty(path: &Path) -> Result<()> {
-    let image = Qcow2::open(open_writable_storage(path)?, path).path_context(path)?;
+fn repair_if_dirty(storage: Box<dyn Storage>, path: &Path) -> Result<()> {
+    let image = Qcow2::open(storage, path).path_context(path)?;
     if image.header().incompatible_features & super::qcow2::header::INCOMPAT_DIRTY == 0 {
         return Ok(());
     }

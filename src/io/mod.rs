@@ -7,11 +7,13 @@ mod file;
 pub mod lock;
 mod mem;
 pub mod nbd;
+mod window;
 
 pub use buffer::AlignedBuf;
 pub use fault::{CrashClock, FaultSession, FaultSessionGuard, FaultStorage};
 pub use file::FileStorage;
 pub use mem::MemStorage;
+pub use window::WindowStorage;
 
 use crate::error::Result;
 use std::fmt;
@@ -88,6 +90,15 @@ pub fn nbd_uri(path: &Path) -> Option<&str> {
     path.to_str().filter(|s| nbd::is_nbd_uri(s))
 }
 
+/// Where byte `offset` of `storage` lives in the storage at the bottom of
+/// its windows: that storage's name and the offset in it.
+pub fn locate(storage: &dyn Storage, offset: u64) -> (&Path, u64) {
+    match storage.below() {
+        Some((inner, start)) => locate(inner, start + offset),
+        None => (storage.path(), offset),
+    }
+}
+
 /// What the host file holds at an offset, as SEEK_DATA/SEEK_HOLE tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostExtent {
@@ -124,6 +135,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// reads wait on round trips.
     fn requests_in_flight(&self) -> usize {
         1
+    }
+    /// The storage this one is a window onto and the window's offset in
+    /// it (see [`WindowStorage`]); `None` for a storage of its own.
+    fn below(&self) -> Option<(&dyn Storage, u64)> {
+        None
     }
     /// The current length in bytes.
     fn len(&self) -> Result<u64>;
@@ -200,6 +216,9 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     }
     fn requests_in_flight(&self) -> usize {
         (**self).requests_in_flight()
+    }
+    fn below(&self) -> Option<(&dyn Storage, u64)> {
+        (**self).below()
     }
     fn len(&self) -> Result<u64> {
         (**self).len()

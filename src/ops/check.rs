@@ -1,11 +1,11 @@
 //! `check`: open an image (and its backing chain, as qemu-img does) and
 //! check the top image's metadata.
 
+use crate::chain::spec;
 use crate::chain::Chain;
 use crate::error::Result;
 use crate::format::check::{CheckReport, Repair};
 use crate::format::{open_storage_for_repair, FormatKind};
-use crate::io::FileStorage;
 use std::path::Path;
 
 /// What a check found, or that the format has none.
@@ -50,8 +50,9 @@ pub fn repair_image(
     log: &mut dyn FnMut(String),
 ) -> Result<Option<CheckReport>> {
     // Locked for writing first: an image in use is refused as a write.
-    let storage = FileStorage::open_rw(path)?;
-    let image = open_storage_for_repair(Box::new(storage), path, format)?;
+    let storage = spec::open_storage(path, true)?;
+    let format = format.or(spec::ImageSpec::parse_path(path)?.driver());
+    let image = open_storage_for_repair(storage, path, format)?;
     // The backing chain must open, as for a check.
     let chain = Chain::with_top(path, std::sync::Arc::from(image))?;
     chain

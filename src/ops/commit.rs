@@ -7,12 +7,13 @@
 //! when the base reads what the image held. A crash at any instant leaves
 //! the guest's data intact, and running the commit again finishes it.
 
+use crate::chain::open_image_writable;
 use crate::chain::{Chain, ChainStatus, View};
 use crate::engine::control::Control;
 use crate::engine::plan::plan_view;
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, Result};
-use crate::format::{open_image_writable, FormatKind};
+use crate::format::FormatKind;
 use std::path::PathBuf;
 
 /// What the user asked for.

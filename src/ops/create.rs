@@ -1,11 +1,13 @@
 //! `create`: parse qemu-img's `-o` options for a format, check the backing
 //! file, print the `Formatting ...` line and write the new image.
 
+use crate::chain::open_image;
+use crate::chain::spec::creation_path;
 use crate::error::{Error, Result};
 use crate::format::qcow2::create::CreateOptions as Qcow2Options;
 use crate::format::qcow2::CompressionType;
 use crate::format::qed::QedCreateOptions;
-use crate::format::{open_image, qcow2, qed, raw, BackingSpec, FormatKind, Preallocation};
+use crate::format::{qcow2, qed, raw, BackingSpec, FormatKind, Preallocation};
 use crate::io::{FileStorage, Storage};
 use crate::paths::resolve_relative_to;
 use crate::size::parse_size;
@@ -219,10 +221,12 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
             "The image size must be specified only once",
         )));
     }
-    let backing = backing_spec(req, &o).map_err(at_file)?;
+    // A `file:` prefix names the file; a `json:` name cannot be created.
+    let file = creation_path(&req.file)?;
+    let backing = backing_spec(&file, &o).map_err(at_file)?;
     // Without -u the backing file must open; its size is the default size.
     let backing_virtual_size = match &backing {
-        Some(b) if !req.backing_unsafe => Some(backing_size(&req.file, b)?),
+        Some(b) if !req.backing_unsafe => Some(backing_size(&file, b)?),
         _ => None,
     };
     let size = req
@@ -234,7 +238,7 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
     let target = target(format, &o, size, backing);
     Ok(CreatePlan {
         formatting: formatting_line(&req.file, format, &o),
-        file: req.file.clone(),
+        file,
         target,
     })
 }
@@ -274,14 +278,14 @@ fn target(
     })
 }
 
-fn backing_spec(req: &CreateRequest, o: &Options) -> Result<Option<BackingSpec>> {
+fn backing_spec(file: &Path, o: &Options) -> Result<Option<BackingSpec>> {
     let Some(name) = o.get("backing_file") else {
         return Ok(None);
     };
     let format = match o.get("backing_fmt") {
         Some(f) => f.parse::<FormatKind>()?.name().to_string(),
         None => {
-            let detected = open_image(&resolve_relative_to(&req.file, name), None)
+            let detected = open_image(&resolve_relative_to(file, name), None)
                 .map(|i| format!(" (detected {0}; add -F {0})", i.format_name()))
                 .unwrap_or_default();
             return Err(Error::argument(format!(

@@ -1,9 +1,10 @@
 //! Gathering what `info` reports about an image (or a whole chain).
 
-use crate::chain::Chain;
+use crate::chain::spec::{resolve_backing, ImageSpec};
+use crate::chain::{open_image, Chain};
 use crate::error::Result;
-use crate::format::{open_image, Description, Format, FormatKind};
-use crate::paths::resolve_relative_to;
+use crate::format::{Description, Format, FormatKind};
+use crate::io::Storage;
 use std::path::Path;
 
 /// The protocol-level facts about the file that holds an image.
@@ -17,6 +18,26 @@ pub struct FileInfo {
     pub actual_size: Option<u64>,
     /// The protocol (`file`, or `nbd` for an NBD export).
     pub protocol: &'static str,
+    /// When this node is a raw window onto another node (QEMU's raw
+    /// driver with `offset`/`size`): that node. `length` is then the
+    /// window's.
+    pub window_onto: Option<Box<FileInfo>>,
+}
+
+impl FileInfo {
+    /// The facts about `storage` and the storages it is a window onto.
+    fn of(storage: &dyn Storage, actual_size: Option<u64>) -> Result<FileInfo> {
+        Ok(FileInfo {
+            filename: storage.path().display().to_string(),
+            length: storage.len()?.div_ceil(512) * 512,
+            actual_size,
+            protocol: storage.protocol(),
+            window_onto: match storage.below() {
+                Some((inner, _)) => Some(Box::new(FileInfo::of(inner, actual_size)?)),
+                None => None,
+            },
+        })
+    }
 }
 
 /// Everything `info` prints about one image.
@@ -38,33 +59,63 @@ pub struct ImageInfo {
     pub backing_format: Option<String>,
     /// Format facts (cluster size, dirty bit, snapshots, specifics).
     pub description: Description,
-    /// The file the image lives in.
-    pub file: FileInfo,
+    /// The node the image lives in; `None` when the image is a protocol
+    /// node itself (`json:{"driver":"file",...}`), as QEMU shows it.
+    pub file: Option<FileInfo>,
 }
 
 impl ImageInfo {
-    /// Collects the facts about an open image known by `path`.
+    /// Collects the facts about an open image known by `path` (any name
+    /// an image goes by; `json:` names are shown as QEMU shows them).
     pub fn of(image: &dyn Format, path: &Path) -> Result<ImageInfo> {
         let storage = image.storage();
         let actual_size = storage.allocated_bytes()?;
         let backing = image.backing();
+        let spec = ImageSpec::parse_path(path).ok();
+        let filename = spec
+            .as_ref()
+            .map(|s| s.filename(image.format_name()))
+            .unwrap_or_else(|| path.display().to_string());
+        let protocol_top = spec.as_ref().and_then(ImageSpec::protocol_top);
+        let top_window = spec.as_ref().is_some_and(ImageSpec::has_top_window);
+        let device = spec.as_ref().is_some_and(|s| {
+            matches!(
+                s.file().protocol(),
+                crate::chain::spec::FileNode::File {
+                    host_device: true,
+                    ..
+                }
+            )
+        });
+        let mut file = match (protocol_top, storage.below()) {
+            (Some(_), _) => None,
+            // A raw image's own window is part of its node: its child
+            // is the node below the window.
+            (None, Some((inner, _))) if top_window => Some(FileInfo::of(inner, actual_size)?),
+            (None, _) => Some(FileInfo::of(storage, actual_size)?),
+        };
+        if device {
+            // The same local file, opened by the driver for devices.
+            let mut node = file.as_mut();
+            while let Some(n) = node {
+                if n.window_onto.is_none() {
+                    n.protocol = "host_device";
+                }
+                node = n.window_onto.as_deref_mut();
+            }
+        }
         Ok(ImageInfo {
-            filename: path.display().to_string(),
-            format: image.format_name(),
+            filename,
+            format: protocol_top.unwrap_or(image.format_name()),
             virtual_size: image.virtual_size(),
             actual_size,
             backing_filename: backing.as_ref().map(|b| b.name.clone()),
             full_backing_filename: backing
                 .as_ref()
-                .map(|b| resolve_relative_to(path, &b.name).display().to_string()),
+                .map(|b| resolve_backing(path, &b.name).display().to_string()),
             backing_format: backing.and_then(|b| b.format),
             description: image.describe(),
-            file: FileInfo {
-                filename: path.display().to_string(),
-                length: storage.len()?.div_ceil(512) * 512,
-                actual_size,
-                protocol: storage.protocol(),
-            },
+            file,
         })
     }
 }
@@ -77,7 +128,7 @@ pub fn image_info(path: &Path, format: Option<FormatKind>) -> Result<ImageInfo> 
 
 /// The facts about every image of the chain at `path`, top first.
 pub fn chain_info(path: &Path, format: Option<FormatKind>) -> Result<Vec<ImageInfo>> {
-    let chain = Chain::open(path, format)?;
+    let chain = Chain::open_recorded(path, format)?;
     chain
         .layers()
         .iter()

@@ -3,6 +3,7 @@
 
 use crate::chain::View;
 use crate::error::Result;
+use crate::format::Format;
 
 /// One run of the map.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +58,19 @@ impl MapEntry {
     }
 }
 
+/// The file and offset qemu-img names for host offset `host` of `image`:
+/// a raw image passes its ranges down through the raw windows below it to
+/// the file at the bottom; other formats name the node they store data in.
+fn host_location(image: &dyn Format, host: u64) -> (String, u64) {
+    let storage = image.data_storage();
+    let (path, offset) = if image.format_name() == "raw" {
+        crate::io::locate(storage, host)
+    } else {
+        (storage.path(), host)
+    };
+    (path.display().to_string(), offset)
+}
+
 /// qemu-img asks for block status in steps of at most this many bytes.
 const STEP: u64 = 1 << 30;
 
@@ -88,10 +102,8 @@ pub fn map(
             zero: st.zero,
             data: st.data,
             compressed: st.compressed,
-            offset: st.host,
-            file: st
-                .host
-                .map(|_| layer.image.data_storage().path().display().to_string()),
+            offset: st.host.map(|h| host_location(layer.image.as_ref(), h).1),
+            file: st.host.map(|h| host_location(layer.image.as_ref(), h).0),
         };
         offset += st.len;
         if current.can_absorb(&next) {

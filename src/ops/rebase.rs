@@ -3,13 +3,14 @@
 //! content would change (old backing view against new), then rewrites the
 //! header; `-u` only rewrites the header.
 
+use crate::chain::open_image_writable;
+use crate::chain::spec::resolve_backing;
 use crate::chain::{Chain, View};
 use crate::engine::control::Control;
 use crate::engine::plan::split_at_clusters;
 use crate::engine::{copy_changes, Action, CopyOptions, GuestSource, Outcome, Step};
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::{open_image_writable, BackingSpec, FormatKind, GuestRead};
-use crate::paths::resolve_relative_to;
+use crate::format::{BackingSpec, FormatKind, GuestRead};
 use std::path::PathBuf;
 
 /// What the user asked for.
@@ -78,10 +79,7 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
                 .as_deref()
                 .map(str::parse::<FormatKind>)
                 .transpose()?;
-            Some(Chain::open(
-                &resolve_relative_to(&req.file, &s.name),
-                format,
-            )?)
+            Some(Chain::open(&resolve_backing(&req.file, &s.name), format)?)
         }
         None => None,
     };

@@ -3,13 +3,12 @@
 //! nothing). A plan over the copy engine; resumable at any point, because
 //! what was copied is allocated in the image and is not planned again.
 
-use crate::chain::{Chain, ChainStatus, View};
+use crate::chain::{spec, Chain, ChainStatus, View};
 use crate::engine::control::Control;
 use crate::engine::plan::plan_view;
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, Result};
 use crate::format::{BackingSpec, FormatKind};
-use crate::paths::{file_identity, resolve_relative_to};
 use std::path::{Path, PathBuf};
 
 /// What the user asked for.
@@ -88,8 +87,8 @@ fn new_backing(
             let stored = layers[depth - 1].image.backing().map(|b| b.name);
             match stored {
                 Some(n)
-                    if file_identity(&resolve_relative_to(file, &n))
-                        == file_identity(&layers[depth].path) =>
+                    if spec::identity(&spec::resolve_backing(file, &n))
+                        == spec::identity(&layers[depth].path) =>
                 {
                     n
                 }

@@ -4,16 +4,26 @@ use super::human::size_to_str;
 use super::qjson;
 use crate::format::qcow2::Snapshot;
 use crate::format::{Details, Qcow2Details};
-use crate::ops::info::ImageInfo;
+use crate::ops::info::{FileInfo, ImageInfo};
 use serde_json::{json, Map, Value};
 
 /// The `ImageInfo` object, with keys in the order qemu-img prints them.
 pub fn info_json(info: &ImageInfo) -> Value {
+    let Some(file) = &info.file else {
+        // A protocol node opened as the image: QEMU shows that node alone.
+        return node_json(&FileInfo {
+            filename: info.filename.clone(),
+            length: info.virtual_size,
+            actual_size: info.actual_size,
+            protocol: info.format,
+            window_onto: None,
+        });
+    };
     let d = &info.description;
     let mut m = Map::new();
     m.insert(
         "children".into(),
-        json!([{"name": "file", "info": file_json(info)}]),
+        json!([{"name": "file", "info": node_json(file)}]),
     );
     if let Some(f) = &info.backing_format {
         m.insert("backing-filename-format".into(), json!(f));
@@ -45,7 +55,7 @@ pub fn info_json(info: &ImageInfo) -> Value {
     if let Some(b) = &info.backing_filename {
         m.insert("backing-filename".into(), json!(b));
     }
-    if info.file.protocol == "file" {
+    if is_local(file.protocol) {
         m.insert("dirty-flag".into(), json!(not_cleanly_closed(info)));
     }
     Value::Object(m)
@@ -58,25 +68,85 @@ fn not_cleanly_closed(info: &ImageInfo) -> bool {
     info.description.dirty || info.description.need_check
 }
 
-fn file_json(info: &ImageInfo) -> Value {
+/// Whether a protocol is a local file (QEMU reports its allocation).
+fn is_local(protocol: &str) -> bool {
+    matches!(protocol, "file" | "host_device")
+}
+
+/// A node below the image: a protocol node, or a raw window onto one.
+fn node_json(node: &FileInfo) -> Value {
     let mut m = Map::new();
-    m.insert("children".into(), json!([]));
-    m.insert("virtual-size".into(), json!(info.file.length));
-    m.insert("filename".into(), json!(info.file.filename));
-    m.insert("format".into(), json!(info.file.protocol));
-    if info.file.protocol != "file" {
-        // QEMU says no more about a network export.
-        return Value::Object(m);
+    let local = is_local(node.protocol);
+    match &node.window_onto {
+        Some(inner) => {
+            m.insert(
+                "children".into(),
+                json!([{"name": "file", "info": node_json(inner)}]),
+            );
+            m.insert("virtual-size".into(), json!(node.length));
+            m.insert("filename".into(), json!(node.filename));
+            m.insert("format".into(), json!("raw"));
+            if let (Some(a), true) = (node.actual_size, local) {
+                m.insert("actual-size".into(), json!(a));
+            }
+            if local {
+                m.insert("dirty-flag".into(), json!(false));
+            }
+        }
+        None => {
+            m.insert("children".into(), json!([]));
+            m.insert("virtual-size".into(), json!(node.length));
+            m.insert("filename".into(), json!(node.filename));
+            m.insert("format".into(), json!(node.protocol));
+            if !local {
+                // QEMU says no more about a network export.
+                return Value::Object(m);
+            }
+            if let Some(a) = node.actual_size {
+                m.insert("actual-size".into(), json!(a));
+            }
+            m.insert(
+                "format-specific".into(),
+                json!({"type": "file", "data": {}}),
+            );
+            m.insert("dirty-flag".into(), json!(false));
+        }
     }
-    if let Some(a) = info.file.actual_size {
-        m.insert("actual-size".into(), json!(a));
-    }
-    m.insert(
-        "format-specific".into(),
-        json!({"type": "file", "data": {}}),
-    );
-    m.insert("dirty-flag".into(), json!(false));
     Value::Object(m)
+}
+
+/// The human lines of a node below the image, indented one level per
+/// depth, as qemu-img prints child nodes.
+fn human_node(out: &mut String, node: &FileInfo, name: &str, depth: usize) {
+    let pad = "    ".repeat(depth);
+    let disk = node
+        .actual_size
+        .map(size_to_str)
+        .unwrap_or_else(|| "unavailable".into());
+    *out += &format!("{}Child node '{name}':\n", "    ".repeat(depth - 1));
+    match &node.window_onto {
+        Some(inner) => {
+            *out += &format!("{pad}image: {}\n", node.filename);
+            *out += &format!("{pad}file format: raw\n");
+            *out += &format!(
+                "{pad}virtual size: {} ({} bytes)\n",
+                size_to_str(node.length),
+                node.length
+            );
+            *out += &format!("{pad}disk size: {disk}\n");
+            human_node(out, inner, &format!("{name}/file"), depth + 1);
+        }
+        None => {
+            *out += &format!("{pad}filename: {}\n", node.filename);
+            *out += &format!("{pad}protocol type: {}\n", node.protocol);
+            *out += &format!(
+                "{pad}file length: {} ({} bytes)\n",
+                size_to_str(node.length),
+                node.length
+            );
+            *out += &format!("{pad}disk size: {disk}\n");
+        }
+    }
 }
 
 fn snapshot_json(s: &Snapshot) -> Value {
@@ -217,15 +287,9 @@ fn human_one(info: &ImageInfo) -> String {
         out += "Format specific information:\n";
         dump_value(&mut out, &qcow2_json(q), 1);
     }
-    out += "Child node '/file':\n";
-    out += &format!("    filename: {}\n", info.file.filename);
-    out += &format!("    protocol type: {}\n", info.file.protocol);
-    out += &format!(
-        "    file length: {} ({} bytes)\n",
-        size_to_str(info.file.length),
-        info.file.length
-    );
-    out += &format!("    disk size: {disk}\n");
+    if let Some(file) = &info.file {
+        human_node(&mut out, file, "/file", 1);
+    }
     out
 }
 

@@ -1,0 +1,142 @@
+//! Opening what a spec names: the storage under the format node (a file
+//! or an NBD export, seen through raw windows), then the image.
+
+use super::{FileNode, ImageSpec};
+use crate::error::{Error, Result};
+use crate::format::probe::{open_storage as open_format_over, open_writable_with};
+use crate::format::{self, Format, FormatKind};
+use crate::io::nbd::NbdStorage;
+use crate::io::{open_read_storage, open_writable_storage, Storage, WindowStorage};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+/// Refuses a `host_device` node whose file is not a device, as QEMU does.
+fn check_device(filename: &Path) -> Result<()> {
+    let is_device = std::fs::metadata(filename)
+        .map(|m| m.file_type().is_block_device() || m.file_type().is_char_device())
+        .unwrap_or(true); // a missing file is reported when it is opened
+    if is_device {
+        Ok(())
+    } else {
+        Err(Error::argument(format!(
+            "'host_device' driver requires '{}' to be either a character or block device",
+            filename.display()
+        )))
+    }
+}
+
+/// The storage of one node below the format node.
+fn node_storage(node: &FileNode, writable: bool) -> Result<Box<dyn Storage>> {
+    match node {
+        FileNode::File {
+            filename,
+            host_device,
+        } => {
+            if *host_device {
+                check_device(filename)?;
+            }
+            if writable {
+                open_writable_storage(filename)
+            } else {
+                open_read_storage(filename)
+            }
+        }
+        FileNode::Nbd(n) => Ok(Box::new(NbdStorage::open(&n.open_uri(), writable)?)),
+        FileNode::Window { window, file } => Ok(Box::new(WindowStorage::new(
+            node_storage(file, writable)?,
+            window.offset,
+            window.size,
+            PathBuf::from(node.display()),
+        )?)),
+    }
+}
+
+/// The storage the top format node reads: its file node's, through its
+/// own window when it is a raw node with one.
+fn top_storage(spec: &ImageSpec, writable: bool) -> Result<Box<dyn Storage>> {
+    let below = node_storage(spec.file(), writable)?;
+    match spec {
+        ImageSpec::Format(f) => match f.window {
+            Some(w) => Ok(Box::new(WindowStorage::new(
+                below,
+                w.offset,
+                w.size,
+                PathBuf::from(spec.filename("raw")),
+            )?)),
+            None => Ok(below),
+        },
+        ImageSpec::Protocol(_) => Ok(below),
+    }
+}
+
+/// The storage the image `name` stands for lives in (for `check -r`,
+/// which opens the file itself for writing).
+pub fn open_storage(name: &Path, writable: bool) -> Result<Box<dyn Storage>> {
+    let spec = ImageSpec::parse_path(name)?;
+    top_storage(&spec, writable).map_err(|e| e.with_path(name))
+}
+
+/// The name the format layer knows the image by: its local file, or the
+/// URI of its export.
+fn format_path(spec: &ImageSpec) -> PathBuf {
+    match spec.file().protocol() {
+        FileNode::File { filename, .. } => filename.clone(),
+        FileNode::Nbd(n) => PathBuf::from(n.open_uri()),
+        FileNode::Window { .. } => unreachable!("protocol() is never a window"),
+    }
+}
+
+/// The format to open `spec` as: `format` (`-f`) wins, then the spec's
+/// driver; a protocol node is read as raw; `None` probes.
+fn kind(spec: &ImageSpec, format: Option<FormatKind>) -> Option<FormatKind> {
+    format.or(spec.driver()).or(match spec {
+        ImageSpec::Protocol(_) => Some(FormatKind::Raw),
+        ImageSpec::Format(_) => None,
+    })
+}
+
+/// Whether the spec is opened by its file name alone (no window anywhere).
+fn by_name(spec: &ImageSpec) -> bool {
+    let top_window = matches!(spec, ImageSpec::Format(f) if f.window.is_some());
+    !top_window && !matches!(spec.file(), FileNode::Window { .. })
+}
+
+/// Opens the image `name` stands for, read-only, as `format` (or as the
+/// spec says, or probed).
+pub fn open_image(name: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
+    let spec = ImageSpec::parse_path(name)?;
+    let path = format_path(&spec);
+    if let FileNode::File {
+        filename,
+        host_device: true,
+    } = spec.file().protocol()
+    {
+        check_device(filename).map_err(|e| e.with_path(name))?;
+    }
+    if by_name(&spec) {
+        return format::open_image(&path, kind(&spec, format));
+    }
+    let storage = top_storage(&spec, false).map_err(|e| e.with_path(name))?;
+    open_format_over(storage, &path, kind(&spec, format))
+}
+
+/// Opens the image `name` stands for, for writing.
+pub fn open_image_writable(name: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
+    let spec = ImageSpec::parse_path(name)?;
+    let path = format_path(&spec);
+    if let FileNode::File {
+        filename,
+        host_device: true,
+    } = spec.file().protocol()
+    {
+        check_device(filename).map_err(|e| e.with_path(name))?;
+    }
+    if by_name(&spec) {
+        return format::open_image_writable(&path, kind(&spec, format));
+    }
+    open_writable_with(
+        &|| top_storage(&spec, true).map_err(|e| e.with_path(name)),
+        &path,
+        kind(&spec, format),
+    )
+}
