@@ -184,7 +184,9 @@ fn fleet_check() {
 fn attach() {
     require_tool("qemu-storage-daemon");
     let fx = Fixture::new();
-    overlay(&fx, "vm.qcow2", "16M");
+    // 64 MiB at the recipe's 20 MB/s: the job is still running when the
+    // recipe lists it and lifts the limit, even on a loaded machine.
+    overlay(&fx, "vm.qcow2", "64M");
     let mut daemon = Command::new("qemu-storage-daemon")
         .args([
             "--blockdev",
