@@ -22,6 +22,9 @@ _qimg() {
             qimg,commit)
                 cmd="qimg__subcmd__commit"
                 ;;
+            qimg,compare)
+                cmd="qimg__subcmd__compare"
+                ;;
             qimg,convert)
                 cmd="qimg__subcmd__convert"
                 ;;
@@ -54,6 +57,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,commit)
                 cmd="qimg__subcmd__help__subcmd__commit"
+                ;;
+            qimg__subcmd__help,compare)
+                cmd="qimg__subcmd__help__subcmd__compare"
                 ;;
             qimg__subcmd__help,convert)
                 cmd="qimg__subcmd__help__subcmd__convert"
@@ -158,7 +164,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map check convert stream commit rebase resize job help"
+            opts="-h -V --help --version create info map check convert stream commit compare rebase resize job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -286,6 +292,48 @@ _qimg() {
                     ;;
                 --top-node)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__compare)
+            opts="-f -F -s -q -U -p -h --format --second-format --strict --quiet --force-share --progress --image-opts --object --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --second-format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
                     return 0
                     ;;
                 --object)
@@ -464,7 +512,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map check convert stream commit rebase resize job help"
+            opts="create info map check convert stream commit compare rebase resize job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -492,6 +540,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__commit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__compare)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

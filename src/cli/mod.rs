@@ -5,6 +5,7 @@ mod args;
 mod attached;
 mod check;
 mod commit;
+mod compare;
 mod convert;
 mod create;
 #[cfg(test)]
@@ -58,6 +59,8 @@ pub enum Command {
     Stream(stream::StreamArgs),
     /// Copy an image's data down into its backing file.
     Commit(commit::CommitArgs),
+    /// Check whether two images show the guest the same content.
+    Compare(compare::CompareArgs),
     /// Change an image's backing file, copying what differs.
     Rebase(rebase::RebaseArgs),
     /// Change an image's virtual size (grow, or shrink with --shrink).
@@ -76,6 +79,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Convert(a) => a.run(),
         Command::Stream(a) => a.run(),
         Command::Commit(a) => a.run(),
+        Command::Compare(a) => a.run(),
         Command::Rebase(a) => a.run(),
         Command::Resize(a) => a.run(),
         Command::Job(a) => a.run(),
