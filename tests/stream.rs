@@ -169,7 +169,7 @@ fn qed_top_and_errors() {
     fx.sh("qemu-img create -q -f qcow2 alone.qcow2 1M");
     for (args, needle) in [
         (
-            &["stream", "alone.qcow2"][..],
+            &["stream", "--base", "x.qcow2", "alone.qcow2"][..],
             "Image does not have a backing file",
         ),
         (
@@ -350,6 +350,41 @@ fn rate_limit_holds_the_rate() {
     assert!(
         (0.9 * limit..=1.1 * limit).contains(&rate),
         "measured {rate:.0} B/s against a limit of {limit} B/s ({last})"
+    );
+    fx.assert_same("before.raw", "top.qcow2");
+}
+
+/// A nightly job runs `stream` again on an image an earlier night
+/// finished (or that was stopped right after its backing pointer was
+/// dropped): nothing is left to do, and that is success, so `set -e`
+/// scripts go on.
+#[test]
+fn streaming_a_finished_image_again_succeeds() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 base.qcow2 4M
+         qemu-io -c 'write -P 0x5a 0 4M' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 top.qcow2
+         qemu-img convert -O raw top.qcow2 before.raw");
+    let first = fx.qimg(&["stream", "--output", "json", "top.qcow2"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let before = fx.read("top.qcow2");
+    for output in ["json", "human"] {
+        let again = fx.qimg(&["stream", "--output", output, "top.qcow2"]);
+        assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+        if output == "json" {
+            let report: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+            assert_eq!(report["done"], true, "{report}");
+            assert_eq!(report["bytes-copied"], 0, "{report}");
+        } else {
+            assert_eq!(
+                stdout(&again).trim(),
+                "top.qcow2 has no backing file: nothing to stream"
+            );
+        }
+    }
+    assert!(
+        fx.read("top.qcow2") == before,
+        "a stream with nothing to do wrote"
     );
     fx.assert_same("before.raw", "top.qcow2");
 }

@@ -119,6 +119,9 @@ impl StreamArgs {
                     "done": report.done,
                 })
             ),
+            OutputArg::Human if report.already_independent => {
+                println!("{} has no backing file: nothing to stream", file.display())
+            }
             OutputArg::Human if !report.done && outcome == Outcome::Completed => println!(
                 "Streamed {} bytes of {}..{}; more remains elsewhere in the image",
                 report.bytes_copied, report.offset, report.next_offset

@@ -42,6 +42,9 @@ pub struct StreamReport {
     pub virtual_size: u64,
     /// Nothing is left to stream and the backing pointer has been rewritten.
     pub done: bool,
+    /// The image had no backing file to begin with (a finished stream run
+    /// again): done, with nothing done.
+    pub already_independent: bool,
 }
 
 /// What streaming does with one run of the chain, given the base's depth
@@ -106,7 +109,22 @@ fn new_backing(
 pub fn stream(req: &StreamRequest, control: &Control) -> Result<(Outcome, StreamReport)> {
     let chain = Chain::open_writable(&req.file, req.format)?;
     if chain.layers().len() < 2 {
-        return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
+        if req.base.is_some() {
+            return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
+        }
+        // An earlier run finished (or was stopped right after dropping the
+        // backing pointer): nothing is left to do, which is success, so a
+        // nightly job can run again on a finished image.
+        let size = chain.top().image.virtual_size();
+        let report = StreamReport {
+            offset: 0,
+            next_offset: size,
+            bytes_copied: 0,
+            virtual_size: size,
+            done: true,
+            already_independent: true,
+        };
+        return Ok((Outcome::Completed, report));
     }
     let base = req.base.as_deref().map(|b| chain.depth_of(b)).transpose()?;
     let base_or_end = base.unwrap_or(chain.layers().len());
@@ -141,6 +159,7 @@ pub fn stream(req: &StreamRequest, control: &Control) -> Result<(Outcome, Stream
         bytes_copied: control.progress().done,
         virtual_size: size,
         done: false,
+        already_independent: false,
     };
     if let Outcome::Stopped { resume_at, .. } = outcome {
         report.next_offset = resume_at;
