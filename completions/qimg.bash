@@ -31,6 +31,9 @@ _qimg() {
             qimg,create)
                 cmd="qimg__subcmd__create"
                 ;;
+            qimg,dd)
+                cmd="qimg__subcmd__dd"
+                ;;
             qimg,help)
                 cmd="qimg__subcmd__help"
                 ;;
@@ -66,6 +69,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,create)
                 cmd="qimg__subcmd__help__subcmd__create"
+                ;;
+            qimg__subcmd__help,dd)
+                cmd="qimg__subcmd__help__subcmd__dd"
                 ;;
             qimg__subcmd__help,help)
                 cmd="qimg__subcmd__help__subcmd__help"
@@ -164,7 +170,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map check convert stream commit compare rebase resize job help"
+            opts="-h -V --help --version create info map check convert dd stream commit compare rebase resize job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -511,8 +517,46 @@ _qimg() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qimg__subcmd__dd)
+            opts="-f -O -U -n -l -h --format --output-format --force-share --image-opts --object --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --output-format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -O)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -l)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qimg__subcmd__help)
-            opts="create info map check convert stream commit compare rebase resize job help"
+            opts="create info map check convert dd stream commit compare rebase resize job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -582,6 +626,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__dd)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -8,6 +8,7 @@ mod commit;
 mod compare;
 mod convert;
 mod create;
+mod dd;
 #[cfg(test)]
 mod docs;
 pub mod exit;
@@ -55,6 +56,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Copy one or more images into a new image, converting the format.
     Convert(convert::ConvertArgs),
+    /// Copy a range of blocks of an image into a new image, as dd does.
+    Dd(dd::DdArgs),
     /// Pull data from backing files into an image, then drop or move its backing pointer.
     Stream(stream::StreamArgs),
     /// Copy an image's data down into its backing file.
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Map(a) => a.run(),
         Command::Check(a) => a.run(),
         Command::Convert(a) => a.run(),
+        Command::Dd(a) => a.run(),
         Command::Stream(a) => a.run(),
         Command::Commit(a) => a.run(),
         Command::Compare(a) => a.run(),
