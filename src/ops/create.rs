@@ -243,6 +243,24 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
     })
 }
 
+/// The qcow2 geometry `-o` options describe (for `measure`), checked as
+/// `create` checks them, for an image of `size` bytes.
+pub fn qcow2_geometry(specs: &[String], size: u64) -> Result<Qcow2Options> {
+    let o = Options::parse(FormatKind::Qcow2, specs)?;
+    match target(FormatKind::Qcow2, &o, size, None)? {
+        Target::Qcow2(options) => {
+            options.validate()?;
+            Ok(options)
+        }
+        _ => unreachable!("qcow2 options for a qcow2 target"),
+    }
+}
+
+/// Checks `-o` options for `format` as `create` does (for `measure`).
+pub fn check_options(format: FormatKind, specs: &[String]) -> Result<()> {
+    Options::parse(format, specs).map(|_| ())
+}
+
 /// The format-specific options, from the values given.
 fn target(
     format: FormatKind,

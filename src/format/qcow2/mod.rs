@@ -6,6 +6,7 @@ pub mod compress;
 pub mod create;
 pub mod entry;
 pub mod header;
+pub mod measure;
 mod meta;
 pub mod refcount;
 mod resize;
