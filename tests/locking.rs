@@ -45,7 +45,8 @@ fn an_image_a_daemon_writes_is_refused_for_writing_and_read_only_with_u() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
-            err.contains("d/top.qcow2: image is in use (another process holds the \"write\" lock)")
+            err.contains("d/top.qcow2: Failed to get \"write\" lock")
+                && err.contains("Is another process using the image [d/top.qcow2]?")
                 && err.contains("--attach SOCKET"),
             "{args:?}: {err}"
         );

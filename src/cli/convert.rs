@@ -1,6 +1,10 @@
 //! `qimg convert`.
 
-use super::args::{parse_size, FormatArg, FormatParser, OptionsParser, ProgressArg};
+use super::args::{
+    check_source_cache, parse_rate, parse_sparse_size, FormatArg, FormatParser, OptionsParser,
+    ProgressArg,
+};
+use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -21,10 +25,10 @@ pub struct ConvertArgs {
     #[arg(short = 'f', long = "source-format", value_name = "FMT", value_parser = FormatParser)]
     source_format: Option<FormatArg>,
     /// Target format (default raw).
-    #[arg(short = 'O', long = "target-format", value_name = "FMT", value_parser = FormatParser)]
+    #[arg(short = 'O', long = "target-format", visible_alias = "output-format", value_name = "FMT", value_parser = FormatParser)]
     target_format: Option<FormatArg>,
     /// Target creation options.
-    #[arg(short = 'o', long = "target-options", value_name = "OPTS", value_parser = OptionsParser, hide_possible_values = true)]
+    #[arg(short = 'o', long = "target-options", visible_alias = "options", value_name = "OPTS", value_parser = OptionsParser, hide_possible_values = true)]
     options: Vec<String>,
     /// Compress every cluster (qcow2 only).
     #[arg(short = 'c', long = "compress")]
@@ -42,7 +46,7 @@ pub struct ConvertArgs {
     #[arg(long = "target-is-zero")]
     target_is_zero: bool,
     /// Shortest run of zeros to leave unallocated (default 4k; 0 disables).
-    #[arg(short = 'S', long = "sparse-size", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(short = 'S', long = "sparse-size", value_name = "SIZE", value_parser = parse_sparse_size)]
     sparse_size: Option<u64>,
     /// Parallel workers.
     #[arg(short = 'm', long = "parallel", value_name = "N")]
@@ -60,16 +64,28 @@ pub struct ConvertArgs {
     #[arg(short = 'U', long = "force-share")]
     force_share: bool,
     /// Limit the copy rate in bytes per second (e.g. 50M).
-    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
+    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_rate)]
     rate: Option<u64>,
     /// Convert this internal snapshot of the source.
-    #[arg(short = 'l', long = "source-snapshot", value_name = "SNAPSHOT")]
+    #[arg(
+        short = 'l',
+        long = "source-snapshot",
+        visible_alias = "snapshot",
+        value_name = "SNAPSHOT"
+    )]
     snapshot: Option<String>,
     /// Target cache mode: none (default: bulk data bypasses the page cache),
     /// writeback, or unsafe (no flushes, as qemu-img's default).
-    #[arg(short = 't', long = "target-cache", value_name = "CACHE")]
+    #[arg(
+        short = 't',
+        long = "target-cache",
+        visible_alias = "output-cache",
+        value_name = "CACHE"
+    )]
     target_cache: Option<String>,
-    /// Source cache mode (accepted for compatibility).
+    /// Source cache mode (none, writeback, unsafe, directsync, writethrough):
+    /// checked as qemu-img checks it; qimg reads through the page cache in
+    /// every mode.
     #[arg(short = 'T', long = "source-cache", value_name = "CACHE")]
     source_cache: Option<String>,
     /// Copy offloading (accepted for compatibility).
@@ -84,15 +100,49 @@ pub struct ConvertArgs {
     /// Skip inconsistent bitmaps when copying them.
     #[arg(long = "skip-broken-bitmaps")]
     skip_broken_bitmaps: bool,
-    /// Source images (concatenated), then the target: SRC... DST.
-    #[arg(value_name = "FILE", num_args = 2.., required = true)]
+    /// Source images (concatenated), then the target: SRC... DST. Options
+    /// may come between them, as with qemu-img.
+    #[arg(value_name = "FILE", num_args = 1, action = clap::ArgAction::Append, required = true)]
     files: Vec<PathBuf>,
 }
 
 impl ConvertArgs {
     /// Runs `convert`.
-    pub fn run(self) -> Result<ExitCode> {
-        let _ = (&self.source_cache, self.copy_range, self.oob_writes);
+    pub fn run(self, program: Program) -> Result<ExitCode> {
+        let _ = (self.copy_range, self.oob_writes);
+        check_source_cache(self.source_cache.as_deref())?;
+        if self.no_create && !self.options.is_empty() {
+            return Err(Error::argument(
+                "-o has no effect when skipping image creation",
+            ));
+        }
+        if let Some(s) = self.sparse_size {
+            if s % 512 != 0 || s > 16 << 20 {
+                return Err(Error::argument(
+                    "Invalid buffer size for sparse output specified. Valid sizes are multiples \
+                     of 512 up to 16777216. Select 0 to disable sparse detection (fully \
+                     allocates output).",
+                ));
+            }
+        }
+        // `-o backing_file=...,backing_fmt=...` mean what -B and -F mean
+        // (vdsm spells them so); -B and -F win over them.
+        let from_options = |key: &str| {
+            self.options
+                .iter()
+                .flat_map(|spec| qimg::ops::create::split_options(spec))
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .next_back()
+        };
+        let backing = self
+            .backing
+            .clone()
+            .or_else(|| from_options("backing_file"));
+        let backing_format = self
+            .backing_format
+            .map(|f| f.0.name().to_string())
+            .or_else(|| from_options("backing_fmt"));
         if let Some(mode) = &self.target_cache {
             qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
         }
@@ -113,18 +163,21 @@ impl ConvertArgs {
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         let mut files = self.files;
-        let target = files.pop().expect("clap requires two files");
+        if files.len() < 2 {
+            return Err(Error::argument("Must specify image file name"));
+        }
+        let target = files.pop().expect("two files at least");
         let request = ConvertRequest {
             sources: files,
             source_format: self.source_format.map(|f| f.0),
             target,
             target_format: self.target_format.map_or(FormatKind::Raw, |f| f.0),
             options: self.options,
-            backing: self.backing,
-            backing_format: self.backing_format.map(|f| f.0.name().to_string()),
+            backing,
+            backing_format,
             no_create: self.no_create,
             target_is_zero: self.target_is_zero,
-            sparse: self.sparse_size.map_or(4096, |s| s / 512 * 512),
+            sparse: self.sparse_size.unwrap_or(4096),
             threads,
             compress: self.compress,
             snapshot: self.snapshot,
@@ -137,7 +190,8 @@ impl ConvertArgs {
             Outcome::Completed => Ok(ExitCode::SUCCESS),
             Outcome::Stopped { resume_at, .. } => {
                 eprintln!(
-                    "qimg: {}: interrupted; the target is consistent but incomplete (copied up to offset {resume_at})",
+                    "{}{}: interrupted; the target is consistent but incomplete (copied up to offset {resume_at})",
+                    program.prefix(),
                     request.target.display()
                 );
                 Ok(ExitCode::from(signals::exit_code()))

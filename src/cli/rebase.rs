@@ -1,6 +1,7 @@
 //! `qimg rebase`.
 
-use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
+use super::args::{check_source_cache, parse_rate, FormatArg, FormatParser, ProgressArg};
+use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -23,7 +24,8 @@ pub struct RebaseArgs {
     /// the page cache), writeback, or unsafe (no flushes).
     #[arg(short = 't', long = "cache", value_name = "CACHE")]
     cache: Option<String>,
-    /// Backing cache mode (accepted for compatibility).
+    /// Backing cache mode: checked as qemu-img checks it; qimg reads the
+    /// backing files through the page cache in every mode.
     #[arg(short = 'T', long = "backing-cache", value_name = "CACHE")]
     backing_cache: Option<String>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
@@ -39,7 +41,7 @@ pub struct RebaseArgs {
     #[arg(short = 'u', long = "backing-unsafe")]
     unsafe_mode: bool,
     /// Limit the copy rate in bytes per second (e.g. 50M).
-    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
+    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_rate)]
     rate: Option<u64>,
     /// Compress the clusters written.
     #[arg(short = 'c', long = "compress")]
@@ -57,8 +59,8 @@ pub struct RebaseArgs {
 
 impl RebaseArgs {
     /// Runs `rebase`.
-    pub fn run(self) -> Result<ExitCode> {
-        let _ = &self.backing_cache;
+    pub fn run(self, program: Program) -> Result<ExitCode> {
+        check_source_cache(self.backing_cache.as_deref())?;
         if let Some(mode) = &self.cache {
             qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
         }
@@ -81,7 +83,8 @@ impl RebaseArgs {
             Outcome::Completed => Ok(ExitCode::SUCCESS),
             Outcome::Stopped { .. } => {
                 eprintln!(
-                    "qimg: {}: interrupted; the image is consistent and keeps its old backing file",
+                    "{}{}: interrupted; the image is consistent and keeps its old backing file",
+                    program.prefix(),
                     self.file.display()
                 );
                 Ok(ExitCode::from(signals::exit_code()))
