@@ -144,3 +144,122 @@ fn qemu_cannot_write_an_image_qimg_streams_until_qimg_is_gone() {
         );
     }
 }
+
+/// The first stderr line of `out`.
+fn first_line(out: &std::process::Output) -> String {
+    stderr(out).lines().next().unwrap_or_default().to_string()
+}
+
+/// qemu-img's words for `args` on an image held by another process, and
+/// qimg's: the same sentences (Packer retries on them, scripts grep them),
+/// then qimg's hint and the holder `pid`/`comm` where qemu-img has none.
+fn assert_lock_words(
+    fx: &Fixture,
+    dir: &str,
+    (args, image): (&[&str], &str),
+    words: &str,
+    pid: u32,
+    comm: &str,
+) {
+    let q = fx.run_in(dir, "qemu-img", args);
+    let i = fx.run_in(dir, "qimg", args);
+    let image = image.to_string();
+    assert_eq!(q.status.code(), Some(1), "{args:?}: {}", stderr(&q));
+    assert_eq!(i.status.code(), Some(1), "{args:?}: {}", stderr(&i));
+    let asking = format!("Is another process using the image [{image}]?");
+    for text in [stderr(&q), first_line(&i)] {
+        assert!(text.contains(words), "{args:?}: {text}");
+        assert!(text.contains(&asking), "{args:?}: {text}");
+    }
+    let line = first_line(&i);
+    assert!(
+        line.contains(&format!("Process {pid} ({comm}) holds it")),
+        "{args:?}: the holder is not named: {line}"
+    );
+    let hint = if words.contains("shared") {
+        "use -U to read it anyway"
+    } else {
+        "use --attach SOCKET"
+    };
+    assert!(line.contains(hint), "{args:?}: {line}");
+}
+
+#[test]
+fn the_lock_error_carries_qemu_img_s_words_and_names_the_holder() {
+    let fx = Fixture::new();
+    chain(&fx, "d", "4M");
+    // Held by qemu-storage-daemon (read-write, as a VM holds its disk).
+    let daemon = Daemon::start(&fx, "d", "top.qcow2");
+    let held = |args: (&[&str], &str), words: &str| {
+        assert_lock_words(&fx, "d", args, words, daemon.pid(), "qemu-storage-da")
+    };
+    held(
+        (&["info", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get shared "write" lock"#,
+    );
+    held(
+        (&["check", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get shared "write" lock"#,
+    );
+    held(
+        (
+            &["convert", "-O", "raw", "top.qcow2", "copy.raw"],
+            "top.qcow2",
+        ),
+        r#"Failed to get shared "write" lock"#,
+    );
+    held(
+        (&["check", "-r", "all", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get "write" lock"#,
+    );
+    held(
+        (&["rebase", "-u", "-b", "", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get "write" lock"#,
+    );
+    drop(daemon);
+    // Held by qemu-io (an interactive session on the image; its stdin stays open).
+    let mut io = Command::new("qemu-io")
+        .args(["-f", "qcow2", "other.qcow2"])
+        .current_dir(fx.path("d"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start qemu-io");
+    let start = Instant::now();
+    while fx
+        .run_in("d", "qemu-img", &["info", "other.qcow2"])
+        .status
+        .success()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "qemu-io never locked the image"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = io.id();
+    let held = |args: (&[&str], &str), words: &str| {
+        assert_lock_words(&fx, "d", args, words, pid, "qemu-io")
+    };
+    held(
+        (&["map", "other.qcow2"], "other.qcow2"),
+        r#"Failed to get shared "write" lock"#,
+    );
+    held(
+        (
+            &["convert", "-n", "-O", "qcow2", "base.qcow2", "other.qcow2"],
+            "other.qcow2",
+        ),
+        r#"Failed to get "write" lock"#,
+    );
+    held(
+        (
+            &["create", "-q", "-f", "qcow2", "other.qcow2", "1M"],
+            "other.qcow2",
+        ),
+        r#"Failed to get "write" lock"#,
+    );
+    drop(io.stdin.take());
+    let _ = io.wait();
+}
