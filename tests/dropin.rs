@@ -511,6 +511,34 @@ fn refused_values_carry_qemu_img_s_sentences() {
             &["create", "-f", "qcow2", "-o", "nosuch=1", "x.{}", "1M"],
             "Invalid parameter 'nosuch'",
         ),
+        (
+            &[
+                "convert",
+                "--skip-broken-bitmaps",
+                "-O",
+                "qcow2",
+                "in.qcow2",
+                "x.{}",
+            ],
+            "Use of --skip-broken-bitmaps requires --bitmaps",
+        ),
+        (
+            &["convert", "--bitmaps", "-O", "raw", "in.qcow2", "x.{}"],
+            "Format driver 'raw' does not support bitmaps",
+        ),
+        (
+            &[
+                "convert",
+                "--bitmaps",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "in.raw",
+                "x.{}",
+            ],
+            "Source lacks bitmap support",
+        ),
     ] {
         let (q, i) = both(&fx, args);
         assert_eq!(q.status.code(), Some(1), "{args:?}");
@@ -562,4 +590,25 @@ fn valid_cache_modes_and_short_map_flags_work_as_with_qemu_img() {
     assert_eq!(q.status.code(), Some(0), "{}", stderr(&q));
     assert!(i.status.success());
     fx.assert_same("l.q", "l.i");
+}
+
+#[test]
+fn bitmaps_of_a_source_without_bitmaps_convert_as_with_qemu_img() {
+    let fx = Fixture::new();
+    sources(&fx);
+    let _ = both(
+        &fx,
+        &["convert", "--bitmaps", "-O", "qcow2", "in.qcow2", "b.{}"],
+    );
+    fx.assert_clean("b.i");
+    fx.assert_same("b.q", "b.i");
+    // A source with a bitmap: qemu-img copies it; qimg refuses clearly.
+    fx.sh("qemu-img bitmap --add in.qcow2 b0");
+    let out = fx.qimg(&["convert", "--bitmaps", "-O", "qcow2", "in.qcow2", "c.qcow2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("copying persistent bitmaps is not supported yet"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -94,10 +94,11 @@ pub struct ConvertArgs {
     /// Continue past read errors, writing zeros.
     #[arg(long = "salvage")]
     salvage: bool,
-    /// Copy persistent bitmaps.
+    /// Copy persistent bitmaps (a qcow2 source without bitmaps is
+    /// accepted; one with bitmaps is refused: not supported yet).
     #[arg(long = "bitmaps")]
     bitmaps: bool,
-    /// Skip inconsistent bitmaps when copying them.
+    /// Skip inconsistent bitmaps when copying them (needs --bitmaps).
     #[arg(long = "skip-broken-bitmaps")]
     skip_broken_bitmaps: bool,
     /// Source images (concatenated), then the target: SRC... DST. Options
@@ -107,6 +108,42 @@ pub struct ConvertArgs {
 }
 
 impl ConvertArgs {
+    /// `--bitmaps` and `--skip-broken-bitmaps` as qemu-img checks them. A
+    /// qcow2 source without persistent bitmaps has nothing to copy; copying
+    /// bitmaps themselves is not supported yet and is refused.
+    fn check_bitmaps(&self) -> Result<()> {
+        if self.skip_broken_bitmaps && !self.bitmaps {
+            return Err(Error::argument(
+                "Use of --skip-broken-bitmaps requires --bitmaps",
+            ));
+        }
+        if !self.bitmaps {
+            return Ok(());
+        }
+        let target = self.target_format.map_or(FormatKind::Raw, |f| f.0);
+        if target != FormatKind::Qcow2 {
+            return Err(Error::unsupported(format!(
+                "Format driver '{target}' does not support bitmaps"
+            )));
+        }
+        let sources = &self.files[..self.files.len().saturating_sub(1)];
+        for source in sources {
+            let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0))?;
+            match &info.description.details {
+                qimg::format::Details::Qcow2(q) if q.bitmaps.is_empty() => {}
+                qimg::format::Details::Qcow2(q) => {
+                    return Err(Error::unsupported(format!(
+                        "copying persistent bitmaps is not supported yet ({} has {})",
+                        source.display(),
+                        q.bitmaps.len()
+                    )))
+                }
+                _ => return Err(Error::unsupported("Source lacks bitmap support")),
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `convert`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
         let _ = (self.copy_range, self.oob_writes);
@@ -148,11 +185,12 @@ impl ConvertArgs {
         }
         // -U shares the sources; the target is always locked for writing.
         qimg::io::lock::set_force_share(self.force_share);
-        if self.salvage || self.bitmaps || self.skip_broken_bitmaps {
+        if self.salvage {
             return Err(Error::unsupported(
-                "--salvage and --bitmaps are not supported yet",
+                "--salvage is not supported yet (qimg stops at the first read error)",
             ));
         }
+        self.check_bitmaps()?;
         let threads = match self.parallel {
             Some(n) if !(1..=16).contains(&n) => {
                 return Err(Error::argument(
