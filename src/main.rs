@@ -9,7 +9,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let program = Program::from_argv0(args.first().map(|a| a.as_os_str()));
-    let cli = match cli::parse(program, args) {
+    let cli = match cli::parse(program, args.clone()) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}{e}", program.prefix());
+            cli::report(program, &args, &e);
             ExitCode::from(cli::exit::FAILURE)
         }
     }

@@ -46,9 +46,9 @@ pub struct RebaseArgs {
     /// Compress the clusters written.
     #[arg(short = 'c', long = "compress")]
     compress: bool,
-    /// The new backing file ("" for none).
-    #[arg(short = 'b', long = "backing", value_name = "BACKING", required = true)]
-    backing: String,
+    /// The new backing file ("" for none; left out with -u, none too).
+    #[arg(short = 'b', long = "backing", value_name = "BACKING")]
+    backing: Option<String>,
     /// Format of the new backing file (required unless -b "").
     #[arg(short = 'F', long = "backing-format", value_name = "FMT")]
     backing_format: Option<String>,
@@ -66,10 +66,20 @@ impl RebaseArgs {
         }
         // -U shares the backing files; the image itself is locked for writing.
         qimg::io::lock::set_force_share(self.force_share);
+        // As qemu-img: -u without -b drops the backing file.
+        let backing = match (self.backing, self.unsafe_mode) {
+            (Some(b), _) => b,
+            (None, true) => String::new(),
+            (None, false) => {
+                return Err(qimg::error::Error::argument(
+                    "Must specify backing file (-b) or use unsafe mode (-u)",
+                ))
+            }
+        };
         let request = RebaseRequest {
             file: self.file.clone(),
             format: self.format.map(|f| f.0),
-            backing: self.backing,
+            backing,
             backing_format: self.backing_format,
             unsafe_mode: self.unsafe_mode,
             compress: self.compress,
