@@ -661,3 +661,19 @@ fn rebase_unsafe_without_a_backing_file_drops_it_as_qemu_img_does() {
     assert!(stderr(&q).contains(sentence));
     assert!(stderr(&i).contains(sentence), "{}", stderr(&i));
 }
+
+#[test]
+fn convert_option_help_lists_the_target_format_s_options_as_qemu_img() {
+    let fx = Fixture::new();
+    sources(&fx);
+    for args in [
+        &["convert", "-O", "qcow2", "-o", "help", "in.raw", "x.qcow2"][..],
+        &["convert", "-O", "qed", "-o", "help"],
+        &["convert", "-o", "help"],
+    ] {
+        let (q, i) = both(&fx, args);
+        assert_eq!(first_line(&stdout(&i)), first_line(&stdout(&q)), "{args:?}");
+        assert!(stdout(&i).contains("  size=<size> "), "{args:?}");
+    }
+    assert!(!fx.path("x.qcow2").exists(), "-o help created the target");
+}

@@ -103,7 +103,7 @@ pub struct ConvertArgs {
     skip_broken_bitmaps: bool,
     /// Source images (concatenated), then the target: SRC... DST. Options
     /// may come between them, as with qemu-img.
-    #[arg(value_name = "FILE", num_args = 1, action = clap::ArgAction::Append, required = true)]
+    #[arg(value_name = "FILE", num_args = 1, action = clap::ArgAction::Append)]
     files: Vec<PathBuf>,
 }
 
@@ -146,6 +146,12 @@ impl ConvertArgs {
 
     /// Runs `convert`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
+        if self.options.iter().any(|o| o == "help" || o == "?") {
+            let format = self.target_format.map_or(FormatKind::Raw, |f| f.0);
+            let with_file = !self.files.is_empty();
+            print!("{}", super::create::options_help(format, with_file));
+            return Ok(ExitCode::SUCCESS);
+        }
         let _ = (self.copy_range, self.oob_writes);
         check_source_cache(self.source_cache.as_deref())?;
         if self.no_create && !self.options.is_empty() {

@@ -43,7 +43,7 @@ pub struct CreateArgs {
 /// `-o help` in qemu-img's shape: a header, one `  name=<type>  - what`
 /// line per option sorted by name; with a file name the file's own options
 /// too, without one the format's only and a note saying so.
-fn options_help(format: FormatKind, with_file: bool) -> String {
+pub(super) fn options_help(format: FormatKind, with_file: bool) -> String {
     let mut text = if with_file {
         "Supported options:\n".to_string()
     } else {
