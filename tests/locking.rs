@@ -216,6 +216,10 @@ fn the_lock_error_carries_qemu_img_s_words_and_names_the_holder() {
         (&["rebase", "-u", "-b", "", "top.qcow2"], "top.qcow2"),
         r#"Failed to get "write" lock"#,
     );
+    held(
+        (&["commit", "-d", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get "write" lock"#,
+    );
     drop(daemon);
     // Held by qemu-io (an interactive session on the image; its stdin stays open).
     let mut io = Command::new("qemu-io")
