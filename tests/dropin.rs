@@ -511,6 +511,34 @@ fn refused_values_carry_qemu_img_s_sentences() {
         ),
         (
             &[
+                "create",
+                "-f",
+                "raw",
+                "-o",
+                "preallocation=metadata",
+                "x.{}",
+                "1M",
+            ],
+            "Unsupported preallocation mode: metadata",
+        ),
+        (
+            &[
+                "create",
+                "-f",
+                "qed",
+                "-o",
+                "preallocation=metadata",
+                "x.{}",
+                "1M",
+            ],
+            "Unsupported preallocation mode: metadata",
+        ),
+        (
+            &["create", "-f", "qcow2", "-o", "size=abc", "x.{}", "1M"],
+            "Parameter 'size' expects a non-negative number below 2^64",
+        ),
+        (
+            &[
                 "convert",
                 "--skip-broken-bitmaps",
                 "-O",

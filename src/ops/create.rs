@@ -385,6 +385,8 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
     if let Some(f) = &req.backing_format {
         o.set("backing_fmt", f);
     }
+    // A bad size value is reported before a second size, as qemu-img does.
+    o.size("size").map_err(at_file)?;
     if req.size.is_some() && o.get("size").is_some() {
         return Err(at_file(Error::argument(
             "The image size must be specified only once",
@@ -425,6 +427,10 @@ fn target(
         })?,
         None => Preallocation::Off,
     };
+    // qcow2 alone reserves metadata; for the others qemu-img refuses it.
+    if preallocation == Preallocation::Metadata && format != FormatKind::Qcow2 {
+        return Err(Error::argument("Unsupported preallocation mode: metadata"));
+    }
     Ok(match format {
         FormatKind::Qcow2 => Target::Qcow2(qcow2_options(o, size, preallocation, backing)?),
         FormatKind::Qed => Target::Qed(QedCreateOptions {
