@@ -446,7 +446,24 @@ fn refused_values_carry_qemu_img_s_sentences() {
     sources(&fx);
     for (args, sentence) in [
         (
-            &["convert", "-T", "bogus", "in.raw", "x.{}"][..],
+            &[
+                "convert", "-B", "in.qcow2", "-F", "qcow2", "-O", "raw", "in.qcow2", "x.{}",
+            ][..],
+            "Backing file not supported for file format 'raw'",
+        ),
+        (
+            &[
+                "create", "-f", "raw", "-b", "in.qcow2", "-F", "qcow2", "x.{}", "1M",
+            ],
+            "Backing file not supported for file format 'raw'",
+        ),
+        (
+            &["info", "-f", "qcow2", "in.raw"],
+            "Image is not in qcow2 format",
+        ),
+        (&["map", "-f", "qed", "in.qcow2"], "Image not in QED format"),
+        (
+            &["convert", "-T", "bogus", "in.raw", "x.{}"],
             "Invalid source cache option: bogus",
         ),
         (

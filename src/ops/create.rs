@@ -379,6 +379,11 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
         )));
     }
     let mut o = Options::parse(format, &req.options).map_err(at_file)?;
+    if req.backing.is_some() && format == FormatKind::Raw {
+        return Err(at_file(Error::argument(
+            "Backing file not supported for file format 'raw'",
+        )));
+    }
     if let Some(b) = &req.backing {
         o.set("backing_file", b);
     }
