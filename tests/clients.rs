@@ -172,6 +172,7 @@ fn proxmox_allocates_clones_converts_and_sizes_images_the_same_way() {
     let fx = Fixture::new();
     disks(&fx);
     let dir = fx.dir();
+    let listing = Regex::new(r"(?m)Image is not in \S+ format$").unwrap();
     for tool in tools(&fx) {
         let t = tool.tag;
         // proxmox/pve-storage src/PVE/Storage/Plugin.pm alloc_image:
@@ -258,6 +259,15 @@ fn proxmox_allocates_clones_converts_and_sizes_images_the_same_way() {
             "{t}"
         );
         assert!(info["actual-size"].as_u64().is_some(), "{t}");
+        // pve-storage Plugin.pm list_images: a file_size_info error that
+        // matches m/Image is not in \S+ format$/ makes it query the image
+        // as raw; any other error is fatal.
+        let out = tool.run(dir, &["info", "--output=json", "disk.raw", "-f", "qcow2"]);
+        assert_eq!(out.status.code(), Some(1), "{t}");
+        let err = stderr(&out);
+        assert!(listing.is_match(&err), "{t}: Proxmox would die on: {err}");
+        let info = json(&tool.ok(dir, &["info", "--output=json", "disk.raw", "-f", "raw"]));
+        assert_eq!(info["virtual-size"], 8 << 20, "{t}");
     }
 }
 

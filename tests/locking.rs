@@ -221,13 +221,13 @@ fn the_lock_error_carries_qemu_img_s_words_and_names_the_holder() {
         r#"Failed to get "write" lock"#,
     );
     drop(daemon);
-    // Held by qemu-io (an interactive session on the image; its stdin stays open).
+    // Held by qemu-io, sleeping on the open image for up to a minute.
     let mut io = Command::new("qemu-io")
-        .args(["-f", "qcow2", "other.qcow2"])
+        .args(["-f", "qcow2", "-c", "sleep 60000", "other.qcow2"])
         .current_dir(fx.path("d"))
-        .stdin(Stdio::piped())
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(fx.path("qemu-io.err")).unwrap())
         .spawn()
         .expect("start qemu-io");
     let start = Instant::now();
@@ -238,7 +238,8 @@ fn the_lock_error_carries_qemu_img_s_words_and_names_the_holder() {
     {
         assert!(
             start.elapsed() < Duration::from_secs(10),
-            "qemu-io never locked the image"
+            "qemu-io never locked the image: {}",
+            std::fs::read_to_string(fx.path("qemu-io.err")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -264,6 +265,6 @@ fn the_lock_error_carries_qemu_img_s_words_and_names_the_holder() {
         ),
         r#"Failed to get "write" lock"#,
     );
-    drop(io.stdin.take());
+    let _ = io.kill();
     let _ = io.wait();
 }
