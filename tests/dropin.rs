@@ -722,3 +722,32 @@ fn convert_option_help_lists_the_target_format_s_options_as_qemu_img() {
     }
     assert!(!fx.path("x.qcow2").exists(), "-o help created the target");
 }
+
+#[test]
+fn every_spelling_of_a_source_snapshot_converts_as_with_qemu_img() {
+    let fx = Fixture::new();
+    sources(&fx);
+    for spec in [
+        "sn1",
+        "1",
+        "snapshot.name=sn1",
+        "snapshot.id=1",
+        "snapshot.id=1,snapshot.name=sn1",
+    ] {
+        let _ = both(
+            &fx,
+            &["convert", "-l", spec, "-O", "raw", "in.qcow2", "s.{}"],
+        );
+        fx.assert_same("s.q", "s.i");
+        fx.assert_same("s.i", "in.raw");
+    }
+    for spec in ["snapshot.id=1,snapshot.name=other", "snapshot.name=nope"] {
+        let (q, i) = both(
+            &fx,
+            &["convert", "-l", spec, "-O", "raw", "in.qcow2", "s.{}"],
+        );
+        let sentence = "Failed to load snapshot: Can't find snapshot";
+        assert!(stderr(&q).contains(sentence));
+        assert!(stderr(&i).contains(sentence), "{}", stderr(&i));
+    }
+}

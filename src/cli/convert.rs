@@ -144,6 +144,34 @@ impl ConvertArgs {
         Ok(())
     }
 
+    /// `-l` as qemu-img reads it: an ID or name, `snapshot.id=ID`,
+    /// `snapshot.name=NAME`, or both (`snapshot.id=1,snapshot.name=s1`:
+    /// the snapshot with that ID and that name), given to the format as one.
+    fn snapshot_param(&self, spec: &str) -> Result<String> {
+        let pairs = qimg::ops::create::split_options(spec);
+        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let (Some(id), Some(name)) = (get("snapshot.id"), get("snapshot.name")) else {
+            return Ok(spec.to_string());
+        };
+        let Some(source) = self.files.first() else {
+            return Ok(spec.to_string());
+        };
+        let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0))?;
+        if info
+            .description
+            .snapshots
+            .iter()
+            .any(|s| s.id == id && s.name == name)
+        {
+            Ok(format!("snapshot.id={id}"))
+        } else {
+            Err(Error::argument(format!(
+                "Failed to load snapshot: Can't find snapshot '{spec}'"
+            ))
+            .with_path(source))
+        }
+    }
+
     /// Runs `convert`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
         if self.options.iter().any(|o| o == "help" || o == "?") {
@@ -206,6 +234,10 @@ impl ConvertArgs {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
+        let snapshot = match &self.snapshot {
+            Some(spec) => Some(self.snapshot_param(spec)?),
+            None => None,
+        };
         let mut files = self.files;
         if files.len() < 2 {
             return Err(Error::argument("Must specify image file name"));
@@ -224,7 +256,7 @@ impl ConvertArgs {
             sparse: self.sparse_size.unwrap_or(4096),
             threads,
             compress: self.compress,
-            snapshot: self.snapshot,
+            snapshot,
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("convert", progress, self.rate);
