@@ -121,6 +121,15 @@ fn options_between_file_names_are_taken_as_qemu_img_takes_them() {
     fx.sh("cp in.qcow2 f.q && cp in.qcow2 f.i");
     let (_, _) = both(&fx, &["rebase", "f.{}", "-u", "-b", "in.raw", "-F", "raw"]);
     assert_eq!(info_field(&fx, "f.i", "backing-filename"), "in.raw");
+    for t in ["q", "i"] {
+        fx.sh(&format!(
+            "cp in.raw gb.{t} && qemu-img create -q -f qcow2 -b gb.{t} -F raw g.{t}
+             qemu-io -f qcow2 -c 'write -P 9 0 64k' g.{t} >/dev/null"
+        ));
+    }
+    let _ = both(&fx, &["commit", "g.{}", "-d", "-f", "qcow2", "-q"]);
+    fx.assert_same("gb.q", "gb.i");
+    fx.assert_same("g.q", "g.i");
     // One file is not enough, with qemu-img's sentence.
     let (q, i) = both(&fx, &["convert", "in.qcow2"]);
     assert_eq!(
