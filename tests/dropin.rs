@@ -154,6 +154,23 @@ fn a_repeated_option_takes_its_last_value_as_with_qemu_img() {
     );
     assert_eq!(info_field(&fx, "r.i", "format"), "qcow2");
     fx.assert_same("r.q", "r.i");
+    // -o, unlike the others, adds up; a repeated name in it takes the last value.
+    let (q, i) = both(
+        &fx,
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4k",
+            "-o",
+            "lazy_refcounts=on,cluster_size=8k",
+            "m.{}",
+            "1M",
+        ],
+    );
+    assert_eq!(stdout(&i).replace("m.i", "m.q"), stdout(&q));
+    assert!(stdout(&q).contains("cluster_size=8192"), "{}", stdout(&q));
 }
 
 #[test]
