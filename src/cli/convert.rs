@@ -180,6 +180,9 @@ impl ConvertArgs {
             print!("{}", super::create::options_help(format, with_file));
             return Ok(ExitCode::SUCCESS);
         }
+        if self.files.len() < 2 {
+            return Err(Error::argument("Must specify image file name"));
+        }
         let _ = (self.copy_range, self.oob_writes);
         check_source_cache(self.source_cache.as_deref())?;
         if self.no_create && !self.options.is_empty() {
@@ -239,9 +242,6 @@ impl ConvertArgs {
             None => None,
         };
         let mut files = self.files;
-        if files.len() < 2 {
-            return Err(Error::argument("Must specify image file name"));
-        }
         let target = files.pop().expect("two files at least");
         let request = ConvertRequest {
             sources: files,
