@@ -281,6 +281,21 @@ fn started_as_qemu_img_it_speaks_as_qemu_img() {
         stderr(&out),
         "qemu-img convert: invalid option -- 'x'\nTry 'qemu-img convert --help' for more info\n"
     );
+    // qemu-img's standard -T/--trace option before the command is accepted.
+    for args in [
+        &["-T", "enable=nosuch", "info", "r.raw"][..],
+        &["--trace", "enable=nosuch", "info", "r.raw"],
+        &["--trace=enable=nosuch", "info", "r.raw"],
+    ] {
+        let q = fx.qemu_img(args);
+        let i = as_qemu_img(&fx, args);
+        assert!(
+            q.status.success() && i.status.success(),
+            "{args:?}: {}",
+            stderr(&i)
+        );
+        assert_eq!(first_line(&stdout(&i)), first_line(&stdout(&q)), "{args:?}");
+    }
     // Real work under that name: a convert gives qemu-img's result.
     let out = as_qemu_img(
         &fx,

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 /// printed, or the arguments were refused (the message is printed, in
 /// qemu-img's shape when started as `qemu-img`).
 pub fn parse(program: Program, args: Vec<OsString>) -> std::result::Result<Cli, ExitCode> {
+    let args = without_trace_options(args);
     let first = args.get(1).and_then(|a| a.to_str());
     if matches!(first, Some("-V" | "--version")) {
         print!("{}", program.version_banner());
@@ -51,6 +52,28 @@ pub fn parse(program: Program, args: Vec<OsString>) -> std::result::Result<Cli, 
         Err(e) => return Err(clap_error(program, e, &args)),
     };
     Cli::from_arg_matches(&matches).map_err(|e| clap_error(program, e, &args))
+}
+
+/// `args` without qemu-img's standard `-T TRACE`/`--trace TRACE` options
+/// before the command: accepted as qemu-img accepts them; qimg has no
+/// trace events, so they enable nothing.
+fn without_trace_options(args: Vec<OsString>) -> Vec<OsString> {
+    let mut rest = args.into_iter();
+    let mut kept: Vec<OsString> = rest.next().into_iter().collect();
+    while let Some(arg) = rest.next() {
+        match arg.to_str() {
+            Some("-T" | "--trace") => {
+                rest.next();
+            }
+            Some(a) if a.starts_with("--trace=") || (a.starts_with("-T") && a.len() > 2) => {}
+            _ => {
+                kept.push(arg);
+                break;
+            }
+        }
+    }
+    kept.extend(rest);
+    kept
 }
 
 /// Prints a refused command line `args`: clap's text for `qimg`; for

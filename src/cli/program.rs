@@ -62,7 +62,8 @@ impl Program {
             "QEMU disk image utility (qimg).  Usage:\n\n  \
              qemu-img [standard options] COMMAND [--help | command options]\n\n\
              Standard options:\n  -h, --help\n     display this help and exit\n  \
-             -V, --version\n     display version info and exit\n\n\
+             -V, --version\n     display version info and exit\n  \
+             -T, --trace TRACE\n     accepted; qimg has no trace events\n\n\
              Recognized commands (run qemu-img COMMAND --help for command-specific help):\n\n",
         );
         for (name, about) in commands {
