@@ -354,7 +354,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__convert)
-            opts="-f -O -o -c -B -F -n -S -m -W -p -q -U -r -l -t -T -C -h --source-format --target-format --target-options --compress --backing --backing-format --no-create --target-is-zero --sparse-size --parallel --oob-writes --progress --quiet --force-share --rate --source-snapshot --target-cache --source-cache --copy-range-offloading --salvage --bitmaps --skip-broken-bitmaps --target-image-opts --image-opts --object --help"
+            opts="-f -O -o -c -B -F -n -S -m -W -p -q -U -r -l -t -T -C -h --source-format --output-format --target-format --options --target-options --compress --backing --backing-format --no-create --target-is-zero --sparse-size --parallel --oob-writes --progress --quiet --force-share --rate --snapshot --source-snapshot --output-cache --target-cache --source-cache --copy-range-offloading --salvage --bitmaps --skip-broken-bitmaps --target-image-opts --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -372,11 +372,19 @@ _qimg() {
                     COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
                     return 0
                     ;;
+                --output-format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
                 -O)
                     COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
                     return 0
                     ;;
                 --target-options)
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
+                    return 0
+                    ;;
+                --options)
                     COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
                     return 0
                     ;;
@@ -436,11 +444,19 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --snapshot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 -l)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --target-cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output-cache)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1142,7 +1158,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__map)
-            opts="-f -U -h --format --output --start-offset --max-length --force-share --image-opts --object --help"
+            opts="-f -s -l -U -h --format --output --start-offset --max-length --force-share --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1164,7 +1180,15 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -s)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --max-length)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -l)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

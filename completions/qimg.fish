@@ -81,8 +81,8 @@ qed\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
-complete -c qimg -n "__fish_qimg_using_subcommand map" -l start-offset -d 'First guest offset to map' -r
-complete -c qimg -n "__fish_qimg_using_subcommand map" -l max-length -d 'Map at most this many bytes' -r
+complete -c qimg -n "__fish_qimg_using_subcommand map" -s s -l start-offset -d 'First guest offset to map' -r
+complete -c qimg -n "__fish_qimg_using_subcommand map" -s l -l max-length -d 'Map at most this many bytes' -r
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
@@ -94,7 +94,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand check" -l output -d 'Output fo
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s r -l repair -d 'Repair leaks, or everything' -r -f -a "leaks\t'Free leaked clusters'
 all\t'Also rebuild refcounts and clear the corrupt and dirty bits'"
-complete -c qimg -n "__fish_qimg_using_subcommand check" -s T -l cache -d 'Cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand check" -s T -l cache -d 'Cache mode (none, writeback, unsafe, directsync, writethrough): checked as qemu-img checks it; qimg reads through the page cache' -r
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s q -l quiet -d 'Print nothing; the exit code tells the verdict'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s U -l force-share -d 'Open the image in shared mode (read-only checks only)'
@@ -103,10 +103,10 @@ complete -c qimg -n "__fish_qimg_using_subcommand check" -s h -l help -d 'Print 
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s f -l source-format -d 'Source format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s O -l target-format -d 'Target format (default raw)' -r -f -a "qcow2\t''
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s O -l target-format -l output-format -d 'Target format (default raw)' -r -f -a "qcow2\t''
 qed\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -d 'Target creation options' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -l options -d 'Target creation options' -r -f -a "backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
@@ -131,9 +131,9 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s m -l parallel -d '
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s l -l source-snapshot -d 'Convert this internal snapshot of the source' -r
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s t -l target-cache -d 'Target cache mode: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes, as qemu-img\'s default)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s T -l source-cache -d 'Source cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s l -l source-snapshot -l snapshot -d 'Convert this internal snapshot of the source' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s t -l target-cache -l output-cache -d 'Target cache mode: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes, as qemu-img\'s default)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s T -l source-cache -d 'Source cache mode (none, writeback, unsafe, directsync, writethrough): checked as qemu-img checks it; qimg reads through the page cache in every mode' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s c -l compress -d 'Compress every cluster (qcow2 only)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s n -l no-create -d 'Write into an existing target instead of creating it'
@@ -143,8 +143,8 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s q -l quiet -d 'Pri
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s U -l force-share -d 'Open the sources in shared mode'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s C -l copy-range-offloading -d 'Copy offloading (accepted for compatibility)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l salvage -d 'Continue past read errors, writing zeros'
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -l bitmaps -d 'Copy persistent bitmaps'
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -l skip-broken-bitmaps -d 'Skip inconsistent bitmaps when copying them'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l bitmaps -d 'Copy persistent bitmaps (a qcow2 source without bitmaps is accepted; one with bitmaps is refused: not supported yet)'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l skip-broken-bitmaps -d 'Skip inconsistent bitmaps when copying them (needs --bitmaps)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l target-image-opts -d 'The target is an option string (driver=raw,file.filename=disk.img), as with --image-opts; needs -n'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -222,11 +222,11 @@ complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s f -l format -d 'Ima
 qed\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s T -l backing-cache -d 'Backing cache mode (accepted for compatibility)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s T -l backing-cache -d 'Backing cache mode: checked as qemu-img checks it; qimg reads the backing files through the page cache in every mode' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s b -l backing -d 'The new backing file ("" for none)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s b -l backing -d 'The new backing file ("" for none; left out with -u, none too)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s F -l backing-format -d 'Format of the new backing file (required unless -b "")' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s q -l quiet -d 'Print nothing on success'

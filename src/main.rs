@@ -3,27 +3,21 @@
 
 mod cli;
 
-use clap::Parser;
+use cli::program::Program;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let program = Program::from_argv0(args.first().map(|a| a.as_os_str()));
+    let cli = match cli::parse(program, args.clone()) {
         Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                cli::exit::FAILURE
-            } else {
-                cli::exit::SUCCESS
-            };
-            let _ = e.print();
-            return ExitCode::from(code);
-        }
+        Err(code) => return code,
     };
-    match cli::run(cli) {
+    match cli::run(cli, program) {
         Ok(code) => code,
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("qimg: {e}");
+            cli::report(program, &args, &e);
             ExitCode::from(cli::exit::FAILURE)
         }
     }

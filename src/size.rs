@@ -3,18 +3,32 @@
 use crate::error::{Error, Result};
 
 /// Parses a size with qemu-img's suffixes: `k K M G T P E` (powers of 1024)
-/// and `b`/`B` (bytes). Fractions such as `1.5M` are allowed. The result must
-/// be below 8 EiB.
+/// and `b`/`B` (bytes). Fractions such as `1.5M` are allowed, and so are
+/// hexadecimal byte counts (`0x10000`, no suffix), as qemu-img takes them.
+/// The result must be below 8 EiB.
 ///
 /// ```
 /// use qimg::size::parse_size;
 /// assert_eq!(parse_size("64k").unwrap(), 65536);
 /// assert_eq!(parse_size("1.5M").unwrap(), 1572864);
+/// assert_eq!(parse_size("0x10000").unwrap(), 65536);
 /// assert!(parse_size("1KiB").is_err());
+/// assert!(parse_size("0x1M").is_err());
 /// ```
 pub fn parse_size(text: &str) -> Result<u64> {
     let invalid = || Error::argument(format!("Invalid size specified: '{text}'"));
     let s = text.trim();
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(invalid());
+        }
+        return match u64::from_str_radix(hex, 16) {
+            Ok(v) if v <= i64::MAX as u64 => Ok(v),
+            _ => Err(Error::argument(format!(
+                "Invalid size specified: '{text}'. Must be between 0 and 9223372036854775807."
+            ))),
+        };
+    }
     let (number, mult): (&str, u64) = match s.chars().last() {
         Some(c) if c.is_ascii_alphabetic() => {
             let mult = match c {
@@ -78,8 +92,29 @@ mod tests {
     }
 
     #[test]
+    fn hexadecimal_byte_counts_are_sizes() {
+        assert_eq!(parse_size("0x10000").unwrap(), 65536);
+        assert_eq!(parse_size("0X100000").unwrap(), 1 << 20);
+        assert_eq!(parse_size("0x7fffffffffffffff").unwrap(), i64::MAX as u64);
+    }
+
+    #[test]
     fn bad_sizes_are_refused() {
-        for bad in ["", "1x", "1KiB", "1kb", "-1", "1..5M", "8E", "abc", "1.2.3"] {
+        for bad in [
+            "",
+            "1x",
+            "1KiB",
+            "1kb",
+            "-1",
+            "1..5M",
+            "8E",
+            "abc",
+            "1.2.3",
+            "0x",
+            "0x1M",
+            "0x1.8",
+            "0x8000000000000000",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad} accepted");
         }
     }

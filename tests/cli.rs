@@ -115,7 +115,9 @@ fn bad_arguments_exit_1() {
         .args(["map", "--start-offset", "1x", "x"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("Invalid size"));
+        .stderr(predicate::str::contains(
+            "Invalid start offset specified: '1x'.",
+        ));
     qimg()
         .args(["info", "-f", "vmdk", "x"])
         .assert()

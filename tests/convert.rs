@@ -306,9 +306,10 @@ fn progress_records_grow_to_the_total() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_json_progress(&out, "convert");
-    // -p off a terminal prints qemu-img's percentage lines.
+    // -p off a terminal prints qemu-img's percentage lines, on stdout as qemu-img does.
     let out = fx.qimg(&["convert", "-p", "-O", "qcow2", "top.qcow2", "p2.qcow2"]);
-    let text = stderr(&out);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let text = stdout(&out);
     assert!(
         text.starts_with("    (0.00/100%)\r") && text.ends_with("    (100.00/100%)\r\n"),
         "{text:?}"

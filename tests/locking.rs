@@ -46,7 +46,8 @@ fn an_image_a_daemon_writes_is_refused_for_writing_and_read_only_with_u() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
-            err.contains("d/top.qcow2: image is in use (another process holds the \"write\" lock)")
+            err.contains("d/top.qcow2: Failed to get \"write\" lock")
+                && err.contains("Is another process using the image [d/top.qcow2]?")
                 && err.contains("--attach SOCKET"),
             "{args:?}: {err}"
         );
@@ -143,4 +144,128 @@ fn qemu_cannot_write_an_image_qimg_streams_until_qimg_is_gone() {
             stdout(&check)
         );
     }
+}
+
+/// The first stderr line of `out`.
+fn first_line(out: &std::process::Output) -> String {
+    stderr(out).lines().next().unwrap_or_default().to_string()
+}
+
+/// qemu-img's words for `args` on an image held by another process, and
+/// qimg's: the same sentences (Packer retries on them, scripts grep them),
+/// then qimg's hint and the holder `pid`/`comm` where qemu-img has none.
+fn assert_lock_words(
+    fx: &Fixture,
+    dir: &str,
+    (args, image): (&[&str], &str),
+    words: &str,
+    pid: u32,
+    comm: &str,
+) {
+    let q = fx.run_in(dir, "qemu-img", args);
+    let i = fx.run_in(dir, "qimg", args);
+    let image = image.to_string();
+    assert_eq!(q.status.code(), Some(1), "{args:?}: {}", stderr(&q));
+    assert_eq!(i.status.code(), Some(1), "{args:?}: {}", stderr(&i));
+    let asking = format!("Is another process using the image [{image}]?");
+    for text in [stderr(&q), first_line(&i)] {
+        assert!(text.contains(words), "{args:?}: {text}");
+        assert!(text.contains(&asking), "{args:?}: {text}");
+    }
+    let line = first_line(&i);
+    assert!(
+        line.contains(&format!("Process {pid} ({comm}) holds it")),
+        "{args:?}: the holder is not named: {line}"
+    );
+    let hint = if words.contains("shared") {
+        "use -U to read it anyway"
+    } else {
+        "use --attach SOCKET"
+    };
+    assert!(line.contains(hint), "{args:?}: {line}");
+}
+
+#[test]
+fn the_lock_error_carries_qemu_img_s_words_and_names_the_holder() {
+    let fx = Fixture::new();
+    chain(&fx, "d", "4M");
+    // Held by qemu-storage-daemon (read-write, as a VM holds its disk).
+    let daemon = Daemon::start(&fx, "d", "top.qcow2");
+    let held = |args: (&[&str], &str), words: &str| {
+        assert_lock_words(&fx, "d", args, words, daemon.pid(), "qemu-storage-da")
+    };
+    held(
+        (&["info", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get shared "write" lock"#,
+    );
+    held(
+        (&["check", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get shared "write" lock"#,
+    );
+    held(
+        (
+            &["convert", "-O", "raw", "top.qcow2", "copy.raw"],
+            "top.qcow2",
+        ),
+        r#"Failed to get shared "write" lock"#,
+    );
+    held(
+        (&["check", "-r", "all", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get "write" lock"#,
+    );
+    held(
+        (&["rebase", "-u", "-b", "", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get "write" lock"#,
+    );
+    held(
+        (&["commit", "-d", "top.qcow2"], "top.qcow2"),
+        r#"Failed to get "write" lock"#,
+    );
+    drop(daemon);
+    // Held by qemu-io, sleeping on the open image for up to a minute.
+    let mut io = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "sleep 60000", "other.qcow2"])
+        .current_dir(fx.path("d"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(fx.path("qemu-io.err")).unwrap())
+        .spawn()
+        .expect("start qemu-io");
+    let start = Instant::now();
+    while fx
+        .run_in("d", "qemu-img", &["info", "other.qcow2"])
+        .status
+        .success()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "qemu-io never locked the image: {}",
+            std::fs::read_to_string(fx.path("qemu-io.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = io.id();
+    let held = |args: (&[&str], &str), words: &str| {
+        assert_lock_words(&fx, "d", args, words, pid, "qemu-io")
+    };
+    held(
+        (&["map", "other.qcow2"], "other.qcow2"),
+        r#"Failed to get shared "write" lock"#,
+    );
+    held(
+        (
+            &["convert", "-n", "-O", "qcow2", "base.qcow2", "other.qcow2"],
+            "other.qcow2",
+        ),
+        r#"Failed to get "write" lock"#,
+    );
+    held(
+        (
+            &["create", "-q", "-f", "qcow2", "other.qcow2", "1M"],
+            "other.qcow2",
+        ),
+        r#"Failed to get "write" lock"#,
+    );
+    let _ = io.kill();
+    let _ = io.wait();
 }

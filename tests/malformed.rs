@@ -220,13 +220,13 @@ fn qcow2_wrong_magic_with_explicit_format() {
         &fx,
         &["info", "-f", "qcow2", "magic.qcow2"],
         "magic.qcow2",
-        "wrong magic",
+        "Image is not in qcow2 format",
     );
     assert_clean_failure(
         &fx,
         &["map", "-f", "qed", "magic.qcow2"],
         "magic.qcow2",
-        "wrong magic",
+        "Image not in QED format",
     );
 }
 

@@ -104,6 +104,56 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     qimg::size::parse_size(s).map_err(|e| e.message().to_string())
 }
 
+/// A size whose refusal carries qemu-img's sentence for `what` ("rate
+/// limit", "start offset", ...): `Invalid WHAT specified: 'TEXT'.`
+fn size_named(what: &str, s: &str) -> Result<u64, String> {
+    qimg::size::parse_size(s).map_err(|_| format!("Invalid {what} specified: '{s}'."))
+}
+
+/// `-r RATE`, with qemu-img's message for a bad value.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    size_named("rate limit", s)
+}
+
+/// `map --start-offset`, with qemu-img's message for a bad value.
+pub fn parse_start_offset(s: &str) -> Result<u64, String> {
+    size_named("start offset", s)
+}
+
+/// `map --max-length`, with qemu-img's message for a bad value.
+pub fn parse_max_length(s: &str) -> Result<u64, String> {
+    size_named("max length", s)
+}
+
+/// `convert -S`, with qemu-img's message for a bad value.
+pub fn parse_sparse_size(s: &str) -> Result<u64, String> {
+    size_named("buffer size for sparse output", s)
+}
+
+/// The positional SIZE of `create`, with qemu-img's messages: a bad
+/// number, or one out of range.
+pub fn parse_image_size(s: &str) -> Result<u64, String> {
+    qimg::size::parse_size(s).map_err(|e| {
+        if e.message().contains("Must be between") {
+            "Invalid image size specified. Must be between 0 and 9223372036854775807.".to_string()
+        } else {
+            format!("Invalid image size specified: '{s}'.")
+        }
+    })
+}
+
+/// Checks a source cache mode (`-T`): qemu-img's modes, its message
+/// otherwise. qimg reads through the page cache whatever the mode; the
+/// mode only changes how qemu-img reads, never what is read.
+pub fn check_source_cache(mode: Option<&str>) -> qimg::error::Result<()> {
+    match mode {
+        Some(m) if qimg::io::CacheMode::parse(m).is_err() => Err(qimg::error::Error::argument(
+            format!("Invalid source cache option: {m}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// `--progress[=human|json]` (`-p` alone means human).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProgressArg {

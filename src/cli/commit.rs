@@ -1,7 +1,8 @@
 //! `qimg commit`.
 
-use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
+use super::args::{parse_rate, FormatArg, FormatParser, ProgressArg};
 use super::attached::{self, AttachArgs};
+use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -38,7 +39,7 @@ pub struct CommitArgs {
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
     /// Limit the copy rate in bytes per second (e.g. 50M).
-    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
+    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_rate)]
     rate: Option<u64>,
     /// Attach mode.
     #[command(flatten)]
@@ -69,7 +70,7 @@ pub struct CommitArgs {
 
 impl CommitArgs {
     /// Runs `commit`.
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, program: Program) -> Result<ExitCode> {
         if let Some(mode) = &self.cache {
             qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
         }
@@ -101,8 +102,9 @@ impl CommitArgs {
             }
             Outcome::Stopped { .. } => {
                 eprintln!(
-                    "qimg: {}: interrupted; the image is unchanged and its base holds part of its \
+                    "{}{}: interrupted; the image is unchanged and its base holds part of its \
                      data; run the same command again to finish",
+                    program.prefix(),
                     file.display()
                 );
                 Ok(ExitCode::from(signals::exit_code()))

@@ -1,6 +1,10 @@
 //! `qimg convert`.
 
-use super::args::{parse_size, FormatArg, FormatParser, OptionsParser, ProgressArg};
+use super::args::{
+    check_source_cache, parse_rate, parse_sparse_size, FormatArg, FormatParser, OptionsParser,
+    ProgressArg,
+};
+use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -22,10 +26,10 @@ pub struct ConvertArgs {
     #[arg(short = 'f', long = "source-format", value_name = "FMT", value_parser = FormatParser)]
     source_format: Option<FormatArg>,
     /// Target format (default raw).
-    #[arg(short = 'O', long = "target-format", value_name = "FMT", value_parser = FormatParser)]
+    #[arg(short = 'O', long = "target-format", visible_alias = "output-format", value_name = "FMT", value_parser = FormatParser)]
     target_format: Option<FormatArg>,
     /// Target creation options.
-    #[arg(short = 'o', long = "target-options", value_name = "OPTS", value_parser = OptionsParser, hide_possible_values = true)]
+    #[arg(short = 'o', long = "target-options", visible_alias = "options", value_name = "OPTS", value_parser = OptionsParser, hide_possible_values = true)]
     options: Vec<String>,
     /// Compress every cluster (qcow2 only).
     #[arg(short = 'c', long = "compress")]
@@ -43,7 +47,7 @@ pub struct ConvertArgs {
     #[arg(long = "target-is-zero")]
     target_is_zero: bool,
     /// Shortest run of zeros to leave unallocated (default 4k; 0 disables).
-    #[arg(short = 'S', long = "sparse-size", value_name = "SIZE", value_parser = parse_size)]
+    #[arg(short = 'S', long = "sparse-size", value_name = "SIZE", value_parser = parse_sparse_size)]
     sparse_size: Option<u64>,
     /// Parallel workers.
     #[arg(short = 'm', long = "parallel", value_name = "N")]
@@ -61,16 +65,28 @@ pub struct ConvertArgs {
     #[arg(short = 'U', long = "force-share")]
     force_share: bool,
     /// Limit the copy rate in bytes per second (e.g. 50M).
-    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
+    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_rate)]
     rate: Option<u64>,
     /// Convert this internal snapshot of the source.
-    #[arg(short = 'l', long = "source-snapshot", value_name = "SNAPSHOT")]
+    #[arg(
+        short = 'l',
+        long = "source-snapshot",
+        visible_alias = "snapshot",
+        value_name = "SNAPSHOT"
+    )]
     snapshot: Option<String>,
     /// Target cache mode: none (default: bulk data bypasses the page cache),
     /// writeback, or unsafe (no flushes, as qemu-img's default).
-    #[arg(short = 't', long = "target-cache", value_name = "CACHE")]
+    #[arg(
+        short = 't',
+        long = "target-cache",
+        visible_alias = "output-cache",
+        value_name = "CACHE"
+    )]
     target_cache: Option<String>,
-    /// Source cache mode (accepted for compatibility).
+    /// Source cache mode (none, writeback, unsafe, directsync, writethrough):
+    /// checked as qemu-img checks it; qimg reads through the page cache in
+    /// every mode.
     #[arg(short = 'T', long = "source-cache", value_name = "CACHE")]
     source_cache: Option<String>,
     /// Copy offloading (accepted for compatibility).
@@ -79,10 +95,11 @@ pub struct ConvertArgs {
     /// Continue past read errors, writing zeros.
     #[arg(long = "salvage")]
     salvage: bool,
-    /// Copy persistent bitmaps.
+    /// Copy persistent bitmaps (a qcow2 source without bitmaps is
+    /// accepted; one with bitmaps is refused: not supported yet).
     #[arg(long = "bitmaps")]
     bitmaps: bool,
-    /// Skip inconsistent bitmaps when copying them.
+    /// Skip inconsistent bitmaps when copying them (needs --bitmaps).
     #[arg(long = "skip-broken-bitmaps")]
     skip_broken_bitmaps: bool,
     /// The target is an option string (driver=raw,file.filename=disk.img),
@@ -92,25 +109,133 @@ pub struct ConvertArgs {
     /// `--image-opts` (for the sources), `--object`.
     #[command(flatten)]
     spec: super::args::SpecArgs,
-    /// Source images (concatenated), then the target: SRC... DST.
-    #[arg(value_name = "FILE", num_args = 2.., required = true)]
+    /// Source images (concatenated), then the target: SRC... DST. Options
+    /// may come between them, as with qemu-img.
+    #[arg(value_name = "FILE", num_args = 1, action = clap::ArgAction::Append)]
     files: Vec<PathBuf>,
 }
 
 impl ConvertArgs {
+    /// `--bitmaps` and `--skip-broken-bitmaps` as qemu-img checks them. A
+    /// qcow2 source without persistent bitmaps has nothing to copy; copying
+    /// bitmaps themselves is not supported yet and is refused.
+    fn check_bitmaps(&self) -> Result<()> {
+        if self.skip_broken_bitmaps && !self.bitmaps {
+            return Err(Error::argument(
+                "Use of --skip-broken-bitmaps requires --bitmaps",
+            ));
+        }
+        if !self.bitmaps {
+            return Ok(());
+        }
+        let target = self.target_format.map_or(FormatKind::Raw, |f| f.0);
+        if target != FormatKind::Qcow2 {
+            return Err(Error::unsupported(format!(
+                "Format driver '{target}' does not support bitmaps"
+            )));
+        }
+        let sources = &self.files[..self.files.len().saturating_sub(1)];
+        for source in sources {
+            let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0))?;
+            match &info.description.details {
+                qimg::format::Details::Qcow2(q) if q.bitmaps.is_empty() => {}
+                qimg::format::Details::Qcow2(q) => {
+                    return Err(Error::unsupported(format!(
+                        "copying persistent bitmaps is not supported yet ({} has {})",
+                        source.display(),
+                        q.bitmaps.len()
+                    )))
+                }
+                _ => return Err(Error::unsupported("Source lacks bitmap support")),
+            }
+        }
+        Ok(())
+    }
+
+    /// `-l` as qemu-img reads it: an ID or name, `snapshot.id=ID`,
+    /// `snapshot.name=NAME`, or both (`snapshot.id=1,snapshot.name=s1`:
+    /// the snapshot with that ID and that name), given to the format as one.
+    fn snapshot_param(&self, spec: &str) -> Result<String> {
+        let pairs = qimg::ops::create::split_options(spec);
+        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let (Some(id), Some(name)) = (get("snapshot.id"), get("snapshot.name")) else {
+            return Ok(spec.to_string());
+        };
+        let Some(source) = self.files.first() else {
+            return Ok(spec.to_string());
+        };
+        let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0))?;
+        if info
+            .description
+            .snapshots
+            .iter()
+            .any(|s| s.id == id && s.name == name)
+        {
+            Ok(format!("snapshot.id={id}"))
+        } else {
+            Err(Error::argument(format!(
+                "Failed to load snapshot: Can't find snapshot '{spec}'"
+            ))
+            .with_path(source))
+        }
+    }
+
     /// Runs `convert`.
-    pub fn run(self) -> Result<ExitCode> {
-        let _ = (&self.source_cache, self.copy_range, self.oob_writes);
+    pub fn run(self, program: Program) -> Result<ExitCode> {
+        if self.options.iter().any(|o| o == "help" || o == "?") {
+            let format = self.target_format.map_or(FormatKind::Raw, |f| f.0);
+            let with_file = !self.files.is_empty();
+            print!("{}", super::create::options_help(format, with_file));
+            return Ok(ExitCode::SUCCESS);
+        }
+        if self.files.len() < 2 {
+            return Err(Error::argument("Must specify image file name"));
+        }
+        let _ = (self.copy_range, self.oob_writes);
+        check_source_cache(self.source_cache.as_deref())?;
+        if self.no_create && !self.options.is_empty() {
+            return Err(Error::argument(
+                "-o has no effect when skipping image creation",
+            ));
+        }
+        if let Some(s) = self.sparse_size {
+            if s % 512 != 0 || s > 16 << 20 {
+                return Err(Error::argument(
+                    "Invalid buffer size for sparse output specified. Valid sizes are multiples \
+                     of 512 up to 16777216. Select 0 to disable sparse detection (fully \
+                     allocates output).",
+                ));
+            }
+        }
+        // `-o backing_file=...,backing_fmt=...` mean what -B and -F mean
+        // (vdsm spells them so); -B and -F win over them.
+        let from_options = |key: &str| {
+            self.options
+                .iter()
+                .flat_map(|spec| qimg::ops::create::split_options(spec))
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .next_back()
+        };
+        let backing = self
+            .backing
+            .clone()
+            .or_else(|| from_options("backing_file"));
+        let backing_format = self
+            .backing_format
+            .map(|f| f.0.name().to_string())
+            .or_else(|| from_options("backing_fmt"));
         if let Some(mode) = &self.target_cache {
             qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
         }
         // -U shares the sources; the target is always locked for writing.
         qimg::io::lock::set_force_share(self.force_share);
-        if self.salvage || self.bitmaps || self.skip_broken_bitmaps {
+        if self.salvage {
             return Err(Error::unsupported(
-                "--salvage and --bitmaps are not supported yet",
+                "--salvage is not supported yet (qimg stops at the first read error)",
             ));
         }
+        self.check_bitmaps()?;
         let threads = match self.parallel {
             Some(n) if !(1..=16).contains(&n) => {
                 return Err(Error::argument(
@@ -120,8 +245,12 @@ impl ConvertArgs {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
+        let snapshot = match &self.snapshot {
+            Some(spec) => Some(self.snapshot_param(spec)?),
+            None => None,
+        };
         let mut files = self.files;
-        let target = files.pop().expect("clap requires two files");
+        let target = files.pop().expect("two files at least");
         let sources = files
             .iter()
             .map(|f| self.spec.name(f, self.source_format.is_some()))
@@ -144,14 +273,14 @@ impl ConvertArgs {
             target,
             target_format,
             options: self.options,
-            backing: self.backing,
-            backing_format: self.backing_format.map(|f| f.0.name().to_string()),
+            backing,
+            backing_format,
             no_create: self.no_create,
             target_is_zero: self.target_is_zero,
-            sparse: self.sparse_size.map_or(4096, |s| s / 512 * 512),
+            sparse: self.sparse_size.unwrap_or(4096),
             threads,
             compress: self.compress,
-            snapshot: self.snapshot,
+            snapshot,
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("convert", progress, self.rate);
@@ -161,7 +290,8 @@ impl ConvertArgs {
             Outcome::Completed => Ok(ExitCode::SUCCESS),
             Outcome::Stopped { resume_at, .. } => {
                 eprintln!(
-                    "qimg: {}: interrupted; the target is consistent but incomplete (copied up to offset {resume_at})",
+                    "{}{}: interrupted; the target is consistent but incomplete (copied up to offset {resume_at})",
+                    program.prefix(),
                     request.target.display()
                 );
                 Ok(ExitCode::from(signals::exit_code()))

@@ -1,10 +1,10 @@
 //! `qimg create`.
 
-use super::args::{parse_size, FormatArg, FormatParser, OptionsParser};
+use super::args::{parse_image_size, FormatArg, FormatParser, OptionsParser};
 use clap::Args;
 use qimg::error::Result;
 use qimg::format::FormatKind;
-use qimg::ops::create::{option_names, plan, CreateRequest};
+use qimg::ops::create::{option_help, plan, CreateRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,27 +37,58 @@ pub struct CreateArgs {
     objects: super::args::ObjectArgs,
     /// The file to create (overwritten if it exists).
     #[arg(value_name = "FILE")]
-    file: PathBuf,
+    file: Option<PathBuf>,
     /// Virtual size, with optional suffix k, M, G, T, P, E (powers of 1024).
-    #[arg(value_name = "SIZE", value_parser = parse_size)]
+    #[arg(value_name = "SIZE", value_parser = parse_image_size)]
     size: Option<u64>,
 }
 
+/// `-o help` in qemu-img's shape: a header, one `  name=<type>  - what`
+/// line per option sorted by name; with a file name the file's own options
+/// too, without one the format's only and a note saying so.
+pub(super) fn options_help(format: FormatKind, with_file: bool) -> String {
+    let mut text = if with_file {
+        "Supported options:\n".to_string()
+    } else {
+        format!("Supported {format} options:\n")
+    };
+    for o in option_help(format)
+        .into_iter()
+        .filter(|o| with_file || !o.of_file)
+    {
+        let head = format!("{}=<{}>", o.name, o.kind);
+        text.push_str(&format!("  {head:<22} - {}\n", o.about));
+    }
+    if !with_file {
+        text.push_str(
+            "\nOptions of the image file itself (nocow, extent_size_hint, ...) are listed \
+             too when a file name is given.\n",
+        );
+    }
+    text
+}
+
 impl CreateArgs {
+    fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
     /// Runs `create`.
     pub fn run(self) -> Result<ExitCode> {
         self.objects.check()?;
         let format = self.format.map(|f| f.0);
         if self.options.iter().any(|o| o == "help" || o == "?") {
-            let format = format.unwrap_or(FormatKind::Raw);
-            println!("Supported options for {format}:");
-            for name in option_names(format) {
-                println!("  {name}");
-            }
+            print!(
+                "{}",
+                options_help(format.unwrap_or(FormatKind::Raw), self.has_file())
+            );
             return Ok(ExitCode::SUCCESS);
         }
+        let Some(file) = self.file else {
+            return Err(qimg::error::Error::argument("Expecting image file name"));
+        };
         let plan = plan(&CreateRequest {
-            file: self.file,
+            file,
             format,
             options: self.options,
             backing: self.backing,

@@ -1,6 +1,6 @@
 //! `qimg map`.
 
-use super::args::{parse_size, FormatArg, FormatParser, OutputArg};
+use super::args::{parse_max_length, parse_start_offset, FormatArg, FormatParser, OutputArg};
 use clap::Args;
 use qimg::chain::Chain;
 use qimg::error::{Error, Result};
@@ -23,10 +23,10 @@ pub struct MapArgs {
     #[arg(long, value_enum, default_value_t = OutputArg::Human, value_name = "human|json")]
     output: OutputArg,
     /// First guest offset to map.
-    #[arg(long = "start-offset", value_name = "OFFSET", value_parser = parse_size, default_value = "0")]
+    #[arg(short = 's', long = "start-offset", value_name = "OFFSET", value_parser = parse_start_offset, default_value = "0")]
     start_offset: u64,
     /// Map at most this many bytes.
-    #[arg(long = "max-length", value_name = "LENGTH", value_parser = parse_size)]
+    #[arg(short = 'l', long = "max-length", value_name = "LENGTH", value_parser = parse_max_length)]
     max_length: Option<u64>,
     /// Open the image in shared mode (it may be in use by a VM).
     #[arg(short = 'U', long = "force-share")]

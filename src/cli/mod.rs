@@ -13,15 +13,19 @@ mod dd;
 mod docs;
 pub mod exit;
 mod info;
+mod invocation;
 mod job;
 mod map;
+pub mod program;
 mod progress;
 mod rebase;
 mod resize;
 mod signals;
 mod stream;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+pub use invocation::{parse, report};
+use program::Program;
 use qimg::error::Result;
 use std::process::ExitCode;
 
@@ -35,7 +39,11 @@ use std::process::ExitCode;
 the same subcommands, flags and output formats, so scripts written for qemu-img need only the \
 program name changed.",
     after_help = exit::SUMMARY,
-    after_long_help = exit::table()
+    after_long_help = exit::table(),
+    // As qemu-img (getopt): a repeated option's last value wins, and a
+    // long option may be shortened to any unambiguous prefix.
+    args_override_self = true,
+    infer_long_args = true
 )]
 pub struct Cli {
     /// The subcommand to run.
@@ -72,19 +80,29 @@ pub enum Command {
     Job(job::JobArgs),
 }
 
-/// Runs the parsed command and returns the process exit code.
-pub fn run(cli: Cli) -> Result<ExitCode> {
+/// The clap command as `program` shows it (its name in usage lines), with
+/// getopt's habits on every subcommand.
+pub fn command(program: Program) -> clap::Command {
+    Cli::command()
+        .name(program.name())
+        .bin_name(program.name())
+        .mut_subcommands(|sub| sub.args_override_self(true).infer_long_args(true))
+}
+
+/// Runs the parsed command and returns the process exit code; `program`
+/// names the messages it prints.
+pub fn run(cli: Cli, program: Program) -> Result<ExitCode> {
     match cli.command {
         Command::Create(a) => a.run(),
         Command::Info(a) => a.run(),
         Command::Map(a) => a.run(),
-        Command::Check(a) => a.run(),
-        Command::Convert(a) => a.run(),
+        Command::Check(a) => a.run(program),
+        Command::Convert(a) => a.run(program),
         Command::Dd(a) => a.run(),
-        Command::Stream(a) => a.run(),
-        Command::Commit(a) => a.run(),
+        Command::Stream(a) => a.run(program),
+        Command::Commit(a) => a.run(program),
         Command::Compare(a) => a.run(),
-        Command::Rebase(a) => a.run(),
+        Command::Rebase(a) => a.run(program),
         Command::Resize(a) => a.run(),
         Command::Job(a) => a.run(),
     }

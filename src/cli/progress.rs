@@ -1,5 +1,6 @@
 //! What `-p` and `--progress=json` show while a copy runs: a bar on a
-//! terminal, qemu-img's percentage lines elsewhere, or JSON Lines records.
+//! terminal, qemu-img's percentage lines on stdout elsewhere (where
+//! qemu-img writes them), or JSON Lines records on stderr.
 //! One reporter for every command that copies (convert, stream, commit,
 //! rebase, and the block jobs followed in attach mode).
 
@@ -16,9 +17,9 @@ use std::sync::Arc;
 pub enum Reporter {
     /// No progress asked for.
     None,
-    /// An indicatif bar (stderr is a terminal).
+    /// An indicatif bar (stdout and stderr are terminals).
     Bar(ProgressBar),
-    /// qemu-img's `    (NN.NN/100%)` lines.
+    /// qemu-img's `    (NN.NN/100%)\r` lines on stdout.
     Lines(Arc<PercentLines>),
     /// JSON Lines records naming the operation.
     Json(Arc<JsonLines>),
@@ -30,7 +31,9 @@ impl Reporter {
         match mode {
             None => Reporter::None,
             Some(ProgressArg::Json) => Reporter::Json(Arc::new(JsonLines::new(op))),
-            Some(ProgressArg::Human) if std::io::stderr().is_terminal() => {
+            Some(ProgressArg::Human)
+                if std::io::stdout().is_terminal() && std::io::stderr().is_terminal() =>
+            {
                 let bar = ProgressBar::new(0);
                 bar.set_style(
                     ProgressStyle::with_template(
@@ -62,7 +65,7 @@ impl Reporter {
         match self {
             Reporter::None => {}
             Reporter::Bar(b) => b.finish_and_clear(),
-            Reporter::Lines(l) => l.finish(),
+            Reporter::Lines(l) => l.finish(p.total == 0 || p.done >= p.total),
             Reporter::Json(j) => j.finish(p),
         }
     }

@@ -1,6 +1,7 @@
 //! `qimg rebase`.
 
-use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
+use super::args::{check_source_cache, parse_rate, FormatArg, FormatParser, ProgressArg};
+use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -23,7 +24,8 @@ pub struct RebaseArgs {
     /// the page cache), writeback, or unsafe (no flushes).
     #[arg(short = 't', long = "cache", value_name = "CACHE")]
     cache: Option<String>,
-    /// Backing cache mode (accepted for compatibility).
+    /// Backing cache mode: checked as qemu-img checks it; qimg reads the
+    /// backing files through the page cache in every mode.
     #[arg(short = 'T', long = "backing-cache", value_name = "CACHE")]
     backing_cache: Option<String>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
@@ -39,14 +41,14 @@ pub struct RebaseArgs {
     #[arg(short = 'u', long = "backing-unsafe")]
     unsafe_mode: bool,
     /// Limit the copy rate in bytes per second (e.g. 50M).
-    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
+    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_rate)]
     rate: Option<u64>,
     /// Compress the clusters written.
     #[arg(short = 'c', long = "compress")]
     compress: bool,
-    /// The new backing file ("" for none).
-    #[arg(short = 'b', long = "backing", value_name = "BACKING", required = true)]
-    backing: String,
+    /// The new backing file ("" for none; left out with -u, none too).
+    #[arg(short = 'b', long = "backing", value_name = "BACKING")]
+    backing: Option<String>,
     /// Format of the new backing file (required unless -b "").
     #[arg(short = 'F', long = "backing-format", value_name = "FMT")]
     backing_format: Option<String>,
@@ -60,18 +62,28 @@ pub struct RebaseArgs {
 
 impl RebaseArgs {
     /// Runs `rebase`.
-    pub fn run(mut self) -> Result<ExitCode> {
+    pub fn run(mut self, program: Program) -> Result<ExitCode> {
         self.file = self.spec.name(&self.file, self.format.is_some())?;
-        let _ = &self.backing_cache;
+        check_source_cache(self.backing_cache.as_deref())?;
         if let Some(mode) = &self.cache {
             qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
         }
         // -U shares the backing files; the image itself is locked for writing.
         qimg::io::lock::set_force_share(self.force_share);
+        // As qemu-img: -u without -b drops the backing file.
+        let backing = match (self.backing, self.unsafe_mode) {
+            (Some(b), _) => b,
+            (None, true) => String::new(),
+            (None, false) => {
+                return Err(qimg::error::Error::argument(
+                    "Must specify backing file (-b) or use unsafe mode (-u)",
+                ))
+            }
+        };
         let request = RebaseRequest {
             file: self.file.clone(),
             format: self.format.map(|f| f.0),
-            backing: self.backing,
+            backing,
             backing_format: self.backing_format,
             unsafe_mode: self.unsafe_mode,
             compress: self.compress,
@@ -85,7 +97,8 @@ impl RebaseArgs {
             Outcome::Completed => Ok(ExitCode::SUCCESS),
             Outcome::Stopped { .. } => {
                 eprintln!(
-                    "qimg: {}: interrupted; the image is consistent and keeps its old backing file",
+                    "{}{}: interrupted; the image is consistent and keeps its old backing file",
+                    program.prefix(),
                     self.file.display()
                 );
                 Ok(ExitCode::from(signals::exit_code()))

@@ -3,6 +3,7 @@
 use super::args::{parse_size, FormatArg, FormatParser, OutputArg, ProgressArg};
 use super::attached::{self, AttachArgs};
 use super::exit;
+use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -69,7 +70,7 @@ pub struct StreamArgs {
 
 impl StreamArgs {
     /// Runs `stream`.
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, program: Program) -> Result<ExitCode> {
         if let Some(socket) = self.vmm.attach.clone() {
             return self.run_attached(&socket);
         }
@@ -132,7 +133,8 @@ impl StreamArgs {
             Outcome::Completed => Ok(ExitCode::SUCCESS),
             Outcome::Stopped { reason, resume_at } => {
                 eprintln!(
-                    "qimg: {}: stopped at offset {resume_at} of {}; run the same command again to continue",
+                    "{}{}: stopped at offset {resume_at} of {}; run the same command again to continue",
+                    program.prefix(),
                     file.display(),
                     report.virtual_size
                 );

@@ -128,6 +128,7 @@ pub fn format_of(
     format: Option<FormatKind>,
 ) -> Result<FormatKind> {
     if let Some(k) = format {
+        check_magic(storage, path, k)?;
         return Ok(k);
     }
     match probe_storage(storage).path_context(path)? {
@@ -137,6 +138,24 @@ pub fn format_of(
         ))
         .with_path(path)),
     }
+}
+
+/// Refuses an image that lacks the magic of the format it was given as,
+/// with qemu-img's sentence (scripts match it: Proxmox retries a listing as
+/// raw on `Image is not in \S+ format$`).
+fn check_magic(storage: &dyn Storage, path: &Path, format: FormatKind) -> Result<()> {
+    let (magic, sentence): (&[u8], &str) = match format {
+        FormatKind::Qcow2 => (b"QFI\xfb", "Image is not in qcow2 format"),
+        FormatKind::Qed => (b"QED\0", "Image not in QED format"),
+        FormatKind::Raw => return Ok(()),
+    };
+    let len = storage.len().path_context(path)?.min(magic.len() as u64) as usize;
+    let mut head = vec![0u8; len];
+    storage.read_at(&mut head, 0).path_context(path)?;
+    if head != magic {
+        return Err(Error::invalid(sentence).with_path(path));
+    }
+    Ok(())
 }
 
 /// Opens the image at `path` read-only, as `format`, or probed when `None`.

@@ -10,6 +10,7 @@
 //! qimg's own opens never conflict with each other (a chain may open a file
 //! once read-only and once for writing).
 
+use super::lock_holder::{self, Holder};
 use crate::error::{Error, ErrorKind, Result};
 use std::collections::HashMap;
 use std::fs::File;
@@ -148,34 +149,73 @@ fn bytes_for(users: &[(u64, Access)]) -> Vec<u16> {
     bytes
 }
 
-/// Why `access` cannot be had: the first conflict with another process.
-fn conflict(fd: &File, access: Access) -> std::io::Result<Option<String>> {
+/// A lock another process holds against us: qemu-img's words for it and
+/// the byte where it was found.
+#[derive(Debug)]
+struct Conflict {
+    /// `Failed to get "write" lock` or `Failed to get shared "write" lock`.
+    words: String,
+    /// The byte another process holds.
+    byte: u16,
+}
+
+/// Why `access` cannot be had: the first conflict with another process, in
+/// QEMU's order. First a permission we want that another process does not
+/// share (`Failed to get "NAME" lock`), then one we do not share that
+/// another process holds (`Failed to get shared "NAME" lock`).
+fn conflict(fd: &File, access: Access) -> std::io::Result<Option<Conflict>> {
     let (held, unshared) = access.needs();
-    // Someone holds a permission we do not share (a VM writing the image).
     for (bit, name) in PERMISSIONS {
-        if unshared & (1 << bit) != 0 && taken_by_others(fd, 100 + bit as u16)? {
-            return Ok(Some(format!("another process holds the \"{name}\" lock")));
+        let byte = 200 + bit as u16;
+        if held & (1 << bit) != 0 && taken_by_others(fd, byte)? {
+            return Ok(Some(Conflict {
+                words: format!("Failed to get \"{name}\" lock"),
+                byte,
+            }));
         }
     }
-    // Someone refuses to share a permission we want (a reader, for a writer).
     for (bit, name) in PERMISSIONS {
-        if held & (1 << bit) != 0 && taken_by_others(fd, 200 + bit as u16)? {
-            return Ok(Some(format!(
-                "another process is using it and does not share the \"{name}\" permission"
-            )));
+        let byte = 100 + bit as u16;
+        if unshared & (1 << bit) != 0 && taken_by_others(fd, byte)? {
+            return Ok(Some(Conflict {
+                words: format!("Failed to get shared \"{name}\" lock"),
+                byte,
+            }));
         }
     }
     Ok(None)
 }
 
-fn in_use(path: &Path, why: String, access: Access) -> Error {
+/// The error for an image in use: qemu-img's sentences (what scripts grep
+/// for, and Packer retries on), the processes holding the lock where
+/// `/proc` tells, and what to do about it.
+fn in_use(path: &Path, conflict: &Conflict, holders: &[Holder], access: Access) -> Error {
     let hint = match access {
         Access::Write => {
-            "; use --attach SOCKET to run this through the running VM, or -U for read-only commands"
+            "use --attach SOCKET to run this through the running VM, or -U for read-only commands"
         }
-        _ => "; use -U to read it anyway (what it shows may be stale)",
+        _ => "use -U to read it anyway (what it shows may be stale)",
     };
-    Error::new(ErrorKind::InUse, format!("image is in use ({why}){hint}")).with_path(path)
+    let held_by = match holders {
+        [] => String::new(),
+        [one] => format!(" Process {one} holds it;"),
+        many => format!(
+            " Processes {} hold it;",
+            many.iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Error::new(
+        ErrorKind::InUse,
+        format!(
+            "{}. Is another process using the image [{}]?{held_by} {hint}",
+            conflict.words,
+            path.display()
+        ),
+    )
+    .with_path(path)
 }
 
 impl ImageLock {
@@ -211,11 +251,12 @@ impl ImageLock {
                 registry.files.get_mut(&key).expect("just inserted")
             }
         };
-        if let Some(why) = conflict(&entry.fd, access).map_err(io)? {
+        if let Some(found) = conflict(&entry.fd, access).map_err(io)? {
             if entry.users.is_empty() {
                 registry.files.remove(&key);
             }
-            return Err(in_use(path, why, access));
+            let holders = lock_holder::holders(key.0, key.1, u64::from(found.byte));
+            return Err(in_use(path, &found, &holders, access));
         }
         let mut users = entry.users.clone();
         users.push((id, access));

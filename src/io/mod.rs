@@ -5,6 +5,7 @@ mod direct;
 mod fault;
 mod file;
 pub mod lock;
+pub mod lock_holder;
 mod mem;
 pub mod nbd;
 mod window;

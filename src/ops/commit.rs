@@ -57,14 +57,11 @@ fn plan(view: &View<'_>, base: usize) -> Result<Vec<Step>> {
 /// Commits as `req` says. Stops early (and can be run again) when
 /// `control` says so.
 pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
+    // The image is opened for writing first, as qemu-img opens it, even
+    // when it is kept (-d, -b): a read-only one is refused before the base
+    // changes, and an image in use is refused with qemu-img's words.
     let empty_file = !req.keep_file && req.base.is_none();
-    // An image to be emptied is opened for writing first, so a read-only
-    // one is refused before the base changes.
-    let chain = if empty_file {
-        Chain::open_writable(&req.file, req.format)?
-    } else {
-        Chain::open(&req.file, req.format)?
-    };
+    let chain = Chain::open_writable(&req.file, req.format)?;
     if chain.layers().len() < 2 {
         return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
     }

@@ -48,8 +48,14 @@ fn validate(req: &ConvertRequest) -> Result<()> {
     }
     if req.target_is_zero && req.backing.is_some() {
         return Err(Error::argument(
-            "--target-is-zero cannot be used with a backing file",
+            "Cannot use --target-is-zero when the destination image has a backing file",
         ));
+    }
+    if req.backing.is_some() && req.target_format == FormatKind::Raw && !req.no_create {
+        return Err(Error::argument(format!(
+            "Backing file not supported for file format '{}'",
+            req.target_format
+        )));
     }
     if req.backing.is_some() && req.backing_format.is_none() {
         return Err(Error::argument(

@@ -66,6 +66,173 @@ pub fn option_names(format: FormatKind) -> &'static [&'static str] {
     }
 }
 
+/// One creation option as `-o help` lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionHelp {
+    /// The option name (`cluster_size`).
+    pub name: &'static str,
+    /// qemu-img's type word: `str`, `size`, `num` or `bool (on/off)`.
+    pub kind: &'static str,
+    /// What it does, in one line.
+    pub about: &'static str,
+    /// An option of the file itself (qemu's protocol level) rather than of
+    /// the format: qemu-img lists these only when a file name is given.
+    pub of_file: bool,
+}
+
+const fn opt(name: &'static str, kind: &'static str, about: &'static str) -> OptionHelp {
+    OptionHelp {
+        name,
+        kind,
+        about,
+        of_file: false,
+    }
+}
+
+const fn file_opt(name: &'static str, kind: &'static str, about: &'static str) -> OptionHelp {
+    OptionHelp {
+        name,
+        kind,
+        about,
+        of_file: true,
+    }
+}
+
+const BACKING_FILE: OptionHelp = opt("backing_file", "str", "Backing file of the new image");
+const BACKING_FMT: OptionHelp = opt("backing_fmt", "str", "Format of the backing file");
+const SIZE: OptionHelp = opt("size", "size", "Virtual size of the disk");
+const NOCOW: OptionHelp = file_opt(
+    "nocow",
+    "bool (on/off)",
+    "Disable copy-on-write of the file (btrfs only)",
+);
+const EXTENT_SIZE_HINT: OptionHelp = file_opt(
+    "extent_size_hint",
+    "size",
+    "Extent size hint given to the file system (0: none)",
+);
+
+/// The options `-o help` lists for `format`, sorted by name as qemu-img
+/// sorts them (encryption, which qimg refuses, is not listed).
+pub fn option_help(format: FormatKind) -> Vec<OptionHelp> {
+    let mut list = match format {
+        FormatKind::Qcow2 => vec![
+            BACKING_FILE,
+            BACKING_FMT,
+            opt(
+                "cluster_size",
+                "size",
+                "Cluster size in bytes (512 to 2M, a power of two)",
+            ),
+            opt(
+                "compat",
+                "str",
+                "Version of the format: v2 (0.10) or v3 (1.1)",
+            ),
+            opt(
+                "compression_type",
+                "str",
+                "Compression of compressed clusters: zlib or zstd",
+            ),
+            opt("data_file", "str", "External file holding the guest data"),
+            opt(
+                "data_file_raw",
+                "bool (on/off)",
+                "Keep the external data file a valid raw image",
+            ),
+            opt(
+                "extended_l2",
+                "bool (on/off)",
+                "L2 entries with 32 subclusters",
+            ),
+            opt(
+                "lazy_refcounts",
+                "bool (on/off)",
+                "Update refcounts lazily (needs a check after a crash)",
+            ),
+            opt(
+                "preallocation",
+                "str",
+                "Preallocation: off, metadata, falloc or full",
+            ),
+            opt(
+                "refcount_bits",
+                "num",
+                "Bits of one refcount entry (1 to 64, a power of two)",
+            ),
+            SIZE,
+            NOCOW,
+            EXTENT_SIZE_HINT,
+        ],
+        FormatKind::Qed => vec![
+            BACKING_FILE,
+            BACKING_FMT,
+            opt("cluster_size", "size", "Cluster size in bytes"),
+            SIZE,
+            opt(
+                "table_size",
+                "size",
+                "Size of the L1 and L2 tables, in clusters",
+            ),
+            file_opt(
+                "preallocation",
+                "str",
+                "Preallocation of the file: off, falloc or full",
+            ),
+            NOCOW,
+            EXTENT_SIZE_HINT,
+        ],
+        FormatKind::Raw => vec![
+            SIZE,
+            file_opt(
+                "preallocation",
+                "str",
+                "Preallocation of the file: off, falloc or full",
+            ),
+            NOCOW,
+            EXTENT_SIZE_HINT,
+        ],
+    };
+    list.sort_by_key(|o| o.name);
+    list
+}
+
+/// Splits one `-o` text into (name, value) pairs as qemu-img does: items
+/// are separated by `,`, a doubled `,,` stands for a comma inside a value,
+/// and a name without `=` means `name=on`.
+///
+/// ```
+/// use qimg::ops::create::split_options;
+/// let pairs = split_options("backing_file=a,,b.qcow2,lazy_refcounts");
+/// assert_eq!(pairs, [("backing_file".into(), "a,b.qcow2".into()), ("lazy_refcounts".into(), "on".into())]);
+/// ```
+pub fn split_options(spec: &str) -> Vec<(String, String)> {
+    let mut items = Vec::new();
+    let mut current = String::new();
+    let mut chars = spec.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == ',' {
+            if chars.peek() == Some(&',') {
+                chars.next();
+                current.push(',');
+            } else {
+                items.push(std::mem::take(&mut current));
+            }
+        } else {
+            current.push(c);
+        }
+    }
+    items.push(current);
+    items
+        .into_iter()
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (item, "on".to_string()),
+        })
+        .collect()
+}
+
 /// A parsed `-o` list: values as given, in the order they last appeared.
 #[derive(Debug, Default)]
 struct Options {
@@ -77,8 +244,8 @@ impl Options {
         let mut o = Options::default();
         let allowed = option_names(format);
         for spec in specs {
-            for item in spec.split(',').filter(|s| !s.is_empty()) {
-                let (key, value) = item.split_once('=').unwrap_or((item, "on"));
+            for (key, value) in split_options(spec) {
+                let (key, value) = (key.as_str(), value.as_str());
                 if key.starts_with("encrypt") {
                     return Err(Error::unsupported(
                         "qimg does not create encrypted images (encryption options are not supported)",
@@ -109,7 +276,11 @@ impl Options {
         self.get(key)
             .map(|v| {
                 parse_size(v).map_err(|_| {
-                    Error::argument(format!("Parameter '{key}' expects a size, not '{v}'"))
+                    Error::argument(format!(
+                        "Parameter '{key}' expects a non-negative number below 2^64 \
+                         (a byte count, hexadecimal 0x..., or a number with a suffix k, M, G, \
+                         T, P or E; not '{v}')"
+                    ))
                 })
             })
             .transpose()
@@ -210,12 +381,19 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
         )));
     }
     let mut o = Options::parse(format, &req.options).map_err(at_file)?;
+    if req.backing.is_some() && format == FormatKind::Raw {
+        return Err(at_file(Error::argument(
+            "Backing file not supported for file format 'raw'",
+        )));
+    }
     if let Some(b) = &req.backing {
         o.set("backing_file", b);
     }
     if let Some(f) = &req.backing_format {
         o.set("backing_fmt", f);
     }
+    // A bad size value is reported before a second size, as qemu-img does.
+    o.size("size").map_err(at_file)?;
     if req.size.is_some() && o.get("size").is_some() {
         return Err(at_file(Error::argument(
             "The image size must be specified only once",
@@ -276,6 +454,10 @@ fn target(
         })?,
         None => Preallocation::Off,
     };
+    // qcow2 alone reserves metadata; for the others qemu-img refuses it.
+    if preallocation == Preallocation::Metadata && format != FormatKind::Qcow2 {
+        return Err(Error::argument("Unsupported preallocation mode: metadata"));
+    }
     Ok(match format {
         FormatKind::Qcow2 => Target::Qcow2(qcow2_options(o, size, preallocation, backing)?),
         FormatKind::Qed => Target::Qed(QedCreateOptions {

@@ -1,12 +1,17 @@
-//! Progress renderers: a bar on a terminal, qemu-img's `    (NN.NN/100%)`
-//! lines elsewhere, or JSON Lines records for programs. All write to stderr.
+//! Progress renderers: qemu-img's `    (NN.NN/100%)\r` lines, written on
+//! stdout exactly where and as qemu-img writes them (programs such as CDI,
+//! vdsm and Proxmox parse them there), or JSON Lines records on stderr for
+//! programs that want more.
 
 use crate::engine::control::Progress;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// qemu-img's percentage lines, printed each time the progress moves by 1%.
+/// qemu-img's percentage lines on stdout: `    (0.00/100%)\r` first, one
+/// more each time the progress moves by 1% or more, and at the end
+/// `    (100.00/100%)\r` followed by a newline, as qemu-img 10 prints them
+/// (its final line is printed even when 100% was already shown).
 #[derive(Debug)]
 pub struct PercentLines {
     last: Mutex<Option<f64>>,
@@ -33,23 +38,45 @@ impl PercentLines {
     pub fn update(&self, p: Progress) {
         let now = percent(p);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::new();
         if last.is_none() {
-            eprint!("    (0.00/100%)\r");
+            text.push_str("    (0.00/100%)\r");
         }
         if last.is_none_or(|l| now - l >= 1.0 || (now >= 100.0 && l < 100.0)) {
             *last = Some(now);
-            eprint!("    ({now:.2}/100%)\r");
+            if now > 0.0 {
+                text.push_str(&format!("    ({now:.2}/100%)\r"));
+            }
         }
+        write_out(&text);
     }
 
-    /// Prints the final line.
-    pub fn finish(&self) {
-        let last = *self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|l| l < 100.0) {
-            eprint!("    (100.00/100%)\r");
+    /// Prints the final line: 100% when the copy `completed`, and the
+    /// newline that ends the progress display.
+    pub fn finish(&self, completed: bool) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::new();
+        if last.is_none() {
+            text.push_str("    (0.00/100%)\r");
+            *last = Some(0.0);
         }
-        eprintln!();
+        if completed {
+            text.push_str("    (100.00/100%)\r");
+        }
+        text.push('\n');
+        write_out(&text);
     }
+}
+
+/// Writes progress text on stdout and flushes it at once (a pipe reader
+/// sees every update as it happens); a closed stdout is not an error here.
+fn write_out(text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 /// JSON Lines records: `{"op":…,"done":…,"total":…,"elapsed":…,"rate":…}`,
