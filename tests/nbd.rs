@@ -192,8 +192,8 @@ fn post_copy_workflow() {
 #[test]
 fn a_server_killed_mid_stream_is_a_clear_error_and_a_rerun_completes() {
     let fx = Fixture::new();
-    fx.sh("qemu-img create -q -f qcow2 big.qcow2 64M
-         qemu-io -c 'write -P 0x66 0 64M' big.qcow2 >/dev/null");
+    fx.sh("qemu-img create -q -f qcow2 big.qcow2 128M
+         qemu-io -c 'write -P 0x66 0 128M' big.qcow2 >/dev/null");
     let mut server = QemuNbd::start(&fx, "big.qcow2", "qcow2", false, false);
     let uri = server.uri.clone();
     let out = fx.qimg(&[
