@@ -24,7 +24,7 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("qimg: {e}");
-            ExitCode::from(cli::exit::FAILURE)
+            ExitCode::from(cli::exit::for_error(&e))
         }
     }
 }

@@ -4,8 +4,10 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::probe::{format_of, probe_storage, Probed};
 use crate::format::qcow2::Qcow2;
-use crate::format::{open_image, open_image_writable, Format, FormatKind, GuestRead, Status};
-use crate::io::{nbd::is_nbd_uri, open_read_storage, FileStorage, HostExtent};
+use crate::format::{
+    open_image_with, open_image_writable_with, Format, FormatKind, GuestRead, Status,
+};
+use crate::io::{nbd::is_nbd_uri, open_read_storage_with, FileStorage, HostExtent, StorageOptions};
 use crate::paths::{file_identity, is_absolute_spec, resolve_relative_to};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -55,7 +57,20 @@ fn chain_error(message: String) -> Error {
 impl Chain {
     /// Opens `path` (as `format`, or probed) and its whole backing chain.
     pub fn open(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        Self::open_below(path, Arc::from(open_image(path, format)?))
+        Self::open_with(path, format, &StorageOptions::default())
+    }
+
+    /// As [`Chain::open`], with `options` for every layer's storage.
+    pub fn open_with(
+        path: &Path,
+        format: Option<FormatKind>,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
+        Self::open_below(
+            path,
+            Arc::from(open_image_with(path, format, options)?),
+            options,
+        )
     }
 
     /// Opens the internal snapshot `snapshot` of the qcow2 image at `path`
@@ -72,13 +87,23 @@ impl Chain {
         let image = Qcow2::open(Box::new(storage), path)
             .and_then(|i| i.at_snapshot(snapshot))
             .map_err(|e| e.with_path(path))?;
-        Self::open_below(path, Arc::new(image))
+        Self::open_below(path, Arc::new(image), &StorageOptions::default())
     }
 
     /// Opens `path` for writing and its backing chain read-only, and gives
     /// the top image a reader of the chain below it (for partial writes).
     pub fn open_writable(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        let chain = Self::open_below(path, Arc::from(open_image_writable(path, format)?))?;
+        Self::open_writable_with(path, format, &StorageOptions::default())
+    }
+
+    /// As [`Chain::open_writable`], with `options` for every layer's storage.
+    pub fn open_writable_with(
+        path: &Path,
+        format: Option<FormatKind>,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
+        let top = open_image_writable_with(path, format, options)?;
+        let chain = Self::open_below(path, Arc::from(top), options)?;
         if chain.layers.len() > 1 {
             chain.layers[0].image.attach_backing(chain.reader_from(1));
         }
@@ -86,7 +111,7 @@ impl Chain {
     }
 
     /// A chain whose top image is already open.
-    fn open_below(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
+    fn open_below(path: &Path, top: Arc<dyn Format>, options: &StorageOptions) -> Result<Chain> {
         let mut layers = vec![Layer {
             path: path.to_path_buf(),
             image: top,
@@ -130,9 +155,13 @@ impl Chain {
             }
             let format = match &spec.format {
                 Some(f) => f.parse::<FormatKind>().map_err(|e| e.with_path(&overlay))?,
-                None => probe_backing(&resolved, &spec.name).map_err(|e| e.with_path(&overlay))?,
+                None => probe_backing(&resolved, &spec.name, options)
+                    .map_err(|e| e.with_path(&overlay))?,
             };
-            let image = open_image(&resolved, Some(format)).map_err(|e| {
+            let image = open_image_with(&resolved, Some(format), options).map_err(|e| {
+                if e.kind() == ErrorKind::Interrupted {
+                    return e;
+                }
                 chain_error(format!(
                     "could not open backing file '{}'{}: {}",
                     spec.name,
@@ -236,9 +265,11 @@ fn looked_at(name: &str, resolved: &Path) -> String {
 
 /// Probes a backing file whose format is not recorded. Probing one as raw is
 /// refused: a guest could have written any header into it.
-fn probe_backing(resolved: &Path, name: &str) -> Result<FormatKind> {
-    let storage = open_read_storage(resolved)
-        .map_err(|e| chain_error(format!("could not open backing file '{name}': {e}")))?;
+fn probe_backing(resolved: &Path, name: &str, options: &StorageOptions) -> Result<FormatKind> {
+    let storage = open_read_storage_with(resolved, options).map_err(|e| match e.kind() {
+        ErrorKind::Interrupted => e,
+        _ => chain_error(format!("could not open backing file '{name}': {e}")),
+    })?;
     match probe_storage(storage.as_ref())? {
         Probed::Known(FormatKind::Raw) => Err(chain_error(format!(
             "the format of backing file '{name}' is not recorded and probing it would guess raw, \

@@ -391,9 +391,25 @@ fn write_in_order(
                 resume_at: s.target_offset,
             });
         }
-        let prepared = p.take(i)?;
+        // A read or write ended early because the copy is being stopped
+        // (a network wait given up on a signal) stops it here, cleanly:
+        // nothing of this unit is published.
+        let stopped = |e: Error| match control.stop_reason() {
+            Some(reason) => Ok(Outcome::Stopped {
+                reason,
+                resume_at: s.target_offset,
+            }),
+            None => Err(e),
+        };
+        let prepared = match p.take(i) {
+            Ok(prepared) => prepared,
+            Err(e) => return stopped(e),
+        };
         let written = match s.action {
-            Action::Copy => apply(target, s, &prepared, options)?,
+            Action::Copy => match apply(target, s, &prepared, options) {
+                Ok(n) => n,
+                Err(e) => return stopped(e),
+            },
             Action::Zero if !options.target_is_zero => {
                 target.write_zeroes(s.target_offset, s.len, true)?;
                 0

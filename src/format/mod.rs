@@ -8,7 +8,10 @@ pub mod qed;
 pub mod raw;
 mod table_cache;
 
-pub use probe::{open_image, open_image_writable, open_storage, FormatKind};
+pub use probe::{
+    open_image, open_image_with, open_image_writable, open_image_writable_with, open_storage,
+    FormatKind,
+};
 
 use crate::error::{Error, Result};
 use crate::io::Storage;

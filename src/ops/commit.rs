@@ -12,7 +12,7 @@ use crate::engine::control::Control;
 use crate::engine::plan::plan_view;
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, Result};
-use crate::format::{open_image_writable, FormatKind};
+use crate::format::{open_image_writable_with, FormatKind};
 use std::path::PathBuf;
 
 /// What the user asked for.
@@ -57,12 +57,13 @@ fn plan(view: &View<'_>, base: usize) -> Result<Vec<Step>> {
 /// `control` says so.
 pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
     let empty_file = !req.keep_file && req.base.is_none();
+    let opts = control.storage_options();
     // An image to be emptied is opened for writing first, so a read-only
     // one is refused before the base changes.
     let chain = if empty_file {
-        Chain::open_writable(&req.file, req.format)?
+        Chain::open_writable_with(&req.file, req.format, &opts)?
     } else {
-        Chain::open(&req.file, req.format)?
+        Chain::open_with(&req.file, req.format, &opts)?
     };
     if chain.layers().len() < 2 {
         return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
@@ -88,12 +89,12 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
                 .with_path(&base.path));
             }
         }
-        open_image_writable(&base.path, Some(base_kind))?
+        open_image_writable_with(&base.path, Some(base_kind), &opts)?
             .grow(size)
             .map_err(|e| e.with_path(&base.path))?;
     }
 
-    let target = open_image_writable(&base.path, Some(base_kind))?;
+    let target = open_image_writable_with(&base.path, Some(base_kind), &opts)?;
     if chain.layers().len() > depth + 1 {
         // Partial writes into the base complete from what is below it.
         target.attach_backing(chain.reader_from(depth + 1));

@@ -64,7 +64,8 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
         image.set_backing(spec).map_err(not_supported)?;
         return Ok(Outcome::Completed);
     }
-    let chain = Chain::open_writable(&req.file, req.format)?;
+    let opts = control.storage_options();
+    let chain = Chain::open_writable_with(&req.file, req.format, &opts)?;
     let top = chain.top().image.clone();
     if top.format_name() == "raw" {
         return Err(change_error(&req.backing, "Operation not supported").with_path(&req.file));
@@ -77,9 +78,10 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
                 .as_deref()
                 .map(str::parse::<FormatKind>)
                 .transpose()?;
-            Some(Chain::open(
+            Some(Chain::open_with(
                 &resolve_relative_to(&req.file, &s.name),
                 format,
+                &opts,
             )?)
         }
         None => None,
