@@ -269,6 +269,12 @@ impl Connection {
                         return Err(e);
                     }
                     if !p.done {
+                        if inner.waits.cancelled() {
+                            return Err(interrupted(
+                                name,
+                                &format!("waiting for the reply to a {}", p.describe()),
+                            ));
+                        }
                         let why = state.dead.as_deref().unwrap_or("connection lost");
                         return Err(lost(name, why));
                     }
@@ -391,6 +397,11 @@ fn read_replies(inner: &Inner, stream: &mut Stream) -> Result<()> {
         }
         if st.pending.is_empty() {
             return Ok(());
+        }
+        // A reply stopped mid-way, perhaps into a caller's buffer: once a
+        // cancel has had its grace, the connection is given up.
+        if inner.waits.cancelled() && since_byte >= CANCEL_GRACE {
+            return Err(interrupted(name, "waiting for a reply"));
         }
         if since_byte.min(st.busy_since.elapsed()) >= timeout {
             return Err(protocol(
