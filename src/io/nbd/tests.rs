@@ -401,3 +401,77 @@ fn a_silent_server_is_a_timeout_and_a_cancel_ends_the_wait() {
         start.elapsed()
     );
 }
+
+/// A server that advertises multi-conn but never greets a second client
+/// (a client limit): the extra connection is given up after its short
+/// timeout and reads go on over the first, never waiting for it.
+#[test]
+fn an_extra_connection_that_never_comes_is_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nbd.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        // Only the first client is accepted; later ones wait in the backlog.
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut script = good_handshake();
+        let mut info = INFO_EXPORT.to_be_bytes().to_vec();
+        info.extend((1u64 << 20).to_be_bytes());
+        info.extend((TFLAG_READ_ONLY | TFLAG_CAN_MULTI_CONN).to_be_bytes());
+        script[3].1 = option_reply(OPT_GO, REP_INFO, &info);
+        script[3].1.extend(option_reply(OPT_GO, REP_ACK, &[]));
+        for (skip, bytes) in script {
+            let mut sink = vec![0u8; skip];
+            conn.read_exact(&mut sink).unwrap();
+            conn.write_all(&bytes).unwrap();
+        }
+        let mut served = 0;
+        loop {
+            let mut h = [0u8; 28];
+            if conn.read_exact(&mut h).is_err() || be16(&h[6..]) == CMD_DISC {
+                return (served, listener);
+            }
+            let (handle, at, len) = (be64(&h[8..]), be64(&h[16..]), be32(&h[24..]) as u64);
+            let mut r = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+            r.extend(0u32.to_be_bytes());
+            r.extend(handle.to_be_bytes());
+            r.extend((at..at + len).map(pattern));
+            conn.write_all(&r).unwrap();
+            served += 1;
+        }
+    });
+    let uri = format!("nbd+unix:///exp?socket={}", path.display());
+    let options = NbdOptions {
+        timeout: Duration::from_secs(10),
+        extra_connection_timeout: Duration::from_millis(300),
+        cancel: None,
+    };
+    let nbd = NbdStorage::open_with(&uri, false, &options).unwrap();
+    let start = std::time::Instant::now();
+    let mut reads = 0;
+    while start.elapsed() < Duration::from_millis(800) {
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let nbd = &nbd;
+                s.spawn(move || {
+                    let at = t * 4096;
+                    let mut buf = vec![0u8; 4096];
+                    let begin = std::time::Instant::now();
+                    nbd.read_at(&mut buf, at).unwrap();
+                    assert!(
+                        begin.elapsed() < Duration::from_millis(200),
+                        "a read waited"
+                    );
+                    assert!(buf.iter().zip(at..).all(|(&b, o)| b == pattern(o)));
+                });
+            }
+        });
+        reads += 4;
+    }
+    assert_eq!(nbd.connections(), 1);
+    drop(nbd);
+    let (served, listener) = server.join().unwrap();
+    assert_eq!(served, reads);
+    // The extra connection was tried: it is still in the backlog.
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_ok(), "no extra connection was tried");
+}
