@@ -446,9 +446,7 @@ impl Daemon {
             args.push("-r".into());
         }
         args.extend(plugin.iter().map(|s| s.to_string()));
-        // nbdkit's plugins serve any export name; qemu-img prints an
-        // empty one differently (nbd+unix://?socket=).
-        let uri = format!("nbd+unix:///exp?socket={}", socket.display());
+        let uri = format!("nbd+unix:///?socket={}", socket.display());
         Self::spawn(fx, label, "nbdkit", &args, &pidfile, uri, writable)
     }
 
@@ -748,6 +746,21 @@ fn legacy_nbd_colon_syntax() {
         ours,
         stdout(&fx.qemu_img(&["map", "--output=json", &legacy]))
     );
+    // info names an export as QEMU does, however it was spelled.
+    for uri in [
+        legacy,
+        format!("nbd://127.0.0.1:{port}/exp"),
+        format!("nbd:unix:{socket}:exportname=exp"),
+        format!("nbd+unix:///exp?socket={socket}"),
+    ] {
+        for args in [&["info", &uri][..], &["info", "--output=json", &uri]] {
+            assert_eq!(
+                ok(&fx, "info", args),
+                stdout(&fx.qemu_img(args)),
+                "{args:?}"
+            );
+        }
+    }
 }
 
 /// A listener that accepts into its backlog and never says a word, on a
@@ -915,4 +928,68 @@ fn a_server_that_stops_answering_is_one_clear_error() {
     );
     let check = fx.qemu_img(&["check", "out.qcow2"]).status.code();
     assert!(matches!(check, Some(0) | Some(3)), "check exit {check:?}");
+}
+
+/// SIGTERM while a TCP connect hangs (a listener whose accept queue is
+/// full drops the SYNs): exit 143 within a second.
+#[test]
+fn sigterm_ends_a_hanging_connect() {
+    use std::os::fd::AsRawFd;
+    let fx = Fixture::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen(2) again on our own socket, to shrink its queue.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(s);
+        }
+    }
+    let uri = format!("nbd://{addr}/exp");
+    let child = spawn_qimg(&fx, &["convert", "-O", "qcow2", &uri, "out.qcow2"], &[]);
+    std::thread::sleep(Duration::from_millis(600));
+    let (got, took, err) = signal_and_wait(child, libc::SIGTERM);
+    assert_eq!(got, Some(143), "{err}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(err.contains("interrupted while"), "{err}");
+}
+
+/// SIGTERM while writes into an export are pending (a commit into a
+/// writable qemu-nbd that stopped): exit 143 within a second, and the
+/// overlay is still whole and backed by the export.
+#[test]
+fn sigterm_ends_pending_writes() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f raw base.raw 160M");
+    let server = Daemon::qemu_nbd(
+        &fx,
+        "qemu-nbd",
+        "base.raw",
+        "raw",
+        &["--persistent"],
+        true,
+        false,
+    );
+    fx.sh(&format!(
+        "qemu-img create -q -f qcow2 -u -b '{}' -F raw top.qcow2 160M
+         qemu-io -c 'write -P 0x77 0 160M' top.qcow2 >/dev/null",
+        server.uri
+    ));
+    let mut child = spawn_qimg(
+        &fx,
+        &["commit", "-r", "32M", "--progress=json", "top.qcow2"],
+        &[],
+    );
+    let _err = first_progress(&mut child);
+    server.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(300));
+    let (got, took, err) = signal_and_wait(child, libc::SIGTERM);
+    assert_eq!(got, Some(143), "{err}");
+    assert!(took < Duration::from_millis(1200), "{took:?}");
+    // qemu-img opens the backing export too: let the server go on.
+    server.signal(libc::SIGCONT);
+    let check = fx.qemu_img(&["check", "-U", "top.qcow2"]).status.code();
+    assert!(matches!(check, Some(0) | Some(3)), "check exit {check:?}");
+    assert!(stdout(&fx.qemu_img(&["info", "-U", "top.qcow2"])).contains("backing file"));
 }

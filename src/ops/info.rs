@@ -48,8 +48,13 @@ impl ImageInfo {
         let storage = image.storage();
         let actual_size = storage.allocated_bytes()?;
         let backing = image.backing();
+        // An export is shown by the name QEMU gives it.
+        let shown = crate::io::nbd_uri(path)
+            .and_then(|u| crate::io::nbd::NbdUri::parse(u).ok())
+            .and_then(|u| u.canonical())
+            .unwrap_or_else(|| path.display().to_string());
         Ok(ImageInfo {
-            filename: path.display().to_string(),
+            filename: shown.clone(),
             format: image.format_name(),
             virtual_size: image.virtual_size(),
             actual_size,
@@ -60,7 +65,7 @@ impl ImageInfo {
             backing_format: backing.and_then(|b| b.format),
             description: image.describe(),
             file: FileInfo {
-                filename: path.display().to_string(),
+                filename: shown,
                 length: storage.len()?.div_ceil(512) * 512,
                 actual_size,
                 protocol: storage.protocol(),

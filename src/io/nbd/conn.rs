@@ -199,6 +199,9 @@ impl Connection {
             let mut seen = None;
             loop {
                 if let Some(why) = &st.dead {
+                    if inner.waits.cancelled() {
+                        return Err(interrupted(name, "sending a request"));
+                    }
                     return Err(lost(name, why));
                 }
                 if st.pending.len() < MAX_IN_FLIGHT {

@@ -158,9 +158,11 @@ impl NbdStorage {
         if writable && client.export.flags & TFLAG_READ_ONLY != 0 {
             return Err(protocol(uri, "the export is read-only"));
         }
+        // Known by the name QEMU gives the export (map's "File" column).
+        let name = PathBuf::from(client.uri.canonical().unwrap_or_else(|| uri.to_string()));
         Ok(NbdStorage {
             client,
-            name: PathBuf::from(uri),
+            name,
             writable,
         })
     }

@@ -88,6 +88,25 @@ impl NbdUri {
         })
     }
 
+    /// The name QEMU shows for this export (qemu-img info's `image:`):
+    /// `nbd+unix:///EXPORT?socket=PATH` or `nbd://HOST:PORT/EXPORT`, with
+    /// no `/EXPORT` for the default export. `None` for an IPv6 host, which
+    /// QEMU shows as a JSON specification instead.
+    pub fn canonical(&self) -> Option<String> {
+        let export = if self.export.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", self.export)
+        };
+        match &self.address {
+            NbdAddress::Unix(path) => {
+                Some(format!("nbd+unix://{export}?socket={}", path.display()))
+            }
+            NbdAddress::Tcp { host, .. } if host.contains(':') => None,
+            NbdAddress::Tcp { host, port } => Some(format!("nbd://{host}:{port}{export}")),
+        }
+    }
+
     /// The part of `nbd:REST` after `nbd:`, as QEMU's legacy syntax.
     fn parse_legacy(uri: &str, rest: &str) -> Result<NbdUri> {
         let (place, export) = match rest.split_once(":exportname=") {
@@ -168,6 +187,15 @@ mod tests {
         let u = NbdUri::parse("nbd:[::1]:10809").unwrap();
         assert!(matches!(&u.address, NbdAddress::Tcp { host, port: 10809 } if host == "::1"));
         assert!(super::is_nbd_uri("nbd:unix:/s") && super::is_nbd_uri("nbd:h:1"));
+        for (given, shown) in [
+            ("nbd://h:10811/", "nbd://h:10811"),
+            ("nbd://h/e", "nbd://h:10809/e"),
+            ("nbd:h:1:exportname=e", "nbd://h:1/e"),
+            ("nbd:unix:/s:exportname=e", "nbd+unix:///e?socket=/s"),
+            ("nbd+unix:///?socket=/s", "nbd+unix://?socket=/s"),
+        ] {
+            assert_eq!(NbdUri::parse(given).unwrap().canonical().unwrap(), shown);
+        }
         for bad in [
             "nbd:unix:",
             "nbd:localhost",
