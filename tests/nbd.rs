@@ -492,8 +492,15 @@ impl Drop for Daemon {
         self.signal(libc::SIGCONT);
         self.signal(libc::SIGTERM);
         let start = Instant::now();
-        // SAFETY: signal 0 only asks whether the process exists.
-        while unsafe { libc::kill(self.pid, 0) } == 0 {
+        // Gone, or a zombie its new parent has not reaped yet.
+        let gone = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+        };
+        while !gone(self.pid) && start.elapsed() < Duration::from_secs(5) {
             if start.elapsed() > Duration::from_secs(3) {
                 self.signal(libc::SIGKILL);
             }
