@@ -1000,3 +1000,17 @@ fn sigterm_ends_pending_writes() {
     assert!(matches!(check, Some(0) | Some(3)), "check exit {check:?}");
     assert!(stdout(&fx.qemu_img(&["info", "-U", "top.qcow2"])).contains("backing file"));
 }
+
+/// TLS is refused in one line, before any connection.
+#[test]
+fn nbds_is_one_clear_error() {
+    let fx = Fixture::new();
+    for uri in ["nbds://127.0.0.1:1/x", "nbds+unix:///x?socket=/nonexistent"] {
+        let out = fx.qimg(&["info", uri]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            stderr(&out),
+            format!("qimg: {uri}: NBD over TLS (nbds://) is not supported by qimg\n")
+        );
+    }
+}

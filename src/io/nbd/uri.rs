@@ -30,7 +30,9 @@ pub struct NbdUri {
 
 /// Whether `name` is an NBD URI qimg understands.
 pub fn is_nbd_uri(name: &str) -> bool {
-    name.starts_with("nbd:") || name.starts_with("nbd+unix://")
+    ["nbd:", "nbd+unix://", "nbds://", "nbds+unix://"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 fn uri_error(uri: &str, why: &str) -> Error {
@@ -41,6 +43,12 @@ impl NbdUri {
     /// Parses `nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`,
     /// `nbd:unix:PATH[:exportname=NAME]` or `nbd:HOST:PORT[:exportname=NAME]`.
     pub fn parse(uri: &str) -> Result<NbdUri> {
+        if uri.starts_with("nbds://") || uri.starts_with("nbds+unix://") {
+            return Err(
+                Error::unsupported("NBD over TLS (nbds://) is not supported by qimg")
+                    .with_path(uri),
+            );
+        }
         if let Some(rest) = uri.strip_prefix("nbd:").filter(|r| !r.starts_with("//")) {
             return Self::parse_legacy(uri, rest);
         }
@@ -202,6 +210,8 @@ mod tests {
             "nbd::10809",
             "nbd:h:port",
             "nbd+unix:///exp",
+            "nbds://h/x",
+            "nbds+unix:///x?socket=/s",
             "nbd+unix://host/exp?socket=/s",
             "nbd://:10809/x",
             "nbd://h:port/x",
