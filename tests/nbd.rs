@@ -435,6 +435,13 @@ impl Daemon {
 
     /// nbdkit (which forks once it listens) with `plugin` and its arguments.
     fn nbdkit(fx: &Fixture, label: &'static str, plugin: &[&str], writable: bool) -> Daemon {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("nbdkit").is_file()));
+        assert!(
+            found,
+            "nbdkit not found on PATH: these tests serve exports with it; \
+             install it with `apt-get install -y nbdkit` (.ci/run does)"
+        );
         let (socket, pidfile) = Self::paths(fx, &format!("nbdkit-{}", plugin[0]));
         let mut args: Vec<String> = vec![
             "-P".into(),

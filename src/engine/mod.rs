@@ -391,15 +391,16 @@ fn write_in_order(
                 resume_at: s.target_offset,
             });
         }
-        // A read or write ended early because the copy is being stopped
-        // (a network wait given up on a signal) stops it here, cleanly:
-        // nothing of this unit is published.
+        // A read or write that failed while the copy is being cancelled
+        // (a network wait given up on a signal) stops the copy here, as a
+        // cancel between chunks would: the unit is left as any interrupted
+        // write leaves it (consistent) and is copied again on a rerun.
         let stopped = |e: Error| match control.stop_reason() {
-            Some(reason) => Ok(Outcome::Stopped {
+            Some(reason @ StopReason::Cancelled) => Ok(Outcome::Stopped {
                 reason,
                 resume_at: s.target_offset,
             }),
-            None => Err(e),
+            _ => Err(e),
         };
         let prepared = match p.take(i) {
             Ok(prepared) => prepared,
