@@ -25,6 +25,9 @@ pub enum ErrorKind {
     InvalidArgument,
     /// Another process (a VM) holds a conflicting lock on the image.
     InUse,
+    /// A wait (on a network server) was ended by a signal or the caller's
+    /// cancel flag; what was written before is consistent.
+    Interrupted,
 }
 
 /// A library error: kind, optional file and offset, a message and an optional source.

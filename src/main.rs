@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             cli::report(program, &args, &e);
-            ExitCode::from(cli::exit::FAILURE)
+            ExitCode::from(cli::exit::for_error(&e))
         }
     }
 }

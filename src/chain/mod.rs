@@ -7,9 +7,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::probe::{format_of, probe_storage, Probed};
 use crate::format::qcow2::Qcow2;
 use crate::format::{Format, FormatKind, GuestRead, Status};
-use crate::io::{nbd::is_nbd_uri, HostExtent};
+use crate::io::{nbd::is_nbd_uri, HostExtent, StorageOptions};
 use crate::paths::is_absolute_spec;
-pub use spec::{open_image, open_image_writable};
+pub use spec::{open_image, open_image_with, open_image_writable, open_image_writable_with};
 use spec::{BackingChoice, ImageSpec};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,14 +60,33 @@ impl Chain {
     /// Opens `path` (as `format`, or probed) and its whole backing chain.
     /// `path` is any name an image goes by (see [`spec`]).
     pub fn open(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        Self::open_below(path, Arc::from(open_image(path, format)?), true)
+        Self::open_with(path, format, &StorageOptions::default())
+    }
+
+    /// As [`Chain::open`], with `options` for every layer's storage.
+    pub fn open_with(
+        path: &Path,
+        format: Option<FormatKind>,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
+        Self::open_below(
+            path,
+            Arc::from(open_image_with(path, format, options)?),
+            true,
+            options,
+        )
     }
 
     /// As [`Chain::open`], but the backing files are the ones the images
     /// record, whatever a `json:` name says about them (`"backing": null`):
     /// the chain `info --backing-chain` shows, as qemu-img shows it.
     pub fn open_recorded(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        Self::open_below(path, Arc::from(open_image(path, format)?), false)
+        Self::open_below(
+            path,
+            Arc::from(open_image(path, format)?),
+            false,
+            &StorageOptions::default(),
+        )
     }
 
     /// Opens the internal snapshot `snapshot` of the qcow2 image at `path`
@@ -85,13 +104,23 @@ impl Chain {
         let image = Qcow2::open(storage, path)
             .and_then(|i| i.at_snapshot(snapshot))
             .map_err(|e| e.with_path(path))?;
-        Self::open_below(path, Arc::new(image), true)
+        Self::open_below(path, Arc::new(image), true, &StorageOptions::default())
     }
 
     /// Opens `path` for writing and its backing chain read-only, and gives
     /// the top image a reader of the chain below it (for partial writes).
     pub fn open_writable(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
-        let chain = Self::open_below(path, Arc::from(open_image_writable(path, format)?), true)?;
+        Self::open_writable_with(path, format, &StorageOptions::default())
+    }
+
+    /// As [`Chain::open_writable`], with `options` for every layer's storage.
+    pub fn open_writable_with(
+        path: &Path,
+        format: Option<FormatKind>,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
+        let top = open_image_writable_with(path, format, options)?;
+        let chain = Self::open_below(path, Arc::from(top), true, options)?;
         if chain.layers.len() > 1 {
             chain.layers[0].image.attach_backing(chain.reader_from(1));
         }
@@ -101,13 +130,19 @@ impl Chain {
     /// The chain of `top`, an image already open (as `path`), with its
     /// backing files opened below it read-only.
     pub fn with_top(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
-        Self::open_below(path, top, true)
+        Self::open_below(path, top, true, &StorageOptions::default())
     }
 
     /// A chain whose top image is already open. A `json:` name may say
     /// which backing file to open instead of the recorded one, or none
-    /// (heeded when `overrides` is set).
-    fn open_below(path: &Path, top: Arc<dyn Format>, overrides: bool) -> Result<Chain> {
+    /// (heeded when `overrides` is set); `options` go to every layer's
+    /// storage.
+    fn open_below(
+        path: &Path,
+        top: Arc<dyn Format>,
+        overrides: bool,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
         let mut layers = vec![Layer {
             path: path.to_path_buf(),
             image: top,
@@ -170,10 +205,13 @@ impl Chain {
                 (Some(k), _) => k,
                 (None, Some(f)) => f.parse::<FormatKind>().map_err(|e| e.with_path(&overlay))?,
                 (None, None) => {
-                    probe_backing(&resolved, &name).map_err(|e| e.with_path(&overlay))?
+                    probe_backing(&resolved, &name, options).map_err(|e| e.with_path(&overlay))?
                 }
             };
-            let image = open_image(&resolved, Some(format)).map_err(|e| {
+            let image = open_image_with(&resolved, Some(format), options).map_err(|e| {
+                if e.kind() == ErrorKind::Interrupted {
+                    return e;
+                }
                 chain_error(format!(
                     "could not open backing file '{name}'{}: {}",
                     looked_at(&name, &resolved),
@@ -279,9 +317,12 @@ fn looked_at(name: &str, resolved: &Path) -> String {
 
 /// Probes a backing file whose format is not recorded. Probing one as raw is
 /// refused: a guest could have written any header into it.
-fn probe_backing(resolved: &Path, name: &str) -> Result<FormatKind> {
-    let storage = spec::open_storage(resolved, false)
-        .map_err(|e| chain_error(format!("could not open backing file '{name}': {e}")))?;
+fn probe_backing(resolved: &Path, name: &str, options: &StorageOptions) -> Result<FormatKind> {
+    let storage =
+        spec::open_storage_with(resolved, false, options).map_err(|e| match e.kind() {
+            ErrorKind::Interrupted => e,
+            _ => chain_error(format!("could not open backing file '{name}': {e}")),
+        })?;
     match probe_storage(storage.as_ref())? {
         Probed::Known(FormatKind::Raw) => Err(chain_error(format!(
             "the format of backing file '{name}' is not recorded and probing it would guess raw, \

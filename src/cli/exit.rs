@@ -21,6 +21,16 @@ pub const INTERRUPTED: u8 = 130;
 /// Interrupted by SIGTERM (128 + 15).
 pub const TERMINATED: u8 = 143;
 
+/// The status for a command that failed with `e`: 130/143 when a signal
+/// ended a wait (the images are left as for a clean stop), else 1.
+pub fn for_error(e: &qimg::error::Error) -> u8 {
+    if e.kind() == qimg::error::ErrorKind::Interrupted {
+        super::signals::exit_code()
+    } else {
+        FAILURE
+    }
+}
+
 /// Every status and what it means.
 pub const STATUSES: &[(u8, &str)] = &[
     (SUCCESS, "success"),

@@ -109,6 +109,14 @@ impl Control {
         self
     }
 
+    /// How the copy's storages are opened: their network waits end when
+    /// the copy is cancelled.
+    pub fn storage_options(&self) -> crate::io::StorageOptions {
+        crate::io::StorageOptions {
+            cancel: self.cancel_flag,
+        }
+    }
+
     /// Holds the copy (between chunks) while `busy` says so, checking
     /// again every [`super::idle::POLL`].
     pub fn with_pause_while(mut self, busy: impl Fn() -> bool + Send + Sync + 'static) -> Self {

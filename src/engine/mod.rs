@@ -391,9 +391,26 @@ fn write_in_order(
                 resume_at: s.target_offset,
             });
         }
-        let prepared = p.take(i)?;
+        // A read or write that failed while the copy is being cancelled
+        // (a network wait given up on a signal) stops the copy here, as a
+        // cancel between chunks would: the unit is left as any interrupted
+        // write leaves it (consistent) and is copied again on a rerun.
+        let stopped = |e: Error| match control.stop_reason() {
+            Some(reason @ StopReason::Cancelled) => Ok(Outcome::Stopped {
+                reason,
+                resume_at: s.target_offset,
+            }),
+            _ => Err(e),
+        };
+        let prepared = match p.take(i) {
+            Ok(prepared) => prepared,
+            Err(e) => return stopped(e),
+        };
         let written = match s.action {
-            Action::Copy => apply(target, s, &prepared, options)?,
+            Action::Copy => match apply(target, s, &prepared, options) {
+                Ok(n) => n,
+                Err(e) => return stopped(e),
+            },
             Action::Zero if !options.target_is_zero => {
                 target.write_zeroes(s.target_offset, s.len, true)?;
                 0

@@ -9,7 +9,8 @@ pub mod raw;
 mod table_cache;
 
 pub use probe::{
-    open_image, open_image_writable, open_storage, open_storage_for_repair, FormatKind,
+    open_image, open_image_with, open_image_writable, open_image_writable_with, open_storage,
+    open_storage_for_repair, FormatKind,
 };
 
 use crate::error::{Error, Result};

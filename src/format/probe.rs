@@ -2,7 +2,7 @@
 
 use super::{qcow2::Qcow2, qed::Qed, raw::Raw, Format};
 use crate::error::{Error, Result, ResultExt};
-use crate::io::{open_read_storage, open_writable_storage, Storage};
+use crate::io::{open_read_storage_with, open_writable_storage_with, Storage, StorageOptions};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -160,7 +160,16 @@ fn check_magic(storage: &dyn Storage, path: &Path, format: FormatKind) -> Result
 
 /// Opens the image at `path` read-only, as `format`, or probed when `None`.
 pub fn open_image(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
-    open_storage(open_read_storage(path)?, path, format)
+    open_image_with(path, format, &StorageOptions::default())
+}
+
+/// As [`open_image`], with `options` for its storage.
+pub fn open_image_with(
+    path: &Path,
+    format: Option<FormatKind>,
+    options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
+    open_storage(open_read_storage_with(path, options)?, path, format)
 }
 
 /// Opens an image held by `storage` (known as `path`), as `format`, or
@@ -196,7 +205,16 @@ pub fn open_storage_for_repair(
 
 /// Opens the image at `path` for writing, as `format`, or probed when `None`.
 pub fn open_image_writable(path: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
-    open_writable_with(&|| open_writable_storage(path), path, format)
+    open_image_writable_with(path, format, &StorageOptions::default())
+}
+
+/// As [`open_image_writable`], with `options` for its storage.
+pub fn open_image_writable_with(
+    path: &Path,
+    format: Option<FormatKind>,
+    options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
+    open_writable_with(&|| open_writable_storage_with(path, options), path, format)
 }
 
 /// Opens an image for writing in the storage `open` opens (known as

@@ -66,11 +66,41 @@ pub fn cache_mode() -> CacheMode {
     }
 }
 
+/// What opening a storage may be told besides its name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StorageOptions {
+    /// Ends the waits of network storage (connect, pending replies) soon
+    /// after it is set: the flag a signal handler sets.
+    pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
+}
+
+impl StorageOptions {
+    /// The options of an NBD export opened with these.
+    pub(crate) fn nbd(&self) -> nbd::NbdOptions {
+        nbd::NbdOptions {
+            cancel: self.cancel,
+            ..nbd::NbdOptions::default()
+        }
+    }
+}
+
 /// Opens the file (or NBD export) at `path` for reading and writing: the
 /// file itself, or its stand-in while a [`FaultSession`] runs on this thread.
 pub fn open_writable_storage(path: &Path) -> Result<Box<dyn Storage>> {
+    open_writable_storage_with(path, &StorageOptions::default())
+}
+
+/// As [`open_writable_storage`], with `options`.
+pub fn open_writable_storage_with(
+    path: &Path,
+    options: &StorageOptions,
+) -> Result<Box<dyn Storage>> {
     if let Some(uri) = nbd_uri(path) {
-        return Ok(Box::new(nbd::NbdStorage::open(uri, true)?));
+        return Ok(Box::new(nbd::NbdStorage::open_with(
+            uri,
+            true,
+            &options.nbd(),
+        )?));
     }
     match FaultSession::storage_for(path)? {
         Some(fault) => Ok(Box::new(fault)),
@@ -80,8 +110,17 @@ pub fn open_writable_storage(path: &Path) -> Result<Box<dyn Storage>> {
 
 /// Opens the file (or NBD export) at `path` for reading.
 pub fn open_read_storage(path: &Path) -> Result<Box<dyn Storage>> {
+    open_read_storage_with(path, &StorageOptions::default())
+}
+
+/// As [`open_read_storage`], with `options`.
+pub fn open_read_storage_with(path: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
     match nbd_uri(path) {
-        Some(uri) => Ok(Box::new(nbd::NbdStorage::open(uri, false)?)),
+        Some(uri) => Ok(Box::new(nbd::NbdStorage::open_with(
+            uri,
+            false,
+            &options.nbd(),
+        )?)),
         None => Ok(Box::new(FileStorage::open(path)?)),
     }
 }

@@ -7,7 +7,7 @@
 //! when the base reads what the image held. A crash at any instant leaves
 //! the guest's data intact, and running the commit again finishes it.
 
-use crate::chain::open_image_writable;
+use crate::chain::open_image_writable_with;
 use crate::chain::{Chain, ChainStatus, View};
 use crate::engine::control::Control;
 use crate::engine::plan::plan_view;
@@ -61,7 +61,8 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
     // when it is kept (-d, -b): a read-only one is refused before the base
     // changes, and an image in use is refused with qemu-img's words.
     let empty_file = !req.keep_file && req.base.is_none();
-    let chain = Chain::open_writable(&req.file, req.format)?;
+    let opts = control.storage_options();
+    let chain = Chain::open_writable_with(&req.file, req.format, &opts)?;
     if chain.layers().len() < 2 {
         return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
     }
@@ -86,12 +87,12 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
                 .with_path(&base.path));
             }
         }
-        open_image_writable(&base.path, Some(base_kind))?
+        open_image_writable_with(&base.path, Some(base_kind), &opts)?
             .grow(size)
             .map_err(|e| e.with_path(&base.path))?;
     }
 
-    let target = open_image_writable(&base.path, Some(base_kind))?;
+    let target = open_image_writable_with(&base.path, Some(base_kind), &opts)?;
     if chain.layers().len() > depth + 1 {
         // Partial writes into the base complete from what is below it.
         target.attach_backing(chain.reader_from(depth + 1));

@@ -110,8 +110,10 @@ fn push_pieces(out: &mut Vec<Piece>, offset: u64, len: u64, work: Work) {
 
 /// Compares as `req` says; `control` carries progress and cancellation.
 pub fn compare(req: &CompareRequest, control: &Control) -> Result<Verdict> {
-    let first = Chain::open(&req.first, req.first_format)?;
-    let second = Chain::open(&req.second, req.second_format)?;
+    // A signal ends the waits of network storage too.
+    let opts = control.storage_options();
+    let first = Chain::open_with(&req.first, req.first_format, &opts)?;
+    let second = Chain::open_with(&req.second, req.second_format, &opts)?;
     let views = [first.view(), second.view()];
     let sizes = [views[0].virtual_size(), views[1].virtual_size()];
     let size_mismatch = sizes[0] != sizes[1];

@@ -99,6 +99,7 @@ pub fn plan(view: &View<'_>, base: u64, top_only: bool, sparse: u64) -> Result<V
 /// Converts as `req` says. `control` carries cancellation, rate and progress.
 pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
     validate(req)?;
+    let opts = control.storage_options();
     let sources: Vec<Chain> = match &req.snapshot {
         Some(snapshot) => vec![Chain::open_snapshot(
             &req.sources[0],
@@ -108,13 +109,13 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
         None => req
             .sources
             .iter()
-            .map(|p| Chain::open(p, req.source_format))
+            .map(|p| Chain::open_with(p, req.source_format, &opts))
             .collect::<Result<_>>()?,
     };
     let total: u64 = sources.iter().map(|c| c.view().virtual_size()).sum();
     let target = if req.no_create {
         // Opened for writing at once: an image in use is refused as a write.
-        let existing = Chain::open_writable(&req.target, Some(req.target_format))?;
+        let existing = Chain::open_writable_with(&req.target, Some(req.target_format), &opts)?;
         if existing.view().virtual_size() < total {
             return Err(
                 Error::argument("output file is smaller than input file").with_path(&req.target)
@@ -132,7 +133,7 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             size: Some(total),
         })?
         .execute()?;
-        Chain::open_writable(&req.target, Some(req.target_format))?
+        Chain::open_writable_with(&req.target, Some(req.target_format), &opts)?
     };
     let image = target.top().image.as_ref();
     let options = CopyOptions {

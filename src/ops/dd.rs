@@ -50,9 +50,10 @@ pub struct DdReport {
 /// input to offset 0 of the output. Holes and zeros stay unwritten in a new
 /// output (qemu-img writes them; the content is the same).
 pub fn dd(req: &DdRequest, control: &Control) -> Result<DdReport> {
+    let opts = control.storage_options();
     let source = match &req.snapshot {
         Some(snapshot) => Chain::open_snapshot(&req.input, req.input_format, snapshot)?,
-        None => Chain::open(&req.input, req.input_format)?,
+        None => Chain::open_with(&req.input, req.input_format, &opts)?,
     };
     let view = source.view();
     let mut end = view.virtual_size();
@@ -64,7 +65,7 @@ pub fn dd(req: &DdRequest, control: &Control) -> Result<DdReport> {
     let start = wanted.unwrap_or(end).min(end);
     let length = end - start;
     let target = if req.no_create {
-        Chain::open_writable(&req.output, Some(req.output_format))?
+        Chain::open_writable_with(&req.output, Some(req.output_format), &opts)?
     } else {
         create_plan(&CreateRequest {
             file: req.output.clone(),
@@ -73,7 +74,7 @@ pub fn dd(req: &DdRequest, control: &Control) -> Result<DdReport> {
             ..Default::default()
         })?
         .execute()?;
-        Chain::open_writable(&req.output, Some(req.output_format))?
+        Chain::open_writable_with(&req.output, Some(req.output_format), &opts)?
     };
     let image = target.top().image.as_ref();
     // What fits in the output.

@@ -72,10 +72,17 @@ impl ImageInfo {
         let actual_size = storage.allocated_bytes()?;
         let backing = image.backing();
         let spec = ImageSpec::parse_path(path).ok();
-        let filename = spec
-            .as_ref()
-            .map(|s| s.filename(image.format_name()))
-            .unwrap_or_else(|| path.display().to_string());
+        // An export is shown by the name QEMU gives it, however spelled.
+        let export = crate::io::nbd_uri(path)
+            .and_then(|u| crate::io::nbd::NbdUri::parse(u).ok())
+            .and_then(|u| u.canonical());
+        let filename = match &export {
+            Some(name) => name.clone(),
+            None => spec
+                .as_ref()
+                .map(|s| s.filename(image.format_name()))
+                .unwrap_or_else(|| path.display().to_string()),
+        };
         let protocol_top = spec.as_ref().and_then(ImageSpec::protocol_top);
         let top_window = spec.as_ref().is_some_and(ImageSpec::has_top_window);
         let device = spec.as_ref().is_some_and(|s| {
@@ -94,6 +101,9 @@ impl ImageInfo {
             (None, Some((inner, _))) if top_window => Some(FileInfo::of(inner, actual_size)?),
             (None, _) => Some(FileInfo::of(storage, actual_size)?),
         };
+        if let (Some(name), Some(node)) = (&export, file.as_mut()) {
+            node.filename = name.clone();
+        }
         if device {
             // The same local file, opened by the driver for devices.
             let mut node = file.as_mut();

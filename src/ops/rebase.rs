@@ -66,7 +66,8 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
         image.set_backing(spec).map_err(not_supported)?;
         return Ok(Outcome::Completed);
     }
-    let chain = Chain::open_writable(&req.file, req.format)?;
+    let opts = control.storage_options();
+    let chain = Chain::open_writable_with(&req.file, req.format, &opts)?;
     let top = chain.top().image.clone();
     if top.format_name() == "raw" {
         return Err(change_error(&req.backing, "Operation not supported").with_path(&req.file));
@@ -79,7 +80,11 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
                 .as_deref()
                 .map(str::parse::<FormatKind>)
                 .transpose()?;
-            Some(Chain::open(&resolve_backing(&req.file, &s.name), format)?)
+            Some(Chain::open_with(
+                &resolve_backing(&req.file, &s.name),
+                format,
+                &opts,
+            )?)
         }
         None => None,
     };

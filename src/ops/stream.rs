@@ -107,7 +107,7 @@ fn new_backing(
 
 /// Streams as `req` says. Stops early (resumable) when `control` says so.
 pub fn stream(req: &StreamRequest, control: &Control) -> Result<(Outcome, StreamReport)> {
-    let chain = Chain::open_writable(&req.file, req.format)?;
+    let chain = Chain::open_writable_with(&req.file, req.format, &control.storage_options())?;
     if chain.layers().len() < 2 {
         if req.base.is_some() {
             return Err(Error::argument("Image does not have a backing file").with_path(&req.file));

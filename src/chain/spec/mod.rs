@@ -500,7 +500,10 @@ pub fn creation_path(name: &Path) -> Result<PathBuf> {
     })
 }
 
-pub use open::{open_image, open_image_writable, open_storage};
+pub use open::{
+    open_image, open_image_with, open_image_writable, open_image_writable_with, open_storage,
+    open_storage_with,
+};
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use crate::format::probe::{open_storage as open_format_over, open_writable_with};
 use crate::format::{self, Format, FormatKind};
 use crate::io::nbd::NbdStorage;
-use crate::io::{open_read_storage, open_writable_storage, Storage, WindowStorage};
+use crate::io::{open_read_storage_with, open_writable_storage_with, StorageOptions};
+use crate::io::{Storage, WindowStorage};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,11 @@ fn check_device(filename: &Path) -> Result<()> {
 }
 
 /// The storage of one node below the format node.
-fn node_storage(node: &FileNode, writable: bool) -> Result<Box<dyn Storage>> {
+fn node_storage(
+    node: &FileNode,
+    writable: bool,
+    options: &StorageOptions,
+) -> Result<Box<dyn Storage>> {
     match node {
         FileNode::File {
             filename,
@@ -36,14 +41,18 @@ fn node_storage(node: &FileNode, writable: bool) -> Result<Box<dyn Storage>> {
                 check_device(filename)?;
             }
             if writable {
-                open_writable_storage(filename)
+                open_writable_storage_with(filename, options)
             } else {
-                open_read_storage(filename)
+                open_read_storage_with(filename, options)
             }
         }
-        FileNode::Nbd(n) => Ok(Box::new(NbdStorage::open(&n.open_uri(), writable)?)),
+        FileNode::Nbd(n) => Ok(Box::new(NbdStorage::open_with(
+            &n.open_uri(),
+            writable,
+            &options.nbd(),
+        )?)),
         FileNode::Window { window, file } => Ok(Box::new(WindowStorage::new(
-            node_storage(file, writable)?,
+            node_storage(file, writable, options)?,
             window.offset,
             window.size,
             PathBuf::from(node.display()),
@@ -53,8 +62,12 @@ fn node_storage(node: &FileNode, writable: bool) -> Result<Box<dyn Storage>> {
 
 /// The storage the top format node reads: its file node's, through its
 /// own window when it is a raw node with one.
-fn top_storage(spec: &ImageSpec, writable: bool) -> Result<Box<dyn Storage>> {
-    let below = node_storage(spec.file(), writable)?;
+fn top_storage(
+    spec: &ImageSpec,
+    writable: bool,
+    options: &StorageOptions,
+) -> Result<Box<dyn Storage>> {
+    let below = node_storage(spec.file(), writable, options)?;
     match spec {
         ImageSpec::Format(f) => match f.window {
             Some(w) => Ok(Box::new(WindowStorage::new(
@@ -72,8 +85,17 @@ fn top_storage(spec: &ImageSpec, writable: bool) -> Result<Box<dyn Storage>> {
 /// The storage the image `name` stands for lives in (for `check -r`,
 /// which opens the file itself for writing).
 pub fn open_storage(name: &Path, writable: bool) -> Result<Box<dyn Storage>> {
+    open_storage_with(name, writable, &StorageOptions::default())
+}
+
+/// As [`open_storage`], with `options`.
+pub fn open_storage_with(
+    name: &Path,
+    writable: bool,
+    options: &StorageOptions,
+) -> Result<Box<dyn Storage>> {
     let spec = ImageSpec::parse_path(name)?;
-    top_storage(&spec, writable).map_err(|e| e.with_path(name))
+    top_storage(&spec, writable, options).map_err(|e| e.with_path(name))
 }
 
 /// The name the format layer knows the image by: its local file, or the
@@ -104,6 +126,15 @@ fn by_name(spec: &ImageSpec) -> bool {
 /// Opens the image `name` stands for, read-only, as `format` (or as the
 /// spec says, or probed).
 pub fn open_image(name: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
+    open_image_with(name, format, &StorageOptions::default())
+}
+
+/// As [`open_image`], with `options` for the storage.
+pub fn open_image_with(
+    name: &Path,
+    format: Option<FormatKind>,
+    options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
     let spec = ImageSpec::parse_path(name)?;
     let path = format_path(&spec);
     if let FileNode::File {
@@ -114,14 +145,23 @@ pub fn open_image(name: &Path, format: Option<FormatKind>) -> Result<Box<dyn For
         check_device(filename).map_err(|e| e.with_path(name))?;
     }
     if by_name(&spec) {
-        return format::open_image(&path, kind(&spec, format));
+        return format::open_image_with(&path, kind(&spec, format), options);
     }
-    let storage = top_storage(&spec, false).map_err(|e| e.with_path(name))?;
+    let storage = top_storage(&spec, false, options).map_err(|e| e.with_path(name))?;
     open_format_over(storage, &path, kind(&spec, format))
 }
 
 /// Opens the image `name` stands for, for writing.
 pub fn open_image_writable(name: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
+    open_image_writable_with(name, format, &StorageOptions::default())
+}
+
+/// As [`open_image_writable`], with `options` for the storage.
+pub fn open_image_writable_with(
+    name: &Path,
+    format: Option<FormatKind>,
+    options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
     let spec = ImageSpec::parse_path(name)?;
     let path = format_path(&spec);
     if let FileNode::File {
@@ -132,10 +172,10 @@ pub fn open_image_writable(name: &Path, format: Option<FormatKind>) -> Result<Bo
         check_device(filename).map_err(|e| e.with_path(name))?;
     }
     if by_name(&spec) {
-        return format::open_image_writable(&path, kind(&spec, format));
+        return format::open_image_writable_with(&path, kind(&spec, format), options);
     }
     open_writable_with(
-        &|| top_storage(&spec, true).map_err(|e| e.with_path(name)),
+        &|| top_storage(&spec, true, options).map_err(|e| e.with_path(name)),
         &path,
         kind(&spec, format),
     )

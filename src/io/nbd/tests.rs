@@ -243,3 +243,235 @@ fn bad_replies_during_transmission_are_errors() {
         );
     }
 }
+
+/// A structured reply chunk header and payload.
+fn chunk(flags: u16, kind: u16, handle: u64, payload: &[u8]) -> Vec<u8> {
+    let mut r = STRUCTURED_REPLY_MAGIC.to_be_bytes().to_vec();
+    r.extend(flags.to_be_bytes());
+    r.extend(kind.to_be_bytes());
+    r.extend(handle.to_be_bytes());
+    r.extend((payload.len() as u32).to_be_bytes());
+    r.extend(payload);
+    r
+}
+
+/// The byte a fake export holds at `offset`.
+fn pattern(offset: u64) -> u8 {
+    (offset as u8) ^ (offset >> 8) as u8 ^ 0x5a
+}
+
+/// Data of the fake export from `at`, `len` bytes, as an OFFSET_DATA payload.
+fn data_payload(at: u64, len: u64) -> Vec<u8> {
+    let mut p = at.to_be_bytes().to_vec();
+    p.extend((at..at + len).map(pattern));
+    p
+}
+
+/// Three reads in flight at once on one connection, answered out of
+/// order with their chunks interleaved (data, holes, a simple reply):
+/// each caller gets exactly its own bytes.
+#[test]
+fn interleaved_out_of_order_replies_land_in_the_right_buffers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nbd.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        for (skip, bytes) in good_handshake() {
+            let mut sink = vec![0u8; skip];
+            conn.read_exact(&mut sink).unwrap();
+            conn.write_all(&bytes).unwrap();
+        }
+        // Wait for all three requests before answering any.
+        let mut reqs = Vec::new();
+        for _ in 0..3 {
+            let mut h = [0u8; 28];
+            conn.read_exact(&mut h).unwrap();
+            assert_eq!(be32(&h), REQUEST_MAGIC);
+            assert_eq!(be16(&h[6..]), CMD_READ);
+            reqs.push((be64(&h[8..]), be64(&h[16..]), be32(&h[24..]) as u64));
+        }
+        reqs.sort_by_key(|r| r.1);
+        let [(ha, a, alen), (hb, b, blen), (hc, c, clen)] = reqs[..] else {
+            unreachable!()
+        };
+        let mut out = Vec::new();
+        // B's second half first, then A's hole, B's first half (done),
+        // C as a simple reply, A's data (done).
+        let half = blen / 2;
+        out.extend(chunk(
+            0,
+            REPLY_OFFSET_DATA,
+            hb,
+            &data_payload(b + half, blen - half),
+        ));
+        let mut hole = a.to_be_bytes().to_vec();
+        hole.extend(((alen / 4) as u32).to_be_bytes());
+        out.extend(chunk(0, REPLY_OFFSET_HOLE, ha, &hole));
+        out.extend(chunk(
+            REPLY_FLAG_DONE,
+            REPLY_OFFSET_DATA,
+            hb,
+            &data_payload(b, half),
+        ));
+        out.extend(SIMPLE_REPLY_MAGIC.to_be_bytes());
+        out.extend(0u32.to_be_bytes());
+        out.extend(hc.to_be_bytes());
+        out.extend((c..c + clen).map(pattern));
+        let rest = data_payload(a + alen / 4, alen - alen / 4);
+        out.extend(chunk(REPLY_FLAG_DONE, REPLY_OFFSET_DATA, ha, &rest));
+        // Dribbled out in small pieces so that reads stop mid-chunk.
+        for piece in out.chunks(1000) {
+            conn.write_all(piece).unwrap();
+        }
+        let mut rest = Vec::new();
+        let _ = conn.read_to_end(&mut rest);
+    });
+    let uri = format!("nbd+unix:///exp?socket={}", path.display());
+    let nbd = NbdStorage::open_with_timeout(&uri, false, Duration::from_secs(5)).unwrap();
+    let ranges = [(4096u64, 8192usize), (65536, 20000), (200_000, 3000)];
+    let bufs: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let nbd = &nbd;
+        let handles: Vec<_> = ranges
+            .iter()
+            .map(|&(at, len)| {
+                s.spawn(move || {
+                    let mut buf = vec![0xeeu8; len];
+                    nbd.read_at(&mut buf, at).unwrap();
+                    buf
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (&(at, len), buf)) in ranges.iter().zip(&bufs).enumerate() {
+        let want: Vec<u8> = (at..at + len as u64)
+            .map(|o| {
+                if i == 0 && o < at + len as u64 / 4 {
+                    0
+                } else {
+                    pattern(o)
+                }
+            })
+            .collect();
+        assert!(buf == &want, "read {i} at {at} got the wrong bytes");
+    }
+    assert_eq!(nbd.connections(), 1);
+    drop(nbd);
+    server.join().unwrap();
+}
+
+/// A server that stops answering a read: one error after the exchange
+/// timeout, naming what was pending; and a cancel flag ends the same wait
+/// well before the timeout.
+#[test]
+fn a_silent_server_is_a_timeout_and_a_cancel_ends_the_wait() {
+    let (_dir, nbd) = open_fake(good_handshake());
+    let nbd = nbd.unwrap();
+    let start = std::time::Instant::now();
+    let err = nbd.read_at(&mut [0u8; 512], 4096).unwrap_err().to_string();
+    assert!(err.contains("no answer within 0.5 s"), "{err}");
+    assert!(err.contains("pending: read at 0x1000 (+512)"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+
+    static CANCEL: AtomicBool = AtomicBool::new(false);
+    let (_dir, uri) = fake(good_handshake());
+    let options = NbdOptions {
+        timeout: Duration::from_secs(60),
+        cancel: Some(&CANCEL),
+        ..NbdOptions::default()
+    };
+    let nbd = NbdStorage::open_with(&uri, false, &options).unwrap();
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            CANCEL.store(true, Ordering::SeqCst);
+        });
+        let err = nbd.read_at(&mut [0u8; 512], 0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Interrupted, "{err}");
+        assert!(
+            err.to_string().contains("waiting for the reply to a read"),
+            "{err}"
+        );
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// A server that advertises multi-conn but never greets a second client
+/// (a client limit): the extra connection is given up after its short
+/// timeout and reads go on over the first, never waiting for it.
+#[test]
+fn an_extra_connection_that_never_comes_is_given_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nbd.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        // Only the first client is accepted; later ones wait in the backlog.
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut script = good_handshake();
+        let mut info = INFO_EXPORT.to_be_bytes().to_vec();
+        info.extend((1u64 << 20).to_be_bytes());
+        info.extend((TFLAG_READ_ONLY | TFLAG_CAN_MULTI_CONN).to_be_bytes());
+        script[3].1 = option_reply(OPT_GO, REP_INFO, &info);
+        script[3].1.extend(option_reply(OPT_GO, REP_ACK, &[]));
+        for (skip, bytes) in script {
+            let mut sink = vec![0u8; skip];
+            conn.read_exact(&mut sink).unwrap();
+            conn.write_all(&bytes).unwrap();
+        }
+        let mut served = 0;
+        loop {
+            let mut h = [0u8; 28];
+            if conn.read_exact(&mut h).is_err() || be16(&h[6..]) == CMD_DISC {
+                return (served, listener);
+            }
+            let (handle, at, len) = (be64(&h[8..]), be64(&h[16..]), be32(&h[24..]) as u64);
+            let mut r = SIMPLE_REPLY_MAGIC.to_be_bytes().to_vec();
+            r.extend(0u32.to_be_bytes());
+            r.extend(handle.to_be_bytes());
+            r.extend((at..at + len).map(pattern));
+            conn.write_all(&r).unwrap();
+            served += 1;
+        }
+    });
+    let uri = format!("nbd+unix:///exp?socket={}", path.display());
+    let options = NbdOptions {
+        timeout: Duration::from_secs(10),
+        extra_connection_timeout: Duration::from_millis(300),
+        cancel: None,
+    };
+    let nbd = NbdStorage::open_with(&uri, false, &options).unwrap();
+    let start = std::time::Instant::now();
+    let mut reads = 0;
+    while start.elapsed() < Duration::from_millis(800) {
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let nbd = &nbd;
+                s.spawn(move || {
+                    let at = t * 4096;
+                    let mut buf = vec![0u8; 4096];
+                    let begin = std::time::Instant::now();
+                    nbd.read_at(&mut buf, at).unwrap();
+                    assert!(
+                        begin.elapsed() < Duration::from_millis(200),
+                        "a read waited"
+                    );
+                    assert!(buf.iter().zip(at..).all(|(&b, o)| b == pattern(o)));
+                });
+            }
+        });
+        reads += 4;
+    }
+    assert_eq!(nbd.connections(), 1);
+    drop(nbd);
+    let (served, listener) = server.join().unwrap();
+    assert_eq!(served, reads);
+    // The extra connection was tried: it is still in the backlog.
+    listener.set_nonblocking(true).unwrap();
+    assert!(listener.accept().is_ok(), "no extra connection was tried");
+}

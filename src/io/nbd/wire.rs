@@ -1,16 +1,17 @@
 //! The NBD wire protocol, client side: the fixed newstyle handshake
 //! (structured replies, `base:allocation`, `NBD_OPT_GO` with the old
-//! `NBD_OPT_EXPORT_NAME` as fallback), requests, and replies simple or
-//! structured. Every length the server sends is bounded before it is
-//! believed, and every exchange has a timeout.
+//! `NBD_OPT_EXPORT_NAME` as fallback), the request and reply headers, and
+//! socket I/O whose every wait ends: reads and writes wake up every
+//! [`POLL`] to look at the cancel flag and the time without progress.
+//! Every length the server sends is bounded before it is believed.
 
 use super::uri::{NbdAddress, NbdUri};
 use crate::error::{Error, ErrorKind, Result};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
-
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 pub(super) const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
 pub(super) const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
 pub(super) const OPT_REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
@@ -58,13 +59,34 @@ pub(super) const STATE_ZERO: u32 = 1 << 1;
 pub(super) const MAX_REQUEST: usize = 32 << 20;
 /// The largest option reply or error message accepted during the handshake.
 pub(super) const MAX_OPTION_REPLY: u32 = 64 << 10;
-/// Connections opened at most.
-pub(super) const MAX_CONNECTIONS: usize = 8;
-/// How long one exchange may take.
+/// How long one exchange may go without progress, unless
+/// `QIMG_NBD_TIMEOUT` (seconds) says otherwise.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a blocked socket read or write wakes up to look at the
+/// cancel flag and the clock.
+pub(super) const POLL: Duration = Duration::from_millis(100);
+/// The longest single TCP connect attempt: short enough that a cancel is
+/// seen within a second, long enough for any real round trip.
+const CONNECT_SLICE: Duration = Duration::from_millis(900);
+
+/// What ends a wait besides its answer: a time without progress, and a
+/// flag (set by a signal handler, or the caller) that cancels it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Waits {
+    /// How long an exchange may go without progress.
+    pub(super) timeout: Duration,
+    /// Set to cancel every wait.
+    pub(super) cancel: Option<&'static AtomicBool>,
+}
+
+impl Waits {
+    pub(super) fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+}
 
 /// The byte stream to the server.
-enum Stream {
+pub(super) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
@@ -93,6 +115,136 @@ impl Write for Stream {
     }
 }
 
+impl Stream {
+    /// Connects to `address`, polling `waits` while a TCP connect hangs.
+    fn connect(address: &NbdAddress, name: &str, waits: &Waits) -> Result<Stream> {
+        let io = |what: &str, e: std::io::Error| {
+            Error::io(format!("NBD: cannot {what}"), e).with_path(name)
+        };
+        let stream = match address {
+            NbdAddress::Unix(path) => {
+                Stream::Unix(UnixStream::connect(path).map_err(|e| io("connect", e))?)
+            }
+            NbdAddress::Tcp { host, port } => {
+                use std::net::ToSocketAddrs;
+                let addr = (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(|e| io("resolve the host", e))?
+                    .next()
+                    .ok_or_else(|| protocol(name, "the host resolves to nothing"))?;
+                let start = Instant::now();
+                let s = loop {
+                    if waits.cancelled() {
+                        return Err(interrupted(name, "connecting"));
+                    }
+                    let left = waits.timeout.saturating_sub(start.elapsed());
+                    match TcpStream::connect_timeout(&addr, left.min(CONNECT_SLICE)) {
+                        Ok(s) => break s,
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::TimedOut
+                                && start.elapsed() < waits.timeout =>
+                        {
+                            continue
+                        }
+                        Err(e) => return Err(io("connect", e)),
+                    }
+                };
+                let _ = s.set_nodelay(true);
+                Stream::Tcp(s)
+            }
+        };
+        stream.set_timeouts(POLL).map_err(|e| io("connect", e))?;
+        Ok(stream)
+    }
+
+    fn set_timeouts(&self, t: Duration) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+        }
+    }
+
+    /// A second handle on the same socket (one thread reads, others write).
+    pub(super) fn try_clone(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    /// Shuts both directions: a read blocked on the socket returns.
+    pub(super) fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
+
+    /// Fills `buf`. Whenever [`POLL`] passes without a byte, `idle` is told
+    /// how long it has been since the last one and may end the wait with
+    /// an error; the bytes already read are kept (unlike `read_exact`).
+    pub(super) fn read_full(
+        &mut self,
+        buf: &mut [u8],
+        name: &str,
+        idle: &mut dyn FnMut(Duration) -> Result<()>,
+    ) -> Result<()> {
+        let mut done = 0;
+        let mut last = Instant::now();
+        while done < buf.len() {
+            match self.read(&mut buf[done..]) {
+                Ok(0) => return Err(protocol(name, "the server closed the connection")),
+                Ok(n) => {
+                    done += n;
+                    last = Instant::now();
+                }
+                Err(e) if is_timeout(&e) => idle(last.elapsed())?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(protocol(name, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends all of `bytes`, with `idle` consulted as for
+    /// [`Stream::read_full`].
+    pub(super) fn write_full(
+        &mut self,
+        bytes: &[u8],
+        name: &str,
+        idle: &mut dyn FnMut(Duration) -> Result<()>,
+    ) -> Result<()> {
+        let mut done = 0;
+        let mut last = Instant::now();
+        while done < bytes.len() {
+            match self.write(&bytes[done..]) {
+                Ok(0) => return Err(protocol(name, "the server closed the connection")),
+                Ok(n) => {
+                    done += n;
+                    last = Instant::now();
+                }
+                Err(e) if is_timeout(&e) => idle(last.elapsed())?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(protocol(name, format!("cannot send: {e}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// What the handshake settled.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Export {
@@ -101,13 +253,6 @@ pub(super) struct Export {
     pub(super) structured: bool,
     /// The id of `base:allocation`, when the server agreed to it.
     pub(super) allocation: Option<u32>,
-}
-
-/// One negotiated connection.
-pub(super) struct Connection {
-    stream: Stream,
-    next_handle: u64,
-    timeout: Duration,
 }
 
 pub(super) fn be16(b: &[u8]) -> u16 {
@@ -125,91 +270,103 @@ pub(super) fn protocol(uri: &str, message: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("NBD server: {message}")).with_path(uri)
 }
 
-impl Connection {
-    pub(super) fn open(
-        uri: &NbdUri,
-        name: &str,
-        timeout: Duration,
-    ) -> Result<(Connection, Export)> {
-        let io = |what: &str, e: std::io::Error| {
-            Error::io(format!("NBD: cannot {what}"), e).with_path(name)
-        };
-        let stream = match &uri.address {
-            NbdAddress::Unix(path) => {
-                let s = UnixStream::connect(path).map_err(|e| io("connect", e))?;
-                s.set_read_timeout(Some(timeout))
-                    .map_err(|e| io("connect", e))?;
-                s.set_write_timeout(Some(timeout))
-                    .map_err(|e| io("connect", e))?;
-                Stream::Unix(s)
-            }
-            NbdAddress::Tcp { host, port } => {
-                use std::net::ToSocketAddrs;
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()
-                    .map_err(|e| io("resolve the host", e))?
-                    .next()
-                    .ok_or_else(|| protocol(name, "the host resolves to nothing"))?;
-                let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| io("connect", e))?;
-                s.set_read_timeout(Some(timeout))
-                    .map_err(|e| io("connect", e))?;
-                s.set_write_timeout(Some(timeout))
-                    .map_err(|e| io("connect", e))?;
-                let _ = s.set_nodelay(true);
-                Stream::Tcp(s)
-            }
-        };
-        let mut c = Connection {
-            stream,
-            next_handle: 1,
-            timeout,
-        };
-        let export = c.handshake(&uri.export, name)?;
-        Ok((c, export))
-    }
+/// A wait ended by the cancel flag (a signal) while `doing`.
+pub(super) fn interrupted(uri: &str, doing: &str) -> Error {
+    Error::new(
+        ErrorKind::Interrupted,
+        format!("NBD: interrupted while {doing}"),
+    )
+    .with_path(uri)
+}
 
-    fn read_exact(&mut self, buf: &mut [u8], name: &str) -> Result<()> {
-        self.stream.read_exact(buf).map_err(|e| {
-            let why = match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => "the server closed the connection".to_string(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                    format!("no answer within {} s", self.timeout.as_secs_f64())
-                }
-                _ => e.to_string(),
-            };
-            protocol(name, why)
+/// The header of a request.
+pub(super) fn request_header(kind: u16, handle: u64, offset: u64, len: u32) -> [u8; 28] {
+    let mut m = [0u8; 28];
+    m[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+    m[6..8].copy_from_slice(&kind.to_be_bytes());
+    m[8..16].copy_from_slice(&handle.to_be_bytes());
+    m[16..24].copy_from_slice(&offset.to_be_bytes());
+    m[24..28].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
+/// The handshake on a fresh connection: a stream and the waits that bound it.
+struct Handshake<'a> {
+    stream: Stream,
+    name: &'a str,
+    waits: Waits,
+}
+
+/// Connects to `uri` and negotiates its export; `waits.timeout` bounds the
+/// whole handshake.
+pub(super) fn connect(uri: &NbdUri, name: &str, waits: Waits) -> Result<(Stream, Export)> {
+    let stream = Stream::connect(&uri.address, name, &waits)?;
+    let mut h = Handshake {
+        stream,
+        name,
+        waits,
+    };
+    let start = Instant::now();
+    let export = h.handshake(&uri.export, start)?;
+    Ok((h.stream, export))
+}
+
+impl Handshake<'_> {
+    fn read_exact(&mut self, buf: &mut [u8], start: Instant) -> Result<()> {
+        let (name, waits) = (self.name, self.waits);
+        self.stream.read_full(buf, name, &mut |_| {
+            if waits.cancelled() {
+                return Err(interrupted(name, "waiting for the server's handshake"));
+            }
+            if start.elapsed() >= waits.timeout {
+                return Err(protocol(
+                    name,
+                    format!(
+                        "no answer to the handshake within {} s",
+                        waits.timeout.as_secs_f64()
+                    ),
+                ));
+            }
+            Ok(())
         })
     }
 
-    fn send(&mut self, bytes: &[u8], name: &str) -> Result<()> {
-        self.stream
-            .write_all(bytes)
-            .map_err(|e| protocol(name, format!("cannot send: {e}")))
+    fn send(&mut self, bytes: &[u8], start: Instant) -> Result<()> {
+        let (name, waits) = (self.name, self.waits);
+        self.stream.write_full(bytes, name, &mut |_| {
+            if waits.cancelled() {
+                return Err(interrupted(name, "sending the handshake"));
+            }
+            if start.elapsed() >= waits.timeout {
+                return Err(protocol(name, "the server takes no handshake"));
+            }
+            Ok(())
+        })
     }
 
     /// Sends option `opt` with `data`.
-    fn send_option(&mut self, opt: u32, data: &[u8], name: &str) -> Result<()> {
+    fn send_option(&mut self, opt: u32, data: &[u8], start: Instant) -> Result<()> {
         let mut m = Vec::with_capacity(16 + data.len());
         m.extend(IHAVEOPT.to_be_bytes());
         m.extend(opt.to_be_bytes());
         m.extend((data.len() as u32).to_be_bytes());
         m.extend(data);
-        self.send(&m, name)
+        self.send(&m, start)
     }
 
     /// Reads one option reply: (type, data).
-    fn option_reply(&mut self, opt: u32, name: &str) -> Result<(u32, Vec<u8>)> {
+    fn option_reply(&mut self, opt: u32, start: Instant) -> Result<(u32, Vec<u8>)> {
         let mut h = [0u8; 20];
-        self.read_exact(&mut h, name)?;
+        self.read_exact(&mut h, start)?;
         if be64(&h) != OPT_REPLY_MAGIC || be32(&h[8..]) != opt {
-            return Err(protocol(name, "malformed option reply"));
+            return Err(protocol(self.name, "malformed option reply"));
         }
         let (kind, len) = (be32(&h[12..]), be32(&h[16..]));
         if len > MAX_OPTION_REPLY {
-            return Err(protocol(name, format!("option reply of {len} bytes")));
+            return Err(protocol(self.name, format!("option reply of {len} bytes")));
         }
         let mut data = vec![0u8; len as usize];
-        self.read_exact(&mut data, name)?;
+        self.read_exact(&mut data, start)?;
         Ok((kind, data))
     }
 
@@ -222,9 +379,10 @@ impl Connection {
         }
     }
 
-    fn handshake(&mut self, export: &str, name: &str) -> Result<Export> {
+    fn handshake(&mut self, export: &str, start: Instant) -> Result<Export> {
+        let name = self.name;
         let mut h = [0u8; 18];
-        self.read_exact(&mut h, name)?;
+        self.read_exact(&mut h, start)?;
         if be64(&h) != NBDMAGIC {
             return Err(protocol(name, "this is not an NBD server"));
         }
@@ -244,11 +402,11 @@ impl Connection {
         let no_zeroes = server_flags & FLAG_NO_ZEROES != 0;
         let client_flags =
             FLAG_FIXED_NEWSTYLE as u32 | if no_zeroes { FLAG_NO_ZEROES as u32 } else { 0 };
-        self.send(&client_flags.to_be_bytes(), name)?;
+        self.send(&client_flags.to_be_bytes(), start)?;
 
-        self.send_option(OPT_STRUCTURED_REPLY, &[], name)?;
+        self.send_option(OPT_STRUCTURED_REPLY, &[], start)?;
         let structured = loop {
-            let (kind, _) = self.option_reply(OPT_STRUCTURED_REPLY, name)?;
+            let (kind, _) = self.option_reply(OPT_STRUCTURED_REPLY, start)?;
             if kind == REP_ACK {
                 break true;
             }
@@ -265,9 +423,9 @@ impl Connection {
             data.extend(1u32.to_be_bytes());
             data.extend((query.len() as u32).to_be_bytes());
             data.extend(query);
-            self.send_option(OPT_SET_META_CONTEXT, &data, name)?;
+            self.send_option(OPT_SET_META_CONTEXT, &data, start)?;
             loop {
-                let (kind, data) = self.option_reply(OPT_SET_META_CONTEXT, name)?;
+                let (kind, data) = self.option_reply(OPT_SET_META_CONTEXT, start)?;
                 match kind {
                     REP_META_CONTEXT if data.len() >= 4 && &data[4..] == query => {
                         allocation = Some(be32(&data))
@@ -283,10 +441,10 @@ impl Connection {
         data.extend((export.len() as u32).to_be_bytes());
         data.extend(export.as_bytes());
         data.extend(0u16.to_be_bytes());
-        self.send_option(OPT_GO, &data, name)?;
+        self.send_option(OPT_GO, &data, start)?;
         let mut info: Option<(u64, u16)> = None;
         loop {
-            let (kind, data) = self.option_reply(OPT_GO, name)?;
+            let (kind, data) = self.option_reply(OPT_GO, start)?;
             match kind {
                 REP_INFO if data.len() >= 12 && be16(&data) == INFO_EXPORT => {
                     info = Some((be64(&data[2..]), be16(&data[10..])))
@@ -294,7 +452,7 @@ impl Connection {
                 REP_INFO => {}
                 REP_ACK => break,
                 REP_ERR_UNSUP => {
-                    return self.export_name_fallback(export, no_zeroes, structured, name)
+                    return self.export_name_fallback(export, no_zeroes, structured, start)
                 }
                 k if k & 0x8000_0000 != 0 => {
                     return Err(protocol(
@@ -321,14 +479,14 @@ impl Connection {
         export: &str,
         no_zeroes: bool,
         structured: bool,
-        name: &str,
+        start: Instant,
     ) -> Result<Export> {
-        self.send_option(OPT_EXPORT_NAME, export.as_bytes(), name)?;
+        self.send_option(OPT_EXPORT_NAME, export.as_bytes(), start)?;
         let mut h = [0u8; 10];
-        self.read_exact(&mut h, name)?;
+        self.read_exact(&mut h, start)?;
         if !no_zeroes {
             let mut pad = [0u8; 124];
-            self.read_exact(&mut pad, name)?;
+            self.read_exact(&mut pad, start)?;
         }
         Ok(Export {
             size: be64(&h),
@@ -337,139 +495,16 @@ impl Connection {
             allocation: None,
         })
     }
-
-    /// Sends a request; returns its handle.
-    pub(super) fn request(
-        &mut self,
-        kind: u16,
-        offset: u64,
-        len: u32,
-        data: &[u8],
-        name: &str,
-    ) -> Result<u64> {
-        let handle = self.next_handle;
-        self.next_handle += 1;
-        let mut m = Vec::with_capacity(28 + data.len());
-        m.extend(REQUEST_MAGIC.to_be_bytes());
-        m.extend(0u16.to_be_bytes());
-        m.extend(kind.to_be_bytes());
-        m.extend(handle.to_be_bytes());
-        m.extend(offset.to_be_bytes());
-        m.extend(len.to_be_bytes());
-        m.extend(data);
-        self.send(&m, name)?;
-        Ok(handle)
-    }
-
-    /// Reads the replies to request `handle` until it is done. Read data
-    /// goes straight into `read_into` (the buffer and the export offset it
-    /// starts at), holes are zeroed there; other chunks go to `chunk`
-    /// (type, payload).
-    pub(super) fn replies(
-        &mut self,
-        handle: u64,
-        mut read_into: Option<(&mut [u8], u64)>,
-        name: &str,
-        mut chunk: impl FnMut(u16, &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        loop {
-            let mut magic = [0u8; 4];
-            self.read_exact(&mut magic, name)?;
-            match be32(&magic) {
-                SIMPLE_REPLY_MAGIC => {
-                    let mut h = [0u8; 12];
-                    self.read_exact(&mut h, name)?;
-                    if be64(&h[4..]) != handle {
-                        return Err(protocol(name, "a reply to a request not sent"));
-                    }
-                    let error = be32(&h);
-                    if error != 0 {
-                        return Err(server_error(name, error, ""));
-                    }
-                    if let Some((buf, _)) = read_into.as_mut() {
-                        self.read_exact(buf, name)?;
-                    }
-                    return Ok(());
-                }
-                STRUCTURED_REPLY_MAGIC => {
-                    let mut h = [0u8; 16];
-                    self.read_exact(&mut h, name)?;
-                    let (flags, kind, got, len) = (
-                        be16(&h),
-                        be16(&h[2..]),
-                        be64(&h[4..]),
-                        be32(&h[12..]) as usize,
-                    );
-                    if got != handle {
-                        return Err(protocol(name, "a reply to a request not sent"));
-                    }
-                    if len > MAX_REQUEST + 64 {
-                        return Err(protocol(name, format!("a reply chunk of {len} bytes")));
-                    }
-                    match (kind, read_into.as_mut()) {
-                        (REPLY_OFFSET_DATA, Some((buf, base))) if len >= 8 => {
-                            let mut at = [0u8; 8];
-                            self.read_exact(&mut at, name)?;
-                            let place = within(be64(&at), len - 8, *base, buf.len())
-                                .ok_or_else(|| protocol(name, "read data outside the request"))?;
-                            self.read_exact(&mut buf[place], name)?;
-                        }
-                        _ => {
-                            let mut payload = vec![0u8; len];
-                            self.read_exact(&mut payload, name)?;
-                            self.chunk(kind, &payload, read_into.as_mut(), name, &mut chunk)?;
-                        }
-                    }
-                    if flags & REPLY_FLAG_DONE != 0 {
-                        return Ok(());
-                    }
-                }
-                _ => return Err(protocol(name, "a reply with a bad magic number")),
-            }
-        }
-    }
-
-    /// One structured chunk other than read data.
-    fn chunk(
-        &mut self,
-        kind: u16,
-        payload: &[u8],
-        read_into: Option<&mut (&mut [u8], u64)>,
-        name: &str,
-        chunk: &mut impl FnMut(u16, &[u8]) -> Result<()>,
-    ) -> Result<()> {
-        if kind & REPLY_ERROR_BIT != 0 {
-            if payload.len() < 6 {
-                return Err(protocol(name, "a malformed error chunk"));
-            }
-            let msg_len = (be16(&payload[4..]) as usize).min(payload.len() - 6);
-            let msg = String::from_utf8_lossy(&payload[6..6 + msg_len]).into_owned();
-            return Err(server_error(name, be32(payload), &msg));
-        }
-        match (kind, read_into) {
-            (REPLY_NONE, _) => Ok(()),
-            (REPLY_OFFSET_HOLE, Some((buf, base))) if payload.len() >= 12 => {
-                let place = within(
-                    be64(payload),
-                    be32(&payload[8..]) as usize,
-                    *base,
-                    buf.len(),
-                )
-                .ok_or_else(|| protocol(name, "a hole outside the request"))?;
-                buf[place].fill(0);
-                Ok(())
-            }
-            (REPLY_OFFSET_DATA | REPLY_OFFSET_HOLE, _) => {
-                Err(protocol(name, "an unexpected reply to a read"))
-            }
-            _ => chunk(kind, payload),
-        }
-    }
 }
 
 /// Where `len` bytes at export offset `at` fall in a buffer of `size`
 /// bytes starting at export offset `base`, if they fall inside it.
-fn within(at: u64, len: usize, base: u64, size: usize) -> Option<std::ops::Range<usize>> {
+pub(super) fn within(
+    at: u64,
+    len: usize,
+    base: u64,
+    size: usize,
+) -> Option<std::ops::Range<usize>> {
     let start = usize::try_from(at.checked_sub(base)?).ok()?;
     (start.checked_add(len)? <= size).then_some(start..start + len)
 }
