@@ -17,6 +17,7 @@ mod progress;
 mod rebase;
 mod resize;
 mod signals;
+mod snapshot;
 mod stream;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +63,8 @@ pub enum Command {
     Rebase(rebase::RebaseArgs),
     /// Change an image's virtual size (grow, or shrink with --shrink).
     Resize(resize::ResizeArgs),
+    /// List, take, apply or delete a qcow2 image's internal snapshots.
+    Snapshot(snapshot::SnapshotArgs),
     /// Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait).
     Job(job::JobArgs),
 }
@@ -78,6 +81,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Commit(a) => a.run(),
         Command::Rebase(a) => a.run(),
         Command::Resize(a) => a.run(),
+        Command::Snapshot(a) => a.run(),
         Command::Job(a) => a.run(),
     }
 }

@@ -8,4 +8,5 @@ pub mod info;
 pub mod map;
 pub mod rebase;
 pub mod resize;
+pub mod snapshot;
 pub mod stream;
