@@ -26,7 +26,8 @@ pub struct SnapshotArgs {
     /// since is lost).
     #[arg(short = 'a', value_name = "NAME")]
     apply: Option<String>,
-    /// Delete the snapshot with this ID or name.
+    /// Delete the (first) snapshot with this name; IDs are not looked up,
+    /// as with qemu-img.
     #[arg(short = 'd', value_name = "NAME")]
     delete: Option<String>,
     /// Image format (probed when omitted).

@@ -279,11 +279,11 @@ pub trait Format: Send + Sync + fmt::Debug {
             "Block driver does not support snapshots",
         ))
     }
-    /// Deletes the internal snapshot `id_or_name` (ID first, then name) and
-    /// gives back the clusters only it used, as `qemu-img snapshot -d`.
-    /// Open the image again to use it.
-    fn delete_snapshot(&self, id_or_name: &str) -> Result<()> {
-        let _ = id_or_name;
+    /// Deletes the first internal snapshot called `name` (qemu-img looks
+    /// it up by name only, not by ID) and gives back the clusters only it
+    /// used, as `qemu-img snapshot -d`. Open the image again to use it.
+    fn delete_snapshot(&self, name: &str) -> Result<()> {
+        let _ = name;
         Err(Error::argument("snapshot not found"))
     }
     /// Gives a writable layer the guest view below it, to complete partial

@@ -16,7 +16,7 @@ pub enum SnapshotAction {
     Create(String),
     /// Make this one (ID or name) the active layer (`-a`).
     Apply(String),
-    /// Delete this one (ID or name) (`-d`).
+    /// Delete the first one with this name (`-d`).
     Delete(String),
 }
 

@@ -372,7 +372,7 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// Deletes snapshot `spec` (`qemu-img snapshot -d`).
+    /// Deletes the first snapshot named `spec` (`qemu-img snapshot -d`).
     ///
     /// Order: (1) the table without it is written and made current by one
     /// header write (see [`Qcow2::switch_snapshot_table`]); (2) every path
@@ -382,7 +382,8 @@ impl Qcow2 {
     /// them missing, the harmless kind).
     pub(super) fn delete_snapshot_now(&self, spec: &str) -> Result<()> {
         self.snapshots_writable()?;
-        let Some(index) = self.find_snapshot(spec) else {
+        // qemu-img looks the snapshot to delete up by name only.
+        let Some(index) = self.snapshots.iter().position(|s| s.name == spec) else {
             return Err(Error::argument("snapshot not found"));
         };
         let snap = self.snapshots[index].clone();
