@@ -46,6 +46,9 @@ _qimg() {
             qimg,resize)
                 cmd="qimg__subcmd__resize"
                 ;;
+            qimg,snapshot)
+                cmd="qimg__subcmd__snapshot"
+                ;;
             qimg,stream)
                 cmd="qimg__subcmd__stream"
                 ;;
@@ -78,6 +81,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,resize)
                 cmd="qimg__subcmd__help__subcmd__resize"
+                ;;
+            qimg__subcmd__help,snapshot)
+                cmd="qimg__subcmd__help__subcmd__snapshot"
                 ;;
             qimg__subcmd__help,stream)
                 cmd="qimg__subcmd__help__subcmd__stream"
@@ -158,7 +164,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map check convert stream commit rebase resize job help"
+            opts="-h -V --help --version create info map check convert stream commit rebase resize snapshot job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -464,7 +470,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map check convert stream commit rebase resize job help"
+            opts="create info map check convert stream commit rebase resize snapshot job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -702,6 +708,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__resize)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__snapshot)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1150,6 +1170,40 @@ _qimg() {
                     ;;
                 --preallocation)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__snapshot)
+            opts="-l -c -a -d -f -q -U -h --format --quiet --force-share --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
                     return 0
                     ;;
                 *)
