@@ -222,7 +222,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s f -l format -d 'I
 qed\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s l -d 'List the internal snapshots (the default)'
-complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s q -l quiet -d 'Quiet (accepted as by qemu-img; the list is still printed)'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM); only for listing'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -l attach -d 'The VMM\'s QMP socket (a path, or tcp:HOST:PORT)' -r

@@ -228,6 +228,7 @@ fn create_apply_delete_like_qemu_img() {
         run(&["-d", "nope"]);
         run(&["-c", "third"]);
         run(&["-l"]);
+        run(&["-q", "-l"]);
         // qemu-img applies and deletes what qimg made.
         let cross = format!("x-{image}");
         std::fs::copy(fx.path(o), fx.path(&cross)).unwrap();
@@ -313,6 +314,22 @@ fn errors_like_qemu_img() {
             "{args:?}: qemu-img said {qs:?}, qimg {ms:?}"
         );
     }
+    // 1-bit refcounts cannot count a second reference: refused before
+    // anything is written (qemu-img leaks a cluster; qimg leaves none).
+    fx.sh("qemu-img create -q -f qcow2 -o refcount_bits=1 one.qcow2 1M
+         qemu-io -c 'write 0 64k' one.qcow2 >/dev/null
+         cp one.qcow2 q-one.qcow2");
+    let q = fx.qemu_img(&["snapshot", "-c", "x", "q-one.qcow2"]);
+    let m = fx.qimg(&["snapshot", "-c", "x", "one.qcow2"]);
+    assert_eq!(m.status.code(), q.status.code());
+    let qs = sentences(&q);
+    assert!(
+        qs.iter()
+            .all(|s| sentences(&m).iter().any(|m| m.contains(s.as_str()))),
+        "qemu-img said {qs:?}, qimg {:?}",
+        sentences(&m)
+    );
+    fx.assert_clean("one.qcow2");
     // Mixed actions: refused by both (the wording is each parser's own).
     let (qs, ms) = both(&["-l", "-c", "x", "a.qcow2"]);
     assert!(!qs.is_empty() && !ms.is_empty());

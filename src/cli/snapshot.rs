@@ -33,7 +33,7 @@ pub struct SnapshotArgs {
     /// Image format (probed when omitted).
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
-    /// Print nothing on success.
+    /// Quiet (accepted as by qemu-img; the list is still printed).
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
     /// Open the image in shared mode (it may be in use by a VM); only for listing.
@@ -66,7 +66,10 @@ impl SnapshotArgs {
             format: self.format.map(|f| f.0),
             action,
         })?;
-        if listed && !self.quiet {
+        // -q silences nothing here: qemu-img prints the list with it too,
+        // and the other actions print nothing anyway.
+        let _ = self.quiet;
+        if listed {
             std::io::stdout()
                 .write_all(render_snapshot_list(&snapshots).as_bytes())
                 .map_err(|e| Error::io("could not write output", e))?;

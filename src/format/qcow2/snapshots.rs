@@ -21,10 +21,12 @@
 use super::entry::{CompressedDescriptor, COPIED, OFFSET_MASK};
 use super::header::{check_table, MAX_L1_BYTES, MAX_SNAPSHOTS};
 use super::meta::{read_l2_table, Meta};
+use super::refcount::refcount_max;
 use super::snapshot::{Snapshot, MAX_SNAPSHOT_TABLE};
 use super::{read_be_table, Qcow2};
 use crate::error::{Error, Result};
 use crate::format::NewSnapshot;
+use std::collections::HashMap;
 
 impl Qcow2 {
     /// Refuses what qimg does not take snapshots of: images with an
@@ -111,6 +113,49 @@ impl Qcow2 {
             }
             self.add_ref(meta, table / cs, delta)?;
             self.flush_if_full(meta)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses, before anything is written, a reference more to every path
+    /// of `l1` that a refcount could not hold (narrow refcounts: with 1-bit
+    /// refcounts no cluster can be shared at all). QEMU's word for it is
+    /// "Invalid argument".
+    fn check_room_for_references(&self, meta: &mut Meta, l1: &[u64]) -> Result<()> {
+        let storage = self.storage.as_ref();
+        let cs = self.geo.cluster_size();
+        let max = refcount_max(meta.header.refcount_order);
+        // Compressed clusters share host clusters: count their references.
+        let mut compressed: HashMap<u64, u64> = HashMap::new();
+        let check = |meta: &mut Meta, cluster: u64, more: u64| -> Result<()> {
+            let n = meta.refcounts(storage)?.get(storage, cluster)?;
+            if n.saturating_add(more) > max {
+                return Err(Error::argument(format!(
+                    "Invalid argument (the refcount of cluster {cluster} cannot grow past {max})"
+                )));
+            }
+            Ok(())
+        };
+        for (i, &word) in l1.iter().enumerate() {
+            let table = word & OFFSET_MASK;
+            if table == 0 {
+                continue;
+            }
+            check(meta, table / cs, 1)?;
+            let entries = self.l2_entries(meta, i as u64, table)?.to_vec();
+            for e in entries {
+                if e.is_compressed() {
+                    let d = CompressedDescriptor::decode(e.word, self.geo.cluster_bits);
+                    for c in d.offset / cs..=(d.offset + d.read_len() - 1) / cs {
+                        *compressed.entry(c).or_default() += 1;
+                    }
+                } else if let Some(h) = e.host_cluster(&self.geo) {
+                    check(meta, h / cs, 1)?;
+                }
+            }
+        }
+        for (c, more) in compressed {
+            check(meta, c, more)?;
         }
         Ok(())
     }
@@ -273,6 +318,7 @@ impl Qcow2 {
         self.prepare(&mut meta)?;
         meta.flush(storage, self.data_storage_ref(), &self.geo)?;
         let active = meta.l1.clone();
+        self.check_room_for_references(&mut meta, &active)?;
         self.clear_copied(&mut meta, &active, true)?;
         meta.flush(storage, self.data_storage_ref(), &self.geo)?;
         let l1 = meta.l1.clone();
@@ -347,6 +393,7 @@ impl Qcow2 {
         let mut meta = self.lock_meta();
         self.prepare(&mut meta)?;
         meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+        self.check_room_for_references(&mut meta, &sn_l1)?;
         self.clear_copied(&mut meta, &sn_l1, false)?;
         meta.flush(storage, self.data_storage_ref(), &self.geo)?;
         let mut l1: Vec<u64> = sn_l1.iter().map(|e| e & !COPIED).collect();
