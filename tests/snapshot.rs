@@ -88,6 +88,35 @@ fn guest(fx: &Fixture, image: &str, id: Option<&str>) -> Vec<u8> {
     fx.read("guest.raw")
 }
 
+/// The fields of every snapshot table entry of `file` that both tools
+/// must write alike (all but the L1 table's place and size and the date):
+/// ID, name, VM clock, 32-bit VM state size and the extra data.
+fn table_entries(fx: &Fixture, file: &str) -> Vec<(String, String, u64, u32, Vec<u8>)> {
+    let b = fx.read(file);
+    let be32 = |o: usize| u32::from_be_bytes(b[o..o + 4].try_into().unwrap());
+    let be64 = |o: usize| u64::from_be_bytes(b[o..o + 8].try_into().unwrap());
+    let (count, mut at) = (be32(60) as usize, be64(64) as usize);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let id_len = u16::from_be_bytes([b[at + 12], b[at + 13]]) as usize;
+        let name_len = u16::from_be_bytes([b[at + 14], b[at + 15]]) as usize;
+        let extra_len = be32(at + 36) as usize;
+        let extra = b[at + 40..at + 40 + extra_len].to_vec();
+        let id_at = at + 40 + extra_len;
+        let text =
+            |from: usize, len: usize| String::from_utf8_lossy(&b[from..from + len]).into_owned();
+        out.push((
+            text(id_at, id_len),
+            text(id_at + id_len, name_len),
+            be64(at + 24),
+            be32(at + 32),
+            extra,
+        ));
+        at += (40 + extra_len + id_len + name_len).div_ceil(8) * 8;
+    }
+    out
+}
+
 /// Asserts that qemu-img sees the same in `ours` as in `theirs`: a clean
 /// check of ours, the same `snapshot -l` table (dates masked), qimg's
 /// `snapshot -l` equal to qemu-img's on the same file byte for byte, the
@@ -106,6 +135,11 @@ fn assert_same_state(fx: &Fixture, theirs: &str, ours: &str, what: &str) {
         mask_dates(&list(ours)),
         mask_dates(&list(theirs)),
         "{what}: snapshot tables differ"
+    );
+    assert_eq!(
+        table_entries(fx, ours),
+        table_entries(fx, theirs),
+        "{what}: snapshot table entries differ"
     );
     // info's snapshot list agrees with -l.
     let info = stdout(&fx.qimg(&["info", ours]));
@@ -474,7 +508,9 @@ fn crash_while_taking_applying_and_deleting_snapshots() {
          qemu-io -f raw -c 'write -P 0x94 0 1M' src.raw >/dev/null
          qemu-img convert -c -f raw -O qcow2 -o cluster_size=4k src.raw c.qcow2
          qemu-img snapshot -c old c.qcow2
-         qemu-io -c 'write -P 0x95 100k 300k' c.qcow2 >/dev/null",
+         qemu-io -c 'write -P 0x95 100k 300k' c.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=16k x.qcow2 1M
+         qemu-io -c 'write -P 0x96 4k 40k' -c 'write -z 512k 64k' x.qcow2 >/dev/null",
     );
     #[derive(Clone, Copy, Debug)]
     enum Op {
@@ -482,11 +518,22 @@ fn crash_while_taking_applying_and_deleting_snapshots() {
         Apply,
         Delete,
     }
-    for image in ["g.qcow2", "c.qcow2"] {
+    let all = [Op::Create, Op::Apply, Op::Delete];
+    // x.qcow2 has no snapshot yet: its first one is taken.
+    for (image, ops) in [
+        ("g.qcow2", &all[..]),
+        ("c.qcow2", &all),
+        ("x.qcow2", &all[..1]),
+    ] {
         let bytes = fx.read(image);
         let active = guest(&fx, image, None);
-        let old = guest(&fx, image, Some("1"));
-        for op in [Op::Create, Op::Apply, Op::Delete] {
+        let had_one = image != "x.qcow2";
+        let old = if had_one {
+            guest(&fx, image, Some("1"))
+        } else {
+            Vec::new()
+        };
+        for &op in ops {
             let run = |crash_after: u64| {
                 let fault = Arc::new(FaultStorage::new(
                     fx.path(image),
@@ -512,6 +559,7 @@ fn crash_while_taking_applying_and_deleting_snapshots() {
             let total = fault.writes();
             assert!(total >= 3, "{image} {op:?}: only {total} writes");
             let (before_list, after_list): (Vec<&str>, Vec<&str>) = match op {
+                Op::Create if !had_one => (vec![], vec!["new"]),
                 Op::Create => (vec!["old"], vec!["old", "new"]),
                 Op::Apply => (vec!["old"], vec!["old"]),
                 Op::Delete => (vec!["old"], vec![]),
