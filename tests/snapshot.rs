@@ -364,6 +364,37 @@ fn errors_like_qemu_img() {
         sentences(&m)
     );
     fx.assert_clean("one.qcow2");
+    // Persistent bitmaps: -c and -d keep them as they are (not in use),
+    // -a is refused, as qemu-img.
+    fx.sh("qemu-img create -q -f qcow2 bm.qcow2 1M
+         qemu-img bitmap --add bm.qcow2 b0
+         cp bm.qcow2 q-bm.qcow2");
+    let bitmaps = |f: &str| {
+        let out = fx.qemu_img(&["info", "--output=json", f]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["format-specific"]["data"]["bitmaps"].clone()
+    };
+    for action in [&["-c", "s"][..], &["-a", "s"], &["-d", "s"]] {
+        let (q, m) = (
+            fx.qemu_img(&[&["snapshot"][..], action, &["q-bm.qcow2"]].concat()),
+            fx.qimg(&[&["snapshot"][..], action, &["bm.qcow2"]].concat()),
+        );
+        assert_eq!(
+            m.status.code(),
+            q.status.code(),
+            "{action:?}: {}",
+            stderr(&m)
+        );
+        let qs = sentences(&q);
+        assert!(
+            qs.iter()
+                .all(|s| sentences(&m).iter().any(|m| m.contains(s.as_str()))),
+            "{action:?}: qemu-img said {qs:?}, qimg {:?}",
+            sentences(&m)
+        );
+        assert_eq!(bitmaps("bm.qcow2"), bitmaps("q-bm.qcow2"), "{action:?}");
+        fx.assert_clean("bm.qcow2");
+    }
     // Mixed actions: refused by both (the wording is each parser's own).
     let (qs, ms) = both(&["-l", "-c", "x", "a.qcow2"]);
     assert!(!qs.is_empty() && !ms.is_empty());

@@ -315,7 +315,7 @@ impl Qcow2 {
             .saturating_add(1);
         let storage = self.storage.as_ref();
         let mut meta = self.lock_meta();
-        self.prepare(&mut meta)?;
+        self.prepare_with(&mut meta, false)?;
         meta.flush(storage, self.data_storage_ref(), &self.geo)?;
         let active = meta.l1.clone();
         self.check_room_for_references(&mut meta, &active)?;
@@ -373,13 +373,13 @@ impl Qcow2 {
                 "Failed to load snapshot: No such file or directory",
             ));
         };
+        // Bitmaps track changes to the active disk, which this replaces:
+        // QEMU refuses, and so does qimg.
+        if !self.bitmaps.is_empty() {
+            return Err(Error::unsupported("Device has active dirty bitmaps"));
+        }
         let snap = self.snapshots[index].clone();
         let size = snap.disk_size.unwrap_or(self.header.size);
-        if size != self.header.size && !self.bitmaps.is_empty() {
-            return Err(Error::unsupported(
-                "cannot change the size of an image with persistent bitmaps",
-            ));
-        }
         let span = self.geo.cluster_size() * self.geo.l2_entries();
         let sn_l1 = self.snapshot_l1(&snap)?;
         let len = sn_l1.len().max(size.div_ceil(span) as usize);
@@ -391,7 +391,7 @@ impl Qcow2 {
         }
         let storage = self.storage.as_ref();
         let mut meta = self.lock_meta();
-        self.prepare(&mut meta)?;
+        self.prepare_with(&mut meta, false)?;
         meta.flush(storage, self.data_storage_ref(), &self.geo)?;
         self.check_room_for_references(&mut meta, &sn_l1)?;
         self.clear_copied(&mut meta, &sn_l1, false)?;
@@ -437,7 +437,7 @@ impl Qcow2 {
         let sn_l1 = self.snapshot_l1(&snap)?;
         let storage = self.storage.as_ref();
         let mut meta = self.lock_meta();
-        self.prepare(&mut meta)?;
+        self.prepare_with(&mut meta, false)?;
         meta.flush(storage, self.data_storage_ref(), &self.geo)?;
         let mut list = self.snapshots.clone();
         list.remove(index);
