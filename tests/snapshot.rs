@@ -141,6 +141,16 @@ fn assert_same_state(fx: &Fixture, theirs: &str, ours: &str, what: &str) {
         table_entries(fx, theirs),
         "{what}: snapshot table entries differ"
     );
+    // info's JSON snapshot list is qemu-img's.
+    let json = |out: Output| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info JSON");
+        v["snapshots"].clone()
+    };
+    assert_eq!(
+        json(fx.qimg(&["info", "--output=json", ours])),
+        json(fx.qemu_img(&["info", "--output=json", ours])),
+        "{what}: info --output=json snapshots"
+    );
     // info's snapshot list agrees with -l.
     let info = stdout(&fx.qimg(&["info", ours]));
     assert!(info.contains(&list(ours)), "{what}: info shows\n{info}");
