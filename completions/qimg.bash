@@ -52,6 +52,9 @@ _qimg() {
             qimg,resize)
                 cmd="qimg__subcmd__resize"
                 ;;
+            qimg,snapshot)
+                cmd="qimg__subcmd__snapshot"
+                ;;
             qimg,stream)
                 cmd="qimg__subcmd__stream"
                 ;;
@@ -90,6 +93,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,resize)
                 cmd="qimg__subcmd__help__subcmd__resize"
+                ;;
+            qimg__subcmd__help,snapshot)
+                cmd="qimg__subcmd__help__subcmd__snapshot"
                 ;;
             qimg__subcmd__help,stream)
                 cmd="qimg__subcmd__help__subcmd__stream"
@@ -170,7 +176,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map check convert dd stream commit compare rebase resize job help"
+            opts="-h -V --help --version create info map check convert dd stream commit compare rebase resize snapshot job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -572,7 +578,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map check convert dd stream commit compare rebase resize job help"
+            opts="create info map check convert dd stream commit compare rebase resize snapshot job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -838,6 +844,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__resize)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__snapshot)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1294,6 +1314,40 @@ _qimg() {
                     ;;
                 --preallocation)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__snapshot)
+            opts="-l -c -a -d -f -q -U -h --format --quiet --force-share --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
                     return 0
                     ;;
                 *)

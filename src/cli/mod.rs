@@ -21,6 +21,7 @@ mod progress;
 mod rebase;
 mod resize;
 mod signals;
+mod snapshot;
 mod stream;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -76,6 +77,8 @@ pub enum Command {
     Rebase(rebase::RebaseArgs),
     /// Change an image's virtual size (grow, or shrink with --shrink).
     Resize(resize::ResizeArgs),
+    /// List, take, apply or delete a qcow2 image's internal snapshots.
+    Snapshot(snapshot::SnapshotArgs),
     /// Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait).
     Job(job::JobArgs),
 }
@@ -104,6 +107,7 @@ pub fn run(cli: Cli, program: Program) -> Result<ExitCode> {
         Command::Compare(a) => a.run(),
         Command::Rebase(a) => a.run(program),
         Command::Resize(a) => a.run(),
+        Command::Snapshot(a) => a.run(),
         Command::Job(a) => a.run(),
     }
 }

@@ -261,6 +261,32 @@ pub trait Format: Send + Sync + fmt::Debug {
             self.format_name()
         )))
     }
+    /// Takes an internal snapshot of the active layer, as `qemu-img snapshot
+    /// -c`: afterwards the snapshot shares every cluster with the active
+    /// layer and later writes copy on write. Each step leaves a consistent
+    /// image in which the snapshot either exists whole or not at all. The
+    /// image must not be used afterwards (open it again).
+    fn create_snapshot(&self, snapshot: &NewSnapshot) -> Result<()> {
+        let _ = snapshot;
+        Err(Error::unsupported("Operation not supported"))
+    }
+    /// Makes the internal snapshot `id_or_name` (an ID first, then a name,
+    /// as qemu-img looks them up) the active layer, with its virtual size,
+    /// as `qemu-img snapshot -a`. The active layer shows either its old or
+    /// the snapshot's content at every instant. Open the image again to use it.
+    fn apply_snapshot(&self, id_or_name: &str) -> Result<()> {
+        let _ = id_or_name;
+        Err(Error::unsupported(
+            "Block driver does not support snapshots",
+        ))
+    }
+    /// Deletes the first internal snapshot called `name` (qemu-img looks
+    /// it up by name only, not by ID) and gives back the clusters only it
+    /// used, as `qemu-img snapshot -d`. Open the image again to use it.
+    fn delete_snapshot(&self, name: &str) -> Result<()> {
+        let _ = name;
+        Err(Error::argument("snapshot not found"))
+    }
     /// Gives a writable layer the guest view below it, to complete partial
     /// writes over unallocated ranges.
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
@@ -277,6 +303,17 @@ pub trait Format: Send + Sync + fmt::Debug {
         let _ = (mode, log);
         Ok(None)
     }
+}
+
+/// What a new internal snapshot records besides the disk it captures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSnapshot {
+    /// Its name (tag); need not be unique, as with qemu-img.
+    pub name: String,
+    /// Creation time, seconds since the epoch.
+    pub date_sec: u32,
+    /// Creation time, nanoseconds part.
+    pub date_nsec: u32,
 }
 
 /// How much of the image to reserve when it is created.

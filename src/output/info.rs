@@ -257,38 +257,48 @@ fn human_one(info: &ImageInfo) -> String {
             out += &format!("backing file format: {f}\n");
         }
     }
-    if !d.snapshots.is_empty() {
-        out += "Snapshot list:\n";
-        out += &snapshot_row("ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT");
-        for s in &d.snapshots {
-            let secs = s.vm_clock_nsec / 1_000_000_000;
-            let clock = format!(
-                "{:04}:{:02}:{:02}.{:03}",
-                secs / 3600,
-                (secs / 60) % 60,
-                secs % 60,
-                (s.vm_clock_nsec / 1_000_000) % 1000
-            );
-            let icount = s
-                .icount
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "--".into());
-            out += &snapshot_row(
-                &s.id,
-                &s.name,
-                &size_to_str(s.vm_state_size),
-                &local_time(s.date_sec as i64),
-                &clock,
-                &icount,
-            );
-        }
-    }
+    out += &render_snapshot_list(&d.snapshots);
     if let Details::Qcow2(q) = &d.details {
         out += "Format specific information:\n";
         dump_value(&mut out, &qcow2_json(q), 1);
     }
     if let Some(file) = &info.file {
         human_node(&mut out, file, "/file", 1);
+    }
+    out
+}
+
+/// The snapshot table as `qemu-img info` and `qemu-img snapshot -l` print
+/// it: a "Snapshot list:" heading and one row per snapshot, dates in local
+/// time; nothing at all when there are none.
+pub fn render_snapshot_list(snapshots: &[Snapshot]) -> String {
+    let mut out = String::new();
+    if snapshots.is_empty() {
+        return out;
+    }
+    out += "Snapshot list:\n";
+    out += &snapshot_row("ID", "TAG", "VM_SIZE", "DATE", "VM_CLOCK", "ICOUNT");
+    for s in snapshots {
+        let secs = s.vm_clock_nsec / 1_000_000_000;
+        let clock = format!(
+            "{:04}:{:02}:{:02}.{:03}",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60,
+            (s.vm_clock_nsec / 1_000_000) % 1000
+        );
+        let icount = s
+            .icount
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "--".into());
+        out += &snapshot_row(
+            &s.id,
+            &s.name,
+            &size_to_str(s.vm_state_size),
+            &local_time(s.date_sec as i64),
+            &clock,
+            &icount,
+        );
     }
     out
 }

@@ -11,6 +11,7 @@ mod meta;
 pub mod refcount;
 mod resize;
 pub mod snapshot;
+mod snapshots;
 mod write;
 
 pub use header::{CompressionType, Header};
@@ -704,6 +705,18 @@ impl Format for Qcow2 {
 
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
         self.backing.attach(backing);
+    }
+
+    fn create_snapshot(&self, snapshot: &super::NewSnapshot) -> Result<()> {
+        self.create_snapshot_now(snapshot)
+    }
+
+    fn apply_snapshot(&self, id_or_name: &str) -> Result<()> {
+        self.apply_snapshot_now(id_or_name)
+    }
+
+    fn delete_snapshot(&self, id_or_name: &str) -> Result<()> {
+        self.delete_snapshot_now(id_or_name)
     }
 
     fn describe(&self) -> Description {

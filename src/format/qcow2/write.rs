@@ -37,6 +37,13 @@ impl Qcow2 {
     /// bits qimg does not maintain, and mark bitmaps in use (qimg does not
     /// track writes in them), all in one header write.
     pub(super) fn prepare(&self, meta: &mut Meta) -> Result<()> {
+        self.prepare_with(meta, true)
+    }
+
+    /// As [`Qcow2::prepare`]; `mark_bitmaps` false for changes that leave
+    /// the guest data as it is (taking or deleting a snapshot), which keep
+    /// the bitmaps valid.
+    pub(super) fn prepare_with(&self, meta: &mut Meta, mark_bitmaps: bool) -> Result<()> {
         if meta.prepared {
             return Ok(());
         }
@@ -52,7 +59,9 @@ impl Qcow2 {
             meta.header.autoclear_features &= known;
             changed = true;
         }
-        if let (Some(ext), false) = (meta.header.bitmaps, self.bitmaps.is_empty()) {
+        if let (Some(ext), false, true) =
+            (meta.header.bitmaps, self.bitmaps.is_empty(), mark_bitmaps)
+        {
             for bm in &self.bitmaps {
                 let flags = ext.directory_offset + bm.entry_offset + 12;
                 let mut raw = [0u8; 4];
@@ -65,7 +74,8 @@ impl Qcow2 {
         if changed {
             self.write_header(&meta.header)?;
         }
-        meta.prepared = true;
+        // Bitmaps left unmarked must still be marked before a data write.
+        meta.prepared = mark_bitmaps || self.bitmaps.is_empty();
         Ok(())
     }
 
