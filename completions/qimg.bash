@@ -46,6 +46,9 @@ _qimg() {
             qimg,map)
                 cmd="qimg__subcmd__map"
                 ;;
+            qimg,measure)
+                cmd="qimg__subcmd__measure"
+                ;;
             qimg,rebase)
                 cmd="qimg__subcmd__rebase"
                 ;;
@@ -87,6 +90,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,map)
                 cmd="qimg__subcmd__help__subcmd__map"
+                ;;
+            qimg__subcmd__help,measure)
+                cmd="qimg__subcmd__help__subcmd__measure"
                 ;;
             qimg__subcmd__help,rebase)
                 cmd="qimg__subcmd__help__subcmd__rebase"
@@ -176,7 +182,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map check convert dd stream commit compare rebase resize snapshot job help"
+            opts="-h -V --help --version create info map measure check convert dd stream commit compare rebase resize snapshot job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -578,7 +584,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map check convert dd stream commit compare rebase resize snapshot job help"
+            opts="create info map measure check convert dd stream commit compare rebase resize snapshot job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -816,6 +822,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__map)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__measure)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1210,6 +1230,64 @@ _qimg() {
                     ;;
                 -l)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__measure)
+            opts="-O -o -l -f -U -h --output --output-format --options --snapshot --size --format --force-share --image-opts --object --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --output-format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -O)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --options)
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
+                    return 0
+                    ;;
+                --snapshot)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -l)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
                     return 0
                     ;;
                 --object)

@@ -428,7 +428,11 @@ fn an_image_in_use_is_refused_and_listed_with_u() {
         assert_eq!(m.status.code(), q.status.code(), "{args:?}");
         // qemu-img's words for the lock, which scripts match.
         let words = "Failed to get \"write\" lock";
-        assert!(stderr(&q).contains(words), "{args:?}: qemu-img said {}", stderr(&q));
+        assert!(
+            stderr(&q).contains(words),
+            "{args:?}: qemu-img said {}",
+            stderr(&q)
+        );
         assert!(
             stderr(&m).contains(&format!("d/top.qcow2: {words}")),
             "{args:?}: {}",

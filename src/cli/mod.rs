@@ -16,6 +16,7 @@ mod info;
 mod invocation;
 mod job;
 mod map;
+mod measure;
 pub mod program;
 mod progress;
 mod rebase;
@@ -61,6 +62,8 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Show how guest ranges map to files (allocation, zeroes, backing depth).
     Map(map::MapArgs),
+    /// Tell how large an image converted into a format would be.
+    Measure(measure::MeasureArgs),
     /// Check an image's metadata for corruptions and leaks.
     Check(check::CheckArgs),
     /// Copy one or more images into a new image, converting the format.
@@ -99,6 +102,7 @@ pub fn run(cli: Cli, program: Program) -> Result<ExitCode> {
         Command::Create(a) => a.run(),
         Command::Info(a) => a.run(),
         Command::Map(a) => a.run(),
+        Command::Measure(a) => a.run(),
         Command::Check(a) => a.run(program),
         Command::Convert(a) => a.run(program),
         Command::Dd(a) => a.run(),
