@@ -427,3 +427,65 @@ fn cache_modes_write_the_same_image() {
         "a refused convert created its target"
     );
 }
+
+/// oVirt vdsm copies a volume into an existing one that already has the
+/// backing file (oVirt/vdsm, lib/vdsm/storage/qemuimg.py, convert() with
+/// create=False: `convert -p -t none -T none -n -f FMT SRC -O FMT -B
+/// BACKING DST`): only the source's own top layer is copied, its zero
+/// clusters as zeros over the backing data, and the result reads as the
+/// source, as with qemu-img.
+#[test]
+fn convert_n_with_b_copies_only_the_top_layer_into_an_existing_overlay() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 base.qcow2 4M
+         qemu-io -c 'write -P 1 0 4M' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 src.qcow2
+         qemu-io -c 'write -P 2 1M 1M' -c 'write -z 3M 64k' src.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 q.qcow2
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 m.qcow2");
+    let args = |dst: &'static str| {
+        [
+            "convert",
+            "-p",
+            "-t",
+            "none",
+            "-T",
+            "none",
+            "-n",
+            "-f",
+            "qcow2",
+            "src.qcow2",
+            "-O",
+            "qcow2",
+            "-B",
+            "base.qcow2",
+            dst,
+        ]
+    };
+    let q = fx.qemu_img(&args("q.qcow2"));
+    assert!(q.status.success(), "{}", stderr(&q));
+    let m = fx.qimg(&args("m.qcow2"));
+    assert!(m.status.success(), "{}", stderr(&m));
+    fx.assert_clean("m.qcow2");
+    fx.assert_same("src.qcow2", "m.qcow2");
+    assert_eq!(allocation(&fx, "m.qcow2"), allocation(&fx, "q.qcow2"));
+    // With more than one source, -B is refused with qemu-img's words.
+    let out = fx.qimg(&[
+        "convert",
+        "-B",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        "-O",
+        "qcow2",
+        "src.qcow2",
+        "src.qcow2",
+        "x.qcow2",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Having a backing file for the target makes no sense when concatenating multiple input images"),
+        "{}",
+        stderr(&out)
+    );
+}

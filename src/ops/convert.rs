@@ -57,14 +57,16 @@ fn validate(req: &ConvertRequest) -> Result<()> {
             req.target_format
         )));
     }
-    if req.backing.is_some() && req.backing_format.is_none() {
+    if req.backing.is_some() && req.sources.len() > 1 {
         return Err(Error::argument(
-            "Use of backing file requires explicit backing format",
+            "Having a backing file for the target makes no sense when concatenating multiple input images",
         ));
     }
-    if req.backing.is_some() && (req.no_create || req.sources.len() > 1) {
+    // With -n, -B only says that the target already has that backing file
+    // (only the source's own top layer is copied): no format needed.
+    if req.backing.is_some() && req.backing_format.is_none() && !req.no_create {
         return Err(Error::argument(
-            "-B makes no sense when concatenating multiple input images or with -n",
+            "Use of backing file requires explicit backing format",
         ));
     }
     if req.compress && req.target_format != FormatKind::Qcow2 {
