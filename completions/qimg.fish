@@ -174,7 +174,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s W -l oob-writes -d
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s U -l force-share -d 'Open the sources in shared mode'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s C -l copy-range-offloading -d 'Copy offloading (accepted for compatibility)'
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -l salvage -d 'Continue past read errors, writing zeros'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l salvage -d 'Copy source sectors that cannot be read as zeros (one warning each) instead of failing'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l bitmaps -d 'Copy persistent bitmaps (a qcow2 source without bitmaps is accepted; one with bitmaps is refused: not supported yet)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l skip-broken-bitmaps -d 'Skip inconsistent bitmaps when copying them (needs --bitmaps)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l target-image-opts -d 'The target is an option string (driver=raw,file.filename=disk.img), as with --image-opts; needs -n'

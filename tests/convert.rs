@@ -489,3 +489,39 @@ fn convert_n_with_b_copies_only_the_top_layer_into_an_existing_overlay() {
         stderr(&out)
     );
 }
+
+/// `--salvage`: a source cluster that cannot be read (here a compressed
+/// cluster whose bytes were overwritten) is copied as zeros, one warning
+/// per 512-byte sector at the offsets qemu-img names, and the convert
+/// succeeds; without it, the convert fails.
+#[test]
+fn salvage_copies_unreadable_sectors_as_zeros() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f raw r.raw 1M
+         qemu-io -f raw -c 'write -P 0x33 0 1M' r.raw >/dev/null
+         qemu-img convert -c -O qcow2 r.raw c.qcow2");
+    // Overwrite the start of the second compressed cluster.
+    let mut b = fx.read("c.qcow2");
+    let be = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+    let l2 = (be(&b, be(&b, 40) as usize) & 0x00ff_ffff_ffff_fe00) as usize;
+    let host = (be(&b, l2 + 8) & ((1 << 54) - 1)) as usize;
+    b[host..host + 64].fill(0xff);
+    fx.write("c.qcow2", &b);
+    let offsets = |o: &std::process::Output| -> Vec<String> {
+        stderr(o)
+            .lines()
+            .filter_map(|l| l.split("error while reading offset ").nth(1))
+            .map(|rest| rest.split(':').next().unwrap().to_string())
+            .collect()
+    };
+    let q = fx.qemu_img(&["convert", "--salvage", "-O", "raw", "c.qcow2", "q.raw"]);
+    let m = fx.qimg(&["convert", "--salvage", "-O", "raw", "c.qcow2", "m.raw"]);
+    assert_eq!(m.status.code(), q.status.code(), "{}", stderr(&m));
+    assert_eq!(m.status.code(), Some(0));
+    assert_eq!(offsets(&m), offsets(&q));
+    assert_eq!(offsets(&m).len(), 128, "{}", stderr(&m));
+    assert_eq!(fx.read("m.raw"), fx.read("q.raw"));
+    let m = fx.qimg(&["convert", "-O", "raw", "c.qcow2", "n.raw"]);
+    assert_eq!(m.status.code(), Some(1));
+    assert_eq!(stderr(&m).lines().count(), 1, "{}", stderr(&m));
+}

@@ -92,7 +92,8 @@ pub struct ConvertArgs {
     /// Copy offloading (accepted for compatibility).
     #[arg(short = 'C', long = "copy-range-offloading")]
     copy_range: bool,
-    /// Continue past read errors, writing zeros.
+    /// Copy source sectors that cannot be read as zeros (one warning each)
+    /// instead of failing.
     #[arg(long = "salvage")]
     salvage: bool,
     /// Copy persistent bitmaps (a qcow2 source without bitmaps is
@@ -230,11 +231,6 @@ impl ConvertArgs {
         }
         // -U shares the sources; the target is always locked for writing.
         qimg::io::lock::set_force_share(self.force_share);
-        if self.salvage {
-            return Err(Error::unsupported(
-                "--salvage is not supported yet (qimg stops at the first read error)",
-            ));
-        }
         self.check_bitmaps()?;
         let threads = match self.parallel {
             Some(n) if !(1..=16).contains(&n) => {
@@ -281,9 +277,15 @@ impl ConvertArgs {
             threads,
             compress: self.compress,
             snapshot,
+            salvage: self.salvage,
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("convert", progress, self.rate);
+        // --salvage: each sector that could not be read, as qemu-img warns.
+        let prefix = program.prefix();
+        let control = control.with_read_errors(move |offset, reason| {
+            eprintln!("{prefix}warning: error while reading offset {offset}: {reason}");
+        });
         let outcome = convert(&request, &control)?;
         reporter.finish(control.progress());
         match outcome {

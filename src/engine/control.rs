@@ -61,6 +61,10 @@ pub struct Progress {
     pub total: u64,
 }
 
+/// Where a salvaging copy reports a sector it could not read: its guest
+/// offset and why.
+type ReadErrorSink = dyn Fn(u64, &str) + Send + Sync;
+
 /// The shared controls of one copy.
 #[derive(Default)]
 pub struct Control {
@@ -71,6 +75,7 @@ pub struct Control {
     total: AtomicU64,
     on_progress: Option<Box<dyn Fn(Progress) + Send + Sync>>,
     pause_while: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    on_read_error: Option<Box<ReadErrorSink>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -100,6 +105,21 @@ impl Control {
     pub fn with_progress(mut self, f: impl Fn(Progress) + Send + Sync + 'static) -> Self {
         self.on_progress = Some(Box::new(f));
         self
+    }
+
+    /// Calls `f` with the guest offset and the reason of every source
+    /// sector a salvaging copy could not read (and wrote as zeros), in
+    /// guest order.
+    pub fn with_read_errors(mut self, f: impl Fn(u64, &str) + Send + Sync + 'static) -> Self {
+        self.on_read_error = Some(Box::new(f));
+        self
+    }
+
+    /// Reports a sector a salvaging copy could not read.
+    pub fn read_error(&self, offset: u64, reason: &str) {
+        if let Some(f) = &self.on_read_error {
+            f(offset, reason);
+        }
     }
 
     /// Stops the copy (cleanly, between chunks) once `flag` is set: a

@@ -87,6 +87,10 @@ pub struct CopyOptions {
     pub target_is_zero: bool,
     /// Compress copied data in clusters of this size (the target's).
     pub compress_cluster: Option<u64>,
+    /// qemu-img's `--salvage`: a source read that fails is read again a
+    /// sector (512 bytes) at a time, and the sectors that still fail are
+    /// copied as zeros and reported through the control.
+    pub salvage: bool,
 }
 
 impl Default for CopyOptions {
@@ -97,6 +101,7 @@ impl Default for CopyOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             target_is_zero: false,
             compress_cluster: None,
+            salvage: false,
         }
     }
 }
@@ -147,10 +152,46 @@ enum Prepared {
     Plain {
         buf: AlignedBuf,
         segments: Vec<zero::Segment>,
+        unreadable: Vec<Unreadable>,
     },
     /// One entry per cluster: `None` for a zero cluster, else the
     /// compressed bytes or (when it did not shrink) the plain cluster.
-    Clusters(Vec<Option<Packed>>),
+    Clusters(Vec<Option<Packed>>, Vec<Unreadable>),
+}
+
+/// A source sector a salvaging copy could not read: its guest offset and
+/// why (it is copied as zeros).
+type Unreadable = (u64, String);
+
+/// The unit qemu-img salvages in.
+const SALVAGE_SECTOR: usize = 512;
+
+/// Reads `buf` from `source` at `offset`; with `salvage`, a failed read is
+/// retried sector by sector and the sectors that still fail read as zeros
+/// (a cancel is never salvaged). Returns the sectors given up.
+fn read_salvaging(
+    source: &dyn Source,
+    offset: u64,
+    buf: &mut [u8],
+    salvage: bool,
+) -> Result<Vec<Unreadable>> {
+    match source.read(offset, buf) {
+        Ok(()) => return Ok(Vec::new()),
+        Err(e) if !salvage || e.kind() == crate::error::ErrorKind::Interrupted => return Err(e),
+        Err(_) => {}
+    }
+    let mut lost = Vec::new();
+    for (i, sector) in buf.chunks_mut(SALVAGE_SECTOR).enumerate() {
+        let at = offset + (i * SALVAGE_SECTOR) as u64;
+        if let Err(e) = source.read(at, sector) {
+            if e.kind() == crate::error::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            sector.fill(0);
+            lost.push((at, e.detail()));
+        }
+    }
+    Ok(lost)
 }
 
 /// A cluster ready to store.
@@ -218,7 +259,7 @@ fn prepare(
     mut buf: AlignedBuf,
 ) -> Result<Prepared> {
     buf.set_len(step.len as usize);
-    source.read(step.source_offset, &mut buf)?;
+    let unreadable = read_salvaging(source, step.source_offset, &mut buf, options.salvage)?;
     let Some(cluster) = options.compress_cluster else {
         let (base, sparse) = (step.target_offset, options.sparse as usize);
         let segments = match reference {
@@ -227,7 +268,11 @@ fn prepare(
                 changed_segments(&buf, base, sparse, other, target.granularity())
             })?,
         };
-        return Ok(Prepared::Plain { buf, segments });
+        return Ok(Prepared::Plain {
+            buf,
+            segments,
+            unreadable,
+        });
     };
     let cluster = cluster as usize;
     let unchanged: Vec<bool> = match reference {
@@ -262,7 +307,7 @@ fn prepare(
             None => Packed::Plain(part.to_vec()),
         }));
     }
-    Ok(Prepared::Clusters(clusters))
+    Ok(Prepared::Clusters(clusters, unreadable))
 }
 
 /// Reads the reference view of `step` into this worker's own buffer and
@@ -356,6 +401,7 @@ fn run(
                 Ok(Prepared::Plain {
                     buf: AlignedBuf::new(),
                     segments: Vec::new(),
+                    unreadable: Vec::new(),
                 })
             };
             p.publish(i, prepared);
@@ -406,6 +452,10 @@ fn write_in_order(
             Ok(prepared) => prepared,
             Err(e) => return stopped(e),
         };
+        let (Prepared::Plain { unreadable, .. } | Prepared::Clusters(_, unreadable)) = &prepared;
+        for (offset, reason) in unreadable {
+            control.read_error(*offset, reason);
+        }
         let written = match s.action {
             Action::Copy => match apply(target, s, &prepared, options) {
                 Ok(n) => n,
@@ -420,7 +470,7 @@ fn write_in_order(
         control.advance(s.len, written);
         let buf = match prepared {
             Prepared::Plain { buf, .. } => buf,
-            Prepared::Clusters(_) => AlignedBuf::new(),
+            Prepared::Clusters(..) => AlignedBuf::new(),
         };
         p.finished(i, buf);
     }
@@ -431,8 +481,8 @@ fn write_in_order(
 fn apply(target: &dyn Format, step: &Step, prep: &Prepared, options: &CopyOptions) -> Result<u64> {
     let (offset, target_is_zero) = (step.target_offset, options.target_is_zero);
     let (buf, segments) = match prep {
-        Prepared::Plain { buf, segments } => (buf, segments),
-        Prepared::Clusters(clusters) => {
+        Prepared::Plain { buf, segments, .. } => (buf, segments),
+        Prepared::Clusters(clusters, _) => {
             let cluster = options.compress_cluster.unwrap_or(step.len);
             return apply_clusters(target, offset, step.len, cluster, clusters, target_is_zero);
         }

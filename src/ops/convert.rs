@@ -39,6 +39,9 @@ pub struct ConvertRequest {
     pub compress: bool,
     /// `-l`: convert this internal snapshot of the (single) source.
     pub snapshot: Option<String>,
+    /// `--salvage`: source sectors that cannot be read are copied as
+    /// zeros (and reported through the control) instead of failing.
+    pub salvage: bool,
 }
 
 /// Checks the combinations qemu-img refuses, with its messages.
@@ -148,6 +151,7 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
         } else {
             None
         },
+        salvage: req.salvage,
     };
     let mut base = 0;
     let mut plans = Vec::new();
