@@ -353,16 +353,7 @@ fn repairs() {
 #[test]
 fn repair_misaligned_preallocated_zero_clusters() {
     let fx = Fixture::new();
-    fx.sh(
-        "qemu-img create -q -f raw base.raw 128k
-         qemu-img create -q -f qcow2 -o extended_l2=on -F raw -b base.raw ext.qcow2 128k
-         qemu-io -c 'write -P 1 4k 2k' -c 'write -z 4k 2k' ext.qcow2 >/dev/null
-         printf '\\x02' | dd of=ext.qcow2 bs=1 seek=$((0x40006)) conv=notrunc status=none
-         qemu-img create -q -f qcow2 std.qcow2 1M
-         qemu-io -c 'write -P 7 0 64k' -c 'write -z 0 64k' -c 'write -P 8 64k 64k' std.qcow2 >/dev/null
-         printf '\\x02' | dd of=std.qcow2 bs=1 seek=$((0x40006)) conv=notrunc status=none",
-    );
-    for image in ["ext.qcow2", "std.qcow2"] {
+    for image in common::misaligned_zero_clusters(&fx) {
         assert_check_like_qemu(&fx, image);
         assert_repairs_like_qemu(&fx, image, &[]);
         let (theirs, ours) = (format!("q-all-{image}"), format!("m-all-{image}"));

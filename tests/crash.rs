@@ -374,21 +374,13 @@ fn crash_while_reclaiming_qed_leaks() {
 /// extended L2 entries), a leak, and a refcount block entry that must be
 /// rebuilt. Returns their names.
 fn qcow2_images_to_repair(fx: &Fixture) -> [&'static str; 6] {
-    fx.sh(
-        "qemu-img create -q -f raw base.raw 128k
-         qemu-img create -q -f qcow2 -o extended_l2=on -F raw -b base.raw ext.qcow2 128k
-         qemu-io -c 'write -P 1 4k 2k' -c 'write -z 4k 2k' ext.qcow2 >/dev/null
-         printf '\\x02' | dd of=ext.qcow2 bs=1 seek=$((0x40006)) conv=notrunc status=none
-         qemu-img create -q -f qcow2 std.qcow2 1M
-         qemu-io -c 'write -P 7 0 64k' -c 'write -z 0 64k' -c 'write -P 8 64k 64k' std.qcow2 >/dev/null
-         printf '\\x02' | dd of=std.qcow2 bs=1 seek=$((0x40006)) conv=notrunc status=none
-         qemu-img create -q -f qcow2 leak.qcow2 1M
+    common::misaligned_zero_clusters(fx);
+    fx.sh("qemu-img create -q -f qcow2 leak.qcow2 1M
          qemu-io -c 'write -P 9 0 192k' leak.qcow2 >/dev/null
          qemu-img create -q -f qcow2 rebuild.qcow2 1M
          qemu-io -c 'write -P 9 0 128k' rebuild.qcow2 >/dev/null
          # The refcount table's only entry names nothing: refcounts must be rebuilt.
-         dd if=/dev/zero of=rebuild.qcow2 bs=1 seek=$((0x10000)) count=8 conv=notrunc status=none",
-    );
+         dd if=/dev/zero of=rebuild.qcow2 bs=1 seek=$((0x10000)) count=8 conv=notrunc status=none");
     // The leak: a cluster past the end of the file gets a refcount of 1.
     let mut leak = fx.read("leak.qcow2");
     let be = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap()) as usize;

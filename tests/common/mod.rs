@@ -494,3 +494,20 @@ pub fn replace_snapshot_table(fx: &Fixture, image: &str, entries: &[Vec<u8>]) {
         .unwrap();
     file.write_all_at(&start.to_be_bytes(), 64).unwrap();
 }
+
+/// Two qcow2 images, each with a preallocated zero cluster whose host
+/// offset is not cluster-aligned (qemu-img check reports it, `-r all`
+/// drops the offset): `ext.qcow2` (extended L2, over `base.raw`) and
+/// `std.qcow2` (standard entries). Returns their names.
+pub fn misaligned_zero_clusters(fx: &Fixture) -> [&'static str; 2] {
+    fx.sh(
+        "qemu-img create -q -f raw base.raw 128k
+         qemu-img create -q -f qcow2 -o extended_l2=on -F raw -b base.raw ext.qcow2 128k
+         qemu-io -c 'write -P 1 4k 2k' -c 'write -z 4k 2k' ext.qcow2 >/dev/null
+         printf '\\x02' | dd of=ext.qcow2 bs=1 seek=$((0x40006)) conv=notrunc status=none
+         qemu-img create -q -f qcow2 std.qcow2 1M
+         qemu-io -c 'write -P 7 0 64k' -c 'write -z 0 64k' -c 'write -P 8 64k 64k' std.qcow2 >/dev/null
+         printf '\\x02' | dd of=std.qcow2 bs=1 seek=$((0x40006)) conv=notrunc status=none",
+    );
+    ["ext.qcow2", "std.qcow2"]
+}

@@ -123,6 +123,21 @@ fn by_name(spec: &ImageSpec) -> bool {
     !top_window && !matches!(spec.file(), FileNode::Window { .. })
 }
 
+/// The spec `name` stands for and the name the format layer knows it by,
+/// with a `host_device` node's file checked to be a device.
+fn parse_for_open(name: &Path) -> Result<(ImageSpec, PathBuf)> {
+    let spec = ImageSpec::parse_path(name)?;
+    let path = format_path(&spec);
+    if let FileNode::File {
+        filename,
+        host_device: true,
+    } = spec.file().protocol()
+    {
+        check_device(filename).map_err(|e| e.with_path(name))?;
+    }
+    Ok((spec, path))
+}
+
 /// Opens the image `name` stands for, read-only, as `format` (or as the
 /// spec says, or probed).
 pub fn open_image(name: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
@@ -135,15 +150,7 @@ pub fn open_image_with(
     format: Option<FormatKind>,
     options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
-    let spec = ImageSpec::parse_path(name)?;
-    let path = format_path(&spec);
-    if let FileNode::File {
-        filename,
-        host_device: true,
-    } = spec.file().protocol()
-    {
-        check_device(filename).map_err(|e| e.with_path(name))?;
-    }
+    let (spec, path) = parse_for_open(name)?;
     if by_name(&spec) {
         return format::open_image_with(&path, kind(&spec, format), options);
     }
@@ -162,15 +169,7 @@ pub fn open_image_writable_with(
     format: Option<FormatKind>,
     options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
-    let spec = ImageSpec::parse_path(name)?;
-    let path = format_path(&spec);
-    if let FileNode::File {
-        filename,
-        host_device: true,
-    } = spec.file().protocol()
-    {
-        check_device(filename).map_err(|e| e.with_path(name))?;
-    }
+    let (spec, path) = parse_for_open(name)?;
     if by_name(&spec) {
         return format::open_image_writable_with(&path, kind(&spec, format), options);
     }
