@@ -792,3 +792,33 @@ fn every_spelling_of_a_source_snapshot_converts_as_with_qemu_img() {
         assert!(stderr(&i).contains(sentence), "{}", stderr(&i));
     }
 }
+
+/// The commands added after the drop-in work (resize, dd, compare),
+/// started as `qemu-img`, print exactly qemu-img's lines where they refuse
+/// or warn.
+#[test]
+fn newer_commands_speak_as_qemu_img_under_its_name() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 a.qcow2 4M
+         qemu-img create -q -f raw r.raw 1M");
+    for args in [
+        &["resize", "a.qcow2", "1M"][..],
+        &["dd", "bs=1M", "skip=9", "-f", "raw", "if=r.raw", "of=o.raw"],
+        &["compare", "a.qcow2", "missing.qcow2"],
+    ] {
+        let theirs = fx.qemu_img(args);
+        let ours = as_qemu_img(&fx, args);
+        assert_eq!(ours.status.code(), theirs.status.code(), "{args:?}");
+        // qemu-img repeats the name of a file it cannot open; qimg says it once.
+        let first = |o: &Output| stderr(o).lines().next().unwrap_or_default().to_string();
+        if args[0] == "compare" {
+            assert!(
+                first(&ours).starts_with("qemu-img: missing.qcow2"),
+                "{}",
+                stderr(&ours)
+            );
+        } else {
+            assert_eq!(stderr(&ours), stderr(&theirs), "{args:?}");
+        }
+    }
+}

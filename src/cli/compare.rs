@@ -1,6 +1,7 @@
 //! `qimg compare`.
 
 use super::args::{FormatArg, FormatParser, ProgressArg};
+use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -50,18 +51,18 @@ pub struct CompareArgs {
 
 impl CompareArgs {
     /// Runs `compare`: exit 0 identical, 1 different, 2 error.
-    pub fn run(self) -> Result<ExitCode> {
-        match self.compare() {
+    pub fn run(self, program: Program) -> Result<ExitCode> {
+        match self.compare(program) {
             Ok(code) => Ok(code),
             Err(e) if e.is_broken_pipe() => Err(e),
             Err(e) => {
-                eprintln!("qimg: {e}");
+                eprintln!("{}{e}", program.prefix());
                 Ok(ExitCode::from(COMPARE_ERROR))
             }
         }
     }
 
-    fn compare(&self) -> Result<ExitCode> {
+    fn compare(&self, program: Program) -> Result<ExitCode> {
         qimg::io::lock::set_force_share(self.force_share);
         let request = CompareRequest {
             first: self.spec.name(&self.first, self.first_format.is_some())?,
@@ -109,7 +110,7 @@ impl CompareArgs {
                 ExitCode::from(1)
             }
             Verdict::Stopped(_) => {
-                eprintln!("qimg: compare interrupted");
+                eprintln!("{}compare interrupted", program.prefix());
                 ExitCode::from(signals::exit_code())
             }
         })

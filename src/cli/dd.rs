@@ -1,6 +1,7 @@
 //! `qimg dd`.
 
 use super::args::{FormatArg, FormatParser};
+use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
@@ -93,7 +94,7 @@ fn parse_operands(operands: &[String]) -> Result<Operands> {
 
 impl DdArgs {
     /// Runs `dd`.
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, program: Program) -> Result<ExitCode> {
         qimg::io::lock::set_force_share(self.force_share);
         let o = parse_operands(&self.operands)?;
         let (Some(input), Some(output)) = (o.input, o.output) else {
@@ -117,7 +118,8 @@ impl DdArgs {
         if report.skipped_past_end {
             // qemu-img says so and goes on with an empty output (exit 0).
             eprintln!(
-                "qimg: {}: cannot skip to specified offset",
+                "{}{}: cannot skip to specified offset",
+                program.prefix(),
                 request.input.display()
             );
         }
@@ -125,7 +127,8 @@ impl DdArgs {
             Outcome::Completed => Ok(ExitCode::SUCCESS),
             Outcome::Stopped { .. } => {
                 eprintln!(
-                    "qimg: {}: interrupted; the output is consistent but incomplete",
+                    "{}{}: interrupted; the output is consistent but incomplete",
+                    program.prefix(),
                     request.output.display()
                 );
                 Ok(ExitCode::from(signals::exit_code()))

@@ -1,6 +1,7 @@
 //! `qimg resize`.
 
 use super::args::{FormatArg, FormatParser};
+use super::program::Program;
 use clap::Args;
 use qimg::error::Result;
 use qimg::format::Preallocation;
@@ -42,7 +43,7 @@ fn parse_preallocation(s: &str) -> std::result::Result<Preallocation, String> {
 
 impl ResizeArgs {
     /// Runs `resize`.
-    pub fn run(self) -> Result<ExitCode> {
+    pub fn run(self, program: Program) -> Result<ExitCode> {
         let request = ResizeRequest {
             file: self.file,
             format: self.format.map(|f| f.0),
@@ -52,8 +53,9 @@ impl ResizeArgs {
         };
         match resize(&request)? {
             Resized::ShrinkRefused => {
-                eprintln!("qimg: {SHRINK_REFUSED}");
-                eprintln!("qimg: warning: {SHRINK_WARNING}");
+                let prefix = program.prefix();
+                eprintln!("{prefix}{SHRINK_REFUSED}");
+                eprintln!("{prefix}warning: {SHRINK_WARNING}");
                 Ok(ExitCode::from(super::exit::FAILURE))
             }
             Resized::Done => {
