@@ -1,0 +1,94 @@
+//! `qimg amend`.
+
+use super::args::{FormatArg, FormatParser, OptionsParser, ProgressArg};
+use super::progress::Reporter;
+use clap::Args;
+use qimg::engine::control::Progress;
+use qimg::error::{Error, Result};
+use qimg::format::FormatKind;
+use qimg::ops::amend::{amend, amend_option_help, not_supported, wants_help, AmendRequest};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments of `qimg amend`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  qimg amend -o compat=0.10 disk.qcow2\n  qimg amend -o compat=1.1,lazy_refcounts=on disk.qcow2\n  qimg amend -f qcow2 -o help"
+)]
+pub struct AmendArgs {
+    /// Image format (probed when omitted).
+    #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
+    format: Option<FormatArg>,
+    /// The options to change, comma separated (compat, lazy_refcounts,
+    /// size, data_file); `-o help` lists them.
+    #[arg(short = 'o', long = "options", value_name = "OPTS", value_parser = OptionsParser, hide_possible_values = true)]
+    options: Vec<String>,
+    /// Show progress (-p), or JSON Lines records with --progress=json.
+    #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
+    progress: Option<ProgressArg>,
+    /// Print nothing but errors.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    /// Accepted as by qemu-img (it allows amending encryption keys, which
+    /// qimg does not open).
+    #[arg(long = "force")]
+    force: bool,
+    /// `--object`.
+    #[command(flatten)]
+    objects: super::args::ObjectArgs,
+    /// The image.
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+/// `amend -o help` in qemu-img's shape: a header naming the format, then
+/// one `  name=<type>  - what` line per option.
+fn help_text(format: FormatKind) -> Result<String> {
+    let list = amend_option_help(format);
+    if list.is_empty() {
+        return Err(not_supported(format.name()));
+    }
+    let mut text = format!("Amend options for '{format}':\n");
+    for o in list {
+        let head = format!("{}=<{}>", o.name, o.kind);
+        text.push_str(&format!("  {head:<22} - {}\n", o.about));
+    }
+    Ok(text)
+}
+
+impl AmendArgs {
+    /// Runs `amend`.
+    pub fn run(self) -> Result<ExitCode> {
+        self.objects.check()?;
+        let _ = self.force;
+        if self.options.is_empty() {
+            return Err(Error::argument(
+                "Must specify options (-o)\nTry 'qemu-img amend --help' for more info",
+            ));
+        }
+        let format = self.format.map(|f| f.0);
+        if wants_help(&self.options) {
+            let format = match (format, &self.file) {
+                (Some(f), _) => f,
+                (None, Some(file)) => qimg::chain::spec::ImageSpec::format_of(file)?,
+                (None, None) => return Err(Error::argument("Expecting one image file name")),
+            };
+            print!("{}", help_text(format)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let Some(file) = self.file else {
+            return Err(Error::argument("Expecting one image file name"));
+        };
+        let reporter = Reporter::new("amend", if self.quiet { None } else { self.progress });
+        reporter.update(Progress { done: 0, total: 1 });
+        amend(&AmendRequest {
+            file,
+            format,
+            options: self.options,
+        })?;
+        let done = Progress { done: 1, total: 1 };
+        reporter.update(done);
+        reporter.finish(done);
+        Ok(ExitCode::SUCCESS)
+    }
+}

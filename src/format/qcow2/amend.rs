@@ -1,0 +1,338 @@
+//! `amend` for qcow2: switching the header version (compat=0.10 and
+//! compat=1.1), lazy refcounts, and the external data file's name, each
+//! made current by one header write after everything it depends on is
+//! durable.
+//!
+//! A downgrade to version 2 first turns every zero cluster (a version 3
+//! feature) into something version 2 reads as zeros: with no backing file
+//! an unallocated entry (dropping the cluster it may have held); with one,
+//! a freshly allocated cluster full of zeros. The new clusters and their
+//! refcounts are durable before the L2 tables point at them, and the old
+//! clusters lose their references only after the tables stop naming them,
+//! so a crash leaves a version 3 image showing the same guest data, with
+//! leaked clusters at most. The version 2 header is written last.
+
+use super::entry::{L2Entry, COPIED, OFFSET_MASK, ZERO};
+use super::header::{
+    Header, COMPAT_LAZY_REFCOUNTS, INCOMPAT_COMPRESSION, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY,
+    V3_HEADER_LEN,
+};
+use super::meta::{read_l2_table, Meta};
+use super::Qcow2;
+use crate::error::{Error, Result};
+use crate::format::{AmendOption, AmendOptions};
+use std::collections::BTreeSet;
+
+/// The options qcow2's amend takes, as `-o help` lists them (sorted by
+/// name). qimg has no encryption, so the `encrypt.*` ones are not listed.
+pub const AMEND_OPTIONS: &[AmendOption] = &[
+    AmendOption {
+        name: "backing_file",
+        kind: "str",
+        about: "Backing file (refused: use rebase)",
+    },
+    AmendOption {
+        name: "backing_fmt",
+        kind: "str",
+        about: "Format of the backing file (refused: use rebase)",
+    },
+    AmendOption {
+        name: "compat",
+        kind: "str",
+        about: "Version of the format: v2 (0.10) or v3 (1.1)",
+    },
+    AmendOption {
+        name: "data_file",
+        kind: "str",
+        about: "New name of the external data file",
+    },
+    AmendOption {
+        name: "data_file_raw",
+        kind: "bool (on/off)",
+        about: "Keep the external data file a valid raw image (creation only)",
+    },
+    AmendOption {
+        name: "lazy_refcounts",
+        kind: "bool (on/off)",
+        about: "Update refcounts lazily (needs a check after a crash)",
+    },
+    AmendOption {
+        name: "refcount_bits",
+        kind: "num",
+        about: "Bits of one refcount entry (1 to 64, a power of two)",
+    },
+    AmendOption {
+        name: "size",
+        kind: "size",
+        about: "New virtual size of the disk",
+    },
+];
+
+/// L2 tables rewritten per batch of a downgrade: bounds memory.
+const TABLES_PER_BATCH: usize = 64;
+
+/// What the L2 tables of all L1 tables (active and snapshots) hold.
+struct TableScan {
+    /// Every L2 table offset, once each.
+    tables: BTreeSet<u64>,
+    /// Whether some entry is a zero cluster.
+    zeros: bool,
+    /// Whether some entry is compressed.
+    compressed: bool,
+}
+
+impl Qcow2 {
+    /// Applies `opts` (see [`crate::format::Format::amend`]); the size is
+    /// not handled here (the caller resizes). Refusals come before any write.
+    pub(super) fn amend_now(&self, opts: &AmendOptions) -> Result<()> {
+        let mut meta = self.lock_meta();
+        let old = meta.header.clone();
+        let version = opts.version.unwrap_or(old.version);
+        let refcount_bits = opts.refcount_bits.unwrap_or(old.refcount_bits());
+        if refcount_bits != old.refcount_bits() {
+            if version < 3 {
+                return Err(Error::argument(
+                    "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)",
+                ));
+            }
+            return Err(Error::unsupported(
+                "qimg cannot change refcount_bits yet (convert the image with -o refcount_bits=N instead)",
+            ));
+        }
+        if opts.data_file.is_some() && !self.geo.external_data {
+            return Err(Error::argument(
+                "data-file can only be set for images that use an external data file",
+            ));
+        }
+        let lazy = opts
+            .lazy_refcounts
+            .unwrap_or(old.compatible_features & COMPAT_LAZY_REFCOUNTS != 0 && version >= 3);
+        if opts.lazy_refcounts == Some(true) && version < 3 {
+            return Err(Error::argument(
+                "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
+            ));
+        }
+        let mut header = old.clone();
+        if let Some(name) = &opts.data_file {
+            header.data_file = Some(name.clone());
+        }
+        if version >= 3 {
+            if lazy {
+                header.compatible_features |= COMPAT_LAZY_REFCOUNTS;
+            } else {
+                header.compatible_features &= !COMPAT_LAZY_REFCOUNTS;
+            }
+        }
+        if version > old.version {
+            return self.upgrade(&mut meta, header);
+        }
+        if version < old.version {
+            return self.downgrade(&mut meta, header);
+        }
+        if header == old {
+            return Ok(());
+        }
+        self.prepare_with(&mut meta, false)?;
+        meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
+        // The autoclear bits prepare may have cleared stay cleared.
+        header.autoclear_features = meta.header.autoclear_features;
+        self.write_header(&header)?;
+        meta.header = header;
+        Ok(())
+    }
+
+    /// Version 2 to 3: one header write, riding on a rewrite of the
+    /// snapshot table when its entries lack the extra data version 3
+    /// requires (the VM state size and the disk size).
+    fn upgrade(&self, meta: &mut Meta, mut header: Header) -> Result<()> {
+        self.prepare_with(meta, false)?;
+        meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
+        header.version = 3;
+        header.refcount_order = 4;
+        header.header_length = V3_HEADER_LEN as u32;
+        header.incompatible_features = 0;
+        header.autoclear_features = meta.header.autoclear_features;
+        header.compression_type_raw = 0;
+        header.extra_fields.clear();
+        if self
+            .snapshots
+            .iter()
+            .any(|s| s.extra.len() < super::snapshot::V3_SNAPSHOT_EXTRA)
+        {
+            let mut list = self.snapshots.clone();
+            for s in &mut list {
+                // A version 2 snapshot has no size of its own: it was taken
+                // at the size the image has now (v2 images with snapshots
+                // cannot be resized).
+                s.complete_extra(old_size_for_v2(&header));
+            }
+            return self.switch_snapshot_table_with(meta, &list, |h| {
+                let (offset, count) = (h.snapshots_offset, h.nb_snapshots);
+                *h = header;
+                h.snapshots_offset = offset;
+                h.nb_snapshots = count;
+            });
+        }
+        self.write_header(&header)?;
+        meta.header = header;
+        Ok(())
+    }
+
+    /// Version 3 to 2, with qemu-img's refusals, then the zero clusters
+    /// expanded, then the version 2 header.
+    fn downgrade(&self, meta: &mut Meta, mut header: Header) -> Result<()> {
+        if self.geo.external_data || header.incompatible_features & INCOMPAT_DATA_FILE != 0 {
+            return Err(Error::unsupported(
+                "Cannot downgrade an image with a data file",
+            ));
+        }
+        if !self.bitmaps.is_empty() || header.bitmaps.is_some() {
+            // qemu-img downgrades and leaves the bitmaps behind, marked
+            // inconsistent and leaked; qimg refuses instead.
+            return Err(Error::unsupported(
+                "Cannot downgrade an image with persistent bitmaps (version 2 has none); remove them first",
+            ));
+        }
+        let left = header.incompatible_features & !(INCOMPAT_DIRTY | INCOMPAT_COMPRESSION);
+        if left != 0 {
+            return Err(Error::unsupported(format!(
+                "Cannot downgrade an image with incompatible features 0x{left:x} set"
+            )));
+        }
+        if header.refcount_order != 4 {
+            return Err(Error::unsupported("compat=0.10 requires refcount_bits=16"));
+        }
+        if let Some(d) = self.snapshot_defects.first() {
+            return Err(Error::corrupt(d.message()));
+        }
+        self.prepare_with(meta, false)?;
+        let storage = self.storage.as_ref();
+        meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+        meta.l2.clear();
+        let scan = self.scan_tables(meta)?;
+        if header.compression_type_raw != 0 && scan.compressed {
+            return Err(Error::unsupported(
+                "Cannot downgrade an image with zstd compression type and existing compressed clusters",
+            ));
+        }
+        if scan.zeros {
+            self.expand_zero_clusters(meta, &scan.tables, header.backing_file.is_some())?;
+        }
+        header.version = 2;
+        header.incompatible_features = 0;
+        header.compatible_features = 0;
+        header.autoclear_features = 0;
+        header.compression_type_raw = 0;
+        header.extra_fields.clear();
+        header.feature_names.clear();
+        header.header_length = super::header::V2_HEADER_LEN as u32;
+        self.write_header(&header)?;
+        meta.header = header;
+        Ok(())
+    }
+
+    /// Reads every L2 table the active L1 and the snapshots' L1 tables
+    /// name (each once), noting zero and compressed entries.
+    fn scan_tables(&self, meta: &mut Meta) -> Result<TableScan> {
+        let mut tables = BTreeSet::new();
+        let mut l1s = vec![meta.l1.clone()];
+        for s in &self.snapshots {
+            l1s.push(self.snapshot_l1(s)?);
+        }
+        for l1 in &l1s {
+            tables.extend(
+                l1.iter()
+                    .map(|e| e & OFFSET_MASK)
+                    .filter(|&offset| offset != 0),
+            );
+        }
+        let (mut zeros, mut compressed) = (false, false);
+        for &table in &tables {
+            for e in read_l2_table(self.storage.as_ref(), &self.geo, table)? {
+                compressed |= e.is_compressed();
+                zeros |= is_zero(e);
+            }
+        }
+        Ok(TableScan {
+            tables,
+            zeros,
+            compressed,
+        })
+    }
+
+    /// Replaces every zero entry of `tables` by what version 2 reads as
+    /// zeros (see the module comment), in batches: new zeroed clusters and
+    /// their refcounts durable, then the tables, then the old references
+    /// dropped. A table shared by `n` L1 tables gives its new clusters
+    /// refcount `n` and takes `n` references from the old ones.
+    fn expand_zero_clusters(
+        &self,
+        meta: &mut Meta,
+        tables: &BTreeSet<u64>,
+        backing: bool,
+    ) -> Result<()> {
+        let storage = self.storage.as_ref();
+        let cs = self.geo.cluster_size();
+        let zeros = vec![0u8; cs as usize];
+        let mut pending: Vec<(u64, Vec<L2Entry>)> = Vec::new();
+        for &table in tables {
+            let mut entries = read_l2_table(storage, &self.geo, table)?;
+            if !entries.iter().any(|&e| is_zero(e)) {
+                continue;
+            }
+            let owners = meta.refcounts(storage)?.get(storage, table / cs)?.max(1);
+            for e in entries.iter_mut().filter(|e| is_zero(**e)) {
+                let old = e.word & OFFSET_MASK;
+                if backing {
+                    let r = meta.refcounts(storage)?;
+                    let at = r.alloc(storage, 1)?;
+                    r.set(storage, at / cs, owners)?;
+                    storage.write_at(&zeros, at)?;
+                    e.word = at | if owners == 1 { COPIED } else { 0 };
+                } else {
+                    e.word = 0;
+                }
+                if old != 0 {
+                    for _ in 0..owners {
+                        meta.frees.push((old, cs));
+                    }
+                }
+            }
+            pending.push((table, entries));
+            if pending.len() >= TABLES_PER_BATCH {
+                self.publish_tables(meta, &mut pending)?;
+            }
+        }
+        self.publish_tables(meta, &mut pending)
+    }
+
+    /// Writes the rewritten `pending` tables after the new clusters and
+    /// their refcounts are durable, then drops the old references.
+    fn publish_tables(
+        &self,
+        meta: &mut Meta,
+        pending: &mut Vec<(u64, Vec<L2Entry>)>,
+    ) -> Result<()> {
+        let storage = self.storage.as_ref();
+        let frees = std::mem::take(&mut meta.frees);
+        // Data and refcount increases first.
+        meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+        for (table, entries) in pending.drain(..) {
+            meta.l2.insert(table, entries, true);
+        }
+        meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+        meta.l2.clear();
+        meta.frees = frees;
+        meta.flush(storage, self.data_storage_ref(), &self.geo)
+    }
+}
+
+/// Whether `e` is a (standard L2) zero cluster entry.
+fn is_zero(e: L2Entry) -> bool {
+    !e.is_compressed() && e.word & ZERO != 0
+}
+
+/// The disk size to record for a version 2 snapshot on upgrade.
+fn old_size_for_v2(header: &Header) -> u64 {
+    header.size
+}
