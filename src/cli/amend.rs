@@ -7,6 +7,7 @@ use qimg::engine::control::Progress;
 use qimg::error::{Error, Result};
 use qimg::format::FormatKind;
 use qimg::ops::amend::{amend, amend_option_help, not_supported, wants_help, AmendRequest};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -79,16 +80,48 @@ impl AmendArgs {
         let Some(file) = self.file else {
             return Err(Error::argument("Expecting one image file name"));
         };
-        let reporter = Reporter::new("amend", if self.quiet { None } else { self.progress });
+        let progress = if self.quiet { None } else { self.progress };
+        // qemu-img prints a line for every step the driver reports (the
+        // same percentage twice included), between a 0% and a final 100%
+        // line, also when the amend fails; on a terminal too.
+        let lines = progress == Some(ProgressArg::Human);
+        let reporter = match progress {
+            Some(ProgressArg::Json) => Reporter::new("amend", progress),
+            _ => Reporter::None,
+        };
+        let show = |percent: f64| {
+            if lines {
+                let mut out = std::io::stdout().lock();
+                let _ = write!(out, "    ({percent:.2}/100%)\r");
+                let _ = out.flush();
+            }
+        };
+        show(0.0);
         reporter.update(Progress { done: 0, total: 1 });
-        amend(&AmendRequest {
-            file,
-            format,
-            options: self.options,
-        })?;
-        let done = Progress { done: 1, total: 1 };
-        reporter.update(done);
-        reporter.finish(done);
+        let result = amend(
+            &AmendRequest {
+                file,
+                format,
+                options: self.options,
+            },
+            &mut |done, total| {
+                show(if total == 0 {
+                    100.0
+                } else {
+                    done as f64 * 100.0 / total as f64
+                });
+                reporter.update(Progress { done, total });
+            },
+        );
+        show(100.0);
+        if lines {
+            println!();
+        }
+        reporter.finish(Progress {
+            done: u64::from(result.is_ok()),
+            total: 1,
+        });
+        result?;
         Ok(ExitCode::SUCCESS)
     }
 }

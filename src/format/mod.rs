@@ -270,9 +270,10 @@ pub trait Format: Send + Sync + fmt::Debug {
     /// each step leaves a consistent image (leaked clusters at most) that
     /// shows the guest the same data, and the header that makes a change
     /// current is written last, in one write. The image must not be used
-    /// afterwards (open it again).
-    fn amend(&self, options: &AmendOptions) -> Result<()> {
-        let _ = options;
+    /// afterwards (open it again). `progress` hears (steps done, steps in
+    /// all) as the work goes, the steps qemu-img reports.
+    fn amend(&self, options: &AmendOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let _ = (options, progress);
         Err(Error::unsupported(format!(
             "Format driver '{}' does not support option amendment",
             self.format_name()

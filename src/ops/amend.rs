@@ -2,12 +2,12 @@
 //!
 //! The `-o` list is read as qemu-img reads it (names it does not know, and
 //! creation-only ones, refused with its messages), the image is opened for
-//! writing, and its format applies the changes crash-safely. A new size is
-//! applied afterwards, through the format's resize.
+//! writing, and its format applies the changes crash-safely (a new size
+//! through its resize, in qemu-img's order).
 
 use crate::chain::Chain;
 use crate::error::{Error, Result};
-use crate::format::{AmendOption, AmendOptions, FormatKind, Preallocation};
+use crate::format::{AmendOption, AmendOptions, FormatKind};
 use crate::ops::create::{option_names, split_options};
 use crate::size::parse_size;
 use std::path::PathBuf;
@@ -161,8 +161,8 @@ fn parse_bool(name: &str, value: &str) -> Result<bool> {
 /// is refused) with its backing chain for reading; a format without amend
 /// is refused before its options are looked at, as qemu-img does. The
 /// format's refusals keep qemu-img's wording exactly (no file name: there
-/// is only one file).
-pub fn amend(req: &AmendRequest) -> Result<()> {
+/// is only one file). `progress` hears the format's steps (done, in all).
+pub fn amend(req: &AmendRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let chain = Chain::open_writable(&req.file, req.format)?;
     let image = chain.top().image.as_ref();
     let known = image.amend_options();
@@ -171,17 +171,6 @@ pub fn amend(req: &AmendRequest) -> Result<()> {
     }
     let format = req.format.unwrap_or(FormatKind::Qcow2);
     let opts = parse_amend_options(format, known, &req.options)?;
-    image.amend(&AmendOptions {
-        size: None,
-        ..opts.clone()
-    })?;
-    drop(chain);
-    if let Some(size) = opts.size {
-        let chain = Chain::open_writable(&req.file, req.format)?;
-        let image = chain.top().image.as_ref();
-        if size != image.virtual_size() {
-            image.resize(size, Preallocation::Off)?;
-        }
-    }
+    image.amend(&opts, progress)?;
     Ok(())
 }

@@ -73,8 +73,9 @@ const TABLES_PER_BATCH: usize = 64;
 
 /// What the L2 tables of all L1 tables (active and snapshots) hold.
 struct TableScan {
-    /// Every L2 table offset, once each.
-    tables: BTreeSet<u64>,
+    /// The L2 table offsets of each L1 table: the active one first, then
+    /// each snapshot's, in table order.
+    per_l1: Vec<BTreeSet<u64>>,
     /// Whether some entry is a zero cluster.
     zeros: bool,
     /// Whether some entry is compressed.
@@ -82,9 +83,15 @@ struct TableScan {
 }
 
 impl Qcow2 {
-    /// Applies `opts` (see [`crate::format::Format::amend`]); the size is
-    /// not handled here (the caller resizes). Refusals come before any write.
-    pub(super) fn amend_now(&self, opts: &AmendOptions) -> Result<()> {
+    /// Applies `opts` (see [`crate::format::Format::amend`]) in qemu-img's
+    /// order: the version upgrade with the header fields (lazy refcounts,
+    /// data file name), then the size, then the downgrade. Every refusal
+    /// comes before the first write.
+    pub(super) fn amend_now(
+        &self,
+        opts: &AmendOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
         let mut meta = self.lock_meta();
         let old = meta.header.clone();
         let version = opts.version.unwrap_or(old.version);
@@ -104,19 +111,24 @@ impl Qcow2 {
                 "data-file can only be set for images that use an external data file",
             ));
         }
-        let lazy = opts
-            .lazy_refcounts
-            .unwrap_or(old.compatible_features & COMPAT_LAZY_REFCOUNTS != 0 && version >= 3);
         if opts.lazy_refcounts == Some(true) && version < 3 {
             return Err(Error::argument(
                 "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)",
             ));
         }
+        let new_size = opts.size.unwrap_or(old.size);
+        if new_size % 512 != 0 {
+            return Err(Error::argument("The new size must be a multiple of 512"));
+        }
+        let downgrade = version < old.version;
+        if downgrade {
+            self.downgrade_refusal(&mut meta, new_size)?;
+        }
         let mut header = old.clone();
         if let Some(name) = &opts.data_file {
             header.data_file = Some(name.clone());
         }
-        if version >= 3 {
+        if let Some(lazy) = opts.lazy_refcounts.filter(|_| !downgrade) {
             if lazy {
                 header.compatible_features |= COMPAT_LAZY_REFCOUNTS;
             } else {
@@ -124,27 +136,36 @@ impl Qcow2 {
             }
         }
         if version > old.version {
-            return self.upgrade(&mut meta, header);
+            self.upgrade(&mut meta, header, progress)?;
+        } else if header != old && !downgrade {
+            self.prepare_with(&mut meta, false)?;
+            meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
+            // The autoclear bits prepare may have cleared stay cleared.
+            header.autoclear_features = meta.header.autoclear_features;
+            self.write_header(&header)?;
+            meta.header = header;
         }
-        if version < old.version {
-            return self.downgrade(&mut meta, header);
+        drop(meta);
+        if new_size != old.size {
+            crate::format::Format::resize(self, new_size, crate::format::Preallocation::Off)?;
         }
-        if header == old {
-            return Ok(());
+        if downgrade {
+            let mut meta = self.lock_meta();
+            self.downgrade(&mut meta, progress)?;
         }
-        self.prepare_with(&mut meta, false)?;
-        meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
-        // The autoclear bits prepare may have cleared stay cleared.
-        header.autoclear_features = meta.header.autoclear_features;
-        self.write_header(&header)?;
-        meta.header = header;
         Ok(())
     }
 
     /// Version 2 to 3: one header write, riding on a rewrite of the
     /// snapshot table when its entries lack the extra data version 3
     /// requires (the VM state size and the disk size).
-    fn upgrade(&self, meta: &mut Meta, mut header: Header) -> Result<()> {
+    fn upgrade(
+        &self,
+        meta: &mut Meta,
+        mut header: Header,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        progress(0, 2);
         self.prepare_with(meta, false)?;
         meta.flush(self.storage.as_ref(), self.data_storage_ref(), &self.geo)?;
         header.version = 3;
@@ -166,24 +187,38 @@ impl Qcow2 {
                 // cannot be resized).
                 s.complete_extra(old_size_for_v2(&header));
             }
-            return self.switch_snapshot_table_with(meta, &list, |h| {
+            progress(1, 2);
+            self.switch_snapshot_table_with(meta, &list, |h| {
                 let (offset, count) = (h.snapshots_offset, h.nb_snapshots);
                 *h = header;
                 h.snapshots_offset = offset;
                 h.nb_snapshots = count;
-            });
+            })?;
+        } else {
+            self.write_header(&header)?;
+            meta.header = header;
+            progress(1, 2);
         }
-        self.write_header(&header)?;
-        meta.header = header;
+        progress(2, 2);
         Ok(())
     }
 
-    /// Version 3 to 2, with qemu-img's refusals, then the zero clusters
-    /// expanded, then the version 2 header.
-    fn downgrade(&self, meta: &mut Meta, mut header: Header) -> Result<()> {
+    /// qemu-img's reasons not to downgrade, checked before anything is
+    /// written; `new_size` is the size the image will have by then.
+    fn downgrade_refusal(&self, meta: &mut Meta, new_size: u64) -> Result<()> {
+        let header = &meta.header;
         if self.geo.external_data || header.incompatible_features & INCOMPAT_DATA_FILE != 0 {
             return Err(Error::unsupported(
                 "Cannot downgrade an image with a data file",
+            ));
+        }
+        // Version 2 readers would not know that a snapshot's own size or
+        // a 64-bit VM state size matter.
+        if self.snapshots.iter().any(|s| {
+            s.vm_state_size > u32::MAX as u64 || s.disk_size.is_some_and(|d| d != new_size)
+        }) {
+            return Err(Error::unsupported(
+                "Internal snapshots prevent downgrade of image",
             ));
         }
         if !self.bitmaps.is_empty() || header.bitmaps.is_some() {
@@ -205,19 +240,42 @@ impl Qcow2 {
         if let Some(d) = self.snapshot_defects.first() {
             return Err(Error::corrupt(d.message()));
         }
+        if header.compression_type_raw != 0 {
+            let storage = self.storage.as_ref();
+            meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+            meta.l2.clear();
+            if self.scan_tables(meta)?.compressed {
+                return Err(Error::unsupported(
+                    "Cannot downgrade an image with zstd compression type and existing compressed clusters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Version 3 to 2 (refusals checked already): the zero clusters
+    /// expanded, then the version 2 header.
+    fn downgrade(&self, meta: &mut Meta, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
         self.prepare_with(meta, false)?;
         let storage = self.storage.as_ref();
         meta.flush(storage, self.data_storage_ref(), &self.geo)?;
         meta.l2.clear();
         let scan = self.scan_tables(meta)?;
-        if header.compression_type_raw != 0 && scan.compressed {
-            return Err(Error::unsupported(
-                "Cannot downgrade an image with zstd compression type and existing compressed clusters",
-            ));
+        let mut header = meta.header.clone();
+        let steps = scan.per_l1.len() as u64;
+        let mut seen = BTreeSet::new();
+        for (i, tables) in scan.per_l1.iter().enumerate() {
+            // Each L2 table once, under the first L1 table that names it.
+            let fresh: BTreeSet<u64> = tables.difference(&seen).copied().collect();
+            if scan.zeros {
+                self.expand_zero_clusters(meta, &fresh, header.backing_file.is_some())?;
+            }
+            seen.extend(fresh);
+            progress(i as u64 + 1, steps);
         }
-        if scan.zeros {
-            self.expand_zero_clusters(meta, &scan.tables, header.backing_file.is_some())?;
-        }
+        // The refcount table may have moved meanwhile.
+        header.refcount_table_offset = meta.header.refcount_table_offset;
+        header.refcount_table_clusters = meta.header.refcount_table_clusters;
         header.version = 2;
         header.incompatible_features = 0;
         header.compatible_features = 0;
@@ -234,18 +292,20 @@ impl Qcow2 {
     /// Reads every L2 table the active L1 and the snapshots' L1 tables
     /// name (each once), noting zero and compressed entries.
     fn scan_tables(&self, meta: &mut Meta) -> Result<TableScan> {
-        let mut tables = BTreeSet::new();
         let mut l1s = vec![meta.l1.clone()];
         for s in &self.snapshots {
             l1s.push(self.snapshot_l1(s)?);
         }
-        for l1 in &l1s {
-            tables.extend(
+        let per_l1: Vec<BTreeSet<u64>> = l1s
+            .iter()
+            .map(|l1| {
                 l1.iter()
                     .map(|e| e & OFFSET_MASK)
-                    .filter(|&offset| offset != 0),
-            );
-        }
+                    .filter(|&offset| offset != 0)
+                    .collect()
+            })
+            .collect();
+        let tables: BTreeSet<u64> = per_l1.iter().flatten().copied().collect();
         let (mut zeros, mut compressed) = (false, false);
         for &table in &tables {
             for e in read_l2_table(self.storage.as_ref(), &self.geo, table)? {
@@ -254,7 +314,7 @@ impl Qcow2 {
             }
         }
         Ok(TableScan {
-            tables,
+            per_l1,
             zeros,
             compressed,
         })

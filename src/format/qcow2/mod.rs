@@ -724,8 +724,12 @@ impl Format for Qcow2 {
         amend::AMEND_OPTIONS
     }
 
-    fn amend(&self, options: &super::AmendOptions) -> Result<()> {
-        self.amend_now(options)
+    fn amend(
+        &self,
+        options: &super::AmendOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        self.amend_now(options, progress)
     }
 
     fn describe(&self) -> Description {
