@@ -288,7 +288,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s h -l help -d 'Pri
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand amend" -s o -l options -d 'The options to change, comma separated (compat, lazy_refcounts, size, data_file); `-o help` lists them' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand amend" -s o -l options -d 'The options to change, comma separated (compat, refcount_bits, lazy_refcounts, size, data_file); `-o help` lists them' -r -f -a "backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''

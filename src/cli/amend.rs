@@ -14,14 +14,14 @@ use std::process::ExitCode;
 /// Arguments of `qimg amend`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  qimg amend -o compat=0.10 disk.qcow2\n  qimg amend -o compat=1.1,lazy_refcounts=on disk.qcow2\n  qimg amend -f qcow2 -o help"
+    after_help = "Examples:\n  qimg amend -o compat=0.10 disk.qcow2\n  qimg amend -o compat=1.1,lazy_refcounts=on disk.qcow2\n  qimg amend -p -o refcount_bits=64 disk.qcow2\n  qimg amend -f qcow2 -o help"
 )]
 pub struct AmendArgs {
     /// Image format (probed when omitted).
     #[arg(short = 'f', long = "format", value_name = "FMT", value_parser = FormatParser)]
     format: Option<FormatArg>,
-    /// The options to change, comma separated (compat, lazy_refcounts,
-    /// size, data_file); `-o help` lists them.
+    /// The options to change, comma separated (compat, refcount_bits,
+    /// lazy_refcounts, size, data_file); `-o help` lists them.
     #[arg(short = 'o', long = "options", value_name = "OPTS", value_parser = OptionsParser, hide_possible_values = true)]
     options: Vec<String>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
@@ -81,16 +81,20 @@ impl AmendArgs {
             return Err(Error::argument("Expecting one image file name"));
         };
         let progress = if self.quiet { None } else { self.progress };
-        // qemu-img prints a line for every step the driver reports (the
-        // same percentage twice included), between a 0% and a final 100%
-        // line, also when the amend fails; on a terminal too.
+        // qemu-img prints the steps the driver reports between a 0% and a
+        // final 100% line, also when the amend fails; on a terminal too.
         let lines = progress == Some(ProgressArg::Human);
         let reporter = match progress {
             Some(ProgressArg::Json) => Reporter::new("amend", progress),
             _ => Reporter::None,
         };
+        // As qemu-img's printer: a line when the percentage moved by more
+        // than one point since the last line, or is 0 or 100.
+        let last = std::cell::Cell::new(0.0f64);
         let show = |percent: f64| {
-            if lines {
+            let moved = (percent - last.get()).abs() > 1.0;
+            if lines && (moved || percent == 0.0 || percent == 100.0) {
+                last.set(percent);
                 let mut out = std::io::stdout().lock();
                 let _ = write!(out, "    ({percent:.2}/100%)\r");
                 let _ = out.flush();

@@ -1,5 +1,6 @@
 //! `amend` for qcow2: switching the header version (compat=0.10 and
-//! compat=1.1), lazy refcounts, and the external data file's name, each
+//! compat=1.1), the refcount width, lazy refcounts, and the external data
+//! file's name, each
 //! made current by one header write after everything it depends on is
 //! durable.
 //!
@@ -18,6 +19,7 @@ use super::header::{
     V3_HEADER_LEN,
 };
 use super::meta::{read_l2_table, Meta};
+use super::refcount::{refcount_max, refcount_structures, refcounts_per_block, set_refcount};
 use super::Qcow2;
 use crate::error::{Error, Result};
 use crate::format::{AmendOption, AmendOptions};
@@ -102,9 +104,7 @@ impl Qcow2 {
                     "Refcount widths other than 16 bits require compatibility level 1.1 or above (use compat=1.1 or greater)",
                 ));
             }
-            return Err(Error::unsupported(
-                "qimg cannot change refcount_bits yet (convert the image with -o refcount_bits=N instead)",
-            ));
+            self.refcounts_fit(&mut meta, refcount_bits)?;
         }
         if opts.data_file.is_some() && !self.geo.external_data {
             return Err(Error::argument(
@@ -145,6 +145,9 @@ impl Qcow2 {
             self.write_header(&header)?;
             meta.header = header;
         }
+        if refcount_bits != old.refcount_bits() {
+            self.change_refcount_width(&mut meta, refcount_bits.trailing_zeros(), progress)?;
+        }
         drop(meta);
         if new_size != old.size {
             crate::format::Format::resize(self, new_size, crate::format::Preallocation::Off)?;
@@ -153,6 +156,97 @@ impl Qcow2 {
             let mut meta = self.lock_meta();
             self.downgrade(&mut meta, progress)?;
         }
+        Ok(())
+    }
+
+    /// Refuses a width too narrow for a refcount the image holds, with
+    /// qemu-img's message, before anything is written.
+    fn refcounts_fit(&self, meta: &mut Meta, bits: u32) -> Result<()> {
+        let storage = self.storage.as_ref();
+        let max = refcount_max(bits.trailing_zeros());
+        let r = meta.refcounts(storage)?;
+        let end = r.frontier();
+        for c in 0..end {
+            let n = r.get(storage, c)?;
+            if n > max {
+                return Err(Error::unsupported(format!(
+                    "Cannot decrease refcount entry width to {bits} bits: Cluster at offset {:#x} has a refcount of {n}",
+                    c << self.geo.cluster_bits
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the refcount structures with `1 << order`-bit entries, as
+    /// `amend -o refcount_bits=` does. The new blocks (every cluster in
+    /// use keeps its count; the new structures count 1 each) and the new
+    /// table go past the end of the file and are made durable; one header
+    /// write switches to them; then the old structures, leaked by then,
+    /// are freed in the new blocks. A crash at any instant leaves the old
+    /// or the new structures current, with leaks at most.
+    fn change_refcount_width(
+        &self,
+        meta: &mut Meta,
+        order: u32,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        let storage = self.storage.as_ref();
+        let cs = self.geo.cluster_size();
+        let bits = self.geo.cluster_bits;
+        self.prepare_with(meta, false)?;
+        meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+        let old_structures = meta.refcounts(storage)?.structure_clusters();
+        let base = meta
+            .refcounts(storage)?
+            .frontier()
+            .max(storage.len()?.div_ceil(cs));
+        let (table_clusters, blocks) = refcount_structures(base, bits, order);
+        if table_clusters * cs > super::header::MAX_REFTABLE_BYTES {
+            return Err(Error::unsupported(
+                "the new refcount table would be too large",
+            ));
+        }
+        let per_block = refcounts_per_block(bits, order);
+        let table_at = base + blocks;
+        let mut table = vec![0u8; (table_clusters * cs) as usize];
+        progress(0, blocks + 1);
+        for j in 0..blocks {
+            let mut block = vec![0u8; cs as usize];
+            for i in 0..per_block {
+                let c = j * per_block + i;
+                let n = if c < base {
+                    meta.refcounts(storage)?.get(storage, c)?
+                } else if c < table_at + table_clusters {
+                    1
+                } else {
+                    0
+                };
+                if n != 0 {
+                    set_refcount(&mut block, i as usize, order, n);
+                }
+            }
+            storage.write_at(&block, (base + j) * cs)?;
+            table[j as usize * 8..j as usize * 8 + 8]
+                .copy_from_slice(&((base + j) * cs).to_be_bytes());
+            progress(j + 1, blocks + 1);
+        }
+        storage.write_at(&table, table_at * cs)?;
+        storage.flush()?;
+        let mut header = meta.header.clone();
+        header.refcount_order = order;
+        header.refcount_table_offset = table_at * cs;
+        header.refcount_table_clusters = table_clusters as u32;
+        self.write_header(&header)?;
+        meta.header = header;
+        // From now on the new structures count; the old ones are leaks.
+        meta.refcounts = None;
+        let r = meta.refcounts(storage)?;
+        for c in old_structures {
+            r.set(storage, c, 0)?;
+        }
+        meta.flush(storage, self.data_storage_ref(), &self.geo)?;
+        progress(blocks + 1, blocks + 1);
         Ok(())
     }
 
