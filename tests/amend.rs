@@ -414,6 +414,31 @@ fn refcount_width_progress() {
     fx.assert_same("w.qcow2", &ours);
 }
 
+/// A dirty image (a writer with lazy refcounts died) has its refcounts
+/// rebuilt before it is amended, as qemu-img does when it opens it (it
+/// prints the repair on stderr; qimg repairs silently).
+#[test]
+fn dirty_image_is_repaired_first() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on d.qcow2 4M
+         (qemu-io -c 'write -P 0xb1 0 1M' -c 'write -z 2M 64k' -c abort d.qcow2 >/dev/null 2>&1 || true)
+         cp d.qcow2 dirty.qcow2");
+    let check = fx.qemu_img(&["check", "dirty.qcow2"]);
+    assert_eq!(check.status.code(), Some(2), "the fixture is not dirty");
+    for opts in ["lazy_refcounts=off", "compat=0.10", "refcount_bits=8"] {
+        let (q, m, theirs, ours) = both(&fx, "dirty.qcow2", &["-o", opts]);
+        assert_eq!(m.status.code(), q.status.code(), "{opts}: {}", stderr(&m));
+        assert!(m.status.success(), "{opts}: {}", stderr(&m));
+        assert_eq!(
+            amended_facts(&fx, &ours),
+            amended_facts(&fx, &theirs),
+            "{opts}"
+        );
+        fx.assert_clean(&ours);
+        fx.assert_same(&theirs, &ours);
+    }
+}
+
 /// A preallocated zero cluster that a snapshot shares: the snapshot must
 /// keep its data through a downgrade. (qemu-img 10.0.2 writes zeros into
 /// the shared cluster, so the snapshot reads zeros afterwards and `check`
