@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture};
+use common::{stderr, stdout, Daemon, Fixture};
 use qimg::format::qcow2::Qcow2;
 use qimg::format::{AmendOptions, Format};
 use qimg::io::FaultStorage;
@@ -581,4 +581,62 @@ fn crash_while_amending() {
             }
         }
     }
+}
+
+#[test]
+fn an_image_in_use_is_refused() {
+    let fx = Fixture::new();
+    fx.sh("mkdir d && cd d && qemu-img create -q -f qcow2 top.qcow2 1M");
+    let _daemon = Daemon::start(&fx, "d", "top.qcow2");
+    let before = fx.read("d/top.qcow2");
+    for opts in ["compat=0.10", "lazy_refcounts=on", "refcount_bits=8"] {
+        let args = ["amend", "-o", opts, "d/top.qcow2"];
+        let (q, m) = (fx.qemu_img(&args), fx.qimg(&args));
+        assert_eq!(m.status.code(), q.status.code(), "{opts}");
+        // qemu-img's words for the lock, which scripts match.
+        let words = "Failed to get \"write\" lock";
+        assert!(
+            stderr(&q).contains(words),
+            "{opts}: qemu-img said {}",
+            stderr(&q)
+        );
+        assert!(stderr(&m).contains(words), "{opts}: {}", stderr(&m));
+    }
+    assert!(fx.read("d/top.qcow2") == before, "a refused amend wrote");
+}
+
+/// oVirt vdsm (oVirt/vdsm, lib/vdsm/storage/qemuimg.py, amend) runs
+/// `qemu-img amend -o compat=COMPAT IMAGE` in the image's directory, to
+/// upgrade the volumes of an old storage domain (compat 0.10 to 1.1):
+/// overlays whose backing names are relative to that directory. It reads
+/// nothing but the exit code; vdsm's `info` then expects compat 1.1.
+#[test]
+fn vdsm_command_line() {
+    let fx = Fixture::new();
+    fx.sh("mkdir dom && cd dom
+         qemu-img create -q -f qcow2 -o compat=0.10 base 4M
+         qemu-io -c 'write -P 0xc1 0 4M' base >/dev/null
+         qemu-img create -q -f qcow2 -o compat=0.10 -b base -F qcow2 top
+         qemu-io -c 'write -P 0xc2 1M 1M' top >/dev/null
+         qemu-img convert -O raw top ../before.raw
+         cp top top-q");
+    let m = fx.run_in("dom", "qimg", &["amend", "-o", "compat=1.1", "top"]);
+    let q = fx.run_in("dom", "qemu-img", &["amend", "-o", "compat=1.1", "top-q"]);
+    assert_eq!(m.status.code(), q.status.code(), "{}", stderr(&m));
+    assert!(m.status.success(), "{}", stderr(&m));
+    fx.assert_clean("dom/top");
+    assert_eq!(
+        amended_facts(&fx, "dom/top"),
+        amended_facts(&fx, "dom/top-q")
+    );
+    assert_eq!(
+        amended_facts(&fx, "dom/top")["format-specific"]["data"]["compat"],
+        "1.1"
+    );
+    fx.assert_same("before.raw", "dom/top");
+    // And back, as vdsm's compat 0.10 domains need.
+    let m = fx.run_in("dom", "qimg", &["amend", "-o", "compat=0.10", "top"]);
+    assert!(m.status.success(), "{}", stderr(&m));
+    fx.assert_clean("dom/top");
+    fx.assert_same("before.raw", "dom/top");
 }
