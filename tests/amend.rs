@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{stderr, stdout, Daemon, Fixture};
+use common::{
+    first_snapshot_l1, replace_snapshot_table, snapshot_entry, stderr, stdout, Daemon, Fixture,
+};
 use qimg::format::qcow2::Qcow2;
 use qimg::format::{AmendOptions, Format};
 use qimg::io::FaultStorage;
@@ -639,4 +641,70 @@ fn vdsm_command_line() {
     assert!(m.status.success(), "{}", stderr(&m));
     fx.assert_clean("dom/top");
     fx.assert_same("before.raw", "dom/top");
+}
+
+/// A version 2 snapshot written without extra data (as old QEMU wrote
+/// them): the upgrade rewrites the snapshot table with the VM state size
+/// and disk size version 3 requires, in the header write that switches
+/// the version; qemu-img's upgrade gives the same `info`. Cut after every
+/// write, the image keeps its data and its snapshot.
+#[test]
+fn upgrade_completes_old_snapshot_entries() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 -o compat=0.10 old.qcow2 4M
+         qemu-io -c 'write -P 0xd1 0 2M' old.qcow2 >/dev/null
+         qemu-img snapshot -c s old.qcow2
+         qemu-io -c 'write -P 0xd2 1M 64k' old.qcow2 >/dev/null");
+    let (l1, l1_size) = first_snapshot_l1(&fx, "old.qcow2");
+    replace_snapshot_table(
+        &fx,
+        "old.qcow2",
+        &[snapshot_entry(l1, l1_size, &[], "1", 1)],
+    );
+    fx.assert_clean("old.qcow2");
+    assert_amends_like_qemu(&fx, "old.qcow2", &["-o", "compat=1.1"]);
+    let before = guest(&fx, "old.qcow2", None);
+    let snap = guest(&fx, "old.qcow2", Some("n"));
+    let bytes = fx.read("old.qcow2");
+    let up = AmendOptions {
+        version: Some(3),
+        ..Default::default()
+    };
+    let amend = |crash_after: u64| {
+        let fault = Arc::new(FaultStorage::new(
+            fx.path("old.qcow2"),
+            bytes.clone(),
+            crash_after,
+        ));
+        let img =
+            Qcow2::open_writable(Box::new(fault.clone()), &fx.path("old.qcow2")).expect("open");
+        let result = img.amend(&up, &mut |_, _| {});
+        drop(img);
+        (fault, result)
+    };
+    let (fault, result) = amend(u64::MAX);
+    result.expect("amend");
+    let total = fault.writes();
+    assert!(total >= 2, "{total} writes: the table was not rewritten");
+    for n in 0..total {
+        let (fault, _) = amend(n);
+        for keep in [true, false] {
+            fx.write("cut.qcow2", &fault.after_crash(|_| keep));
+            let check = fx.qemu_img(&["check", "cut.qcow2"]);
+            assert!(
+                matches!(check.status.code(), Some(0) | Some(3)),
+                "cut after {n}/{total}: check {:?}\n{}",
+                check.status.code(),
+                stdout(&check)
+            );
+            assert!(
+                guest(&fx, "cut.qcow2", None) == before,
+                "cut after {n}: guest"
+            );
+            assert!(
+                guest(&fx, "cut.qcow2", Some("n")) == snap,
+                "cut after {n}: snapshot"
+            );
+        }
+    }
 }
