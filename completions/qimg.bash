@@ -202,7 +202,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__amend)
-            opts="-f -o -p -q -h --format --options --progress --quiet --force --object --help"
+            opts="-f -o -p -q -t -h --format --options --progress --quiet --force --cache --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -230,6 +230,14 @@ _qimg() {
                     ;;
                 -p)
                     COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -t)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --object)

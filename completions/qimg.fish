@@ -306,9 +306,11 @@ size=\t''
 table_size=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
+complete -c qimg -n "__fish_qimg_using_subcommand amend" -s t -l cache -d 'Cache mode of the image written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s q -l quiet -d 'Print nothing but errors'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -l force -d 'Accepted as by qemu-img (it allows amending encryption keys, which qimg does not open)'
+complete -c qimg -n "__fish_qimg_using_subcommand amend" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -l attach -d 'The VMM\'s QMP socket (a path, or tcp:HOST:PORT)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -s h -l help -d 'Print help'

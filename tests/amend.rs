@@ -244,6 +244,7 @@ fn amends_like_qemu_img() {
             &["-q", "-o", "compat=1.1", "-o", "lazy_refcounts=on"],
         );
         assert_amends_like_qemu(&fx, image, &["-f", "qcow2", "--force", "-o", "compat=0.10"]);
+        assert_amends_like_qemu(&fx, image, &["-t", "writeback", "-o", "compat=1.1"]);
     }
     // Back and forth: a downgraded image upgrades to what qemu-img makes.
     assert_amends_like_qemu(&fx, "plain.qcow2", &["-o", "compat=0.10"]);
@@ -707,4 +708,36 @@ fn upgrade_completes_old_snapshot_entries() {
             );
         }
     }
+}
+
+/// `--image-opts` names the image by an option string, as qemu-img takes it.
+#[test]
+fn image_opts() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 a.qcow2 4M
+         qemu-io -c 'write -P 0xe1 0 1M' -c 'write -z 1M 1M' a.qcow2 >/dev/null
+         cp a.qcow2 b.qcow2");
+    let args = |f: &str| {
+        vec![
+            "amend".to_string(),
+            "--image-opts".into(),
+            "-o".into(),
+            "compat=0.10".into(),
+            format!("driver=qcow2,file.filename={f}"),
+        ]
+    };
+    let run = |qemu: bool, f: &str| {
+        let a = args(f);
+        let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+        if qemu {
+            fx.qemu_img(&a)
+        } else {
+            fx.qimg(&a)
+        }
+    };
+    let (q, m) = (run(true, "a.qcow2"), run(false, "b.qcow2"));
+    assert!(q.status.success() && m.status.success(), "{}", stderr(&m));
+    assert_eq!(amended_facts(&fx, "b.qcow2"), amended_facts(&fx, "a.qcow2"));
+    fx.assert_clean("b.qcow2");
+    fx.assert_same("a.qcow2", "b.qcow2");
 }

@@ -34,9 +34,13 @@ pub struct AmendArgs {
     /// qimg does not open).
     #[arg(long = "force")]
     force: bool,
-    /// `--object`.
+    /// Cache mode of the image written: none (default: bulk data bypasses
+    /// the page cache), writeback, or unsafe (no flushes).
+    #[arg(short = 't', long = "cache", value_name = "CACHE")]
+    cache: Option<String>,
+    /// `--image-opts`, `--object`.
     #[command(flatten)]
-    objects: super::args::ObjectArgs,
+    spec: super::args::SpecArgs,
     /// The image.
     #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
@@ -60,8 +64,15 @@ fn help_text(format: FormatKind) -> Result<String> {
 impl AmendArgs {
     /// Runs `amend`.
     pub fn run(self) -> Result<ExitCode> {
-        self.objects.check()?;
+        self.spec.objects.check()?;
         let _ = self.force;
+        if let Some(mode) = &self.cache {
+            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
+        }
+        let file = match &self.file {
+            Some(f) => Some(self.spec.name(f, self.format.is_some())?),
+            None => None,
+        };
         if self.options.is_empty() {
             return Err(Error::argument(
                 "Must specify options (-o)\nTry 'qemu-img amend --help' for more info",
@@ -69,7 +80,7 @@ impl AmendArgs {
         }
         let format = self.format.map(|f| f.0);
         if wants_help(&self.options) {
-            let format = match (format, &self.file) {
+            let format = match (format, &file) {
                 (Some(f), _) => f,
                 (None, Some(file)) => qimg::chain::spec::ImageSpec::format_of(file)?,
                 (None, None) => return Err(Error::argument("Expecting one image file name")),
@@ -77,7 +88,7 @@ impl AmendArgs {
             print!("{}", help_text(format)?);
             return Ok(ExitCode::SUCCESS);
         }
-        let Some(file) = self.file else {
+        let Some(file) = file else {
             return Err(Error::argument("Expecting one image file name"));
         };
         let progress = if self.quiet { None } else { self.progress };
