@@ -16,6 +16,9 @@ _qimg() {
             ",$1")
                 cmd="qimg"
                 ;;
+            qimg,amend)
+                cmd="qimg__subcmd__amend"
+                ;;
             qimg,check)
                 cmd="qimg__subcmd__check"
                 ;;
@@ -60,6 +63,9 @@ _qimg() {
                 ;;
             qimg,stream)
                 cmd="qimg__subcmd__stream"
+                ;;
+            qimg__subcmd__help,amend)
+                cmd="qimg__subcmd__help__subcmd__amend"
                 ;;
             qimg__subcmd__help,check)
                 cmd="qimg__subcmd__help__subcmd__check"
@@ -182,12 +188,62 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map measure check convert dd stream commit compare rebase resize snapshot job help"
+            opts="-h -V --help --version create info map measure check convert dd stream commit compare rebase resize snapshot amend job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__amend)
+            opts="-f -o -p -q -t -h --format --options --progress --quiet --force --cache --image-opts --object --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --options)
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= lazy_refcounts= nocow= preallocation= refcount_bits= size= table_size=" -- "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -t)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -584,8 +640,22 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map measure check convert dd stream commit compare rebase resize snapshot job help"
+            opts="create info map measure check convert dd stream commit compare rebase resize snapshot amend job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__amend)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand, each with its arguments and
 //! its `run`. Nothing here knows about tables or clusters.
 
+mod amend;
 mod args;
 mod attached;
 mod check;
@@ -82,6 +83,8 @@ pub enum Command {
     Resize(resize::ResizeArgs),
     /// List, take, apply or delete a qcow2 image's internal snapshots.
     Snapshot(snapshot::SnapshotArgs),
+    /// Change the options of an existing image (qcow2 compat level, lazy refcounts, size).
+    Amend(amend::AmendArgs),
     /// Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait).
     Job(job::JobArgs),
 }
@@ -112,6 +115,7 @@ pub fn run(cli: Cli, program: Program) -> Result<ExitCode> {
         Command::Rebase(a) => a.run(program),
         Command::Resize(a) => a.run(program),
         Command::Snapshot(a) => a.run(),
+        Command::Amend(a) => a.run(),
         Command::Job(a) => a.run(),
     }
 }

@@ -261,6 +261,24 @@ pub trait Format: Send + Sync + fmt::Debug {
             self.format_name()
         )))
     }
+    /// The options [`Format::amend`] takes, in `-o help` order; empty when
+    /// the format has no amend.
+    fn amend_options(&self) -> &'static [AmendOption] {
+        &[]
+    }
+    /// Changes the options of an existing image, as `qemu-img amend`:
+    /// each step leaves a consistent image (leaked clusters at most) that
+    /// shows the guest the same data, and the header that makes a change
+    /// current is written last, in one write. The image must not be used
+    /// afterwards (open it again). `progress` hears (steps done, steps in
+    /// all) as the work goes, the steps qemu-img reports.
+    fn amend(&self, options: &AmendOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
+        let _ = (options, progress);
+        Err(Error::unsupported(format!(
+            "Format driver '{}' does not support option amendment",
+            self.format_name()
+        )))
+    }
     /// Takes an internal snapshot of the active layer, as `qemu-img snapshot
     /// -c`: afterwards the snapshot shares every cluster with the active
     /// layer and later writes copy on write. Each step leaves a consistent
@@ -303,6 +321,32 @@ pub trait Format: Send + Sync + fmt::Debug {
         let _ = (mode, log);
         Ok(None)
     }
+}
+
+/// One option `amend -o help` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AmendOption {
+    /// Its name (`lazy_refcounts`).
+    pub name: &'static str,
+    /// qemu-img's type word: `str`, `size`, `num` or `bool (on/off)`.
+    pub kind: &'static str,
+    /// What it changes, in one line.
+    pub about: &'static str,
+}
+
+/// The changes `amend` asks for; `None` leaves a property as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AmendOptions {
+    /// The header version to end with: 2 (compat=0.10) or 3 (compat=1.1).
+    pub version: Option<u32>,
+    /// Whether refcount updates may be postponed (version 3 only).
+    pub lazy_refcounts: Option<bool>,
+    /// The width of a refcount entry, in bits.
+    pub refcount_bits: Option<u32>,
+    /// A new virtual size.
+    pub size: Option<u64>,
+    /// A new name for the external data file (only where there is one).
+    pub data_file: Option<String>,
 }
 
 /// What a new internal snapshot records besides the disk it captures.

@@ -1,5 +1,6 @@
 //! The operations behind the subcommands, as library functions.
 
+pub mod amend;
 pub mod check;
 pub mod commit;
 pub mod compare;

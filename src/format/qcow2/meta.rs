@@ -281,6 +281,21 @@ impl Refcounts {
         self.blocks.wants_flush()
     }
 
+    /// The clusters (by number) the refcount table and blocks occupy.
+    pub fn structure_clusters(&self) -> Vec<u64> {
+        let mut list: Vec<u64> = (0..self.table_clusters)
+            .map(|i| (self.table_offset >> self.cluster_bits) + i)
+            .collect();
+        list.extend(
+            self.table
+                .iter()
+                .map(|e| e & REFTABLE_OFFSET_MASK)
+                .filter(|&o| o != 0)
+                .map(|o| o >> self.cluster_bits),
+        );
+        list
+    }
+
     /// Where the table is now (for the in-memory header).
     pub fn table_location(&self) -> (u64, u32) {
         (self.table_offset, self.table_clusters as u32)

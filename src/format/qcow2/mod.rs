@@ -1,6 +1,7 @@
 //! qcow2, versions 2 and 3: header, L1/L2 mapping (standard and extended
 //! entries), compressed clusters, external data files, snapshots and bitmaps.
 
+pub mod amend;
 pub mod check;
 pub mod compress;
 pub mod create;
@@ -717,6 +718,18 @@ impl Format for Qcow2 {
 
     fn delete_snapshot(&self, id_or_name: &str) -> Result<()> {
         self.delete_snapshot_now(id_or_name)
+    }
+
+    fn amend_options(&self) -> &'static [super::AmendOption] {
+        amend::AMEND_OPTIONS
+    }
+
+    fn amend(
+        &self,
+        options: &super::AmendOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        self.amend_now(options, progress)
     }
 
     fn describe(&self) -> Description {

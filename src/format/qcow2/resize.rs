@@ -37,12 +37,12 @@ impl Qcow2 {
                 "cannot grow an image with persistent bitmaps",
             ));
         }
-        if self.header.version < 3 && !self.snapshots.is_empty() {
+        if self.lock_meta().header.version < 3 && !self.snapshots.is_empty() {
             return Err(Error::unsupported(
                 "Can't resize a v2 image which has snapshots",
             ));
         }
-        if zero_new && self.header.version < 3 {
+        if zero_new && self.lock_meta().header.version < 3 {
             // No zero clusters in version 2 (qemu-img fails the same way,
             // after changing the size; qimg refuses first).
             return Err(Error::unsupported(
@@ -165,7 +165,7 @@ impl Qcow2 {
                 "cannot shrink an image with persistent bitmaps",
             ));
         }
-        if self.header.version < 3 && !self.snapshots.is_empty() {
+        if self.lock_meta().header.version < 3 && !self.snapshots.is_empty() {
             return Err(Error::unsupported(
                 "Can't resize a v2 image which has snapshots",
             ));

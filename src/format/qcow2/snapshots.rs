@@ -51,7 +51,7 @@ impl Qcow2 {
     }
 
     /// The L1 table of snapshot `s`, checked to lie in the file.
-    fn snapshot_l1(&self, s: &Snapshot) -> Result<Vec<u64>> {
+    pub(super) fn snapshot_l1(&self, s: &Snapshot) -> Result<Vec<u64>> {
         let len = s.l1_size as u64 * 8;
         if len > MAX_L1_BYTES {
             return Err(Error::corrupt(format!(
@@ -254,6 +254,17 @@ impl Qcow2 {
     /// clusters and is durable with its refcounts before one header write
     /// (count and offset) makes it current; the old table is freed after.
     fn switch_snapshot_table(&self, meta: &mut Meta, list: &[Snapshot]) -> Result<()> {
+        self.switch_snapshot_table_with(meta, list, |_| {})
+    }
+
+    /// As [`Qcow2::switch_snapshot_table`], with `change` applied to the
+    /// header of that one write (amend's version switch rides on it).
+    pub(super) fn switch_snapshot_table_with(
+        &self,
+        meta: &mut Meta,
+        list: &[Snapshot],
+        change: impl FnOnce(&mut super::header::Header),
+    ) -> Result<()> {
         let storage = self.storage.as_ref();
         let cs = self.geo.cluster_size();
         let table: Vec<u8> = list.iter().flat_map(|s| s.encode()).collect();
@@ -276,6 +287,7 @@ impl Qcow2 {
         let mut header = meta.header.clone();
         header.nb_snapshots = list.len() as u32;
         header.snapshots_offset = offset;
+        change(&mut header);
         self.write_header(&header)?;
         meta.header = header;
         if old_len > 0 {
