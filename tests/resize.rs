@@ -297,3 +297,26 @@ fn crash_while_resizing() {
         }
     }
 }
+
+/// The callers' own resize command lines, with qemu-img and with qimg on
+/// copies of the same image.
+#[test]
+fn client_command_lines() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 vol.qcow2 8M
+         qemu-io -c 'write -P 0x21 0 4M' vol.qcow2 >/dev/null");
+    // libvirt grows and shrinks volumes with the capacity in bytes rounded
+    // up to 512, and --shrink only when the capacity goes down
+    // (libvirt/libvirt, src/storage/storage_util.c,
+    // storageBackendResizeQemuImg: qemu-img resize [--shrink] PATH SIZE).
+    assert_resizes_like_qemu(&fx, "vol.qcow2", &[], "16777216");
+    assert_resizes_like_qemu(&fx, "vol.qcow2", &["--shrink"], "4194304");
+    // lima reads the format with info --force-share, then resizes with it
+    // (lima-vm/lima, pkg/imgutil/qemuimgutil, ResizeDisk and resizeDisk:
+    // qemu-img resize -f FORMAT DISK SIZE).
+    let info = fx.qimg(&["info", "--output=json", "--force-share", "vol.qcow2"]);
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    let format = v["format"].as_str().unwrap().to_string();
+    assert_eq!(format, "qcow2");
+    assert_resizes_like_qemu(&fx, "vol.qcow2", &["-f", &format], "107374182400");
+}
