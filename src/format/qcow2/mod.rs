@@ -682,25 +682,18 @@ impl Format for Qcow2 {
     }
 
     fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
-        self.grow_to(new_size, false)
+        self.grow_to(new_size, false, super::Preallocation::Off)
     }
 
     fn resize(&self, new_size: u64, prealloc: super::Preallocation) -> Result<()> {
         if new_size % 512 != 0 {
             return Err(Error::argument("The new size must be a multiple of 512"));
         }
-        if prealloc != super::Preallocation::Off {
-            return Err(Error::unsupported(format!(
-                "qimg cannot preallocate the grown range of a qcow2 image yet \
-                 (--preallocation={}); grow it without, then write the range",
-                prealloc.name()
-            )));
-        }
         if new_size < self.header.size {
             self.shrink_to(new_size)
         } else {
             let zero_new = self.backing.reaches_past(self.header.size)?;
-            self.grow_to(new_size, zero_new)
+            self.grow_to(new_size, zero_new, prealloc)
         }
     }
 

@@ -2,12 +2,14 @@
 //! virtual size, and emptying the active L1 table (what `commit` does to
 //! the image it committed).
 
-use super::entry::{L2Entry, OFFSET_MASK, ZERO};
+use super::entry::{L2Entry, COPIED, OFFSET_MASK, ZERO};
 use super::header::AUTOCLEAR_DATA_FILE_RAW;
 use super::meta::{read_l2_table, Meta};
 use super::write::ALL_SUBCLUSTERS;
 use super::Qcow2;
 use crate::error::{Error, Result};
+use crate::format::Preallocation;
+use crate::io::write_zeros;
 
 /// Refcount drops queued while emptying before they are written: bounds
 /// memory on images with millions of clusters.
@@ -26,7 +28,12 @@ impl Qcow2 {
     /// zero, beyond the old size where the guest cannot see them yet, and
     /// made durable. Only then does one header write make the new size and
     /// table current. Reopen the image to use the new size.
-    pub(super) fn grow_to(&self, new_size: u64, zero_new: bool) -> Result<()> {
+    pub(super) fn grow_to(
+        &self,
+        new_size: u64,
+        zero_new: bool,
+        prealloc: Preallocation,
+    ) -> Result<()> {
         let cs = self.geo.cluster_size();
         let old_size = self.header.size;
         if new_size <= old_size {
@@ -47,6 +54,11 @@ impl Qcow2 {
             // after changing the size; qimg refuses first).
             return Err(Error::unsupported(
                 "Failed to zero out new clusters: Operation not supported",
+            ));
+        }
+        if prealloc != Preallocation::Off && self.geo.external_data {
+            return Err(Error::unsupported(
+                "qimg cannot preallocate the grown range of an image with an external data file",
             ));
         }
         let per_l1 = cs * self.geo.l2_entries();
@@ -95,8 +107,12 @@ impl Qcow2 {
             meta.header.l1_table_offset = header.l1_table_offset;
             meta.header.l1_size = header.l1_size;
         }
-        if zero_new {
-            self.zero_grown_range(&mut meta, old_size, new_size)?;
+        match prealloc {
+            Preallocation::Off if zero_new => {
+                self.zero_grown_range(&mut meta, old_size, new_size)?
+            }
+            Preallocation::Off => {}
+            mode => self.preallocate_grown_range(&mut meta, old_size, new_size, mode, zero_new)?,
         }
         if header.autoclear_features & AUTOCLEAR_DATA_FILE_RAW != 0 {
             // A raw data file must stay a valid raw image of the guest.
@@ -110,6 +126,96 @@ impl Qcow2 {
         self.write_header(&header)?;
         meta.header = header;
         // The old table is freed once the header no longer points at it.
+        meta.flush(storage, self.data_storage_ref(), &self.geo)
+    }
+
+    /// Preallocates the clusters of the grown range before the size grows,
+    /// as `qemu-img resize --preallocation=MODE` does: every whole cluster
+    /// after the old end gets a host cluster of its own (its refcount
+    /// raised) and an L2 entry naming it, beyond the old size where the
+    /// guest cannot see it yet, all made durable before the header write.
+    /// `metadata` leaves the host clusters sparse (reused ones are zeroed
+    /// first, so no old bytes show), `falloc` allocates them on the host,
+    /// `full` writes their zeros. With `zero_new` (a longer backing file
+    /// below), the range reads as zeros whatever the backing file holds:
+    /// metadata-only entries carry the zero flag, as qemu-img writes them.
+    fn preallocate_grown_range(
+        &self,
+        meta: &mut Meta,
+        old_size: u64,
+        new_size: u64,
+        mode: Preallocation,
+        zero_new: bool,
+    ) -> Result<()> {
+        let storage = self.storage.as_ref();
+        let cs = self.geo.cluster_size();
+        let span = cs * self.geo.l2_entries();
+        if zero_new {
+            // The rest of the old last cluster, as for a plain growth.
+            let head = old_size / cs * cs;
+            if head < old_size {
+                let end = (head + cs).min(new_size);
+                let zeros = vec![0u8; (end - old_size) as usize];
+                self.write_in_cluster(meta, head, old_size - head, &zeros)?;
+            }
+        }
+        let file_end = storage.len()?;
+        let end = new_size.div_ceil(cs) * cs;
+        let mut cluster = old_size.div_ceil(cs) * cs;
+        while cluster < end {
+            // One contiguous run of host clusters per L2 table.
+            let run_end = ((cluster / span + 1) * span).min(end);
+            let n = (run_end - cluster) / cs;
+            let host = meta.refcounts(storage)?.alloc(storage, n)?;
+            let len = n * cs;
+            match mode {
+                Preallocation::Full => write_zeros(storage, host, len)?,
+                Preallocation::Falloc => {
+                    if host < file_end {
+                        write_zeros(storage, host, len.min(file_end - host))?;
+                    }
+                    if storage.len()? < host + len {
+                        storage.set_len(host + len)?;
+                    }
+                    storage.allocate(host, len)?;
+                }
+                _ => {
+                    if host < file_end {
+                        write_zeros(storage, host, len.min(file_end - host))?;
+                    }
+                    if storage.len()? < host + len {
+                        storage.set_len(host + len)?;
+                    }
+                }
+            }
+            // Over a longer backing file, metadata-only clusters are marked
+            // as reading zeros; falloc and full ones hold their zeros.
+            let zero_flag = zero_new && mode == Preallocation::Metadata;
+            for k in 0..n {
+                let at = host + k * cs;
+                let next = match (self.geo.extended_l2, zero_flag) {
+                    (false, false) => L2Entry {
+                        word: at | COPIED,
+                        bitmap: 0,
+                    },
+                    (false, true) => L2Entry {
+                        word: at | COPIED | ZERO,
+                        bitmap: 0,
+                    },
+                    (true, false) => L2Entry {
+                        word: at | COPIED,
+                        bitmap: 0,
+                    },
+                    (true, true) => L2Entry {
+                        word: at | COPIED,
+                        bitmap: ALL_SUBCLUSTERS << 32,
+                    },
+                };
+                self.replace_entry(meta, cluster + k * cs, next)?;
+            }
+            self.flush_if_full(meta)?;
+            cluster = run_end;
+        }
         meta.flush(storage, self.data_storage_ref(), &self.geo)
     }
 
