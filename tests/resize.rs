@@ -323,6 +323,11 @@ fn client_command_lines() {
     let format = v["format"].as_str().unwrap().to_string();
     assert_eq!(format, "qcow2");
     assert_resizes_like_qemu(&fx, "vol.qcow2", &["-f", &format], "107374182400");
+    // Packer's QEMU builder grows the disk image it boots from, with its
+    // disk_size as the user wrote it, a suffix included
+    // (hashicorp/packer-plugin-qemu, builder/qemu/step_resize_disk.go,
+    // buildResizeCommand: resize -f FORMAT [resize args] PATH DISK_SIZE).
+    assert_resizes_like_qemu(&fx, "vol.qcow2", &["-f", "qcow2"], "40960M");
 }
 
 /// `--preallocation=metadata|falloc|full` on qcow2, against qemu-img on
