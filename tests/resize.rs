@@ -328,6 +328,11 @@ fn client_command_lines() {
     // (hashicorp/packer-plugin-qemu, builder/qemu/step_resize_disk.go,
     // buildResizeCommand: resize -f FORMAT [resize args] PATH DISK_SIZE).
     assert_resizes_like_qemu(&fx, "vol.qcow2", &["-f", "qcow2"], "40960M");
+    // OpenStack cinder extends volumes in whole GiB, with the format when
+    // it knows it (openstack/cinder, cinder/image/image_utils.py,
+    // resize_image: qemu-img resize [-f FMT] SOURCE NG).
+    assert_resizes_like_qemu(&fx, "vol.qcow2", &["-f", "qcow2"], "2G");
+    assert_resizes_like_qemu(&fx, "vol.qcow2", &[], "3G");
 }
 
 /// `--preallocation=metadata|falloc|full` on qcow2, against qemu-img on
