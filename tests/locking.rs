@@ -231,12 +231,19 @@ fn the_lock_error_carries_qemu_img_s_words_and_names_the_holder() {
         .stderr(std::fs::File::create(fx.path("qemu-io.err")).unwrap())
         .spawn()
         .expect("start qemu-io");
+    // Wait until qemu-io holds its locks. Asking with a command that takes a
+    // lock itself (qemu-img info) races with qemu-io's own open, which then
+    // fails: look at qemu-io's open files instead.
+    let holds_locks = |pid: u32| {
+        std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+            .map(|dir| {
+                dir.flatten()
+                    .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("lock:")))
+            })
+            .unwrap_or(false)
+    };
     let start = Instant::now();
-    while fx
-        .run_in("d", "qemu-img", &["info", "other.qcow2"])
-        .status
-        .success()
-    {
+    while !holds_locks(io.id()) {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "qemu-io never locked the image: {}",
