@@ -18,20 +18,7 @@ use std::sync::Arc;
 /// Runs `amend ARGS... FILE` with both tools on their own copies of
 /// `image`; returns their outputs and the copies' names.
 fn both(fx: &Fixture, image: &str, args: &[&str]) -> (Output, Output, String, String) {
-    let (theirs, ours) = (format!("q-{image}"), format!("m-{image}"));
-    std::fs::copy(fx.path(image), fx.path(&theirs)).unwrap();
-    std::fs::copy(fx.path(image), fx.path(&ours)).unwrap();
-    let run = |file: &str, qemu: bool| {
-        let mut v = vec!["amend"];
-        v.extend(args);
-        v.push(file);
-        if qemu {
-            fx.qemu_img(&v)
-        } else {
-            fx.qimg(&v)
-        }
-    };
-    (run(&theirs, true), run(&ours, false), theirs, ours)
+    common::on_copies(fx, image, &[&["amend"], args].concat(), &[])
 }
 
 /// The error lines of an output, without the program prefix and probing

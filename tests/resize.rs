@@ -17,20 +17,7 @@ use std::sync::Arc;
 /// Runs `resize ARGS... FILE SIZE` with both tools on their own copies of
 /// `image`; returns their outputs and the copies' names.
 fn both(fx: &Fixture, image: &str, args: &[&str], size: &str) -> (Output, Output, String, String) {
-    let (theirs, ours) = (format!("q-{image}"), format!("m-{image}"));
-    std::fs::copy(fx.path(image), fx.path(&theirs)).unwrap();
-    std::fs::copy(fx.path(image), fx.path(&ours)).unwrap();
-    let run = |file: &str, qemu: bool| {
-        let mut v = vec!["resize"];
-        v.extend(args);
-        v.extend([file, size]);
-        if qemu {
-            fx.qemu_img(&v)
-        } else {
-            fx.qimg(&v)
-        }
-    };
-    (run(&theirs, true), run(&ours, false), theirs, ours)
+    common::on_copies(fx, image, &[&["resize"], args].concat(), &[size])
 }
 
 /// The error sentences of an output, without the program prefix.

@@ -33,19 +33,8 @@ fn named_entry(l1: u64, size: u32, extra: &[u8]) -> Vec<u8> {
 /// Runs `args` (with the image last) through both tools on their own
 /// copies of `image`; returns (qemu-img's output, qimg's output).
 fn both(fx: &Fixture, image: &str, args: &[&str]) -> (std::process::Output, std::process::Output) {
-    let (theirs, ours) = (format!("q-{image}"), format!("m-{image}"));
-    std::fs::copy(fx.path(image), fx.path(&theirs)).unwrap();
-    std::fs::copy(fx.path(image), fx.path(&ours)).unwrap();
-    let with = |file: &str| {
-        let mut v: Vec<&str> = args.to_vec();
-        v.push(file);
-        v.iter().map(|s| s.to_string()).collect::<Vec<_>>()
-    };
-    let q = with(&theirs);
-    let m = with(&ours);
-    let q: Vec<&str> = q.iter().map(String::as_str).collect();
-    let m: Vec<&str> = m.iter().map(String::as_str).collect();
-    (fx.qemu_img(&q), fx.qimg(&m))
+    let (q, m, _, _) = common::on_copies(fx, image, args, &[]);
+    (q, m)
 }
 
 /// qemu-img's `info --output=json` of a file, without its name and disk

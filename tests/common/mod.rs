@@ -511,3 +511,30 @@ pub fn misaligned_zero_clusters(fx: &Fixture) -> [&'static str; 2] {
     );
     ["ext.qcow2", "std.qcow2"]
 }
+
+/// Runs `before... COPY after...` with qemu-img and with qimg, each on its
+/// own copy of `image` (`q-IMAGE` and `m-IMAGE`, made afresh): the way to
+/// compare what both tools do to the same image. Returns (qemu-img's
+/// output, qimg's output, qemu-img's copy, qimg's copy).
+pub fn on_copies(
+    fx: &Fixture,
+    image: &str,
+    before: &[&str],
+    after: &[&str],
+) -> (Output, Output, String, String) {
+    let (theirs, ours) = (format!("q-{image}"), format!("m-{image}"));
+    std::fs::copy(fx.path(image), fx.path(&theirs)).expect("copy for qemu-img");
+    std::fs::copy(fx.path(image), fx.path(&ours)).expect("copy for qimg");
+    let args = |file: &str| -> Vec<String> {
+        before
+            .iter()
+            .map(|s| s.to_string())
+            .chain(std::iter::once(file.to_string()))
+            .chain(after.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let (q, m) = (args(&theirs), args(&ours));
+    let q: Vec<&str> = q.iter().map(String::as_str).collect();
+    let m: Vec<&str> = m.iter().map(String::as_str).collect();
+    (fx.qemu_img(&q), fx.qimg(&m), theirs, ours)
+}
