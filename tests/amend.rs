@@ -538,12 +538,7 @@ fn crash_while_amending() {
         assert_eq!(version(&done), want, "{image}: version after the amend");
         for n in 0..total {
             let (fault, _) = amend(n);
-            for pattern in 0..3 {
-                let cut = fault.after_crash(|i| match pattern {
-                    0 => true,
-                    1 => false,
-                    _ => (i as u64 + n) % 2 == 0,
-                });
+            for (pattern, cut) in fault.crash_states(n).into_iter().enumerate() {
                 // Keeps the backing file name resolving.
                 let name = format!("cut-{image}");
                 fx.write(&name, &cut);

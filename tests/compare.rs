@@ -8,19 +8,7 @@ use common::{stderr, stdout, Fixture, Rng};
 
 /// Runs `compare ARGS` with both tools and asserts they agree.
 fn assert_compares_like_qemu(fx: &Fixture, args: &[&str]) {
-    let mut full = vec!["compare"];
-    full.extend(args);
-    let q = fx.qemu_img(&full);
-    let m = fx.qimg(&full);
-    assert_eq!(
-        m.status.code(),
-        q.status.code(),
-        "{args:?}: exit (qemu-img said {}{})\nqimg: {}",
-        stdout(&q),
-        stderr(&q),
-        stderr(&m)
-    );
-    assert_eq!(stdout(&m), stdout(&q), "{args:?}: stdout");
+    common::assert_same_answer(fx, &[&["compare"], args].concat());
 }
 
 fn images(fx: &Fixture) -> Vec<&'static str> {

@@ -346,12 +346,7 @@ fn crash_while_reclaiming_qed_leaks() {
         assert!(total >= 4, "{image}: only {total} writes");
         for n in 0..=total {
             let (fault, _) = reclaim(n);
-            for pattern in 0..3 {
-                let crashed = fault.after_crash(|i| match pattern {
-                    0 => true,
-                    1 => false,
-                    _ => (i as u64 + n) % 2 == 0,
-                });
+            for (pattern, crashed) in fault.crash_states(n).into_iter().enumerate() {
                 fx.write("cut.qed", &crashed);
                 let check = fx.qemu_img(&["check", "cut.qed"]);
                 let code = check.status.code();
@@ -456,12 +451,7 @@ fn crash_while_repairing_qcow2() {
         let total = fault.writes();
         for n in 0..total {
             let (fault, _) = repair(n);
-            for pattern in 0..3 {
-                let crashed = fault.after_crash(|i| match pattern {
-                    0 => true,
-                    1 => false,
-                    _ => (i as u64 + n) % 2 == 0,
-                });
+            for (pattern, crashed) in fault.crash_states(n).into_iter().enumerate() {
                 fx.write("cut.qcow2", &crashed);
                 let now = corruptions(&fx, "cut.qcow2");
                 assert!(

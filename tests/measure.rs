@@ -8,19 +8,7 @@ use common::{stderr, stdout, Fixture};
 /// Runs `measure ARGS` with both tools and asserts the same exit code and
 /// stdout (and, for errors, qemu-img's sentence in qimg's line).
 fn assert_measures_like_qemu(fx: &Fixture, args: &[&str]) {
-    let mut full = vec!["measure"];
-    full.extend(args);
-    let q = fx.qemu_img(&full);
-    let m = fx.qimg(&full);
-    assert_eq!(
-        m.status.code(),
-        q.status.code(),
-        "{args:?}: qemu-img: {}{} qimg: {}",
-        stdout(&q),
-        stderr(&q),
-        stderr(&m)
-    );
-    assert_eq!(stdout(&m), stdout(&q), "{args:?}: stdout");
+    let (q, m) = common::assert_same_answer(fx, &[&["measure"], args].concat());
     if !q.status.success() {
         let theirs = stderr(&q);
         let sentence = theirs

@@ -255,12 +255,7 @@ fn crash_while_resizing() {
         assert!(total >= 2, "{image}: only {total} writes");
         for n in 0..total {
             let (fault, _) = resize(n);
-            for pattern in 0..3 {
-                let cut = fault.after_crash(|i| match pattern {
-                    0 => true,
-                    1 => false,
-                    _ => (i as u64 + n) % 2 == 0,
-                });
+            for (pattern, cut) in fault.crash_states(n).into_iter().enumerate() {
                 let name = format!("cut.{}", image.rsplit('.').next().unwrap());
                 fx.write(&name, &cut);
                 let what = format!(

@@ -614,12 +614,7 @@ fn crash_while_taking_applying_and_deleting_snapshots() {
             };
             for n in 0..total {
                 let (fault, _) = run(n);
-                for pattern in 0..3 {
-                    let cut = fault.after_crash(|i| match pattern {
-                        0 => true,
-                        1 => false,
-                        _ => (i as u64 + n) % 2 == 0,
-                    });
+                for (pattern, cut) in fault.crash_states(n).into_iter().enumerate() {
                     fx.write("cut.qcow2", &cut);
                     let what = format!("{image} {op:?}, cut after write {n}/{total} ({pattern})");
                     let list = snapshot_ids(&fx, "cut.qcow2");

@@ -129,6 +129,17 @@ impl FaultStorage {
         bytes
     }
 
+    /// Three disks a crash could leave, the ones the crash tests check:
+    /// every unflushed change kept, none kept, and every other one (which
+    /// ones, by `seed`, so different cut points keep different subsets).
+    pub fn crash_states(&self, seed: u64) -> [Vec<u8>; 3] {
+        [
+            self.after_crash(|_| true),
+            self.after_crash(|_| false),
+            self.after_crash(|i| (i as u64 + seed) % 2 == 0),
+        ]
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -538,3 +538,21 @@ pub fn on_copies(
     let m: Vec<&str> = m.iter().map(String::as_str).collect();
     (fx.qemu_img(&q), fx.qimg(&m), theirs, ours)
 }
+
+/// Runs `args` with qemu-img and with qimg in the fixture and asserts the
+/// same exit code and stdout; returns (qemu-img's output, qimg's output)
+/// for checks of their own.
+pub fn assert_same_answer(fx: &Fixture, args: &[&str]) -> (Output, Output) {
+    let q = fx.qemu_img(args);
+    let m = fx.qimg(args);
+    assert_eq!(
+        m.status.code(),
+        q.status.code(),
+        "{args:?}: exit (qemu-img said {}{})\nqimg: {}",
+        stdout(&q),
+        stderr(&q),
+        stderr(&m)
+    );
+    assert_eq!(stdout(&m), stdout(&q), "{args:?}: stdout");
+    (q, m)
+}
