@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture, Rng};
+use common::{stderr, Fixture, Rng};
 
 /// Runs `compare ARGS` with both tools and asserts they agree.
 fn assert_compares_like_qemu(fx: &Fixture, args: &[&str]) {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture};
+use common::{stderr, Fixture};
 
 /// Runs `measure ARGS` with both tools and asserts the same exit code and
 /// stdout (and, for errors, qemu-img's sentence in qimg's line).
