@@ -13,7 +13,7 @@ use crate::engine::control::Control;
 use crate::engine::plan::plan_view;
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, Result};
-use crate::format::FormatKind;
+use crate::format::{FormatKind, Preallocation};
 use std::path::PathBuf;
 
 /// What the user asked for.
@@ -77,18 +77,15 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
 
     let base_size = base.image.virtual_size();
     if base_size < size {
-        if let Some(below) = chain.layers().get(depth + 1) {
-            if below.image.virtual_size() > base_size {
-                return Err(Error::unsupported(format!(
-                    "cannot grow the base to {size} bytes: its backing file '{}' is larger, and \
-                     the grown range would show that file's data",
-                    below.path.display()
-                ))
-                .with_path(&base.path));
-            }
+        // The base grows as resize grows it: over a longer backing file of
+        // its own, the grown range is made to read zeros (crash-safely)
+        // before the size changes, so it never shows that file's data.
+        let grown = open_image_writable_with(&base.path, Some(base_kind), &opts)?;
+        if chain.layers().len() > depth + 1 {
+            grown.attach_backing(chain.reader_from(depth + 1));
         }
-        open_image_writable_with(&base.path, Some(base_kind), &opts)?
-            .grow(size)
+        grown
+            .resize(size, Preallocation::Off)
             .map_err(|e| e.with_path(&base.path))?;
     }
 
