@@ -235,17 +235,6 @@ pub trait Format: Send + Sync + fmt::Debug {
             self.format_name()
         )))
     }
-    /// Grows the virtual size to `new_size` (a smaller size changes
-    /// nothing). The new range reads as zeros unless the image has a
-    /// backing file that reaches into it. Consumes the image: open it
-    /// again to use the new size.
-    fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
-        let _ = new_size;
-        Err(Error::unsupported(format!(
-            "{} images cannot be resized",
-            self.format_name()
-        )))
-    }
     /// Changes the virtual size to `new_size`, as `qemu-img resize`: a
     /// grown range is preallocated as `prealloc` says (formats support
     /// what they can), and reads as zeros even where a longer backing file

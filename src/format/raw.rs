@@ -73,14 +73,6 @@ impl Format for Raw {
         self.storage.zero_range(offset, len)
     }
 
-    fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
-        if self.storage.len()? < new_size {
-            self.storage.set_len(new_size)?;
-            self.storage.flush()?;
-        }
-        Ok(())
-    }
-
     fn resize(&self, new_size: u64, prealloc: Preallocation) -> Result<()> {
         let old = self.storage.len()?;
         match prealloc {

@@ -681,10 +681,6 @@ impl Format for Qcow2 {
         self.empty_active_layer()
     }
 
-    fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
-        self.grow_to(new_size, false, super::Preallocation::Off)
-    }
-
     fn resize(&self, new_size: u64, prealloc: super::Preallocation) -> Result<()> {
         if new_size % 512 != 0 {
             return Err(Error::argument("The new size must be a multiple of 512"));

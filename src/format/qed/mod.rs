@@ -273,10 +273,6 @@ impl Format for Qed {
         self.empty_active_layer()
     }
 
-    fn grow(self: Box<Self>, new_size: u64) -> Result<()> {
-        self.grow_to(new_size)
-    }
-
     fn resize(&self, new_size: u64, prealloc: super::Preallocation) -> Result<()> {
         if new_size < self.header.image_size {
             return Err(Error::unsupported(
