@@ -99,6 +99,17 @@ impl<T> Pipeline<T> {
         }
     }
 
+    /// Gives `buf` back to be read into again (a buffer whose data a
+    /// writer thread wrote after the unit was finished).
+    pub fn recycle(&self, buf: AlignedBuf) {
+        if buf.has_memory() {
+            let mut pool = lock(&self.buffers);
+            if pool.len() < self.window {
+                pool.push(buf);
+            }
+        }
+    }
+
     /// For the writer: unit `i` is written and `buf` may be read into again.
     /// Readers waiting for the window move on.
     pub fn finished(&self, i: usize, buf: AlignedBuf) {

@@ -2,6 +2,7 @@
 //! program sees it only through the [`Format`] trait.
 
 pub mod check;
+pub mod placement;
 pub mod probe;
 pub mod qcow2;
 pub mod qed;
@@ -15,6 +16,7 @@ pub use probe::{
 
 use crate::error::{Error, Result};
 use crate::io::Storage;
+pub use placement::{GuestOffset, HostOffset, Placement};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -185,6 +187,34 @@ pub trait Format: Send + Sync + fmt::Debug {
             "writing {} images is not supported",
             self.format_name()
         )))
+    }
+    /// Phase one of a two-phase write (see [`placement`]) of `len` bytes
+    /// at `guest`: decides, under the metadata lock, where each piece goes
+    /// (new host clusters are allocated here, in guest order, so the file
+    /// is laid out sequentially). The caller writes every
+    /// [`Placement::Host`] piece to [`Format::data_storage`], then hands
+    /// those pieces to [`Format::publish`]; [`Placement::Serial`] pieces it
+    /// writes with [`Format::write`]. Pieces planned and not yet published
+    /// must not overlap any other write. By default every piece is serial.
+    fn plan_write(&self, guest: GuestOffset, len: u64) -> Result<Vec<Placement>> {
+        Ok(vec![Placement::Serial { guest, len }])
+    }
+    /// Phase three of a two-phase write: makes host pieces from
+    /// [`Format::plan_write`] part of the image (L2 entries, refcounts),
+    /// after their data writes have returned. Serial pieces are ignored.
+    /// What the data needs to be durable (a flush before the tables that
+    /// point at it) is the format's to order, as for any write.
+    fn publish(&self, placed: &[Placement]) -> Result<()> {
+        let _ = placed;
+        Ok(())
+    }
+    /// Gives back what [`Format::plan_write`] reserved for host pieces
+    /// whose data will not be written (a write failed, the disk is full):
+    /// new clusters nothing points at are freed, so no leak is left. Best
+    /// effort: what cannot be given back is leaked, which is safe.
+    fn abandon(&self, placed: &[Placement]) -> Result<()> {
+        let _ = placed;
+        Ok(())
     }
     /// Makes a range read as zeros; `unmap` allows releasing its space.
     fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<()> {

@@ -69,6 +69,15 @@ impl Format for Raw {
         self.storage.write_data_at(buf, offset)
     }
 
+    fn plan_write(&self, guest: super::GuestOffset, len: u64) -> Result<Vec<super::Placement>> {
+        // Guest bytes live at the same offsets in the file.
+        Ok(vec![super::Placement::Host {
+            guest,
+            host: super::HostOffset(guest.0),
+            len,
+        }])
+    }
+
     fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {
         self.storage.zero_range(offset, len)
     }

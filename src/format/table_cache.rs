@@ -6,6 +6,50 @@
 
 use crate::error::Result;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Memory that several table caches spend together: every image of a
+/// backing chain draws on one budget, so a deep chain does not hold a full
+/// cache per layer. A cache over the budget makes room by dropping its own
+/// oldest clean tables (it keeps [`MIN_KEPT`] at least, and dirty ones until
+/// they are written), so the total stays within the budget plus those.
+#[derive(Debug)]
+pub struct CacheBudget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl CacheBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(CacheBudget {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes cached now, by every cache drawing on the budget.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over_with(&self, extra: u64) -> bool {
+        self.used() + extra > self.limit
+    }
+
+    fn charge(&self, n: u64) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn refund(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Clean tables a cache keeps whatever the budget says (a lookup must be
+/// able to hold the table it reads).
+pub const MIN_KEPT: usize = 2;
 
 #[derive(Debug)]
 struct Cached<T> {
@@ -22,6 +66,19 @@ pub(crate) struct TableCache<T> {
     capacity: usize,
     /// How many cached tables are dirty.
     dirty: usize,
+    /// Counts the moments a copy read from the disk before then could be
+    /// stale: tables written out (then evictable) or forgotten.
+    generation: u64,
+    /// The shared budget drawn on, and what one table costs in it.
+    budget: Option<(Arc<CacheBudget>, u64)>,
+}
+
+impl<T> Drop for TableCache<T> {
+    fn drop(&mut self) {
+        if let Some((budget, bytes)) = &self.budget {
+            budget.refund(self.tables.len() as u64 * bytes);
+        }
+    }
 }
 
 impl<T> TableCache<T> {
@@ -32,13 +89,47 @@ impl<T> TableCache<T> {
             order: VecDeque::new(),
             capacity: capacity.max(2),
             dirty: 0,
+            generation: 0,
+            budget: None,
         }
+    }
+
+    /// The same cache drawing on `budget` too, each table costing
+    /// `table_bytes` (its size in memory). Only for an empty cache.
+    pub fn with_budget(mut self, budget: Arc<CacheBudget>, table_bytes: u64) -> Self {
+        debug_assert!(self.tables.is_empty(), "budget given to a filled cache");
+        self.budget = Some((budget, table_bytes));
+        self
     }
 
     /// The table at `offset`, read with `load` when it is not cached.
     pub fn get(&mut self, offset: u64, load: impl FnOnce() -> Result<Vec<T>>) -> Result<&[T]> {
         self.load_if_missing(offset, load)?;
         Ok(&self.tables[&offset].entries)
+    }
+
+    /// The table at `offset` if it is cached (for readers under a shared lock).
+    pub fn peek(&self, offset: u64) -> Option<&[T]> {
+        self.tables.get(&offset).map(|t| t.entries.as_slice())
+    }
+
+    /// The current generation: a table read from the disk while it is
+    /// unchanged may be cached with [`TableCache::insert_read`].
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Caches `entries`, read from the disk at `offset` without the lock
+    /// held, as a clean table: only if no table is cached there and no
+    /// table was written out or forgotten since `generation` (else the
+    /// copy may be older than what the cache knew). Returns whether it was
+    /// cached.
+    pub fn insert_read(&mut self, offset: u64, entries: Vec<T>, generation: u64) -> bool {
+        if self.generation != generation || self.tables.contains_key(&offset) {
+            return false;
+        }
+        self.insert(offset, entries, false);
+        true
     }
 
     /// The table at `offset` for changing (it becomes dirty), read with
@@ -76,17 +167,31 @@ impl<T> TableCache<T> {
         match self.tables.insert(offset, Cached { entries, dirty }) {
             Some(old) if old.dirty => self.dirty -= 1,
             Some(_) => {}
-            None => self.order.push_back(offset),
+            None => {
+                self.order.push_back(offset);
+                if let Some((budget, bytes)) = &self.budget {
+                    budget.charge(*bytes);
+                }
+            }
         }
         if dirty {
             self.dirty += 1;
         }
     }
 
-    /// Makes room by dropping the oldest clean tables while the cache is full.
+    /// Whether a new table must make room first: the cache is full, or
+    /// the shared budget would be exceeded (and this cache has tables to give).
+    fn needs_room(&self) -> bool {
+        self.tables.len() >= self.capacity
+            || self.budget.as_ref().is_some_and(|(budget, bytes)| {
+                self.tables.len() >= MIN_KEPT && budget.over_with(*bytes)
+            })
+    }
+
+    /// Makes room by dropping the oldest clean tables while needed.
     fn evict_clean(&mut self) {
         let mut scanned = 0;
-        while self.tables.len() >= self.capacity && scanned < self.order.len() {
+        while self.needs_room() && scanned < self.order.len() {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
@@ -95,6 +200,9 @@ impl<T> TableCache<T> {
                 scanned += 1;
             } else {
                 self.tables.remove(&oldest);
+                if let Some((budget, bytes)) = &self.budget {
+                    budget.refund(*bytes);
+                }
             }
         }
     }
@@ -114,14 +222,21 @@ impl<T> TableCache<T> {
             self.dirty -= 1;
             wrote = true;
         }
+        if wrote {
+            self.generation += 1;
+        }
         Ok(wrote)
     }
 
     /// Forgets every table (none may be dirty: their changes would be lost).
     pub fn clear(&mut self) {
         debug_assert_eq!(self.dirty, 0, "clearing dirty tables");
+        if let Some((budget, bytes)) = &self.budget {
+            budget.refund(self.tables.len() as u64 * bytes);
+        }
         self.tables.clear();
         self.order.clear();
+        self.generation += 1;
     }
 }
 
@@ -153,6 +268,49 @@ mod tests {
         assert_eq!(written, vec![(0, 9)]);
         assert!(!c.wants_flush());
         assert!(!c.write_dirty(|_, _| panic!("nothing is dirty")).unwrap());
+    }
+
+    #[test]
+    fn a_table_read_without_the_lock_is_cached_only_if_nothing_changed() {
+        let mut c = TableCache::new(4);
+        let g = c.generation();
+        assert!(c.insert_read(0, vec![1u8], g));
+        assert_eq!(c.peek(0), Some(&[1u8][..]));
+        // Already cached (perhaps changed since): the copy from disk is dropped.
+        c.get_mut(0, load(0)).unwrap()[0] = 5;
+        assert!(!c.insert_read(0, vec![1u8], c.generation()));
+        assert_eq!(c.peek(0), Some(&[5u8][..]));
+        // Written out meanwhile (and evictable): a copy read before is stale.
+        let before = c.generation();
+        c.write_dirty(|_, _| Ok(())).unwrap();
+        assert!(!c.insert_read(8, vec![1u8], before));
+        assert!(c.peek(8).is_none());
+        assert!(c.insert_read(8, vec![1u8], c.generation()));
+    }
+
+    #[test]
+    fn caches_sharing_a_budget_stay_within_it() {
+        // Room for 4 tables of 100 bytes between two caches.
+        let budget = CacheBudget::new(400);
+        let mut a = TableCache::new(100).with_budget(budget.clone(), 100);
+        let mut b = TableCache::new(100).with_budget(budget.clone(), 100);
+        for i in 0..10 {
+            a.get(i * 8, load(1)).unwrap();
+            b.get(i * 8, load(2)).unwrap();
+            assert!(budget.used() <= 400 + 2 * MIN_KEPT as u64 * 100);
+        }
+        assert!(budget.used() <= 400, "used {}", budget.used());
+        // Dirty tables are never dropped for the budget.
+        for i in 100..104 {
+            a.get_mut(i * 8, load(3)).unwrap();
+        }
+        assert_eq!(
+            a.get(800, || panic!("a dirty table was dropped")).unwrap()[0],
+            3
+        );
+        drop(a);
+        drop(b);
+        assert_eq!(budget.used(), 0, "dropped caches give their memory back");
     }
 
     #[test]

@@ -28,6 +28,57 @@ const GATHER: usize = 4 << 20;
 /// (scattered single clusters, as commit writes into a base, stay cheap).
 const DIRECT_MIN: usize = 256 << 10;
 
+/// The most pieces one vectored request takes (well under every
+/// system's `IOV_MAX`).
+const MAX_PIECES: usize = 512;
+
+/// Writes every byte of the pieces `bufs` (concatenated) to `file` at
+/// `offset`, with as few `pwritev` calls as the kernel allows.
+pub fn pwritev_all(file: &File, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+    let mut iov: Vec<libc::iovec> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let (mut first, mut at) = (0usize, offset);
+    while first < iov.len() {
+        let count = (iov.len() - first).min(MAX_PIECES) as libc::c_int;
+        let pos =
+            libc::off_t::try_from(at).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        // SAFETY: the iovecs point into the borrowed `bufs`, which outlive
+        // the call; the descriptor is ours.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), iov[first..].as_ptr(), count, pos) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        let mut n = n as usize;
+        at += n as u64;
+        while n > 0 {
+            let piece = &mut iov[first];
+            if n >= piece.iov_len {
+                n -= piece.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: stays inside the same piece.
+                piece.iov_base = unsafe { (piece.iov_base as *mut u8).add(n) } as *mut libc::c_void;
+                piece.iov_len -= n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Gathered data: `buf` belongs at `start` (empty: nothing gathered).
 #[derive(Default)]
 struct Gathered {
@@ -95,6 +146,32 @@ impl DirectWriter {
         } else {
             g.start = offset;
             g.buf.extend_from_slice(buf);
+        }
+        Ok(true)
+    }
+
+    /// Writes the pieces `bufs` (concatenated) at `offset` directly, in
+    /// one request, when each piece is aligned in memory and in length, the
+    /// offset is aligned and the whole is large enough to pay for waiting
+    /// on the disk; gathered data over the range is written out first.
+    /// Returns false, having done nothing, otherwise. Several threads may
+    /// write this way at once (disjoint ranges): the disk gets several
+    /// requests in flight.
+    pub fn write_vectored(&self, bufs: &[&[u8]], offset: u64) -> io::Result<bool> {
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        let aligned = offset % ALIGN == 0
+            && bufs
+                .iter()
+                .all(|b| (b.len() as u64 | b.as_ptr() as u64) % ALIGN == 0);
+        if !aligned || total < DIRECT_MIN as u64 || bufs.len() > MAX_PIECES {
+            return Ok(false);
+        }
+        self.drain_over(offset, total)?;
+        match pwritev_all(&self.direct, bufs, offset) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                pwritev_all(&self.buffered, bufs, offset)?
+            }
+            r => r?,
         }
         Ok(true)
     }

@@ -94,6 +94,26 @@ impl FileStorage {
         })
     }
 
+    /// Counts `n` bytes written through the page cache; every
+    /// [`WRITEBACK_EVERY`] bytes, starts their writeback in the background
+    /// so the final flush has little left to do. Not with `unsafe`, which
+    /// never flushes: starting writeback would only make the copy wait for
+    /// the disk.
+    fn note_written(&self, n: u64) {
+        if self.cache == CacheMode::Unsafe {
+            return;
+        }
+        let pending = self.unsynced.fetch_add(n, Ordering::Relaxed) + n;
+        if pending >= WRITEBACK_EVERY {
+            self.unsynced.store(0, Ordering::Relaxed);
+            // SAFETY: a hint to the kernel about our own descriptor. It
+            // guarantees nothing (flush() does); errors are ignored.
+            unsafe {
+                libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+            }
+        }
+    }
+
     /// The direct writer, set up on first use when the file system allows it.
     fn direct(&self) -> Option<&DirectWriter> {
         self.direct
@@ -203,16 +223,7 @@ impl Storage for FileStorage {
                 .with_path(&self.path)
                 .at_offset(offset)
         })?;
-        let pending =
-            self.unsynced.fetch_add(buf.len() as u64, Ordering::Relaxed) + buf.len() as u64;
-        if pending >= WRITEBACK_EVERY {
-            self.unsynced.store(0, Ordering::Relaxed);
-            // SAFETY: a hint to the kernel about our own descriptor. It
-            // guarantees nothing (flush() does); errors are ignored.
-            unsafe {
-                libc::sync_file_range(self.file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-            }
-        }
+        self.note_written(buf.len() as u64);
         Ok(())
     }
 
@@ -265,6 +276,31 @@ impl Storage for FileStorage {
             }
         }
         self.write_at(buf, offset)
+    }
+
+    fn write_data_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> Result<()> {
+        self.check_not_lost()?;
+        if self.writable && self.cache == CacheMode::Direct {
+            if let Some(direct) = self.direct() {
+                let fail = |e: std::io::Error| {
+                    Error::io(format!("write failed at offset {offset:#x}"), e)
+                        .with_path(&self.path)
+                        .at_offset(offset)
+                };
+                if direct.write_vectored(bufs, offset).map_err(fail)? {
+                    return Ok(());
+                }
+            }
+        }
+        let total: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        self.settle(Some((offset, total)))?;
+        super::direct::pwritev_all(&self.file, bufs, offset).map_err(|e| {
+            Error::io(format!("write failed at offset {offset:#x}"), e)
+                .with_path(&self.path)
+                .at_offset(offset)
+        })?;
+        self.note_written(total);
+        Ok(())
     }
 
     fn zero_range(&self, offset: u64, len: u64) -> Result<()> {

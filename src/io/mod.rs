@@ -207,6 +207,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn write_data_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.write_at(buf, offset)
     }
+    /// Writes the pieces `bufs`, one after the other, as bulk guest data
+    /// starting at `offset` (as [`Storage::write_data_at`] of their
+    /// concatenation). Safe to call from several threads at once for
+    /// disjoint ranges: the copy engine's workers write this way, each a
+    /// gathered request of its own, so several are in flight.
+    fn write_data_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> Result<()> {
+        let mut at = offset;
+        for buf in bufs {
+            self.write_data_at(buf, at)?;
+            at += buf.len() as u64;
+        }
+        Ok(())
+    }
     /// Makes `[offset, offset + len)` read as zeros, giving the space back
     /// to the host where it can (a hole). Writes zero bytes by default.
     fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
@@ -289,5 +302,8 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     }
     fn write_data_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         (**self).write_data_at(buf, offset)
+    }
+    fn write_data_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> Result<()> {
+        (**self).write_data_vectored_at(bufs, offset)
     }
 }

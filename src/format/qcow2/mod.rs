@@ -23,14 +23,14 @@ use super::{
     GuestRead, Qcow2Details, Status,
 };
 use crate::error::{Error, Result};
-use crate::format::table_cache::TableCache;
+use crate::format::table_cache::{CacheBudget, TableCache};
 use crate::io::{FileStorage, Storage};
 use crate::paths::resolve_relative_to;
 use entry::{CompressedDescriptor, Geometry, L2Entry, SubclusterType};
 use header::{check_table, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY};
 use meta::{read_l2_table, Meta};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// Memory the L2 cache may use.
 const L2_CACHE_BYTES: u64 = 32 << 20;
@@ -44,7 +44,8 @@ pub struct Qcow2 {
     header: Header,
     geo: Geometry,
     compression: CompressionType,
-    meta: Mutex<Meta>,
+    /// Metadata: readers of cached tables share it, changes take it alone.
+    meta: RwLock<Meta>,
     snapshots: Vec<Snapshot>,
     /// What is wrong with the snapshot table (for the check and its repair).
     snapshot_defects: Vec<snapshot::SnapshotDefect>,
@@ -125,12 +126,16 @@ impl Qcow2 {
             name,
             format: header.backing_format.clone(),
         });
-        let capacity = (L2_CACHE_BYTES / geo.cluster_size()).max(4) as usize;
+        // Counted as held in memory: an entry takes an L2Entry whatever
+        // its width on disk.
+        let table_bytes = geo.l2_entries() * std::mem::size_of::<L2Entry>() as u64;
+        let capacity = (L2_CACHE_BYTES / table_bytes).max(4) as usize;
+        let budget = CacheBudget::new(L2_CACHE_BYTES);
         let meta = Meta {
             header: header.clone(),
             l1,
             l1_dirty: Default::default(),
-            l2: TableCache::new(capacity),
+            l2: TableCache::new(capacity).with_budget(budget, table_bytes),
             refcounts: None,
             frees: Vec::new(),
             prepared: false,
@@ -140,7 +145,7 @@ impl Qcow2 {
             storage,
             data_file,
             compression,
-            meta: Mutex::new(meta),
+            meta: RwLock::new(meta),
             snapshots,
             snapshot_defects,
             bitmaps,
@@ -241,6 +246,16 @@ impl Qcow2 {
         self.geo.cluster_size() * self.geo.l2_entries()
     }
 
+    /// Reads the L2 table at `l2_offset` from the disk, checked to lie in
+    /// the file first.
+    fn load_l2(&self, l1_index: u64, l2_offset: u64) -> Result<Vec<L2Entry>> {
+        let (storage, geo) = (self.storage.as_ref(), &self.geo);
+        let cs = geo.cluster_size();
+        let what = format!("L2 table (L1 index {l1_index})");
+        check_table(&what, l2_offset, cs, cs, storage.len()?)?;
+        read_l2_table(storage, geo, l2_offset)
+    }
+
     /// The entries of the L2 table at `l2_offset` (checked to lie in the
     /// file when it is read from disk).
     fn l2_entries<'m>(
@@ -249,30 +264,52 @@ impl Qcow2 {
         l1_index: u64,
         l2_offset: u64,
     ) -> Result<&'m [L2Entry]> {
-        let (storage, geo) = (self.storage.as_ref(), &self.geo);
-        meta.l2.get(l2_offset, || {
-            let cs = geo.cluster_size();
-            let what = format!("L2 table (L1 index {l1_index})");
-            check_table(&what, l2_offset, cs, cs, storage.len()?)?;
-            read_l2_table(storage, geo, l2_offset)
-        })
+        meta.l2.get(l2_offset, || self.load_l2(l1_index, l2_offset))
+    }
+
+    /// Runs `f` on the L2 table of L1 entry `l1_index` (`None` when it has
+    /// none). A cached table is used under the shared lock, so readers do
+    /// not queue behind each other; a missing one is read from the disk
+    /// with no lock held, then cached (unless a writer changed what the
+    /// cache knows meanwhile, in which case the lookup starts again).
+    fn with_l2_table<R>(
+        &self,
+        l1_index: u64,
+        mut f: impl FnMut(Option<&[L2Entry]>) -> Result<R>,
+    ) -> Result<R> {
+        loop {
+            let (l2_offset, generation) = {
+                let meta = self.read_meta();
+                let Some(l2_offset) = meta
+                    .l1
+                    .get(l1_index as usize)
+                    .and_then(|&e| entry::l1_table_offset(e))
+                else {
+                    return f(None);
+                };
+                if let Some(table) = meta.l2.peek(l2_offset) {
+                    return f(Some(table));
+                }
+                (l2_offset, meta.l2.generation())
+            };
+            let table = self.load_l2(l1_index, l2_offset)?;
+            let mut meta = self.lock_meta();
+            let still = meta
+                .l1
+                .get(l1_index as usize)
+                .and_then(|&e| entry::l1_table_offset(e))
+                == Some(l2_offset);
+            if still && meta.l2.insert_read(l2_offset, table, generation) {
+                return f(meta.l2.peek(l2_offset));
+            }
+        }
     }
 
     /// The L2 entry of the guest cluster containing `guest`, if it has an L2 table.
     fn entry_at(&self, guest: u64) -> Result<Option<L2Entry>> {
         let span = self.table_span();
-        let l1_index = guest / span;
-        let mut meta = self.lock_meta();
-        let Some(l2_offset) = meta
-            .l1
-            .get(l1_index as usize)
-            .and_then(|&e| entry::l1_table_offset(e))
-        else {
-            return Ok(None);
-        };
-        let table = self.l2_entries(&mut meta, l1_index, l2_offset)?;
-        let index = (guest % span) / self.geo.cluster_size();
-        Ok(Some(table[index as usize]))
+        let index = ((guest % span) / self.geo.cluster_size()) as usize;
+        self.with_l2_table(guest / span, |table| Ok(table.map(|t| t[index])))
     }
 
     /// The status of the unit (cluster or subcluster) containing `guest`,
@@ -384,12 +421,17 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// The guest cluster the compressed descriptor `word` holds. The last
+    /// one inflated is kept (reads of one cluster in pieces inflate it
+    /// once); the lock is not held while reading and inflating, so workers
+    /// inflate their clusters side by side.
     fn decompressed_cluster(&self, word: u64) -> Result<Arc<Vec<u8>>> {
-        let mut last = self
-            .last_compressed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some((w, data)) = last.as_ref() {
+        let last = || {
+            self.last_compressed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if let Some((w, data)) = last().as_ref() {
             if *w == word {
                 return Ok(data.clone());
             }
@@ -401,7 +443,7 @@ impl Qcow2 {
         compress::decompress(self.compression, &input, &mut cluster)
             .map_err(|e| e.at_offset(desc.offset))?;
         let cluster = Arc::new(cluster);
-        *last = Some((word, cluster.clone()));
+        *last() = Some((word, cluster.clone()));
         Ok(cluster)
     }
 }
@@ -582,27 +624,23 @@ impl Format for Qcow2 {
         let span = self.table_span();
         let l1_index = offset / span;
         let span_end = (offset + len).min((l1_index + 1) * span);
-        let mut meta = self.lock_meta();
-        let l2_offset = meta
-            .l1
-            .get(l1_index as usize)
-            .and_then(|&e| entry::l1_table_offset(e));
-        let Some(l2_offset) = l2_offset else {
-            return Ok(Extent {
-                len: span_end - offset,
-                status: Status::Unallocated { host: None },
-            });
-        };
-        let table = self.l2_entries(&mut meta, l1_index, l2_offset)?;
-        let first = self.unit_at(table, offset)?;
-        let run_end = if self.geo.extended_l2 {
-            self.subcluster_run_end(table, offset, span_end, first)?
-        } else {
-            self.cluster_run_end(table, offset, span_end, first)
-        };
-        Ok(Extent {
-            len: run_end - offset,
-            status: first,
+        self.with_l2_table(l1_index, |table| {
+            let Some(table) = table else {
+                return Ok(Extent {
+                    len: span_end - offset,
+                    status: Status::Unallocated { host: None },
+                });
+            };
+            let first = self.unit_at(table, offset)?;
+            let run_end = if self.geo.extended_l2 {
+                self.subcluster_run_end(table, offset, span_end, first)?
+            } else {
+                self.cluster_run_end(table, offset, span_end, first)
+            };
+            Ok(Extent {
+                len: run_end - offset,
+                status: first,
+            })
         })
     }
 
@@ -651,6 +689,18 @@ impl Format for Qcow2 {
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.write_guest(offset, buf)
+    }
+
+    fn plan_write(&self, guest: super::GuestOffset, len: u64) -> Result<Vec<super::Placement>> {
+        self.plan_guest(guest.0, len)
+    }
+
+    fn publish(&self, placed: &[super::Placement]) -> Result<()> {
+        self.publish_guest(placed)
+    }
+
+    fn abandon(&self, placed: &[super::Placement]) -> Result<()> {
+        self.abandon_guest(placed)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<()> {

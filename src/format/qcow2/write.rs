@@ -8,8 +8,9 @@ use super::header::{Header, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, INCOMPAT
 use super::meta::{read_l2_table, Meta};
 use super::{L2Entry, Qcow2};
 use crate::error::{Error, Result};
-use crate::format::{check_write_range, BackingSpec};
-use std::sync::MutexGuard;
+use crate::format::placement::{push_host, push_serial};
+use crate::format::{check_write_range, BackingSpec, Placement};
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
 
 /// All subcluster bits of one half of an extended L2 bitmap.
 pub(super) const ALL_SUBCLUSTERS: u64 = 0xffff_ffff;
@@ -20,10 +21,16 @@ fn subcluster_mask(first: u64, last: u64) -> u64 {
 }
 
 impl Qcow2 {
-    pub(super) fn lock_meta(&self) -> MutexGuard<'_, Meta> {
+    /// The metadata, alone: for every change, and for reads that must load.
+    pub(super) fn lock_meta(&self) -> RwLockWriteGuard<'_, Meta> {
         // Metadata is only changed under this lock and every change leaves
         // it consistent, so a panic elsewhere cannot leave it half-updated.
-        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+        self.meta.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metadata, shared with other readers: for lookups in what is cached.
+    pub(super) fn read_meta(&self) -> RwLockReadGuard<'_, Meta> {
+        self.meta.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn require_writable(&self) -> Result<()> {
@@ -428,6 +435,139 @@ impl Qcow2 {
             self.write_in_cluster(&mut meta, pos - at, at, &buf[done..done + n])?;
             self.flush_if_full(&mut meta)?;
             done += n;
+        }
+        Ok(())
+    }
+
+    /// Phase one of a two-phase write (`Format::plan_write`). Whole guest
+    /// clusters are placed on the host: those without a host cluster get
+    /// new ones (contiguous, in guest order; the refcounts are raised now,
+    /// so a crash before the publish leaks them at most), and those whose
+    /// cluster this image owns (COPIED, not compressed) are rewritten in
+    /// place. Everything else (partial clusters, which must be completed
+    /// from what they read now, compressed or shared clusters, zero
+    /// clusters of a raw external data file) is serial. A host piece never
+    /// shares a guest cluster with another piece, so parallel writers can
+    /// never complete one cluster from another's half-written bytes.
+    pub(super) fn plan_guest(&self, offset: u64, len: u64) -> Result<Vec<Placement>> {
+        self.check_range(offset, len)?;
+        let mut meta = self.lock_meta();
+        self.prepare(&mut meta)?;
+        let mut out = Vec::new();
+        match self.place(&mut meta, offset, len, &mut out) {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                let _ = self.abandon_locked(&mut meta, &out);
+                Err(e)
+            }
+        }
+    }
+
+    /// The placement loop of [`Qcow2::plan_guest`], appending to `out`.
+    fn place(
+        &self,
+        meta: &mut Meta,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<Placement>,
+    ) -> Result<()> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let end = offset + len;
+        let mut pos = offset;
+        while pos < end {
+            let at = pos % cs;
+            let whole = (end - pos) / cs;
+            if at == 0 && whole > 0 {
+                let n = self.fresh_run(meta, pos, whole)?;
+                if n > 0 {
+                    let host = meta
+                        .refcounts(self.storage.as_ref())?
+                        .alloc(self.storage.as_ref(), n)?;
+                    push_host(out, pos, host, n * cs);
+                    pos += n * cs;
+                    continue;
+                }
+            }
+            let n = (cs - at).min(end - pos);
+            let (_, _, e) = self.writable_entry(meta, pos - at)?;
+            let host = e.host_cluster(&geo);
+            let owned = !e.is_compressed()
+                && host.is_some()
+                && (geo.external_data || e.word & COPIED != 0)
+                && (self.header.version >= 3 || e.word & ZERO == 0);
+            let external_fresh = geo.external_data && host.is_none() && !e.is_compressed();
+            match host {
+                Some(h) if n == cs && owned => push_host(out, pos, h, cs),
+                None if n == cs && external_fresh => push_host(out, pos, pos, cs),
+                _ => push_serial(out, pos, n),
+            }
+            pos += n;
+        }
+        self.flush_if_full(meta)
+    }
+
+    /// Phase three of a two-phase write (`Format::publish`): points the L2
+    /// entries of the host pieces at the data just written. A cluster that
+    /// had no host cluster gets the planned one; one rewritten in place
+    /// loses its zero flag (its subclusters become allocated).
+    pub(super) fn publish_guest(&self, placed: &[Placement]) -> Result<()> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let mut meta = self.lock_meta();
+        for piece in placed {
+            let Placement::Host { guest, host, len } = *piece else {
+                continue;
+            };
+            for i in 0..len / cs {
+                let (cluster, h) = (guest.0 + i * cs, host.0 + i * cs);
+                let (table, index, e) = self.writable_entry(&mut meta, cluster)?;
+                let mut next = e;
+                match e.host_cluster(&geo) {
+                    Some(current) if current == h => next.word &= !ZERO,
+                    Some(current) => {
+                        return Err(Error::corrupt(format!(
+                            "guest cluster {cluster:#x} moved to host cluster {current:#x} \
+                             while data was being written to {h:#x}"
+                        )))
+                    }
+                    None => next.word = h | COPIED,
+                }
+                if geo.extended_l2 {
+                    next.bitmap = ALL_SUBCLUSTERS;
+                }
+                self.set_entry(&mut meta, table, index, next)?;
+            }
+        }
+        self.flush_if_full(&mut meta)
+    }
+
+    /// Gives back the new clusters of host pieces that were planned and
+    /// will not be published (`Format::abandon`): those whose guest
+    /// cluster still has no host cluster. They stay behind the allocation
+    /// frontier, so they are not handed out again this session.
+    pub(super) fn abandon_guest(&self, placed: &[Placement]) -> Result<()> {
+        if self.geo.external_data {
+            return Ok(());
+        }
+        let mut meta = self.lock_meta();
+        self.abandon_locked(&mut meta, placed)
+    }
+
+    fn abandon_locked(&self, meta: &mut Meta, placed: &[Placement]) -> Result<()> {
+        let cs = self.geo.cluster_size();
+        for piece in placed {
+            let Placement::Host { guest, host, len } = *piece else {
+                continue;
+            };
+            for i in 0..len / cs {
+                let (_, _, e) = self.writable_entry(meta, guest.0 + i * cs)?;
+                if e.host_cluster(&self.geo) != Some(host.0 + i * cs) {
+                    let storage = self.storage.as_ref();
+                    meta.refcounts(storage)?
+                        .give_back(storage, host.0 + i * cs, 1)?;
+                }
+            }
         }
         Ok(())
     }

@@ -257,6 +257,14 @@ impl Format for Qed {
         self.write_guest(offset, buf)
     }
 
+    fn plan_write(&self, guest: super::GuestOffset, len: u64) -> Result<Vec<super::Placement>> {
+        self.plan_guest(guest.0, len)
+    }
+
+    fn publish(&self, placed: &[super::Placement]) -> Result<()> {
+        self.publish_guest(placed)
+    }
+
     fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {
         self.write_zeroes_guest(offset, len)
     }

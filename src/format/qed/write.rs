@@ -10,8 +10,9 @@ use super::header::{
 };
 use super::Qed;
 use crate::error::{Error, Result};
+use crate::format::placement::{push_host, push_serial};
 use crate::format::table_cache::TableCache;
-use crate::format::{check_write_range, BackingSpec};
+use crate::format::{check_write_range, BackingSpec, Placement};
 use std::collections::BTreeSet;
 
 /// What writes change.
@@ -114,12 +115,7 @@ impl Qed {
             }
         };
         if table_offset == 0 {
-            self.before_allocating(meta)?;
-            table_offset = self.append(meta, h.table_size as u64);
-            meta.tables
-                .insert(table_offset, vec![0; h.table_entries() as usize], true);
-            meta.l1[l1_index] = table_offset;
-            meta.l1_dirty.insert(l1_index);
+            table_offset = self.table_for(meta, l1_index)?;
         }
         self.l2_table_mut(meta, l1_index as u64, table_offset)?[index] = new_entry;
         if meta.tables.wants_flush() {
@@ -139,6 +135,91 @@ impl Qed {
             let n = ((cs - at) as usize).min(buf.len() - done);
             self.write_in_cluster(&mut meta, pos - at, at, &buf[done..done + n], false)?;
             done += n;
+        }
+        Ok(())
+    }
+
+    /// The L2 table of L1 entry `l1_index`, created (appended, empty,
+    /// after need-check is set) when there is none.
+    fn table_for(&self, meta: &mut QedMeta, l1_index: usize) -> Result<u64> {
+        let table_offset = meta.l1[l1_index];
+        if table_offset != 0 {
+            return Ok(table_offset);
+        }
+        self.before_allocating(meta)?;
+        let h = &self.header;
+        let table_offset = self.append(meta, h.table_size as u64);
+        meta.tables
+            .insert(table_offset, vec![0; h.table_entries() as usize], true);
+        meta.l1[l1_index] = table_offset;
+        meta.l1_dirty.insert(l1_index);
+        Ok(table_offset)
+    }
+
+    /// Phase one of a two-phase write (`Format::plan_write`): whole guest
+    /// clusters are placed on the host, in their data cluster when they
+    /// have one, else in a new cluster appended now (need-check is set
+    /// first; a crash before the publish leaves the cluster unreferenced).
+    /// Partial clusters, which must be completed from the backing chain,
+    /// are serial.
+    pub(super) fn plan_guest(&self, offset: u64, len: u64) -> Result<Vec<Placement>> {
+        self.require_writable(offset, len)?;
+        let mut meta = self.lock_meta();
+        let h = &self.header;
+        let cs = h.cluster_size as u64;
+        let span = cs * h.table_entries();
+        let (mut out, end) = (Vec::new(), offset + len);
+        let mut pos = offset;
+        while pos < end {
+            let at = pos % cs;
+            let n = (cs - at).min(end - pos);
+            if n != cs {
+                push_serial(&mut out, pos, n);
+                pos += n;
+                continue;
+            }
+            let (l1_index, index) = ((pos / span) as usize, ((pos % span) / cs) as usize);
+            let table_offset = self.table_for(&mut meta, l1_index)?;
+            let entry = self.l2_table(&mut meta, l1_index as u64, table_offset)?[index];
+            let host = match QedEntry::decode(entry) {
+                QedEntry::Data(host) if self.valid_cluster_offset(host, meta.file_len) => host,
+                QedEntry::Data(host) => {
+                    return Err(Error::corrupt(format!(
+                        "QED L2 entry {host:#x} for guest offset {pos:#x} is not a valid cluster offset"
+                    )))
+                }
+                QedEntry::Zero | QedEntry::Unallocated => {
+                    self.before_allocating(&mut meta)?;
+                    self.append(&mut meta, 1)
+                }
+            };
+            push_host(&mut out, pos, host, cs);
+            pos += cs;
+        }
+        Ok(out)
+    }
+
+    /// Phase three of a two-phase write (`Format::publish`): points the L2
+    /// entries of the host pieces at their clusters, now written.
+    pub(super) fn publish_guest(&self, placed: &[Placement]) -> Result<()> {
+        let mut meta = self.lock_meta();
+        let h = &self.header;
+        let cs = h.cluster_size as u64;
+        let span = cs * h.table_entries();
+        for piece in placed {
+            let Placement::Host { guest, host, len } = *piece else {
+                continue;
+            };
+            for i in 0..len / cs {
+                let (cluster, host) = (guest.0 + i * cs, host.0 + i * cs);
+                let (l1_index, index) =
+                    ((cluster / span) as usize, ((cluster % span) / cs) as usize);
+                let table_offset = self.table_for(&mut meta, l1_index)?;
+                self.l2_table_mut(&mut meta, l1_index as u64, table_offset)?[index] = host;
+            }
+        }
+        if meta.tables.wants_flush() {
+            self.flush_meta(&mut meta)?;
         }
         Ok(())
     }
