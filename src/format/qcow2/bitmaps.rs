@@ -571,7 +571,7 @@ mod tests {
                 table_offset: 0x70000,
                 table_size: 2,
                 flags: 0,
-                granularity_bits: 9,
+                granularity_bits: 12,
                 name: vec![b'x'; 17],
             },
         ];
