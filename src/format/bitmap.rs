@@ -251,6 +251,9 @@ impl From<Error> for ChangeFailed {
 
 /// A format that stores persistent dirty bitmaps.
 pub trait BitmapStore {
+    /// Whether the image can store bitmaps at all (qcow2 version 3; a
+    /// version 2 image lists none and refuses new ones).
+    fn persistent(&self) -> bool;
     /// The bitmaps, in the order the image stores them (with the flags as
     /// they are on disk now).
     fn list(&self) -> Result<Vec<BitmapEntry>>;

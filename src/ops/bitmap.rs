@@ -155,3 +155,114 @@ fn read_source(image: &dyn Format, name: &str) -> Result<DirtyBits> {
     let store: &dyn BitmapStore = image.bitmaps().ok_or_else(|| not_found(name))?;
     store.read_bits(name)
 }
+
+/// `convert --bitmaps`'s checks of its (single) source `image`, in
+/// qemu-img's order and with its sentences: the format must store
+/// bitmaps, and an inconsistent bitmap is refused unless `skip_broken`.
+/// Returns the names of the bitmaps that will be skipped, in the order
+/// qemu-img warns about them.
+pub fn check_convert_source(image: &dyn Format, skip_broken: bool) -> Result<Vec<String>> {
+    let store = image
+        .bitmaps()
+        .filter(|s| s.persistent())
+        .ok_or_else(|| Error::unsupported("Source lacks bitmap support"))?;
+    // QEMU meets the bitmaps last first.
+    let broken: Vec<String> = store
+        .list()?
+        .into_iter()
+        .rev()
+        .filter(|b| b.in_use)
+        .map(|b| b.name)
+        .collect();
+    match broken.first() {
+        Some(name) if !skip_broken => Err(Error::argument(format!(
+            "Cannot copy inconsistent bitmap '{name}'\n\
+             Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to delete it"
+        ))),
+        _ => Ok(broken),
+    }
+}
+
+/// `convert --bitmaps`'s refusal of a target that cannot store bitmaps.
+pub fn check_convert_target(image: &dyn Format) -> Result<()> {
+    match image.bitmaps() {
+        Some(s) if s.persistent() => Ok(()),
+        _ => Err(Error::unsupported(format!(
+            "Format driver '{}' does not support bitmaps",
+            image.format_name()
+        ))),
+    }
+}
+
+/// Copies the consistent bitmaps of `source` into `target` (after the
+/// data, so the copy does not dirty them): each keeps its name,
+/// granularity, enabled state and dirty bits, and they follow the
+/// target's own bitmaps in the source's order. QEMU creates them last
+/// first and stops at the first that fails (a name the target already
+/// has: `Failed to create bitmap NAME: ...`; a disk of another size:
+/// `Failed to populate bitmap NAME: ...`), keeping those made before;
+/// qimg keeps the same ones, in one crash-safe step.
+pub fn copy_bitmaps(source: &dyn Format, target: &dyn Format) -> Result<()> {
+    let (Some(from), Some(into)) = (source.bitmaps(), target.bitmaps()) else {
+        return Ok(());
+    };
+    let wanted: Vec<_> = from.list()?.into_iter().filter(|b| !b.in_use).collect();
+    let present: Vec<String> = into.list()?.into_iter().map(|b| b.name).collect();
+    // The one QEMU would stop at: met last first, so the last in order
+    // that fails. Those after it are made, then its error is reported.
+    let size = target.virtual_size();
+    let mut stop = None;
+    for (i, b) in wanted.iter().enumerate().rev() {
+        if present.contains(&b.name) {
+            stop = Some((
+                i,
+                format!(
+                    "Failed to create bitmap {}: Bitmap already exists: {}",
+                    b.name, b.name
+                ),
+            ));
+            break;
+        }
+        if source.virtual_size() != size {
+            stop = Some((
+                i,
+                format!(
+                    "Failed to populate bitmap {}: Bitmaps are of different sizes (destination size is {size}, source size is {}) and can't be merged",
+                    b.name,
+                    source.virtual_size()
+                ),
+            ));
+            break;
+        }
+    }
+    let first = stop.as_ref().map_or(0, |(i, _)| i + 1);
+    let mut changes = Vec::new();
+    for b in &wanted[first..] {
+        changes.push(BitmapChange::Add {
+            name: b.name.clone(),
+            granularity: Some(b.granularity),
+            enabled: b.enabled,
+        });
+        changes.push(BitmapChange::Merge {
+            target: b.name.clone(),
+            source: MergeSource::Bits(from.read_bits(&b.name)?),
+        });
+    }
+    if !changes.is_empty() {
+        if let Err(f) = into.change(&changes) {
+            let message = match f.index {
+                Some(i) => {
+                    let name = changes[i].name();
+                    let stage = if i % 2 == 0 { "create" } else { "populate" };
+                    format!("Failed to {stage} bitmap {name}: {}", f.error.detail())
+                }
+                None => f.error.detail(),
+            };
+            return Err(Error::new(f.error.kind(), message));
+        }
+    }
+    match stop {
+        Some((_, message)) => Err(Error::argument(message)),
+        None => Ok(()),
+    }
+}

@@ -491,6 +491,10 @@ impl Qcow2 {
 }
 
 impl BitmapStore for Qcow2 {
+    fn persistent(&self) -> bool {
+        self.header.version >= 3
+    }
+
     fn list(&self) -> Result<Vec<BitmapEntry>> {
         let meta = self.lock_meta();
         Ok(self
