@@ -34,8 +34,13 @@ pub struct BitmapFlags {
     merge: Vec<String>,
     /// The granularity of the bitmap --add creates (bytes per bit, a
     /// power of two from 512; default: the cluster size, within 4k..64k).
-    #[arg(short = 'g', long = "granularity", value_name = "SIZE", value_parser = parse_granularity)]
-    granularity: Option<u64>,
+    #[arg(
+        short = 'g',
+        long = "granularity",
+        value_name = "SIZE",
+        allow_hyphen_values = true
+    )]
+    granularity: Option<String>,
     /// The image the --merge sources are read from (default: FILE).
     #[arg(short = 'b', long = "source-file", value_name = "SRC_FILE")]
     source_file: Option<PathBuf>,
@@ -62,15 +67,17 @@ pub struct BitmapFlags {
 /// `-g SIZE` as qemu-img reads it: a size with suffixes, then cut to 32
 /// bits as QEMU passes it on (so `-g 4G` is refused as a granularity of
 /// 0, and `-g 0` asks for the default).
-fn parse_granularity(s: &str) -> std::result::Result<u64, String> {
-    let value = qimg::size::parse_size(s).map_err(|e| {
-        if e.message().contains("Must be between") {
+fn parse_granularity(s: &str) -> Result<u64> {
+    qimg::size::parse_size(s).map_err(|e| {
+        // A negative number is out of range, as QEMU's parser says.
+        let negative = s.trim_start().starts_with('-')
+            && s.trim_start()[1..].starts_with(|c: char| c.is_ascii_digit());
+        Error::argument(if negative || e.message().contains("Must be between") {
             "Invalid granularity specified. Must be between 0 and 9223372036854775807.".to_string()
         } else {
             format!("Invalid granularity specified: '{s}'.")
-        }
-    })?;
-    Ok(value)
+        })
+    })
 }
 
 /// Arguments of `qimg bitmap`: the flags and the order of the actions on
@@ -132,6 +139,12 @@ impl BitmapArgs {
     /// Runs `bitmap`, checking the command line in qemu-img's order first.
     pub fn run(self) -> Result<ExitCode> {
         let f = self.flags;
+        // qemu-img reads -g while it parses the options, before it checks them.
+        let granularity = f
+            .granularity
+            .as_deref()
+            .map(parse_granularity)
+            .transpose()?;
         if self.actions.is_empty() {
             return Err(Error::argument(
                 "Need at least one of --add, --remove, --clear, --enable, --disable, or --merge",
@@ -143,7 +156,7 @@ impl BitmapArgs {
             .iter()
             .any(|a| matches!(a, BitmapAction::Merge(_)));
         // qemu-img takes -g 0 as "not given".
-        let granularity = f.granularity.filter(|&g| g != 0);
+        let granularity = granularity.filter(|&g| g != 0);
         if granularity.is_some() && !add {
             return Err(Error::argument("granularity only supported with --add"));
         }
