@@ -138,7 +138,8 @@ impl ConvertArgs {
         }
         let mut skipped = Vec::new();
         if let Some(source) = sources.first() {
-            let image = qimg::format::open_image(source, self.source_format.map(|f| f.0))?;
+            let name = self.spec.name(source, self.source_format.is_some())?;
+            let image = qimg::chain::open_image(&name, self.source_format.map(|f| f.0))?;
             skipped =
                 qimg::ops::bitmap::check_convert_source(image.as_ref(), self.skip_broken_bitmaps)?;
         }

@@ -4,11 +4,12 @@
 //! kept), and errors carry qemu-img's sentence (`Operation add on bitmap
 //! NAME failed: ...`).
 
+use crate::chain::{open_image, open_image_writable};
 use crate::error::{Error, Result};
 use crate::format::bitmap::{
     check_new, not_found, BitmapChange, BitmapStore, ChangeFailed, DirtyBits, MergeSource,
 };
-use crate::format::{open_image, open_image_writable, Format, FormatKind};
+use crate::format::{Format, FormatKind};
 use std::path::PathBuf;
 
 /// One action on the bitmap, as the command line lists them.
