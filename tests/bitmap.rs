@@ -742,3 +742,36 @@ fn a_crash_at_any_write_leaves_the_old_or_the_new_bitmaps() {
         "last remove",
     );
 }
+
+#[test]
+fn image_specifications_name_the_image_and_the_source() {
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f qcow2 s.qcow2 4M\n\
+           qemu-img bitmap --add s.qcow2 a\n\
+           qemu-io -c 'write 1M 64k' s.qcow2 >/dev/null");
+    let out = fx.qimg(&[
+        "bitmap",
+        "--add",
+        "--image-opts",
+        "driver=qcow2,file.filename=s.qcow2",
+        "b",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = fx.qimg(&[
+        "convert",
+        "--bitmaps",
+        "--image-opts",
+        "-O",
+        "qcow2",
+        "driver=qcow2,file.filename=s.qcow2",
+        "t.qcow2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(bitmaps(&fx, "t.qcow2"), bitmaps(&fx, "s.qcow2"));
+    assert_eq!(
+        dirty_map(&fx, "t.qcow2", "a"),
+        dirty_map(&fx, "s.qcow2", "a")
+    );
+    fx.assert_clean("t.qcow2");
+    fx.assert_clean("s.qcow2");
+}
