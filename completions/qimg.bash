@@ -19,6 +19,9 @@ _qimg() {
             qimg,amend)
                 cmd="qimg__subcmd__amend"
                 ;;
+            qimg,bitmap)
+                cmd="qimg__subcmd__bitmap"
+                ;;
             qimg,check)
                 cmd="qimg__subcmd__check"
                 ;;
@@ -66,6 +69,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,amend)
                 cmd="qimg__subcmd__help__subcmd__amend"
+                ;;
+            qimg__subcmd__help,bitmap)
+                cmd="qimg__subcmd__help__subcmd__bitmap"
                 ;;
             qimg__subcmd__help,check)
                 cmd="qimg__subcmd__help__subcmd__check"
@@ -188,7 +194,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map measure check convert dd stream commit compare rebase resize snapshot amend job help"
+            opts="-h -V --help --version create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -238,6 +244,60 @@ _qimg() {
                     ;;
                 -t)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__bitmap)
+            opts="-g -b -F -f -h --add --remove --clear --enable --disable --merge --granularity --source-file --source-format --format --image-opts --object --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --merge)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --granularity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -g)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source-format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -F)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed raw" -- "${cur}"))
                     return 0
                     ;;
                 --object)
@@ -640,7 +700,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map measure check convert dd stream commit compare rebase resize snapshot amend job help"
+            opts="create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -654,6 +714,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__amend)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__bitmap)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

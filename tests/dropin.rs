@@ -686,15 +686,20 @@ fn bitmaps_of_a_source_without_bitmaps_convert_as_with_qemu_img() {
     );
     fx.assert_clean("b.i");
     fx.assert_same("b.q", "b.i");
-    // A source with a bitmap: qemu-img copies it; qimg refuses clearly.
+    // A source with a bitmap: both copy it (tests/bitmap.rs checks the bits).
     fx.sh("qemu-img bitmap --add in.qcow2 b0");
-    let out = fx.qimg(&["convert", "--bitmaps", "-O", "qcow2", "in.qcow2", "c.qcow2"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("copying persistent bitmaps is not supported yet"),
-        "{}",
-        stderr(&out)
+    let _ = both(
+        &fx,
+        &["convert", "--bitmaps", "-O", "qcow2", "in.qcow2", "c.{}"],
     );
+    let listed = |f: &str| {
+        let out = fx.qemu_img(&["info", "--output=json", f]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        v["format-specific"]["data"]["bitmaps"].clone()
+    };
+    assert_eq!(listed("c.i"), listed("c.q"));
+    assert_eq!(listed("c.i")[0]["name"], "b0");
+    fx.assert_clean("c.i");
 }
 
 #[test]

@@ -96,8 +96,7 @@ pub struct ConvertArgs {
     /// instead of failing.
     #[arg(long = "salvage")]
     salvage: bool,
-    /// Copy persistent bitmaps (a qcow2 source without bitmaps is
-    /// accepted; one with bitmaps is refused: not supported yet).
+    /// Copy the source's persistent bitmaps into the (qcow2) target, after the data.
     #[arg(long = "bitmaps")]
     bitmaps: bool,
     /// Skip inconsistent bitmaps when copying them (needs --bitmaps).
@@ -117,17 +116,32 @@ pub struct ConvertArgs {
 }
 
 impl ConvertArgs {
-    /// `--bitmaps` and `--skip-broken-bitmaps` as qemu-img checks them. A
-    /// qcow2 source without persistent bitmaps has nothing to copy; copying
-    /// bitmaps themselves is not supported yet and is refused.
-    fn check_bitmaps(&self) -> Result<()> {
+    /// `--bitmaps` and `--skip-broken-bitmaps` as qemu-img checks them
+    /// before anything is written: one source that stores bitmaps, none of
+    /// them inconsistent unless skipped, then a target format that stores
+    /// them (qemu-img creates a raw or QED target before it refuses it;
+    /// qimg refuses first). Returns the bitmaps to warn about as skipped.
+    fn check_bitmaps(&self) -> Result<Vec<String>> {
         if self.skip_broken_bitmaps && !self.bitmaps {
             return Err(Error::argument(
                 "Use of --skip-broken-bitmaps requires --bitmaps",
             ));
         }
         if !self.bitmaps {
-            return Ok(());
+            return Ok(Vec::new());
+        }
+        let sources = &self.files[..self.files.len().saturating_sub(1)];
+        if sources.len() > 1 {
+            return Err(Error::argument(
+                "Copying bitmaps only possible with single source",
+            ));
+        }
+        let mut skipped = Vec::new();
+        if let Some(source) = sources.first() {
+            let name = self.spec.name(source, self.source_format.is_some())?;
+            let image = qimg::chain::open_image(&name, self.source_format.map(|f| f.0))?;
+            skipped =
+                qimg::ops::bitmap::check_convert_source(image.as_ref(), self.skip_broken_bitmaps)?;
         }
         let target = self.target_format.map_or(FormatKind::Raw, |f| f.0);
         if target != FormatKind::Qcow2 {
@@ -135,22 +149,7 @@ impl ConvertArgs {
                 "Format driver '{target}' does not support bitmaps"
             )));
         }
-        let sources = &self.files[..self.files.len().saturating_sub(1)];
-        for source in sources {
-            let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0))?;
-            match &info.description.details {
-                qimg::format::Details::Qcow2(q) if q.bitmaps.is_empty() => {}
-                qimg::format::Details::Qcow2(q) => {
-                    return Err(Error::unsupported(format!(
-                        "copying persistent bitmaps is not supported yet ({} has {})",
-                        source.display(),
-                        q.bitmaps.len()
-                    )))
-                }
-                _ => return Err(Error::unsupported("Source lacks bitmap support")),
-            }
-        }
-        Ok(())
+        Ok(skipped)
     }
 
     /// `-l` as qemu-img reads it: an ID or name, `snapshot.id=ID`,
@@ -231,7 +230,7 @@ impl ConvertArgs {
         }
         // -U shares the sources; the target is always locked for writing.
         qimg::io::lock::set_force_share(self.force_share);
-        self.check_bitmaps()?;
+        let skipped_bitmaps = self.check_bitmaps()?;
         let threads = match self.parallel {
             Some(n) if !(1..=16).contains(&n) => {
                 return Err(Error::argument(
@@ -278,6 +277,7 @@ impl ConvertArgs {
             compress: self.compress,
             snapshot,
             salvage: self.salvage,
+            bitmaps: self.bitmaps.then_some(self.skip_broken_bitmaps),
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("convert", progress, self.rate);
@@ -289,7 +289,15 @@ impl ConvertArgs {
         let outcome = convert(&request, &control)?;
         reporter.finish(control.progress());
         match outcome {
-            Outcome::Completed => Ok(ExitCode::SUCCESS),
+            Outcome::Completed => {
+                for name in skipped_bitmaps {
+                    eprintln!(
+                        "{}warning: Skipping inconsistent bitmap '{name}'",
+                        program.prefix()
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Outcome::Stopped { resume_at, .. } => {
                 eprintln!(
                     "{}{}: interrupted; the target is consistent but incomplete (copied up to offset {resume_at})",

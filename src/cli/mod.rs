@@ -4,6 +4,7 @@
 mod amend;
 mod args;
 mod attached;
+mod bitmap;
 mod check;
 mod commit;
 mod compare;
@@ -85,6 +86,8 @@ pub enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Change the options of an existing image (qcow2 compat level, lazy refcounts, size).
     Amend(amend::AmendArgs),
+    /// Add, remove, clear, enable, disable or merge a qcow2 image's persistent dirty bitmaps (bitmap ACTION... [-g SIZE] [-b SRC_FILE [-F FMT]] filename bitmap).
+    Bitmap(bitmap::BitmapArgs),
     /// Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait).
     Job(job::JobArgs),
 }
@@ -116,6 +119,7 @@ pub fn run(cli: Cli, program: Program) -> Result<ExitCode> {
         Command::Resize(a) => a.run(program),
         Command::Snapshot(a) => a.run(),
         Command::Amend(a) => a.run(),
+        Command::Bitmap(a) => a.run(),
         Command::Job(a) => a.run(),
     }
 }

@@ -1,6 +1,7 @@
 //! Image formats. Each format lives in its own module and the rest of the
 //! program sees it only through the [`Format`] trait.
 
+pub mod bitmap;
 pub mod check;
 pub mod placement;
 pub mod probe;
@@ -323,6 +324,12 @@ pub trait Format: Send + Sync + fmt::Debug {
     fn delete_snapshot(&self, name: &str) -> Result<()> {
         let _ = name;
         Err(Error::argument("snapshot not found"))
+    }
+    /// The image's persistent dirty bitmaps, for formats that store them
+    /// (qcow2, version 2 images included: they list none and refuse new
+    /// ones); `None` for formats that have no bitmaps at all.
+    fn bitmaps(&self) -> Option<&dyn bitmap::BitmapStore> {
+        None
     }
     /// Gives a writable layer the guest view below it, to complete partial
     /// writes over unallocated ranges.

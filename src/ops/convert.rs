@@ -7,6 +7,7 @@ use crate::engine::plan::{align_copies, plan_view, split_at_clusters};
 use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, Result};
 use crate::format::FormatKind;
+use crate::ops::bitmap;
 use crate::ops::create::{plan as create_plan, CreateRequest};
 use std::path::PathBuf;
 
@@ -42,7 +43,14 @@ pub struct ConvertRequest {
     /// `--salvage`: source sectors that cannot be read are copied as
     /// zeros (and reported through the control) instead of failing.
     pub salvage: bool,
+    /// `--bitmaps`: copy the (single) source's persistent bitmaps after
+    /// the data; `--skip-broken-bitmaps` leaves out inconsistent ones
+    /// (otherwise they are refused before anything is written).
+    pub bitmaps: Option<SkipBroken>,
 }
+
+/// Whether `convert --bitmaps` leaves inconsistent bitmaps out (`true`) or refuses them.
+pub type SkipBroken = bool;
 
 /// Checks the combinations qemu-img refuses, with its messages.
 fn validate(req: &ConvertRequest) -> Result<()> {
@@ -117,6 +125,14 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             .map(|p| Chain::open_with(p, req.source_format, &opts))
             .collect::<Result<_>>()?,
     };
+    if let Some(skip_broken) = req.bitmaps {
+        if sources.len() > 1 {
+            return Err(Error::argument(
+                "Copying bitmaps only possible with single source",
+            ));
+        }
+        bitmap::check_convert_source(sources[0].top().image.as_ref(), skip_broken)?;
+    }
     let total: u64 = sources.iter().map(|c| c.view().virtual_size()).sum();
     let target = if req.no_create {
         // Opened for writing at once: an image in use is refused as a write.
@@ -141,6 +157,9 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
         Chain::open_writable_with(&req.target, Some(req.target_format), &opts)?
     };
     let image = target.top().image.as_ref();
+    if req.bitmaps.is_some() {
+        bitmap::check_convert_target(image)?;
+    }
     let options = CopyOptions {
         sparse: req.sparse,
         threads: req.threads,
@@ -173,6 +192,11 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
         if outcome != Outcome::Completed {
             return Ok(outcome);
         }
+    }
+    if req.bitmaps.is_some() {
+        image.flush()?;
+        bitmap::copy_bitmaps(sources[0].top().image.as_ref(), image)
+            .map_err(|e| e.with_path(&req.target))?;
     }
     Ok(Outcome::Completed)
 }

@@ -1,6 +1,7 @@
 //! The operations behind the subcommands, as library functions.
 
 pub mod amend;
+pub mod bitmap;
 pub mod check;
 pub mod commit;
 pub mod compare;

@@ -2,6 +2,7 @@
 //! entries), compressed clusters, external data files, snapshots and bitmaps.
 
 pub mod amend;
+mod bitmaps;
 pub mod check;
 pub mod compress;
 pub mod create;
@@ -745,6 +746,10 @@ impl Format for Qcow2 {
 
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
         self.backing.attach(backing);
+    }
+
+    fn bitmaps(&self) -> Option<&dyn super::bitmap::BitmapStore> {
+        Some(self)
     }
 
     fn create_snapshot(&self, snapshot: &super::NewSnapshot) -> Result<()> {
