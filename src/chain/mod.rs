@@ -4,9 +4,8 @@
 pub mod spec;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::probe::{format_of, probe_storage, Probed};
-use crate::format::qcow2::Qcow2;
-use crate::format::{Format, FormatKind, GuestRead, Status};
+use crate::format::probe::{open_as, probe_storage, Probed};
+use crate::format::{Format, FormatKind, GuestRead, OpenHow, Status};
 use crate::io::{nbd::is_nbd_uri, HostExtent, StorageOptions};
 use crate::paths::is_absolute_spec;
 pub use spec::{open_image, open_image_with, open_image_writable, open_image_writable_with};
@@ -89,22 +88,14 @@ impl Chain {
         )
     }
 
-    /// Opens the internal snapshot `snapshot` of the qcow2 image at `path`
-    /// (see `Qcow2::at_snapshot`), with the image's backing chain.
+    /// Opens the internal snapshot `snapshot` of the image at `path` (a
+    /// format with snapshots), with the image's backing chain.
     pub fn open_snapshot(path: &Path, format: Option<FormatKind>, snapshot: &str) -> Result<Chain> {
         let storage = spec::open_storage(path, false)?;
         let format = format.or(ImageSpec::parse_path(path)?.driver());
-        let kind = format_of(storage.as_ref(), path, format)?;
-        if kind != FormatKind::Qcow2 {
-            return Err(
-                Error::unsupported(format!("{kind} images have no internal snapshots"))
-                    .with_path(path),
-            );
-        }
-        let image = Qcow2::open(storage, path)
-            .and_then(|i| i.at_snapshot(snapshot))
+        let image = open_as(storage, path, format, &OpenHow::Snapshot(snapshot))
             .map_err(|e| e.with_path(path))?;
-        Self::open_below(path, Arc::new(image), true, &StorageOptions::default())
+        Self::open_below(path, Arc::from(image), true, &StorageOptions::default())
     }
 
     /// Opens `path` for writing and its backing chain read-only, and gives
@@ -324,9 +315,9 @@ fn probe_backing(resolved: &Path, name: &str, options: &StorageOptions) -> Resul
             _ => chain_error(format!("could not open backing file '{name}': {e}")),
         })?;
     match probe_storage(storage.as_ref())? {
-        Probed::Known(FormatKind::Raw) => Err(chain_error(format!(
-            "the format of backing file '{name}' is not recorded and probing it would guess raw, \
-             which is unsafe; record it with: qimg rebase -u -b '{name}' -F raw IMAGE"
+        Probed::Guessed(k) => Err(chain_error(format!(
+            "the format of backing file '{name}' is not recorded and probing it would guess {k}, \
+             which is unsafe; record it with: qimg rebase -u -b '{name}' -F {k} IMAGE"
         ))),
         Probed::Known(k) => Ok(k),
         Probed::Foreign(f) => Err(chain_error(format!(

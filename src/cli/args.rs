@@ -56,9 +56,9 @@ impl clap::builder::TypedValueParser for FormatParser {
         &self,
     ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
         Some(Box::new(
-            ["qcow2", "qed", "raw"]
-                .into_iter()
-                .map(clap::builder::PossibleValue::new),
+            qimg::format::registry::DRIVERS
+                .iter()
+                .map(|d| clap::builder::PossibleValue::new(d.name)),
         ))
     }
 }
@@ -84,10 +84,9 @@ impl clap::builder::TypedValueParser for OptionsParser {
     fn possible_values(
         &self,
     ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
-        let mut names: Vec<&str> = [FormatKind::Qcow2, FormatKind::Qed, FormatKind::Raw]
-            .into_iter()
-            .flat_map(qimg::ops::create::option_names)
-            .copied()
+        let mut names: Vec<&str> = qimg::format::registry::DRIVERS
+            .iter()
+            .flat_map(|d| qimg::ops::create::option_names(FormatKind::of(d)))
             .collect();
         names.sort_unstable();
         names.dedup();

@@ -129,25 +129,27 @@ impl ConvertArgs {
         if !self.bitmaps {
             return Ok(());
         }
-        let target = self.target_format.map_or(FormatKind::Raw, |f| f.0);
-        if target != FormatKind::Qcow2 {
+        let target = self
+            .target_format
+            .map_or_else(FormatKind::fallback, |f| f.0);
+        if !target.caps.bitmaps {
             return Err(Error::unsupported(format!(
                 "Format driver '{target}' does not support bitmaps"
             )));
         }
         let sources = &self.files[..self.files.len().saturating_sub(1)];
         for source in sources {
-            let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0))?;
-            match &info.description.details {
-                qimg::format::Details::Qcow2(q) if q.bitmaps.is_empty() => {}
-                qimg::format::Details::Qcow2(q) => {
-                    return Err(Error::unsupported(format!(
-                        "copying persistent bitmaps is not supported yet ({} has {})",
-                        source.display(),
-                        q.bitmaps.len()
-                    )))
-                }
-                _ => return Err(Error::unsupported("Source lacks bitmap support")),
+            let image = qimg::chain::open_image(source, self.source_format.map(|f| f.0))?;
+            if !image.driver().caps.bitmaps {
+                return Err(Error::unsupported("Source lacks bitmap support"));
+            }
+            let bitmaps = image.describe().bitmaps;
+            if !bitmaps.is_empty() {
+                return Err(Error::unsupported(format!(
+                    "copying persistent bitmaps is not supported yet ({} has {})",
+                    source.display(),
+                    bitmaps.len()
+                )));
             }
         }
         Ok(())
@@ -184,7 +186,9 @@ impl ConvertArgs {
     /// Runs `convert`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
         if self.options.iter().any(|o| o == "help" || o == "?") {
-            let format = self.target_format.map_or(FormatKind::Raw, |f| f.0);
+            let format = self
+                .target_format
+                .map_or_else(FormatKind::fallback, |f| f.0);
             let with_file = !self.files.is_empty();
             print!("{}", super::create::options_help(format, with_file));
             return Ok(ExitCode::SUCCESS);
@@ -261,7 +265,11 @@ impl ConvertArgs {
             let format = ImageSpec::format_of(&name)?;
             (name, format)
         } else {
-            (target, self.target_format.map_or(FormatKind::Raw, |f| f.0))
+            (
+                target,
+                self.target_format
+                    .map_or_else(FormatKind::fallback, |f| f.0),
+            )
         };
         let request = ConvertRequest {
             sources,

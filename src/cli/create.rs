@@ -80,7 +80,7 @@ impl CreateArgs {
         if self.options.iter().any(|o| o == "help" || o == "?") {
             print!(
                 "{}",
-                options_help(format.unwrap_or(FormatKind::Raw), self.has_file())
+                options_help(format.unwrap_or_else(FormatKind::fallback), self.has_file())
             );
             return Ok(ExitCode::SUCCESS);
         }

@@ -104,7 +104,9 @@ impl DdArgs {
             input: self.spec.name(&input, self.format.is_some())?,
             input_format: self.format.map(|f| f.0),
             output,
-            output_format: self.output_format.map_or(FormatKind::Raw, |f| f.0),
+            output_format: self
+                .output_format
+                .map_or_else(FormatKind::fallback, |f| f.0),
             block_size: o.block_size.unwrap_or(512),
             count: o.count,
             skip: o.skip.unwrap_or(0),

@@ -8,7 +8,7 @@
 use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::{AmendOption, AmendOptions, FormatKind};
-use crate::ops::create::{option_names, split_options};
+use crate::ops::create::split_options;
 use crate::size::parse_size;
 use std::path::PathBuf;
 
@@ -26,10 +26,7 @@ pub struct AmendRequest {
 /// The options `amend -o help` lists for `format` (none for formats that
 /// have no amend).
 pub fn amend_option_help(format: FormatKind) -> &'static [AmendOption] {
-    match format {
-        FormatKind::Qcow2 => crate::format::qcow2::amend::AMEND_OPTIONS,
-        FormatKind::Qed | FormatKind::Raw => &[],
-    }
+    format.amend_options
 }
 
 /// qemu-img's refusal for a format without amend.
@@ -68,7 +65,7 @@ pub fn parse_amend_options(
     for (name, value) in pairs {
         if !known.iter().any(|o| o.name == name) && !name.starts_with("encrypt.") {
             let mut message = format!("Invalid parameter '{name}'");
-            if option_names(format).contains(&name.as_str()) {
+            if format.create_options.iter().any(|o| o.name == name) {
                 message.push_str("\nThis option is only supported for image creation");
             }
             return Err(Error::argument(message));
@@ -165,12 +162,12 @@ fn parse_bool(name: &str, value: &str) -> Result<bool> {
 pub fn amend(req: &AmendRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
     let chain = Chain::open_writable(&req.file, req.format)?;
     let image = chain.top().image.as_ref();
-    let known = image.amend_options();
-    if known.is_empty() {
-        return Err(not_supported(image.format_name()));
+    let format = image.driver();
+    if !format.caps.amend {
+        return Err(not_supported(format.name));
     }
-    let format = req.format.unwrap_or(FormatKind::Qcow2);
-    let opts = parse_amend_options(format, known, &req.options)?;
-    image.amend(&opts, progress)?;
+    let opts = parse_amend_options(format, format.amend_options, &req.options)?;
+    let amender = image.amender().ok_or_else(|| not_supported(format.name))?;
+    amender.amend(&opts, progress)?;
     Ok(())
 }

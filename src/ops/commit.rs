@@ -71,7 +71,7 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
         None => 1,
     };
     let base = &chain.layers()[depth];
-    let base_kind: FormatKind = base.image.format_name().parse()?;
+    let base_kind: FormatKind = base.image.driver();
     let size = chain.top().image.virtual_size();
     let steps = plan(&chain.view(), depth)?;
 

@@ -54,7 +54,7 @@ fn validate(req: &ConvertRequest) -> Result<()> {
             "Cannot use --target-is-zero when the destination image has a backing file",
         ));
     }
-    if req.backing.is_some() && req.target_format == FormatKind::Raw && !req.no_create {
+    if req.backing.is_some() && !req.target_format.caps.backing && !req.no_create {
         return Err(Error::argument(format!(
             "Backing file not supported for file format '{}'",
             req.target_format
@@ -72,7 +72,7 @@ fn validate(req: &ConvertRequest) -> Result<()> {
             "Use of backing file requires explicit backing format",
         ));
     }
-    if req.compress && req.target_format != FormatKind::Qcow2 {
+    if req.compress && !req.target_format.caps.compression {
         return Err(Error::argument(
             "Compression not supported for this file format",
         ));

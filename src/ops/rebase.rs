@@ -69,7 +69,7 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
     let opts = control.storage_options();
     let chain = Chain::open_writable_with(&req.file, req.format, &opts)?;
     let top = chain.top().image.clone();
-    if top.format_name() == "raw" {
+    if !top.driver().caps.backing {
         return Err(change_error(&req.backing, "Operation not supported").with_path(&req.file));
     }
     let old = chain.reader_from(1);
@@ -93,7 +93,7 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
         // No backing file: the image will read zeros wherever it has nothing.
         None => chain.reader_from(chain.layers().len()),
     };
-    if req.compress && top.format_name() != "qcow2" {
+    if req.compress && !top.driver().caps.compression {
         return Err(change_error(
             &req.backing,
             "Compression not supported for this file format",

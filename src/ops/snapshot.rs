@@ -2,7 +2,7 @@
 //! `qemu-img snapshot`.
 
 use crate::error::{Error, Result};
-use crate::format::qcow2::Snapshot;
+use crate::format::SnapshotInfo as Snapshot;
 use crate::format::{open_image, open_image_writable, FormatKind, NewSnapshot};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -53,10 +53,28 @@ pub fn snapshot(req: &SnapshotRequest) -> Result<Vec<Snapshot>> {
                 // Microseconds, as QEMU's clock gives them.
                 date_nsec: now.subsec_micros() * 1000,
             };
-            ("create", name, image.create_snapshot(&new))
+            let result = match image.snapshots() {
+                Some(s) => s.create_snapshot(&new),
+                None => Err(Error::unsupported("Operation not supported")),
+            };
+            ("create", name, result)
         }
-        SnapshotAction::Apply(name) => ("apply", name, image.apply_snapshot(name)),
-        SnapshotAction::Delete(name) => ("delete", name, image.delete_snapshot(name)),
+        SnapshotAction::Apply(name) => {
+            let result = match image.snapshots() {
+                Some(s) => s.apply_snapshot(name),
+                None => Err(Error::unsupported(
+                    "Block driver does not support snapshots",
+                )),
+            };
+            ("apply", name, result)
+        }
+        SnapshotAction::Delete(name) => {
+            let result = match image.snapshots() {
+                Some(s) => s.delete_snapshot(name),
+                None => Err(Error::argument("snapshot not found")),
+            };
+            ("delete", name, result)
+        }
         SnapshotAction::List => unreachable!("handled above"),
     };
     result.map_err(|e| {
