@@ -213,3 +213,19 @@ impl SpecArgs {
         qimg::chain::spec::ImageSpec::argument_name(file, self.image_opts, format_given)
     }
 }
+
+/// The storage options of a command: its `-t` cache mode (qimg's default
+/// when absent) and its `-U`.
+pub fn storage_options(
+    cache: Option<&str>,
+    force_share: bool,
+) -> qimg::error::Result<qimg::io::StorageOptions> {
+    Ok(qimg::io::StorageOptions {
+        cache: cache
+            .map(qimg::io::CacheMode::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        force_share,
+        ..Default::default()
+    })
+}

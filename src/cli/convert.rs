@@ -120,7 +120,7 @@ impl ConvertArgs {
     /// `--bitmaps` and `--skip-broken-bitmaps` as qemu-img checks them. A
     /// qcow2 source without persistent bitmaps has nothing to copy; copying
     /// bitmaps themselves is not supported yet and is refused.
-    fn check_bitmaps(&self) -> Result<()> {
+    fn check_bitmaps(&self, storage: &qimg::io::StorageOptions) -> Result<()> {
         if self.skip_broken_bitmaps && !self.bitmaps {
             return Err(Error::argument(
                 "Use of --skip-broken-bitmaps requires --bitmaps",
@@ -139,7 +139,8 @@ impl ConvertArgs {
         }
         let sources = &self.files[..self.files.len().saturating_sub(1)];
         for source in sources {
-            let image = qimg::chain::open_image(source, self.source_format.map(|f| f.0))?;
+            let image =
+                qimg::chain::open_image_with(source, self.source_format.map(|f| f.0), storage)?;
             if !image.driver().caps.bitmaps {
                 return Err(Error::unsupported("Source lacks bitmap support"));
             }
@@ -158,7 +159,7 @@ impl ConvertArgs {
     /// `-l` as qemu-img reads it: an ID or name, `snapshot.id=ID`,
     /// `snapshot.name=NAME`, or both (`snapshot.id=1,snapshot.name=s1`:
     /// the snapshot with that ID and that name), given to the format as one.
-    fn snapshot_param(&self, spec: &str) -> Result<String> {
+    fn snapshot_param(&self, spec: &str, storage: &qimg::io::StorageOptions) -> Result<String> {
         let pairs = qimg::ops::create::split_options(spec);
         let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let (Some(id), Some(name)) = (get("snapshot.id"), get("snapshot.name")) else {
@@ -167,7 +168,7 @@ impl ConvertArgs {
         let Some(source) = self.files.first() else {
             return Ok(spec.to_string());
         };
-        let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0))?;
+        let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0), storage)?;
         if info
             .description
             .snapshots
@@ -230,12 +231,9 @@ impl ConvertArgs {
             .backing_format
             .map(|f| f.0.name().to_string())
             .or_else(|| from_options("backing_fmt"));
-        if let Some(mode) = &self.target_cache {
-            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
-        }
         // -U shares the sources; the target is always locked for writing.
-        qimg::io::lock::set_force_share(self.force_share);
-        self.check_bitmaps()?;
+        let storage = super::args::storage_options(self.target_cache.as_deref(), self.force_share)?;
+        self.check_bitmaps(&storage)?;
         let threads = match self.parallel {
             Some(n) if !(1..=16).contains(&n) => {
                 return Err(Error::argument(
@@ -246,7 +244,7 @@ impl ConvertArgs {
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         let snapshot = match &self.snapshot {
-            Some(spec) => Some(self.snapshot_param(spec)?),
+            Some(spec) => Some(self.snapshot_param(spec, &storage)?),
             None => None,
         };
         let mut files = self.files;
@@ -289,6 +287,7 @@ impl ConvertArgs {
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("convert", progress, self.rate);
+        let control = control.with_storage_options(storage);
         // --salvage: each sector that could not be read, as qemu-img warns.
         let prefix = program.prefix();
         let control = control.with_read_errors(move |offset, reason| {

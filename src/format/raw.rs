@@ -59,8 +59,7 @@ impl NewImage for NewRaw {
     }
 
     fn write(&self, file: &Path, options: &StorageOptions) -> Result<()> {
-        let _ = options;
-        let storage = FileStorage::create(file)?;
+        let storage = FileStorage::create_with(file, options)?;
         create(&storage, self.size, self.preallocation)
     }
 }

@@ -8,6 +8,7 @@
 use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::{AmendOption, AmendOptions, FormatKind};
+use crate::io::StorageOptions;
 use crate::ops::create::split_options;
 use crate::size::parse_size;
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ pub struct AmendRequest {
     pub format: Option<FormatKind>,
     /// The `-o` texts as given (each a comma separated list).
     pub options: Vec<String>,
+    /// How files are opened (cache mode, `-U`, a test's fault injector).
+    pub storage: StorageOptions,
 }
 
 /// The options `amend -o help` lists for `format` (none for formats that
@@ -160,7 +163,7 @@ fn parse_bool(name: &str, value: &str) -> Result<bool> {
 /// format's refusals keep qemu-img's wording exactly (no file name: there
 /// is only one file). `progress` hears the format's steps (done, in all).
 pub fn amend(req: &AmendRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-    let chain = Chain::open_writable(&req.file, req.format)?;
+    let chain = Chain::open_writable_with(&req.file, req.format, &req.storage)?;
     let image = chain.top().image.as_ref();
     let format = image.driver();
     if !format.caps.amend {
@@ -169,5 +172,7 @@ pub fn amend(req: &AmendRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<(
     let opts = parse_amend_options(format, format.amend_options, &req.options)?;
     let amender = image.amender().ok_or_else(|| not_supported(format.name))?;
     amender.amend(&opts, progress)?;
+    // Reported here, not lost when the image is dropped.
+    image.flush()?;
     Ok(())
 }

@@ -110,6 +110,7 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             &req.sources[0],
             req.source_format,
             snapshot,
+            &opts,
         )?],
         None => req
             .sources
@@ -136,6 +137,7 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             backing_format: req.backing_format.clone(),
             backing_unsafe: false,
             size: Some(total),
+            storage: opts.clone(),
         })?
         .execute()?;
         Chain::open_writable_with(&req.target, Some(req.target_format), &opts)?

@@ -1,7 +1,7 @@
 //! `create`: parse qemu-img's `-o` options for a format, check the backing
 //! file, print the `Formatting ...` line and write the new image.
 
-use crate::chain::open_image;
+use crate::chain::open_image_with;
 use crate::chain::spec::creation_path;
 use crate::error::{Error, Result};
 use crate::format::driver::{CreateOption, CreateParams, NewImage, OptionValues, Shown};
@@ -27,6 +27,8 @@ pub struct CreateRequest {
     pub backing_unsafe: bool,
     /// The positional size.
     pub size: Option<u64>,
+    /// How files are opened (the backing file) and created.
+    pub storage: StorageOptions,
 }
 
 /// The option names `format` takes on create (qemu-img's, in its `-o
@@ -116,6 +118,7 @@ pub struct CreatePlan {
     /// formatting line is printed before bad values are reported.
     target: Result<Box<dyn NewImage>>,
     formatting: String,
+    storage: StorageOptions,
 }
 
 impl CreatePlan {
@@ -135,16 +138,13 @@ impl CreatePlan {
         Ok(target.as_ref())
     }
 
-    /// Writes the new image (overwriting an existing file).
+    /// Writes the new image (overwriting an existing file), with the
+    /// request's storage options, and closes it: every error, a failed
+    /// final flush included, is reported.
     pub fn execute(&self) -> Result<()> {
-        self.execute_with(&StorageOptions::default())
-    }
-
-    /// As [`CreatePlan::execute`], with `options` for the files written.
-    pub fn execute_with(&self, options: &StorageOptions) -> Result<()> {
         let target = self.validate()?;
         target
-            .write(&self.file, options)
+            .write(&self.file, &self.storage)
             .map_err(|e| e.with_path(&self.file))
     }
 }
@@ -180,10 +180,10 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
     }
     // A `file:` prefix names the file; a `json:` name cannot be created.
     let file = creation_path(&req.file)?;
-    let backing = backing_spec(&file, &o).map_err(at_file)?;
+    let backing = backing_spec(&file, &o, &req.storage).map_err(at_file)?;
     // Without -u the backing file must open; its size is the default size.
     let backing_virtual_size = match &backing {
-        Some(b) if !req.backing_unsafe => Some(backing_size(&file, b)?),
+        Some(b) if !req.backing_unsafe => Some(backing_size(&file, b, &req.storage)?),
         _ => None,
     };
     let size = req
@@ -197,6 +197,7 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
         formatting: formatting_line(&req.file, format, &o),
         file,
         target,
+        storage: req.storage.clone(),
     })
 }
 
@@ -226,14 +227,18 @@ fn target(
     })
 }
 
-fn backing_spec(file: &Path, o: &OptionValues) -> Result<Option<BackingSpec>> {
+fn backing_spec(
+    file: &Path,
+    o: &OptionValues,
+    storage: &StorageOptions,
+) -> Result<Option<BackingSpec>> {
     let Some(name) = o.get("backing_file") else {
         return Ok(None);
     };
     let format = match o.get("backing_fmt") {
         Some(f) => f.parse::<FormatKind>()?.name().to_string(),
         None => {
-            let detected = open_image(&resolve_relative_to(file, name), None)
+            let detected = open_image_with(&resolve_relative_to(file, name), None, storage)
                 .map(|i| format!(" (detected {0}; add -F {0})", i.format_name()))
                 .unwrap_or_default();
             return Err(Error::argument(format!(
@@ -248,14 +253,14 @@ fn backing_spec(file: &Path, o: &OptionValues) -> Result<Option<BackingSpec>> {
 }
 
 /// Opens the backing file (relative to the new image) and returns its size.
-fn backing_size(file: &Path, b: &BackingSpec) -> Result<u64> {
+fn backing_size(file: &Path, b: &BackingSpec, storage: &StorageOptions) -> Result<u64> {
     let format = b
         .format
         .as_deref()
         .map(str::parse::<FormatKind>)
         .transpose()?;
     let path = resolve_relative_to(file, &b.name);
-    let image = open_image(&path, format).map_err(|e| {
+    let image = open_image_with(&path, format, storage).map_err(|e| {
         Error::argument(format!(
             "Could not open backing image '{}': {}",
             b.name,

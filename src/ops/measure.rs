@@ -5,6 +5,7 @@ use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::driver::MeasureInput;
 use crate::format::FormatKind;
+use crate::io::StorageOptions;
 use crate::ops::create::check_options;
 use std::path::PathBuf;
 
@@ -23,6 +24,8 @@ pub struct MeasureRequest {
     pub target_format: Option<FormatKind>,
     /// `-o`: the target's creation options.
     pub options: Vec<String>,
+    /// How files are opened (cache mode, `-U`, a test's fault injector).
+    pub storage: StorageOptions,
 }
 
 /// The answer, in bytes.
@@ -54,10 +57,13 @@ pub fn measure(req: &MeasureRequest) -> Result<Measurement> {
     };
     let options = check_options(format, &req.options)?;
     let chain = match (&req.source, &req.snapshot) {
-        (Some(path), Some(snapshot)) => {
-            Some(Chain::open_snapshot(path, req.source_format, snapshot)?)
-        }
-        (Some(path), None) => Some(Chain::open(path, req.source_format)?),
+        (Some(path), Some(snapshot)) => Some(Chain::open_snapshot(
+            path,
+            req.source_format,
+            snapshot,
+            &req.storage,
+        )?),
+        (Some(path), None) => Some(Chain::open_with(path, req.source_format, &req.storage)?),
         (None, _) => None,
     };
     let source_size = match &chain {

@@ -3,7 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::SnapshotInfo as Snapshot;
-use crate::format::{open_image, open_image_writable, FormatKind, NewSnapshot};
+use crate::format::{open_image_with, open_image_writable_with, FormatKind, NewSnapshot};
+use crate::io::StorageOptions;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,8 @@ pub struct SnapshotRequest {
     pub format: Option<FormatKind>,
     /// The action.
     pub action: SnapshotAction,
+    /// How files are opened (cache mode, `-U`, a test's fault injector).
+    pub storage: StorageOptions,
 }
 
 /// Runs `req`. Listing opens the image read-only and returns its
@@ -38,10 +41,10 @@ pub struct SnapshotRequest {
 /// 'NAME': ...").
 pub fn snapshot(req: &SnapshotRequest) -> Result<Vec<Snapshot>> {
     if req.action == SnapshotAction::List {
-        let image = open_image(&req.file, req.format)?;
+        let image = open_image_with(&req.file, req.format, &req.storage)?;
         return Ok(image.describe().snapshots);
     }
-    let image = open_image_writable(&req.file, req.format)?;
+    let image = open_image_writable_with(&req.file, req.format, &req.storage)?;
     let (verb, name, result) = match &req.action {
         SnapshotAction::Create(name) => {
             let now = SystemTime::now()

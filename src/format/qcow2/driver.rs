@@ -191,10 +191,12 @@ impl NewImage for NewQcow2 {
     }
 
     fn write(&self, file: &Path, options: &StorageOptions) -> Result<()> {
-        let _ = options;
-        let storage = FileStorage::create(file)?;
+        let storage = FileStorage::create_with(file, options)?;
         let data = match &self.0.data_file {
-            Some(name) => Some(FileStorage::create(&resolve_relative_to(file, name))?),
+            Some(name) => Some(FileStorage::create_with(
+                &resolve_relative_to(file, name),
+                options,
+            )?),
             None => None,
         };
         super::create::create(&storage, data.as_ref().map(|d| d as &dyn Storage), &self.0)

@@ -89,8 +89,7 @@ impl NewImage for NewQed {
     }
 
     fn write(&self, file: &Path, options: &StorageOptions) -> Result<()> {
-        let _ = options;
-        let storage = FileStorage::create(file)?;
+        let storage = FileStorage::create_with(file, options)?;
         super::create(&storage, &self.0)
     }
 }
