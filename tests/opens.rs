@@ -77,6 +77,8 @@ fn every_command_opens_each_image_once() {
         &["snapshot", "-c", "s1", "top.qcow2"],
         &["amend", "-o", "lazy_refcounts=on", "top.qcow2"],
         &["convert", "-O", "raw", "top.qcow2", "out.raw"],
+        &["convert", "-O", "qcow2", "top.qcow2", "out.qcow2"],
+        &["dd", "if=top.qcow2", "of=dd.qcow2", "-O", "qcow2", "bs=64k"],
     ];
     let mut twice = Vec::new();
     for args in commands {

@@ -189,6 +189,21 @@ impl Chain {
         })
     }
 
+    /// The chain of `top`, an image just opened for writing (as `path`),
+    /// with its backing files opened below it read-only and attached to it
+    /// (for partial writes), as [`Chain::open_writable_with`] leaves it.
+    pub fn with_writable_top(
+        path: &Path,
+        top: Arc<dyn Format>,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
+        let chain = Self::open_below(path, top, true, options)?;
+        if chain.layers.len() > 1 {
+            chain.layers[0].image.attach_backing(chain.reader_from(1));
+        }
+        Ok(chain)
+    }
+
     /// Whether the layer at `depth` was opened for writing.
     pub fn is_writable(&self, depth: usize) -> bool {
         depth == 0 || self.writable_below == Some(depth)

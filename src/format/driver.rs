@@ -337,8 +337,10 @@ pub trait NewImage: fmt::Debug + Send + Sync {
     /// formatting line).
     fn validate(&self) -> Result<()>;
     /// Writes the image into `file` (created or truncated), and the other
-    /// files it names (an external data file).
-    fn write(&self, file: &Path, options: &StorageOptions) -> Result<()>;
+    /// files it names (an external data file), and makes it durable.
+    /// Returns the storage of `file`, still open (and locked) for writing,
+    /// so a caller that goes on writing need not open it again.
+    fn write(&self, file: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>>;
 }
 
 /// What `measure` knows about the source.

@@ -8,7 +8,7 @@ use super::driver::{
 use super::Preallocation;
 use super::{clip_request, BackingSpec, Description, Extent, Format, FormatKind, Status};
 use crate::error::{Error, Result};
-use crate::io::{write_zeros, FileStorage, HostExtent, Storage, StorageOptions};
+use crate::io::{create_storage_with, write_zeros, HostExtent, Storage, StorageOptions};
 use std::path::Path;
 
 /// Raw: the file's bytes are the guest's. What a probe falls back to.
@@ -58,9 +58,10 @@ impl NewImage for NewRaw {
         Ok(())
     }
 
-    fn write(&self, file: &Path, options: &StorageOptions) -> Result<()> {
-        let storage = FileStorage::create_with(file, options)?;
-        create(&storage, self.size, self.preallocation)
+    fn write(&self, file: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
+        let storage = create_storage_with(file, options)?;
+        create(storage.as_ref(), self.size, self.preallocation)?;
+        Ok(storage)
     }
 }
 

@@ -104,6 +104,20 @@ pub fn open_writable_storage_with(
     }
 }
 
+/// Creates the file `path` (emptied if it exists) for reading and writing,
+/// with the options' cache mode: the file itself, or its stand-in in the
+/// options' [`FaultSession`].
+pub fn create_storage_with(path: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
+    let file = FileStorage::create_with(path, options)?;
+    match &options.faults {
+        Some(session) => {
+            drop(file);
+            Ok(Box::new(session.storage_for(path)?))
+        }
+        None => Ok(Box::new(file)),
+    }
+}
+
 /// Opens the file (or NBD export) at `path` for reading.
 pub fn open_read_storage(path: &Path) -> Result<Box<dyn Storage>> {
     open_read_storage_with(path, &StorageOptions::default())

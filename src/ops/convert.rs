@@ -101,6 +101,24 @@ pub fn plan(view: &View<'_>, base: u64, top_only: bool, sparse: u64) -> Result<V
     })
 }
 
+/// The image just created in `file` (named `name`), opened for writing
+/// from its still open storage, with its backing chain.
+pub(crate) fn open_created(
+    storage: Box<dyn crate::io::Storage>,
+    file: &std::path::Path,
+    name: &std::path::Path,
+    format: FormatKind,
+    options: &crate::io::StorageOptions,
+) -> Result<Chain> {
+    let image = crate::format::open_as(
+        storage,
+        file,
+        Some(format),
+        &crate::format::OpenHow::Writable,
+    )?;
+    Chain::with_writable_top(name, std::sync::Arc::from(image), options)
+}
+
 /// Converts as `req` says. `control` carries cancellation, rate and progress.
 pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
     validate(req)?;
@@ -139,8 +157,10 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             size: Some(total),
             storage: opts.clone(),
         })?
-        .execute()?;
-        Chain::open_writable_with(&req.target, Some(req.target_format), &opts)?
+        .execute_open()
+        .and_then(|(storage, file)| {
+            open_created(storage, file, &req.target, req.target_format, &opts)
+        })?
     };
     let image = target.top().image.as_ref();
     let options = CopyOptions {

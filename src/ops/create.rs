@@ -142,10 +142,18 @@ impl CreatePlan {
     /// request's storage options, and closes it: every error, a failed
     /// final flush included, is reported.
     pub fn execute(&self) -> Result<()> {
+        self.execute_open().map(drop)
+    }
+
+    /// As [`CreatePlan::execute`], but the new image's file stays open for
+    /// writing and is returned with its name (for a command that goes on
+    /// to write into the image: it opens the file once).
+    pub fn execute_open(&self) -> Result<(Box<dyn crate::io::Storage>, &Path)> {
         let target = self.validate()?;
-        target
+        let storage = target
             .write(&self.file, &self.storage)
-            .map_err(|e| e.with_path(&self.file))
+            .map_err(|e| e.with_path(&self.file))?;
+        Ok((storage, &self.file))
     }
 }
 

@@ -74,8 +74,10 @@ pub fn dd(req: &DdRequest, control: &Control) -> Result<DdReport> {
             storage: opts.clone(),
             ..Default::default()
         })?
-        .execute()?;
-        Chain::open_writable_with(&req.output, Some(req.output_format), &opts)?
+        .execute_open()
+        .and_then(|(storage, file)| {
+            crate::ops::convert::open_created(storage, file, &req.output, req.output_format, &opts)
+        })?
     };
     let image = target.top().image.as_ref();
     // What fits in the output.

@@ -18,7 +18,7 @@ use crate::format::{
     Amend, AmendOptions, BackingSpec, BitmapInfo, Description, Fact, Format, FormatSpecific,
     InternalSnapshots, NewSnapshot, Preallocation, SnapshotInfo,
 };
-use crate::io::{FileStorage, Storage, StorageOptions};
+use crate::io::{create_storage_with, FileStorage, Storage, StorageOptions};
 use crate::paths::resolve_relative_to;
 use std::path::Path;
 use std::sync::Arc;
@@ -190,8 +190,8 @@ impl NewImage for NewQcow2 {
         self.0.validate()
     }
 
-    fn write(&self, file: &Path, options: &StorageOptions) -> Result<()> {
-        let storage = FileStorage::create_with(file, options)?;
+    fn write(&self, file: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
+        let storage = create_storage_with(file, options)?;
         let data = match &self.0.data_file {
             Some(name) => Some(FileStorage::create_with(
                 &resolve_relative_to(file, name),
@@ -199,7 +199,12 @@ impl NewImage for NewQcow2 {
             )?),
             None => None,
         };
-        super::create::create(&storage, data.as_ref().map(|d| d as &dyn Storage), &self.0)
+        super::create::create(
+            storage.as_ref(),
+            data.as_ref().map(|d| d as &dyn Storage),
+            &self.0,
+        )?;
+        Ok(storage)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::format::driver::{
     NodeOptions, OpenHow,
 };
 use crate::format::Format;
-use crate::io::{FileStorage, Storage, StorageOptions};
+use crate::io::{create_storage_with, Storage, StorageOptions};
 use std::path::Path;
 
 /// QED.
@@ -88,9 +88,10 @@ impl NewImage for NewQed {
         self.0.header().map(|_| ())
     }
 
-    fn write(&self, file: &Path, options: &StorageOptions) -> Result<()> {
-        let storage = FileStorage::create_with(file, options)?;
-        super::create(&storage, &self.0)
+    fn write(&self, file: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
+        let storage = create_storage_with(file, options)?;
+        super::create(storage.as_ref(), &self.0)?;
+        Ok(storage)
     }
 }
 
