@@ -10,7 +10,7 @@ use common::{
     first_snapshot_l1, replace_snapshot_table, snapshot_entry, stderr, stdout, Daemon, Fixture,
 };
 use qimg::format::qcow2::Qcow2;
-use qimg::format::{AmendOptions, Format};
+use qimg::format::{Amend, AmendOptions};
 use qimg::io::FaultStorage;
 use std::process::Output;
 use std::sync::Arc;

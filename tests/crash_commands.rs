@@ -11,7 +11,7 @@ mod common;
 use common::{allocation, stderr, stdout, Fixture, Rng};
 use qimg::engine::control::Control;
 use qimg::engine::Outcome;
-use qimg::io::FaultSession;
+use qimg::io::{FaultSession, FaultSessionGuard};
 use qimg::ops::commit::{commit, CommitRequest};
 use qimg::ops::rebase::{rebase, RebaseRequest};
 use qimg::ops::stream::{stream, StreamRequest};
@@ -53,14 +53,20 @@ fn make_chain(fx: &Fixture, top: &str, small_base: bool) {
 }
 
 /// Runs `args` (a qimg command line) in-process, in `fx`'s directory terms.
-fn run_in_process(fx: &Fixture, args: &[&str]) -> qimg::error::Result<Outcome> {
+/// Runs `args` in this process, every file it writes opened through the
+/// session's fault injector.
+fn run_in_process(
+    fx: &Fixture,
+    args: &[&str],
+    session: &FaultSessionGuard,
+) -> qimg::error::Result<Outcome> {
     let file = fx.path(args.last().unwrap());
     let flag = |name: &str| {
         args.iter()
             .position(|a| *a == name)
             .map(|i| args[i + 1].to_string())
     };
-    let control = Control::default();
+    let control = Control::default().with_storage_options(session.options());
     match args[0] {
         "stream" => {
             let request = StreamRequest {
@@ -181,7 +187,7 @@ fn crash_everywhere_in(top: &str, small_base: bool, args: &[&str]) {
     // A clean run, through the fault layer that never fires.
     let total = {
         let session = FaultSession::start(u64::MAX);
-        let outcome = run_in_process(&fx, args).expect("clean run");
+        let outcome = run_in_process(&fx, args, &session).expect("clean run");
         assert_eq!(outcome, Outcome::Completed);
         session.write_back(|_, _| true).unwrap();
         session.changes()
@@ -200,7 +206,7 @@ fn crash_everywhere_in(top: &str, small_base: bool, args: &[&str]) {
     for n in points {
         restore();
         let session = FaultSession::start(n);
-        let result = run_in_process(&fx, args);
+        let result = run_in_process(&fx, args, &session);
         assert!(
             session.crashed() && result.is_err(),
             "{args:?}: no crash at change {n} of {total}: {result:?}"

@@ -14,6 +14,10 @@ use qimg::io::MemStorage;
 use std::path::Path;
 use std::sync::OnceLock;
 
+fn qcow2() -> FormatKind {
+    FormatKind::named("qcow2").expect("qcow2 is registered")
+}
+
 proptest! {
     #[test]
     fn qcow2_header_parsing_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048), len in any::<u64>()) {
@@ -109,10 +113,10 @@ fn seeds() -> &'static Vec<(FormatKind, Vec<u8>)> {
              qemu-io -f qed -c 'write -P 4 0 8k' q.qed >/dev/null",
         );
         vec![
-            (FormatKind::Qcow2, fx.read("a.qcow2")),
-            (FormatKind::Qcow2, fx.read("c.qcow2")),
-            (FormatKind::Qcow2, fx.read("x.qcow2")),
-            (FormatKind::Qed, fx.read("q.qed")),
+            (qcow2(), fx.read("a.qcow2")),
+            (qcow2(), fx.read("c.qcow2")),
+            (qcow2(), fx.read("x.qcow2")),
+            (FormatKind::named("qed").expect("qed"), fx.read("q.qed")),
         ]
     })
 }

@@ -206,7 +206,7 @@ fn crash_while_resizing() {
          qemu-io -c 'write -P 0x97 500k 100k' o.qcow2 >/dev/null");
     // Growing the overlay past the old end of its longer backing file:
     // the grown range (from inside the last cluster) must read zeros.
-    let base = Chain::open(&fx.path("base.raw"), Some(FormatKind::Raw)).expect("base");
+    let base = Chain::open(&fx.path("base.raw"), FormatKind::named("raw")).expect("base");
     let below = base.reader_from(0);
     let off = Preallocation::Off;
     let cases: [(&str, u64, Preallocation); 9] = [

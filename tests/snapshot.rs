@@ -8,7 +8,7 @@ mod common;
 
 use common::{stderr, stdout, Daemon, Fixture};
 use qimg::format::qcow2::Qcow2;
-use qimg::format::{Format, NewSnapshot};
+use qimg::format::{InternalSnapshots, NewSnapshot};
 use qimg::io::FaultStorage;
 use std::process::Output;
 use std::sync::Arc;

@@ -114,7 +114,8 @@ fn full_disk_simulated(fx: &Fixture) {
         threads: 2,
         ..Default::default()
     };
-    let result = qimg::ops::stream::stream(&request, &Default::default());
+    let control = qimg::engine::control::Control::default().with_storage_options(session.options());
+    let result = qimg::ops::stream::stream(&request, &control);
     assert!(result.is_err(), "{result:?}");
     session.write_back(|_, _| true).unwrap();
     drop(session);
@@ -191,7 +192,9 @@ fn a_commit_into_a_full_base_keeps_the_top_and_a_rerun_finishes() {
                 threads: 2,
                 ..Default::default()
             };
-            let result = qimg::ops::commit::commit(&request, &Default::default());
+            let control =
+                qimg::engine::control::Control::default().with_storage_options(session.options());
+            let result = qimg::ops::commit::commit(&request, &control);
             assert!(result.is_err(), "{result:?}");
             session.write_back(|_, _| true).unwrap();
         }

@@ -4,15 +4,23 @@
 pub mod spec;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::probe::{format_of, probe_storage, Probed};
-use crate::format::qcow2::Qcow2;
-use crate::format::{Format, FormatKind, GuestRead, Status};
+use crate::format::probe::{open_as, probe_storage, Probed};
+use crate::format::{Format, FormatKind, GuestRead, OpenHow, Status};
 use crate::io::{nbd::is_nbd_uri, HostExtent, StorageOptions};
 use crate::paths::is_absolute_spec;
 pub use spec::{open_image, open_image_with, open_image_writable, open_image_writable_with};
 use spec::{BackingChoice, ImageSpec};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// Which backing layer [`Chain::open_writable_to_base`] opens for writing.
+#[derive(Debug, Clone, Copy)]
+enum Base<'a> {
+    /// The first backing file.
+    First,
+    /// The one this name stands for (as [`Chain::depth_of`] finds it).
+    Named(&'a str),
+}
 
 /// Most images a chain may hold, the top image included.
 pub const MAX_CHAIN_DEPTH: usize = 64;
@@ -30,6 +38,9 @@ pub struct Layer {
 #[derive(Debug)]
 pub struct Chain {
     layers: Vec<Layer>,
+    /// The backing layer opened for writing too (see
+    /// [`Chain::open_writable_to_base`]).
+    writable_below: Option<usize>,
 }
 
 /// The status of a guest range as seen through the chain.
@@ -80,31 +91,34 @@ impl Chain {
     /// As [`Chain::open`], but the backing files are the ones the images
     /// record, whatever a `json:` name says about them (`"backing": null`):
     /// the chain `info --backing-chain` shows, as qemu-img shows it.
-    pub fn open_recorded(path: &Path, format: Option<FormatKind>) -> Result<Chain> {
+    /// `options` go to every layer's storage.
+    pub fn open_recorded(
+        path: &Path,
+        format: Option<FormatKind>,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
         Self::open_below(
             path,
-            Arc::from(open_image(path, format)?),
+            Arc::from(open_image_with(path, format, options)?),
             false,
-            &StorageOptions::default(),
+            options,
         )
     }
 
-    /// Opens the internal snapshot `snapshot` of the qcow2 image at `path`
-    /// (see `Qcow2::at_snapshot`), with the image's backing chain.
-    pub fn open_snapshot(path: &Path, format: Option<FormatKind>, snapshot: &str) -> Result<Chain> {
-        let storage = spec::open_storage(path, false)?;
+    /// Opens the internal snapshot `snapshot` of the image at `path` (a
+    /// format with snapshots), with the image's backing chain.
+    /// `options` go to every layer's storage.
+    pub fn open_snapshot(
+        path: &Path,
+        format: Option<FormatKind>,
+        snapshot: &str,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
+        let storage = spec::open_storage_with(path, false, options)?;
         let format = format.or(ImageSpec::parse_path(path)?.driver());
-        let kind = format_of(storage.as_ref(), path, format)?;
-        if kind != FormatKind::Qcow2 {
-            return Err(
-                Error::unsupported(format!("{kind} images have no internal snapshots"))
-                    .with_path(path),
-            );
-        }
-        let image = Qcow2::open(storage, path)
-            .and_then(|i| i.at_snapshot(snapshot))
+        let image = open_as(storage, path, format, &OpenHow::Snapshot(snapshot))
             .map_err(|e| e.with_path(path))?;
-        Self::open_below(path, Arc::new(image), true, &StorageOptions::default())
+        Self::open_below(path, Arc::from(image), true, options)
     }
 
     /// Opens `path` for writing and its backing chain read-only, and gives
@@ -127,10 +141,78 @@ impl Chain {
         Ok(chain)
     }
 
+    /// As [`Chain::open_writable_with`], and the backing layer `base` names
+    /// (the first backing file for `None`) is opened for writing as well,
+    /// instead of read-only: what `commit` writes into, each file opened
+    /// once. Returns the chain and the depth of that layer.
+    pub fn open_writable_to_base(
+        path: &Path,
+        format: Option<FormatKind>,
+        base: Option<&str>,
+        options: &StorageOptions,
+    ) -> Result<(Chain, usize)> {
+        let top = open_image_writable_with(path, format, options)?;
+        let which = match base {
+            Some(name) => Base::Named(name),
+            None => Base::First,
+        };
+        let chain = Self::open_below_to(path, Arc::from(top), true, options, Some(&which))?;
+        let depth = match (base, chain.writable_below) {
+            (_, Some(d)) => d,
+            (Some(name), None) => return Err(chain.not_in_chain(name)),
+            (None, None) => 1,
+        };
+        if chain.layers.len() > 1 {
+            chain.layers[0].image.attach_backing(chain.reader_from(1));
+        }
+        Ok((chain, depth))
+    }
+
+    /// The depth of the backing layer that is the plain local file `path`
+    /// (opened as `format`, when given): a chain of that file would be the
+    /// chain below it, so it can be read from here instead of opening the
+    /// files again. `None` for names with a prefix or options.
+    pub fn depth_of_file(&self, path: &Path, format: Option<FormatKind>) -> Option<usize> {
+        let plain = |p: &Path| {
+            let s = p.to_string_lossy();
+            !s.starts_with("json:") && !s.starts_with("file:") && !is_nbd_uri(&s)
+        };
+        if !plain(path) {
+            return None;
+        }
+        let id = spec::identity(path)?;
+        self.layers.iter().enumerate().skip(1).find_map(|(d, l)| {
+            let same = plain(&l.path)
+                && spec::identity(&l.path) == Some(id)
+                && format.is_none_or(|f| f == l.image.driver());
+            same.then_some(d)
+        })
+    }
+
+    /// The chain of `top`, an image just opened for writing (as `path`),
+    /// with its backing files opened below it read-only and attached to it
+    /// (for partial writes), as [`Chain::open_writable_with`] leaves it.
+    pub fn with_writable_top(
+        path: &Path,
+        top: Arc<dyn Format>,
+        options: &StorageOptions,
+    ) -> Result<Chain> {
+        let chain = Self::open_below(path, top, true, options)?;
+        if chain.layers.len() > 1 {
+            chain.layers[0].image.attach_backing(chain.reader_from(1));
+        }
+        Ok(chain)
+    }
+
+    /// Whether the layer at `depth` was opened for writing.
+    pub fn is_writable(&self, depth: usize) -> bool {
+        depth == 0 || self.writable_below == Some(depth)
+    }
+
     /// The chain of `top`, an image already open (as `path`), with its
-    /// backing files opened below it read-only.
-    pub fn with_top(path: &Path, top: Arc<dyn Format>) -> Result<Chain> {
-        Self::open_below(path, top, true, &StorageOptions::default())
+    /// backing files opened below it read-only, with `options`.
+    pub fn with_top(path: &Path, top: Arc<dyn Format>, options: &StorageOptions) -> Result<Chain> {
+        Self::open_below(path, top, true, options)
     }
 
     /// A chain whose top image is already open. A `json:` name may say
@@ -143,6 +225,26 @@ impl Chain {
         overrides: bool,
         options: &StorageOptions,
     ) -> Result<Chain> {
+        Self::open_below_to(path, top, overrides, options, None)
+    }
+
+    /// As [`Chain::open_below`]; the backing layer `base` selects is opened
+    /// for writing (and only once).
+    fn open_below_to(
+        path: &Path,
+        top: Arc<dyn Format>,
+        overrides: bool,
+        options: &StorageOptions,
+        base: Option<&Base<'_>>,
+    ) -> Result<Chain> {
+        let mut writable_below = None;
+        let wanted = match base {
+            Some(Base::Named(name)) => [
+                spec::identity(&spec::resolve_backing(path, name)),
+                spec::identity(Path::new(name)),
+            ],
+            _ => [None, None],
+        };
         let mut layers = vec![Layer {
             path: path.to_path_buf(),
             image: top,
@@ -208,7 +310,21 @@ impl Chain {
                     probe_backing(&resolved, &name, options).map_err(|e| e.with_path(&overlay))?
                 }
             };
-            let image = open_image_with(&resolved, Some(format), options).map_err(|e| {
+            let is_base = writable_below.is_none()
+                && match base {
+                    None => false,
+                    Some(Base::First) => layers.len() == 1,
+                    Some(Base::Named(wanted_name)) => {
+                        *wanted_name == name || (id.is_some() && wanted.contains(&id))
+                    }
+                };
+            let opened = if is_base {
+                writable_below = Some(layers.len());
+                open_image_writable_with(&resolved, Some(format), options)
+            } else {
+                open_image_with(&resolved, Some(format), options)
+            };
+            let image = opened.map_err(|e| {
                 if e.kind() == ErrorKind::Interrupted {
                     return e;
                 }
@@ -228,7 +344,10 @@ impl Chain {
                 image: Arc::from(image),
             });
         }
-        Ok(Chain { layers })
+        Ok(Chain {
+            layers,
+            writable_below,
+        })
     }
 
     /// The layers, top first.
@@ -260,10 +379,14 @@ impl Chain {
                 return Ok(depth);
             }
         }
-        Err(chain_error(format!(
+        Err(self.not_in_chain(name))
+    }
+
+    fn not_in_chain(&self, name: &str) -> Error {
+        chain_error(format!(
             "Did not find '{name}' in the backing chain of '{}'",
-            file.display()
-        )))
+            self.layers[0].path.display()
+        ))
     }
 
     /// The whole chain as an owned reader (what an image above it reads).
@@ -324,9 +447,9 @@ fn probe_backing(resolved: &Path, name: &str, options: &StorageOptions) -> Resul
             _ => chain_error(format!("could not open backing file '{name}': {e}")),
         })?;
     match probe_storage(storage.as_ref())? {
-        Probed::Known(FormatKind::Raw) => Err(chain_error(format!(
-            "the format of backing file '{name}' is not recorded and probing it would guess raw, \
-             which is unsafe; record it with: qimg rebase -u -b '{name}' -F raw IMAGE"
+        Probed::Guessed(k) => Err(chain_error(format!(
+            "the format of backing file '{name}' is not recorded and probing it would guess {k}, \
+             which is unsafe; record it with: qimg rebase -u -b '{name}' -F {k} IMAGE"
         ))),
         Probed::Known(k) => Ok(k),
         Probed::Foreign(f) => Err(chain_error(format!(

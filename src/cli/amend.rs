@@ -66,9 +66,7 @@ impl AmendArgs {
     pub fn run(self) -> Result<ExitCode> {
         self.spec.objects.check()?;
         let _ = self.force;
-        if let Some(mode) = &self.cache {
-            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
-        }
+        let storage = super::args::storage_options(self.cache.as_deref(), false)?;
         let file = match &self.file {
             Some(f) => Some(self.spec.name(f, self.format.is_some())?),
             None => None,
@@ -118,6 +116,7 @@ impl AmendArgs {
                 file,
                 format,
                 options: self.options,
+                storage,
             },
             &mut |done, total| {
                 show(if total == 0 {

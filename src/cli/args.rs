@@ -56,9 +56,9 @@ impl clap::builder::TypedValueParser for FormatParser {
         &self,
     ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
         Some(Box::new(
-            ["qcow2", "qed", "raw"]
-                .into_iter()
-                .map(clap::builder::PossibleValue::new),
+            qimg::format::registry::DRIVERS
+                .iter()
+                .map(|d| clap::builder::PossibleValue::new(d.name)),
         ))
     }
 }
@@ -84,10 +84,9 @@ impl clap::builder::TypedValueParser for OptionsParser {
     fn possible_values(
         &self,
     ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
-        let mut names: Vec<&str> = [FormatKind::Qcow2, FormatKind::Qed, FormatKind::Raw]
-            .into_iter()
-            .flat_map(qimg::ops::create::option_names)
-            .copied()
+        let mut names: Vec<&str> = qimg::format::registry::DRIVERS
+            .iter()
+            .flat_map(|d| qimg::ops::create::option_names(FormatKind::of(d)))
             .collect();
         names.sort_unstable();
         names.dedup();
@@ -213,4 +212,20 @@ impl SpecArgs {
         self.objects.check()?;
         qimg::chain::spec::ImageSpec::argument_name(file, self.image_opts, format_given)
     }
+}
+
+/// The storage options of a command: its `-t` cache mode (qimg's default
+/// when absent) and its `-U`.
+pub fn storage_options(
+    cache: Option<&str>,
+    force_share: bool,
+) -> qimg::error::Result<qimg::io::StorageOptions> {
+    Ok(qimg::io::StorageOptions {
+        cache: cache
+            .map(qimg::io::CacheMode::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        force_share,
+        ..Default::default()
+    })
 }

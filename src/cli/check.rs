@@ -55,7 +55,7 @@ impl CheckArgs {
                     .with_path(&self.file),
             );
         }
-        qimg::io::lock::set_force_share(self.force_share);
+        let storage = super::args::storage_options(None, self.force_share)?;
         let name = self.spec.name(&self.file, self.format.is_some())?;
         let format = self.format.map(|f| f.0);
         let mut log = |line: String| eprintln!("{line}");
@@ -65,7 +65,7 @@ impl CheckArgs {
                 RepairArg::Leaks => Repair::Leaks,
                 RepairArg::All => Repair::All,
             };
-            let Some(first) = repair_image(&name, format, mode, &mut log)? else {
+            let Some(first) = repair_image(&name, format, mode, &storage, &mut log)? else {
                 return Ok(self.not_supported(program));
             };
             if first.check_errors > 0 {
@@ -81,7 +81,7 @@ impl CheckArgs {
                 fixed = Some((first.leaks_fixed, first.corruptions_fixed));
             }
         }
-        let outcome = check_image(&name, format, &mut log)?;
+        let outcome = check_image(&name, format, &storage, &mut log)?;
         let CheckOutcome::Checked { format, mut report } = outcome else {
             return Ok(self.not_supported(program));
         };

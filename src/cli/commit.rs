@@ -71,9 +71,7 @@ pub struct CommitArgs {
 impl CommitArgs {
     /// Runs `commit`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
-        if let Some(mode) = &self.cache {
-            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
-        }
+        let storage = super::args::storage_options(self.cache.as_deref(), false)?;
         if let Some(socket) = self.vmm.attach.clone() {
             return self.run_attached(&socket);
         }
@@ -91,6 +89,7 @@ impl CommitArgs {
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("commit", progress, self.rate);
+        let control = control.with_storage_options(storage);
         let outcome = commit(&request, &control)?;
         reporter.finish(control.progress());
         match outcome {

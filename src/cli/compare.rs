@@ -63,7 +63,7 @@ impl CompareArgs {
     }
 
     fn compare(&self, program: Program) -> Result<ExitCode> {
-        qimg::io::lock::set_force_share(self.force_share);
+        let storage = super::args::storage_options(None, self.force_share)?;
         let request = CompareRequest {
             first: self.spec.name(&self.first, self.first_format.is_some())?,
             first_format: self.first_format.map(|f| f.0),
@@ -73,6 +73,7 @@ impl CompareArgs {
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("compare", progress, None);
+        let control = control.with_storage_options(storage);
         let verdict = compare(&request, &control)?;
         reporter.finish(control.progress());
         let say = |line: &str| {

@@ -121,7 +121,7 @@ impl ConvertArgs {
     /// them inconsistent unless skipped, then a target format that stores
     /// them (qemu-img creates a raw or QED target before it refuses it;
     /// qimg refuses first). Returns the bitmaps to warn about as skipped.
-    fn check_bitmaps(&self) -> Result<Vec<String>> {
+    fn check_bitmaps(&self, storage: &qimg::io::StorageOptions) -> Result<Vec<String>> {
         if self.skip_broken_bitmaps && !self.bitmaps {
             return Err(Error::argument(
                 "Use of --skip-broken-bitmaps requires --bitmaps",
@@ -139,12 +139,15 @@ impl ConvertArgs {
         let mut skipped = Vec::new();
         if let Some(source) = sources.first() {
             let name = self.spec.name(source, self.source_format.is_some())?;
-            let image = qimg::chain::open_image(&name, self.source_format.map(|f| f.0))?;
+            let image =
+                qimg::chain::open_image_with(&name, self.source_format.map(|f| f.0), storage)?;
             skipped =
                 qimg::ops::bitmap::check_convert_source(image.as_ref(), self.skip_broken_bitmaps)?;
         }
-        let target = self.target_format.map_or(FormatKind::Raw, |f| f.0);
-        if target != FormatKind::Qcow2 {
+        let target = self
+            .target_format
+            .map_or_else(FormatKind::fallback, |f| f.0);
+        if !target.caps.bitmaps {
             return Err(Error::unsupported(format!(
                 "Format driver '{target}' does not support bitmaps"
             )));
@@ -155,7 +158,7 @@ impl ConvertArgs {
     /// `-l` as qemu-img reads it: an ID or name, `snapshot.id=ID`,
     /// `snapshot.name=NAME`, or both (`snapshot.id=1,snapshot.name=s1`:
     /// the snapshot with that ID and that name), given to the format as one.
-    fn snapshot_param(&self, spec: &str) -> Result<String> {
+    fn snapshot_param(&self, spec: &str, storage: &qimg::io::StorageOptions) -> Result<String> {
         let pairs = qimg::ops::create::split_options(spec);
         let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let (Some(id), Some(name)) = (get("snapshot.id"), get("snapshot.name")) else {
@@ -164,7 +167,7 @@ impl ConvertArgs {
         let Some(source) = self.files.first() else {
             return Ok(spec.to_string());
         };
-        let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0))?;
+        let info = qimg::ops::info::image_info(source, self.source_format.map(|f| f.0), storage)?;
         if info
             .description
             .snapshots
@@ -183,7 +186,9 @@ impl ConvertArgs {
     /// Runs `convert`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
         if self.options.iter().any(|o| o == "help" || o == "?") {
-            let format = self.target_format.map_or(FormatKind::Raw, |f| f.0);
+            let format = self
+                .target_format
+                .map_or_else(FormatKind::fallback, |f| f.0);
             let with_file = !self.files.is_empty();
             print!("{}", super::create::options_help(format, with_file));
             return Ok(ExitCode::SUCCESS);
@@ -225,12 +230,9 @@ impl ConvertArgs {
             .backing_format
             .map(|f| f.0.name().to_string())
             .or_else(|| from_options("backing_fmt"));
-        if let Some(mode) = &self.target_cache {
-            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
-        }
         // -U shares the sources; the target is always locked for writing.
-        qimg::io::lock::set_force_share(self.force_share);
-        let skipped_bitmaps = self.check_bitmaps()?;
+        let storage = super::args::storage_options(self.target_cache.as_deref(), self.force_share)?;
+        let skipped_bitmaps = self.check_bitmaps(&storage)?;
         let threads = match self.parallel {
             Some(n) if !(1..=16).contains(&n) => {
                 return Err(Error::argument(
@@ -241,7 +243,7 @@ impl ConvertArgs {
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         let snapshot = match &self.snapshot {
-            Some(spec) => Some(self.snapshot_param(spec)?),
+            Some(spec) => Some(self.snapshot_param(spec, &storage)?),
             None => None,
         };
         let mut files = self.files;
@@ -260,7 +262,11 @@ impl ConvertArgs {
             let format = ImageSpec::format_of(&name)?;
             (name, format)
         } else {
-            (target, self.target_format.map_or(FormatKind::Raw, |f| f.0))
+            (
+                target,
+                self.target_format
+                    .map_or_else(FormatKind::fallback, |f| f.0),
+            )
         };
         let request = ConvertRequest {
             sources,
@@ -281,6 +287,7 @@ impl ConvertArgs {
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("convert", progress, self.rate);
+        let control = control.with_storage_options(storage);
         // --salvage: each sector that could not be read, as qemu-img warns.
         let prefix = program.prefix();
         let control = control.with_read_errors(move |offset, reason| {

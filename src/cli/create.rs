@@ -80,7 +80,7 @@ impl CreateArgs {
         if self.options.iter().any(|o| o == "help" || o == "?") {
             print!(
                 "{}",
-                options_help(format.unwrap_or(FormatKind::Raw), self.has_file())
+                options_help(format.unwrap_or_else(FormatKind::fallback), self.has_file())
             );
             return Ok(ExitCode::SUCCESS);
         }
@@ -95,6 +95,7 @@ impl CreateArgs {
             backing_format: self.backing_format,
             backing_unsafe: self.backing_unsafe,
             size: self.size,
+            storage: Default::default(),
         })?;
         if !self.quiet {
             println!("{}", plan.formatting_line());

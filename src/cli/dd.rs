@@ -95,7 +95,7 @@ fn parse_operands(operands: &[String]) -> Result<Operands> {
 impl DdArgs {
     /// Runs `dd`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
-        qimg::io::lock::set_force_share(self.force_share);
+        let storage = super::args::storage_options(None, self.force_share)?;
         let o = parse_operands(&self.operands)?;
         let (Some(input), Some(output)) = (o.input, o.output) else {
             return Err(Error::argument("Must specify both input and output files"));
@@ -104,7 +104,9 @@ impl DdArgs {
             input: self.spec.name(&input, self.format.is_some())?,
             input_format: self.format.map(|f| f.0),
             output,
-            output_format: self.output_format.map_or(FormatKind::Raw, |f| f.0),
+            output_format: self
+                .output_format
+                .map_or_else(FormatKind::fallback, |f| f.0),
             block_size: o.block_size.unwrap_or(512),
             count: o.count,
             skip: o.skip.unwrap_or(0),
@@ -113,6 +115,7 @@ impl DdArgs {
             snapshot: self.snapshot,
         };
         let (reporter, control) = copy_controls("dd", None, None);
+        let control = control.with_storage_options(storage);
         let report = dd(&request, &control)?;
         reporter.finish(control.progress());
         if report.skipped_past_end {

@@ -50,7 +50,7 @@ impl InfoArgs {
         if let Some(socket) = &self.attach {
             return self.run_attached(socket);
         }
-        qimg::io::lock::set_force_share(self.force_share);
+        let storage = super::args::storage_options(None, self.force_share)?;
         let file = self
             .file
             .clone()
@@ -58,9 +58,9 @@ impl InfoArgs {
         let file = self.spec.name(&file, self.format.is_some())?;
         let format = self.format.map(|f| f.0);
         let infos = if self.backing_chain {
-            chain_info(&file, format)?
+            chain_info(&file, format, &storage)?
         } else {
-            vec![image_info(&file, format)?]
+            vec![image_info(&file, format, &storage)?]
         };
         let text = match self.output {
             OutputArg::Json => render_json(&infos, self.backing_chain),

@@ -43,8 +43,8 @@ impl MapArgs {
     /// Runs `map`.
     pub fn run(mut self) -> Result<ExitCode> {
         self.file = self.spec.name(&self.file, self.format.is_some())?;
-        qimg::io::lock::set_force_share(self.force_share);
-        let chain = Chain::open(&self.file, self.format.map(|f| f.0))?;
+        let storage = super::args::storage_options(None, self.force_share)?;
+        let chain = Chain::open_with(&self.file, self.format.map(|f| f.0), &storage)?;
         let view = chain.view();
         let stdout = std::io::stdout();
         let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());

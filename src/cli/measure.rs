@@ -47,7 +47,7 @@ pub struct MeasureArgs {
 impl MeasureArgs {
     /// Runs `measure`.
     pub fn run(self) -> Result<ExitCode> {
-        qimg::io::lock::set_force_share(self.force_share);
+        let storage = super::args::storage_options(None, self.force_share)?;
         let source = self
             .file
             .as_ref()
@@ -60,6 +60,7 @@ impl MeasureArgs {
             size: self.size,
             target_format: self.target_format.map(|f| f.0),
             options: self.options,
+            storage,
         })?;
         match self.output {
             OutputArg::Json => {

@@ -65,11 +65,8 @@ impl RebaseArgs {
     pub fn run(mut self, program: Program) -> Result<ExitCode> {
         self.file = self.spec.name(&self.file, self.format.is_some())?;
         check_source_cache(self.backing_cache.as_deref())?;
-        if let Some(mode) = &self.cache {
-            qimg::io::set_cache_mode(qimg::io::CacheMode::parse(mode)?);
-        }
         // -U shares the backing files; the image itself is locked for writing.
-        qimg::io::lock::set_force_share(self.force_share);
+        let storage = super::args::storage_options(self.cache.as_deref(), self.force_share)?;
         // As qemu-img: -u without -b drops the backing file.
         let backing = match (self.backing, self.unsafe_mode) {
             (Some(b), _) => b,
@@ -91,6 +88,7 @@ impl RebaseArgs {
         };
         let progress = if self.quiet { None } else { self.progress };
         let (reporter, control) = copy_controls("rebase", progress, self.rate);
+        let control = control.with_storage_options(storage);
         let outcome = rebase(&request, &control)?;
         reporter.finish(control.progress());
         match outcome {

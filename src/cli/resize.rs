@@ -50,6 +50,7 @@ impl ResizeArgs {
             size: NewSize::parse(&self.size)?,
             shrink: self.shrink,
             preallocation: self.preallocation.unwrap_or_default(),
+            storage: Default::default(),
         };
         match resize(&request)? {
             Resized::ShrinkRefused => {

@@ -59,12 +59,13 @@ impl SnapshotArgs {
                 self.file.display()
             )));
         }
-        qimg::io::lock::set_force_share(self.force_share);
+        let storage = super::args::storage_options(None, self.force_share)?;
         let listed = action == SnapshotAction::List;
         let snapshots = snapshot(&SnapshotRequest {
             file: self.file,
             format: self.format.map(|f| f.0),
             action,
+            storage,
         })?;
         // -q silences nothing here: qemu-img prints the list with it too,
         // and the other actions print nothing anyway.

@@ -69,6 +69,7 @@ type ReadErrorSink = dyn Fn(u64, &str) + Send + Sync;
 #[derive(Default)]
 pub struct Control {
     cancel_flag: Option<&'static AtomicBool>,
+    storage: crate::io::StorageOptions,
     deadline: Option<Instant>,
     rate: Option<RateLimiter>,
     done: AtomicU64,
@@ -129,11 +130,19 @@ impl Control {
         self
     }
 
-    /// How the copy's storages are opened: their network waits end when
-    /// the copy is cancelled.
+    /// Opens the copy's storages with `options` (cache mode, force-share,
+    /// a test's fault injector).
+    pub fn with_storage_options(mut self, options: crate::io::StorageOptions) -> Self {
+        self.storage = options;
+        self
+    }
+
+    /// How the copy's storages are opened: as [`Control::with_storage_options`]
+    /// said, and their network waits end when the copy is cancelled.
     pub fn storage_options(&self) -> crate::io::StorageOptions {
         crate::io::StorageOptions {
-            cancel: self.cancel_flag,
+            cancel: self.cancel_flag.or(self.storage.cancel),
+            ..self.storage.clone()
         }
     }
 

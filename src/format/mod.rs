@@ -3,16 +3,19 @@
 
 pub mod bitmap;
 pub mod check;
+pub mod driver;
 pub mod placement;
 pub mod probe;
 pub mod qcow2;
 pub mod qed;
 pub mod raw;
+pub mod registry;
 mod table_cache;
 
+pub use driver::{Caps, FormatDriver, OpenHow};
 pub use probe::{
-    open_image, open_image_with, open_image_writable, open_image_writable_with, open_storage,
-    open_storage_for_repair, FormatKind,
+    open_as, open_image, open_image_with, open_image_writable, open_image_writable_with,
+    open_storage, open_storage_for_repair, FormatKind,
 };
 
 use crate::error::{Error, Result};
@@ -85,36 +88,62 @@ pub struct BackingSpec {
     pub format: Option<String>,
 }
 
-/// qcow2-specific facts `info` reports.
+/// One internal snapshot, as `info` and `snapshot -l` list it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Qcow2Details {
-    /// 2 or 3.
-    pub version: u32,
-    /// "zlib" or "zstd".
-    pub compression_type: &'static str,
-    /// Lazy refcounts enabled.
-    pub lazy_refcounts: bool,
-    /// Refcount width.
-    pub refcount_bits: u32,
-    /// The corrupt bit.
-    pub corrupt: bool,
-    /// Extended L2 entries.
-    pub extended_l2: bool,
-    /// The external data file name, if any.
-    pub data_file: Option<String>,
-    /// The raw external data bit.
-    pub data_file_raw: bool,
-    /// Persistent bitmaps (only when the bitmaps extension is consistent).
-    pub bitmaps: Vec<qcow2::Bitmap>,
+pub struct SnapshotInfo {
+    /// The unique ID ("1", "2", ...).
+    pub id: String,
+    /// The name (tag).
+    pub name: String,
+    /// Creation time, seconds since the epoch.
+    pub date_sec: u32,
+    /// Creation time, nanoseconds part.
+    pub date_nsec: u32,
+    /// Guest run time in nanoseconds.
+    pub vm_clock_nsec: u64,
+    /// Size of the saved VM state.
+    pub vm_state_size: u64,
+    /// Instruction count, when recorded.
+    pub icount: Option<u64>,
 }
 
-/// Format-specific facts for `info`.
+/// One persistent dirty bitmap.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Details {
-    /// Nothing beyond the common facts.
-    None,
-    /// qcow2 facts.
-    Qcow2(Qcow2Details),
+pub struct BitmapInfo {
+    /// The bitmap's name.
+    pub name: String,
+    /// Bytes per bit.
+    pub granularity: u64,
+    /// The in_use flag (the bitmap may be inconsistent).
+    pub in_use: bool,
+    /// The auto flag (tracks writes automatically).
+    pub auto: bool,
+}
+
+/// A format's own facts for `info` (qemu-img's `format-specific` object):
+/// the renderers turn it into JSON and into the human dump, so a format
+/// says what it knows without knowing either output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatSpecific {
+    /// The object's `type` (the format's name).
+    pub kind: &'static str,
+    /// Its `data`, in the order qemu-img prints the keys.
+    pub data: Vec<(&'static str, Fact)>,
+}
+
+/// One value of a [`FormatSpecific`] object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    /// A string.
+    Str(String),
+    /// A number.
+    Int(u64),
+    /// A boolean.
+    Bool(bool),
+    /// A list.
+    List(Vec<Fact>),
+    /// An object, keys in order.
+    Object(Vec<(&'static str, Fact)>),
 }
 
 /// What `info` needs to know about an image beyond size and backing file.
@@ -127,9 +156,12 @@ pub struct Description {
     /// QED's need-check flag.
     pub need_check: bool,
     /// Internal snapshots.
-    pub snapshots: Vec<qcow2::Snapshot>,
-    /// Format-specific facts.
-    pub details: Details,
+    pub snapshots: Vec<SnapshotInfo>,
+    /// Persistent dirty bitmaps (formats with `Caps::bitmaps`; only when
+    /// the image's bitmap metadata is consistent).
+    pub bitmaps: Vec<BitmapInfo>,
+    /// The format's own facts, if it has any.
+    pub specific: Option<FormatSpecific>,
 }
 
 /// A guest view that can be read: what lies below a layer.
@@ -147,8 +179,12 @@ pub trait GuestRead: Send + Sync + fmt::Debug {
 /// An open image of some format, read side. `&self` everywhere, so parallel
 /// workers can share one image.
 pub trait Format: Send + Sync + fmt::Debug {
-    /// The format's name as qemu-img spells it ("qcow2", "qed", "raw").
-    fn format_name(&self) -> &'static str;
+    /// The driver of the image's format (its name and capabilities).
+    fn driver(&self) -> FormatKind;
+    /// The format's name as qemu-img spells it (for messages).
+    fn format_name(&self) -> &'static str {
+        self.driver().name
+    }
     /// The guest-visible size in bytes.
     fn virtual_size(&self) -> u64;
     /// The allocation unit (cluster, or subcluster with extended L2).
@@ -281,49 +317,13 @@ pub trait Format: Send + Sync + fmt::Debug {
             self.format_name()
         )))
     }
-    /// The options [`Format::amend`] takes, in `-o help` order; empty when
-    /// the format has no amend.
-    fn amend_options(&self) -> &'static [AmendOption] {
-        &[]
+    /// Internal snapshots, for formats that keep them (`Caps::snapshots`).
+    fn snapshots(&self) -> Option<&dyn InternalSnapshots> {
+        None
     }
-    /// Changes the options of an existing image, as `qemu-img amend`:
-    /// each step leaves a consistent image (leaked clusters at most) that
-    /// shows the guest the same data, and the header that makes a change
-    /// current is written last, in one write. The image must not be used
-    /// afterwards (open it again). `progress` hears (steps done, steps in
-    /// all) as the work goes, the steps qemu-img reports.
-    fn amend(&self, options: &AmendOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-        let _ = (options, progress);
-        Err(Error::unsupported(format!(
-            "Format driver '{}' does not support option amendment",
-            self.format_name()
-        )))
-    }
-    /// Takes an internal snapshot of the active layer, as `qemu-img snapshot
-    /// -c`: afterwards the snapshot shares every cluster with the active
-    /// layer and later writes copy on write. Each step leaves a consistent
-    /// image in which the snapshot either exists whole or not at all. The
-    /// image must not be used afterwards (open it again).
-    fn create_snapshot(&self, snapshot: &NewSnapshot) -> Result<()> {
-        let _ = snapshot;
-        Err(Error::unsupported("Operation not supported"))
-    }
-    /// Makes the internal snapshot `id_or_name` (an ID first, then a name,
-    /// as qemu-img looks them up) the active layer, with its virtual size,
-    /// as `qemu-img snapshot -a`. The active layer shows either its old or
-    /// the snapshot's content at every instant. Open the image again to use it.
-    fn apply_snapshot(&self, id_or_name: &str) -> Result<()> {
-        let _ = id_or_name;
-        Err(Error::unsupported(
-            "Block driver does not support snapshots",
-        ))
-    }
-    /// Deletes the first internal snapshot called `name` (qemu-img looks
-    /// it up by name only, not by ID) and gives back the clusters only it
-    /// used, as `qemu-img snapshot -d`. Open the image again to use it.
-    fn delete_snapshot(&self, name: &str) -> Result<()> {
-        let _ = name;
-        Err(Error::argument("snapshot not found"))
+    /// Changing options in place, for formats with `Caps::amend`.
+    fn amender(&self) -> Option<&dyn Amend> {
+        None
     }
     /// The image's persistent dirty bitmaps, for formats that store them
     /// (qcow2, version 2 images included: they list none and refuse new
@@ -347,6 +347,39 @@ pub trait Format: Send + Sync + fmt::Debug {
         let _ = (mode, log);
         Ok(None)
     }
+}
+
+/// Internal snapshots of an image (`Caps::snapshots`), reached through
+/// [`Format::snapshots`]. Each call leaves the image to be opened again.
+pub trait InternalSnapshots {
+    /// Takes an internal snapshot of the active layer, as `qemu-img snapshot
+    /// -c`: afterwards the snapshot shares every cluster with the active
+    /// layer and later writes copy on write. Each step leaves a consistent
+    /// image in which the snapshot either exists whole or not at all. The
+    /// image must not be used afterwards (open it again).
+    fn create_snapshot(&self, snapshot: &NewSnapshot) -> Result<()>;
+    /// Makes the internal snapshot `id_or_name` (an ID first, then a name,
+    /// as qemu-img looks them up) the active layer, with its virtual size,
+    /// as `qemu-img snapshot -a`. The active layer shows either its old or
+    /// the snapshot's content at every instant. Open the image again to use it.
+    fn apply_snapshot(&self, id_or_name: &str) -> Result<()>;
+    /// Deletes the first internal snapshot called `name` (qemu-img looks
+    /// it up by name only, not by ID) and gives back the clusters only it
+    /// used, as `qemu-img snapshot -d`. Open the image again to use it.
+    fn delete_snapshot(&self, name: &str) -> Result<()>;
+}
+
+/// Changing the options of an existing image (`Caps::amend`), reached
+/// through [`Format::amender`].
+pub trait Amend {
+    /// Changes the options of an existing image (the driver's
+    /// `amend_options`), as `qemu-img amend`:
+    /// each step leaves a consistent image (leaked clusters at most) that
+    /// shows the guest the same data, and the header that makes a change
+    /// current is written last, in one write. The image must not be used
+    /// afterwards (open it again). `progress` hears (steps done, steps in
+    /// all) as the work goes, the steps qemu-img reports.
+    fn amend(&self, options: &AmendOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<()>;
 }
 
 /// One option `amend -o help` lists.

@@ -1,31 +1,74 @@
-//! Format names, probing by magic, and opening an image file.
+//! Format names, probing by magic, and opening an image file, all through
+//! the driver table ([`super::registry`]).
 
-use super::{qcow2::Qcow2, qed::Qed, raw::Raw, Format};
+use super::driver::{Confidence, FormatDriver, OpenHow};
+use super::registry::{self, Probe};
+use super::Format;
 use crate::error::{Error, Result, ResultExt};
 use crate::io::{open_read_storage_with, open_writable_storage_with, Storage, StorageOptions};
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
 use std::path::Path;
 use std::str::FromStr;
 
-/// The formats qimg reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FormatKind {
-    /// qcow2, versions 2 and 3.
-    Qcow2,
-    /// QED.
-    Qed,
-    /// Raw bytes.
-    Raw,
-}
+/// A registered format: a small copyable handle on its [`FormatDriver`]
+/// (fields and capabilities are reached through `Deref`). Compared by name.
+#[derive(Clone, Copy)]
+pub struct FormatKind(&'static FormatDriver);
 
 impl FormatKind {
+    /// The handle on `driver`.
+    pub const fn of(driver: &'static FormatDriver) -> Self {
+        FormatKind(driver)
+    }
+
+    /// The registered format called `name`, if any.
+    pub fn named(name: &str) -> Option<Self> {
+        registry::by_name(name).map(FormatKind)
+    }
+
+    /// The format qemu-img uses when none is given and a probe falls back
+    /// to (raw).
+    pub fn fallback() -> Self {
+        FormatKind(registry::fallback())
+    }
+
     /// The name qemu-img uses.
     pub fn name(self) -> &'static str {
-        match self {
-            FormatKind::Qcow2 => "qcow2",
-            FormatKind::Qed => "qed",
-            FormatKind::Raw => "raw",
-        }
+        self.0.name
+    }
+
+    /// The driver.
+    pub fn driver(self) -> &'static FormatDriver {
+        self.0
+    }
+}
+
+impl Deref for FormatKind {
+    type Target = FormatDriver;
+    fn deref(&self) -> &FormatDriver {
+        self.0
+    }
+}
+
+impl PartialEq for FormatKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for FormatKind {}
+
+impl Hash for FormatKind {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.name.hash(state)
+    }
+}
+
+impl fmt::Debug for FormatKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -35,32 +78,18 @@ impl fmt::Display for FormatKind {
     }
 }
 
-/// Formats qemu-img knows that qimg does not read.
-const FOREIGN_FORMATS: &[&str] = &[
-    "qcow",
-    "vmdk",
-    "vdi",
-    "vhdx",
-    "vpc",
-    "parallels",
-    "luks",
-    "cloop",
-    "dmg",
-    "bochs",
-];
-
 impl FromStr for FormatKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "qcow2" => Ok(FormatKind::Qcow2),
-            "qed" => Ok(FormatKind::Qed),
-            "raw" => Ok(FormatKind::Raw),
-            other if FOREIGN_FORMATS.contains(&other) => Err(Error::unsupported(format!(
-                "format '{other}' is not supported (qimg reads qcow2, qed and raw)"
+        match FormatKind::named(s) {
+            Some(k) => Ok(k),
+            None if registry::is_foreign(s) => Err(Error::unsupported(format!(
+                "format '{s}' is not supported (qimg reads {})",
+                registry::names_sentence()
             ))),
-            other => Err(Error::argument(format!(
-                "Unknown file format '{other}' (qimg reads qcow2, qed and raw)"
+            None => Err(Error::argument(format!(
+                "Unknown file format '{s}' (qimg reads {})",
+                registry::names_sentence()
             ))),
         }
     }
@@ -69,47 +98,21 @@ impl FromStr for FormatKind {
 /// What the first bytes of a file say it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probed {
-    /// A format qimg reads.
+    /// A format qimg reads, recognised by its magic.
     Known(FormatKind),
+    /// Nothing recognised: the fallback format (raw), a guess.
+    Guessed(FormatKind),
     /// A format qimg recognises but does not read.
     Foreign(&'static str),
 }
 
-/// Probes the first (up to 512) bytes of a file, as QEMU does: qcow2 and QED
-/// by magic, a few foreign formats so they are not mistaken for raw, and raw
-/// for everything else.
+/// Probes the first (up to 512) bytes of a file, as QEMU does.
 pub fn probe(head: &[u8]) -> Probed {
-    let starts = |m: &[u8]| head.len() >= m.len() && &head[..m.len()] == m;
-    if starts(b"QFI\xfb") && head.len() >= 8 {
-        let version = u32::from_be_bytes(head[4..8].try_into().expect("4 bytes"));
-        return match version {
-            0 => Probed::Known(FormatKind::Raw),
-            1 => Probed::Foreign("qcow"),
-            _ => Probed::Known(FormatKind::Qcow2),
-        };
+    match registry::probe(head) {
+        Probe::Known(d, Confidence::Magic) => Probed::Known(FormatKind(d)),
+        Probe::Known(d, Confidence::Fallback) => Probed::Guessed(FormatKind(d)),
+        Probe::Foreign(name) => Probed::Foreign(name),
     }
-    if starts(b"QED\0") {
-        return Probed::Known(FormatKind::Qed);
-    }
-    if starts(b"KDMV") {
-        return Probed::Foreign("vmdk");
-    }
-    if starts(b"vhdxfile") {
-        return Probed::Foreign("vhdx");
-    }
-    if starts(b"conectix") {
-        return Probed::Foreign("vpc");
-    }
-    if starts(b"WithouFreSpacExt") || starts(b"WithoutFreeSpace") {
-        return Probed::Foreign("parallels");
-    }
-    if starts(b"LUKS\xba\xbe") {
-        return Probed::Foreign("luks");
-    }
-    if head.len() >= 0x44 && head[0x40..0x44] == [0x7f, 0x10, 0xda, 0xbe] {
-        return Probed::Foreign("vdi");
-    }
-    Probed::Known(FormatKind::Raw)
 }
 
 /// Reads the head of `storage` and probes it.
@@ -132,28 +135,29 @@ pub fn format_of(
         return Ok(k);
     }
     match probe_storage(storage).path_context(path)? {
-        Probed::Known(k) => Ok(k),
+        Probed::Known(k) | Probed::Guessed(k) => Ok(k),
         Probed::Foreign(name) => Err(Error::unsupported(format!(
-            "image format '{name}' is not supported (qimg reads qcow2, qed and raw)"
+            "image format '{name}' is not supported (qimg reads {})",
+            registry::names_sentence()
         ))
         .with_path(path)),
     }
 }
 
 /// Refuses an image that lacks the magic of the format it was given as,
-/// with qemu-img's sentence (scripts match it: Proxmox retries a listing as
-/// raw on `Image is not in \S+ format$`).
+/// with the format's own (qemu-img's) sentence.
 fn check_magic(storage: &dyn Storage, path: &Path, format: FormatKind) -> Result<()> {
-    let (magic, sentence): (&[u8], &str) = match format {
-        FormatKind::Qcow2 => (b"QFI\xfb", "Image is not in qcow2 format"),
-        FormatKind::Qed => (b"QED\0", "Image not in QED format"),
-        FormatKind::Raw => return Ok(()),
+    let Some(magic) = format.magic else {
+        return Ok(());
     };
-    let len = storage.len().path_context(path)?.min(magic.len() as u64) as usize;
+    let len = storage
+        .len()
+        .path_context(path)?
+        .min(magic.bytes.len() as u64) as usize;
     let mut head = vec![0u8; len];
     storage.read_at(&mut head, 0).path_context(path)?;
-    if head != magic {
-        return Err(Error::invalid(sentence).with_path(path));
+    if head != magic.bytes {
+        return Err(Error::invalid(magic.refusal).with_path(path));
     }
     Ok(())
 }
@@ -179,28 +183,37 @@ pub fn open_storage(
     path: &Path,
     format: Option<FormatKind>,
 ) -> Result<Box<dyn Format>> {
-    let image: Box<dyn Format> = match format_of(storage.as_ref(), path, format)? {
-        FormatKind::Qcow2 => Box::new(Qcow2::open(storage, path).path_context(path)?),
-        FormatKind::Qed => Box::new(Qed::open(storage).path_context(path)?),
-        FormatKind::Raw => Box::new(Raw::open(storage).path_context(path)?),
-    };
-    Ok(image)
+    open_as(storage, path, format, &OpenHow::ReadOnly)
+}
+
+/// Opens an image held by `storage` (known as `path`) as `how` says, as
+/// `format`, or probed when `None`.
+pub fn open_as(
+    storage: Box<dyn Storage>,
+    path: &Path,
+    format: Option<FormatKind>,
+    how: &OpenHow<'_>,
+) -> Result<Box<dyn Format>> {
+    let kind = format_of(storage.as_ref(), path, format)?;
+    if let OpenHow::Snapshot(_) = how {
+        if !kind.caps.snapshots {
+            return Err(
+                Error::unsupported(format!("{kind} images have no internal snapshots"))
+                    .with_path(path),
+            );
+        }
+    }
+    (kind.open)(storage, path, how).path_context(path)
 }
 
 /// As [`open_storage`], for `check -r` (`storage` writable): damage that a
-/// normal open refuses but the repair fixes (a qcow2 snapshot table QEMU
-/// would not read) is tolerated.
+/// normal open refuses but the repair fixes is tolerated.
 pub fn open_storage_for_repair(
     storage: Box<dyn Storage>,
     path: &Path,
     format: Option<FormatKind>,
 ) -> Result<Box<dyn Format>> {
-    match format_of(storage.as_ref(), path, format)? {
-        FormatKind::Qcow2 => Ok(Box::new(
-            Qcow2::open_for_repair(storage, path).path_context(path)?,
-        )),
-        kind => open_storage(storage, path, Some(kind)),
-    }
+    open_as(storage, path, format, &OpenHow::Repair)
 }
 
 /// Opens the image at `path` for writing, as `format`, or probed when `None`.
@@ -214,46 +227,10 @@ pub fn open_image_writable_with(
     format: Option<FormatKind>,
     options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
-    open_writable_with(&|| open_writable_storage_with(path, options), path, format)
-}
-
-/// Opens an image for writing in the storage `open` opens (known as
-/// `path`), as `format`, or probed when `None`. A dirty qcow2 image is
-/// repaired first, through a second storage from `open`.
-pub fn open_writable_with(
-    open: &dyn Fn() -> Result<Box<dyn Storage>>,
-    path: &Path,
-    format: Option<FormatKind>,
-) -> Result<Box<dyn Format>> {
-    let storage = open()?;
-    let kind = format_of(storage.as_ref(), path, format)?;
-    if kind == FormatKind::Qcow2 {
-        repair_if_dirty(open()?, path)?;
-    }
-    let image: Box<dyn Format> = match kind {
-        FormatKind::Qcow2 => Box::new(Qcow2::open_writable(storage, path).path_context(path)?),
-        FormatKind::Qed => Box::new(Qed::open_writable(storage).path_context(path)?),
-        FormatKind::Raw => Box::new(Raw::open(storage).path_context(path)?),
-    };
-    Ok(image)
-}
-
-/// A qcow2 image left dirty by a crashed lazy-refcount writer has stale
-/// refcounts: before it is written, they are rebuilt, as QEMU does.
-fn repair_if_dirty(storage: Box<dyn Storage>, path: &Path) -> Result<()> {
-    let image = Qcow2::open(storage, path).path_context(path)?;
-    if image.header().incompatible_features & super::qcow2::header::INCOMPAT_DIRTY == 0 {
-        return Ok(());
-    }
-    let report = image
-        .repair(super::check::Repair::All, &mut |_| {})
-        .path_context(path)?
-        .unwrap_or_default();
-    if report.corruptions > 0 || report.check_errors > 0 {
-        return Err(Error::corrupt(
-            "image was not closed cleanly and its refcounts could not be repaired; run 'qimg check -r all'",
-        )
-        .with_path(path));
-    }
-    Ok(())
+    open_as(
+        open_writable_storage_with(path, options)?,
+        path,
+        format,
+        &OpenHow::Writable,
+    )
 }

@@ -1,9 +1,90 @@
 //! Raw images: the guest sees the file's bytes; holes come from SEEK_HOLE.
 
+use super::driver::common_options::{EXTENT_SIZE_HINT, FILE_PREALLOCATION, NOCOW, SIZE};
+use super::driver::{
+    Caps, Confidence, CreateParams, FormatDriver, FormattingField, MeasureInput, Measurement,
+    NewImage, NodeOptions, OpenHow,
+};
 use super::Preallocation;
-use super::{clip_request, BackingSpec, Description, Details, Extent, Format, Status};
+use super::{clip_request, BackingSpec, Description, Extent, Format, FormatKind, Status};
 use crate::error::{Error, Result};
-use crate::io::{write_zeros, HostExtent, Storage};
+use crate::io::{create_storage_with, write_zeros, HostExtent, Storage, StorageOptions};
+use std::path::Path;
+
+/// Raw: the file's bytes are the guest's. What a probe falls back to.
+pub static DRIVER: FormatDriver = FormatDriver {
+    name: "raw",
+    probe: |_| Some(Confidence::Fallback),
+    magic: None,
+    open: |storage, _path: &Path, _how: &OpenHow<'_>| Ok(Box::new(Raw::open(storage)?)),
+    create: create_plan,
+    create_options: &[FILE_PREALLOCATION, NOCOW, EXTENT_SIZE_HINT, SIZE],
+    formatting: &[
+        FormattingField::given("size"),
+        FormattingField::given("preallocation"),
+        FormattingField::given("nocow"),
+        FormattingField::size("extent_size_hint"),
+    ],
+    amend_options: &[],
+    measure: Some(measure),
+    node_options: NodeOptions::NONE,
+    caps: Caps {
+        writable: true,
+        backing: false,
+        snapshots: false,
+        compression: false,
+        bitmaps: false,
+        check: false,
+        resize: true,
+        amend: false,
+        external_data: false,
+        preallocate_metadata: false,
+        repair_dirty_on_open: false,
+        host_is_file: true,
+        fallback: true,
+        window: true,
+    },
+};
+
+/// A planned raw image.
+#[derive(Debug)]
+struct NewRaw {
+    size: u64,
+    preallocation: Preallocation,
+}
+
+impl NewImage for NewRaw {
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, file: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
+        let storage = create_storage_with(file, options)?;
+        create(storage.as_ref(), self.size, self.preallocation)?;
+        Ok(storage)
+    }
+}
+
+fn create_plan(p: &CreateParams<'_>) -> Result<Box<dyn NewImage>> {
+    Ok(Box::new(NewRaw {
+        size: p.size,
+        preallocation: p.preallocation,
+    }))
+}
+
+/// A raw target holds the whole disk (a `--size` rounded to sectors).
+fn measure(m: &MeasureInput<'_>) -> Result<Measurement> {
+    let size = if m.from_image {
+        m.size
+    } else {
+        m.size.div_ceil(512) * 512
+    };
+    Ok(Measurement {
+        required: size,
+        fully_allocated: size,
+        bitmaps: None,
+    })
+}
 
 /// An open raw image.
 #[derive(Debug)]
@@ -22,8 +103,8 @@ impl Raw {
 }
 
 impl Format for Raw {
-    fn format_name(&self) -> &'static str {
-        "raw"
+    fn driver(&self) -> FormatKind {
+        FormatKind::of(&DRIVER)
     }
 
     fn virtual_size(&self) -> u64 {
@@ -111,7 +192,8 @@ impl Format for Raw {
             dirty: false,
             need_check: false,
             snapshots: Vec::new(),
-            details: Details::None,
+            bitmaps: Vec::new(),
+            specific: None,
         }
     }
 }

@@ -231,56 +231,60 @@ impl Storage for FaultStorage {
     }
 }
 
-/// A crash test of a whole command: while a session is active on a thread,
-/// every image that thread opens for writing (see
-/// [`crate::io::open_writable_storage`]) lives in a [`FaultStorage`] loaded
-/// from the file, all sharing one [`CrashClock`]. Afterwards the test writes
-/// what a disk could hold back to the files with [`FaultSession::write_back`].
+/// A crash test of a whole command: a test passes the session in the
+/// [`crate::io::StorageOptions`] of the command (see
+/// [`FaultSessionGuard::options`]), and every image the command opens for
+/// writing (see [`crate::io::open_writable_storage_with`]) lives in a
+/// [`FaultStorage`] loaded from the file, all sharing one [`CrashClock`].
+/// Afterwards the test writes what a disk could hold back to the files with
+/// [`FaultSessionGuard::write_back`].
 #[derive(Debug)]
 pub struct FaultSession {
     clock: Arc<CrashClock>,
     files: Mutex<Vec<Arc<FaultStorage>>>,
 }
 
-thread_local! {
-    static SESSION: std::cell::RefCell<Option<Arc<FaultSession>>> = const { std::cell::RefCell::new(None) };
-}
-
 impl FaultSession {
-    /// Starts a session on this thread that crashes after `crash_after`
-    /// changes (`u64::MAX`: never). It ends when the returned guard is dropped.
+    /// Starts a session that crashes after `crash_after` changes
+    /// (`u64::MAX`: never); it acts on the commands given its
+    /// [`FaultSessionGuard::options`].
     pub fn start(crash_after: u64) -> FaultSessionGuard {
-        let session = Arc::new(FaultSession {
+        FaultSessionGuard(Arc::new(FaultSession {
             clock: CrashClock::new(crash_after),
             files: Mutex::new(Vec::new()),
-        });
-        SESSION.with(|s| *s.borrow_mut() = Some(session.clone()));
-        FaultSessionGuard(session)
+        }))
     }
 
-    /// The storage for `path` in this thread's session, if one is active:
-    /// the same storage each time a file is opened again.
-    pub(crate) fn storage_for(path: &Path) -> Result<Option<Arc<FaultStorage>>> {
-        let Some(session) = SESSION.with(|s| s.borrow().clone()) else {
-            return Ok(None);
-        };
+    /// The storage for `path` in this session: the same storage each time
+    /// a file is opened again.
+    pub(crate) fn storage_for(&self, path: &Path) -> Result<Arc<FaultStorage>> {
+        let session = self;
         let path = std::fs::canonicalize(path).map_err(|e| Error::io("open", e).with_path(path))?;
         let mut files = session.files.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = files.iter().find(|f| f.path == path) {
-            return Ok(Some(f.clone()));
+            return Ok(f.clone());
         }
         let data = std::fs::read(&path).map_err(|e| Error::io("read", e).with_path(&path))?;
         let storage = Arc::new(FaultStorage::with_clock(&path, data, session.clock.clone()));
         files.push(storage.clone());
-        Ok(Some(storage))
+        Ok(storage)
     }
 }
 
-/// Keeps a [`FaultSession`] active on its thread.
+/// A test's handle on a [`FaultSession`].
 #[derive(Debug)]
 pub struct FaultSessionGuard(Arc<FaultSession>);
 
 impl FaultSessionGuard {
+    /// Storage options that route the files a command writes through the
+    /// session.
+    pub fn options(&self) -> super::StorageOptions {
+        super::StorageOptions {
+            faults: Some(self.0.clone()),
+            ..Default::default()
+        }
+    }
+
     /// How many changes the session's files saw.
     pub fn changes(&self) -> u64 {
         self.0.clock.changes()
@@ -300,11 +304,5 @@ impl FaultSessionGuard {
             std::fs::write(&f.path, f.after_crash(|i| keep(n, i)))?;
         }
         Ok(())
-    }
-}
-
-impl Drop for FaultSessionGuard {
-    fn drop(&mut self) {
-        SESSION.with(|s| *s.borrow_mut() = None);
     }
 }

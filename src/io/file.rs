@@ -1,8 +1,8 @@
 //! A local file as [`Storage`], read with positional reads (`pread`).
 
 use super::direct::DirectWriter;
-use super::lock::{self, Access, ImageLock};
-use super::{CacheMode, HostExtent, Storage};
+use super::lock::{Access, ImageLock};
+use super::{CacheMode, HostExtent, Storage, StorageOptions};
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -38,18 +38,34 @@ pub struct FileStorage {
 const WRITEBACK_EVERY: u64 = 32 << 20;
 
 impl FileStorage {
-    /// Opens `path` read-only (sharing everything after `-U`, see
-    /// [`lock::set_force_share`]).
+    /// Opens `path` read-only, locked as a reader that shares nothing.
     pub fn open(path: &Path) -> Result<Self> {
-        Self::open_with(path, OpenOptions::new().read(true), lock::read_access())
+        Self::open_with_options(path, &StorageOptions::default())
+    }
+
+    /// Opens `path` read-only, sharing everything when `options` say
+    /// `force_share` (`-U`).
+    pub fn open_with_options(path: &Path, options: &StorageOptions) -> Result<Self> {
+        Self::open_with(
+            path,
+            OpenOptions::new().read(true),
+            Access::for_read(options.force_share),
+            CacheMode::default(),
+        )
     }
 
     /// Opens an existing `path` for reading and writing.
     pub fn open_rw(path: &Path) -> Result<Self> {
+        Self::open_rw_with(path, &StorageOptions::default())
+    }
+
+    /// As [`FileStorage::open_rw`], with the cache mode of `options`.
+    pub fn open_rw_with(path: &Path, options: &StorageOptions) -> Result<Self> {
         Self::open_with(
             path,
             OpenOptions::new().read(true).write(true),
             Access::Write,
+            options.cache,
         )
     }
 
@@ -57,6 +73,11 @@ impl FileStorage {
     /// The file is emptied only once its locks are held, so an image a
     /// VM is using is refused intact.
     pub fn create(path: &Path) -> Result<Self> {
+        Self::create_with(path, &StorageOptions::default())
+    }
+
+    /// As [`FileStorage::create`], with the cache mode of `options`.
+    pub fn create_with(path: &Path, options: &StorageOptions) -> Result<Self> {
         let storage = Self::open_with(
             path,
             OpenOptions::new()
@@ -65,13 +86,19 @@ impl FileStorage {
                 .create(true)
                 .truncate(false),
             Access::Write,
+            options.cache,
         )
         .map_err(|e| e.with_path(path))?;
         storage.set_len(0)?;
         Ok(storage)
     }
 
-    fn open_with(path: &Path, options: &OpenOptions, access: Access) -> Result<Self> {
+    fn open_with(
+        path: &Path,
+        options: &OpenOptions,
+        access: Access,
+        cache: CacheMode,
+    ) -> Result<Self> {
         let file = options
             .open(path)
             .map_err(|e| Error::io("could not open", e).with_path(path))?;
@@ -87,7 +114,7 @@ impl FileStorage {
             path: path.to_path_buf(),
             unsynced: AtomicU64::new(0),
             writable: access == Access::Write,
-            cache: super::cache_mode(),
+            cache,
             lost_writes: AtomicBool::new(false),
             direct: OnceLock::new(),
             _lock: lock,

@@ -17,7 +17,6 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 /// QEMU's permissions, by bit number (byte 100 + bit, 200 + bit).
@@ -53,21 +52,14 @@ impl Access {
     }
 }
 
-/// Read-only opens share everything when set (the `-U` of read-only commands).
-static FORCE_SHARE: AtomicBool = AtomicBool::new(false);
-
-/// Makes every later read-only open share everything (`-U`). Opens for
-/// writing are not affected.
-pub fn set_force_share(on: bool) {
-    FORCE_SHARE.store(on, Ordering::SeqCst);
-}
-
-/// The access a read-only open takes now.
-pub fn read_access() -> Access {
-    if FORCE_SHARE.load(Ordering::SeqCst) {
-        Access::SharedRead
-    } else {
-        Access::Read
+impl Access {
+    /// The access a read-only open takes: sharing everything with `-U`.
+    pub fn for_read(force_share: bool) -> Access {
+        if force_share {
+            Access::SharedRead
+        } else {
+            Access::Read
+        }
     }
 }
 

@@ -50,29 +50,25 @@ impl CacheMode {
     }
 }
 
-static CACHE_MODE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-
-/// Sets the cache mode of files opened for writing from now on.
-pub fn set_cache_mode(mode: CacheMode) {
-    CACHE_MODE.store(mode as u8, std::sync::atomic::Ordering::SeqCst);
-}
-
-/// The cache mode files opened for writing get now.
-pub fn cache_mode() -> CacheMode {
-    match CACHE_MODE.load(std::sync::atomic::Ordering::SeqCst) {
-        1 => CacheMode::Writeback,
-        2 => CacheMode::Unsafe,
-        _ => CacheMode::Direct,
-    }
-}
-
-/// What opening a storage may be told besides its name.
-#[derive(Debug, Clone, Copy, Default)]
+/// How files are opened, passed from the command line down to every open
+/// (no process-wide setting decides it).
+#[derive(Debug, Clone, Default)]
 pub struct StorageOptions {
     /// Ends the waits of network storage (connect, pending replies) soon
     /// after it is set: the flag a signal handler sets.
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
+    /// How files opened for writing use the page cache and flushes (`-t`).
+    pub cache: CacheMode,
+    /// Read-only opens share everything (`-U`); opens for writing are not
+    /// affected.
+    pub force_share: bool,
+    /// A crash test's fault injector: every file opened for writing lives
+    /// in its [`FaultStorage`] instead. Only tests set it.
+    pub faults: Option<Arc<FaultSession>>,
 }
+
+/// Alias under the name the design uses.
+pub type OpenOptions = StorageOptions;
 
 impl StorageOptions {
     /// The options of an NBD export opened with these.
@@ -85,7 +81,7 @@ impl StorageOptions {
 }
 
 /// Opens the file (or NBD export) at `path` for reading and writing: the
-/// file itself, or its stand-in while a [`FaultSession`] runs on this thread.
+/// file itself, or its stand-in in the options' [`FaultSession`].
 pub fn open_writable_storage(path: &Path) -> Result<Box<dyn Storage>> {
     open_writable_storage_with(path, &StorageOptions::default())
 }
@@ -102,9 +98,23 @@ pub fn open_writable_storage_with(
             &options.nbd(),
         )?));
     }
-    match FaultSession::storage_for(path)? {
-        Some(fault) => Ok(Box::new(fault)),
-        None => Ok(Box::new(FileStorage::open_rw(path)?)),
+    match &options.faults {
+        Some(session) => Ok(Box::new(session.storage_for(path)?)),
+        None => Ok(Box::new(FileStorage::open_rw_with(path, options)?)),
+    }
+}
+
+/// Creates the file `path` (emptied if it exists) for reading and writing,
+/// with the options' cache mode: the file itself, or its stand-in in the
+/// options' [`FaultSession`].
+pub fn create_storage_with(path: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
+    let file = FileStorage::create_with(path, options)?;
+    match &options.faults {
+        Some(session) => {
+            drop(file);
+            Ok(Box::new(session.storage_for(path)?))
+        }
+        None => Ok(Box::new(file)),
     }
 }
 
@@ -121,7 +131,7 @@ pub fn open_read_storage_with(path: &Path, options: &StorageOptions) -> Result<B
             false,
             &options.nbd(),
         )?)),
-        None => Ok(Box::new(FileStorage::open(path)?)),
+        None => Ok(Box::new(FileStorage::open_with_options(path, options)?)),
     }
 }
 

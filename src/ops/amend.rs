@@ -8,7 +8,8 @@
 use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::{AmendOption, AmendOptions, FormatKind};
-use crate::ops::create::{option_names, split_options};
+use crate::io::StorageOptions;
+use crate::ops::create::split_options;
 use crate::size::parse_size;
 use std::path::PathBuf;
 
@@ -21,15 +22,14 @@ pub struct AmendRequest {
     pub format: Option<FormatKind>,
     /// The `-o` texts as given (each a comma separated list).
     pub options: Vec<String>,
+    /// How files are opened (cache mode, `-U`, a test's fault injector).
+    pub storage: StorageOptions,
 }
 
 /// The options `amend -o help` lists for `format` (none for formats that
 /// have no amend).
 pub fn amend_option_help(format: FormatKind) -> &'static [AmendOption] {
-    match format {
-        FormatKind::Qcow2 => crate::format::qcow2::amend::AMEND_OPTIONS,
-        FormatKind::Qed | FormatKind::Raw => &[],
-    }
+    format.amend_options
 }
 
 /// qemu-img's refusal for a format without amend.
@@ -68,7 +68,7 @@ pub fn parse_amend_options(
     for (name, value) in pairs {
         if !known.iter().any(|o| o.name == name) && !name.starts_with("encrypt.") {
             let mut message = format!("Invalid parameter '{name}'");
-            if option_names(format).contains(&name.as_str()) {
+            if format.create_options.iter().any(|o| o.name == name) {
                 message.push_str("\nThis option is only supported for image creation");
             }
             return Err(Error::argument(message));
@@ -163,14 +163,16 @@ fn parse_bool(name: &str, value: &str) -> Result<bool> {
 /// format's refusals keep qemu-img's wording exactly (no file name: there
 /// is only one file). `progress` hears the format's steps (done, in all).
 pub fn amend(req: &AmendRequest, progress: &mut dyn FnMut(u64, u64)) -> Result<()> {
-    let chain = Chain::open_writable(&req.file, req.format)?;
+    let chain = Chain::open_writable_with(&req.file, req.format, &req.storage)?;
     let image = chain.top().image.as_ref();
-    let known = image.amend_options();
-    if known.is_empty() {
-        return Err(not_supported(image.format_name()));
+    let format = image.driver();
+    if !format.caps.amend {
+        return Err(not_supported(format.name));
     }
-    let format = req.format.unwrap_or(FormatKind::Qcow2);
-    let opts = parse_amend_options(format, known, &req.options)?;
-    image.amend(&opts, progress)?;
+    let opts = parse_amend_options(format, format.amend_options, &req.options)?;
+    let amender = image.amender().ok_or_else(|| not_supported(format.name))?;
+    amender.amend(&opts, progress)?;
+    // Reported here, not lost when the image is dropped.
+    image.flush()?;
     Ok(())
 }

@@ -6,6 +6,7 @@ use crate::chain::Chain;
 use crate::error::Result;
 use crate::format::check::{CheckReport, Repair};
 use crate::format::{open_storage_for_repair, FormatKind};
+use crate::io::StorageOptions;
 use std::path::Path;
 
 /// What a check found, or that the format has none.
@@ -26,9 +27,10 @@ pub enum CheckOutcome {
 pub fn check_image(
     path: &Path,
     format: Option<FormatKind>,
+    options: &StorageOptions,
     log: &mut dyn FnMut(String),
 ) -> Result<CheckOutcome> {
-    let chain = Chain::open(path, format)?;
+    let chain = Chain::open_with(path, format, options)?;
     let top = chain.top();
     match top.image.check(log).map_err(|e| e.with_path(path))? {
         Some(report) => Ok(CheckOutcome::Checked {
@@ -47,17 +49,19 @@ pub fn repair_image(
     path: &Path,
     format: Option<FormatKind>,
     mode: Repair,
+    options: &StorageOptions,
     log: &mut dyn FnMut(String),
 ) -> Result<Option<CheckReport>> {
     // Locked for writing first: an image in use is refused as a write.
-    let storage = spec::open_storage(path, true)?;
+    let storage = spec::open_storage_with(path, true, options)?;
     let format = format.or(spec::ImageSpec::parse_path(path)?.driver());
     let image = open_storage_for_repair(storage, path, format)?;
     // The backing chain must open, as for a check.
-    let chain = Chain::with_top(path, std::sync::Arc::from(image))?;
-    chain
-        .top()
-        .image
-        .repair(mode, log)
-        .map_err(|e| e.with_path(path))
+    let chain = Chain::with_top(path, std::sync::Arc::from(image), options)?;
+    let image = &chain.top().image;
+    let report = image.repair(mode, log).map_err(|e| e.with_path(path))?;
+    // The repair's last writes are made durable here, where a failure is
+    // reported, not when the image is dropped.
+    image.flush().map_err(|e| e.with_path(path))?;
+    Ok(report)
 }

@@ -62,16 +62,15 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
     // changes, and an image in use is refused with qemu-img's words.
     let empty_file = !req.keep_file && req.base.is_none();
     let opts = control.storage_options();
-    let chain = Chain::open_writable_with(&req.file, req.format, &opts)?;
+    // The base is opened for writing with the chain, so each file is
+    // opened once.
+    let (chain, depth) =
+        Chain::open_writable_to_base(&req.file, req.format, req.base.as_deref(), &opts)?;
     if chain.layers().len() < 2 {
         return Err(Error::argument("Image does not have a backing file").with_path(&req.file));
     }
-    let depth = match &req.base {
-        Some(name) => chain.depth_of(name)?,
-        None => 1,
-    };
     let base = &chain.layers()[depth];
-    let base_kind: FormatKind = base.image.format_name().parse()?;
+    let base_kind: FormatKind = base.image.driver();
     let size = chain.top().image.virtual_size();
     let steps = plan(&chain.view(), depth)?;
 
@@ -89,7 +88,20 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
             .map_err(|e| e.with_path(&base.path))?;
     }
 
-    let target = open_image_writable_with(&base.path, Some(base_kind), &opts)?;
+    // After a resize the format wants the image opened again.
+    let reopened = if base_size < size || !chain.is_writable(depth) {
+        Some(open_image_writable_with(
+            &base.path,
+            Some(base_kind),
+            &opts,
+        )?)
+    } else {
+        None
+    };
+    let target: &dyn crate::format::Format = match &reopened {
+        Some(image) => image.as_ref(),
+        None => base.image.as_ref(),
+    };
     if chain.layers().len() > depth + 1 {
         // Partial writes into the base complete from what is below it.
         target.attach_backing(chain.reader_from(depth + 1));
@@ -100,19 +112,24 @@ pub fn commit(req: &CommitRequest, control: &Control) -> Result<Outcome> {
         target_is_zero: false,
         ..Default::default()
     };
-    let outcome = copy(&chain.view(), target.as_ref(), &steps, &options, control)
+    let outcome = copy(&chain.view(), target, &steps, &options, control)
         .map_err(|e| e.with_path(&base.path))?;
     if outcome != Outcome::Completed {
         return Ok(outcome);
     }
     // The base must hold everything durably before the image lets go of it.
     target.flush().map_err(|e| e.with_path(&base.path))?;
-    drop(target);
+    drop(reopened);
     if empty_file {
         chain
             .top()
             .image
             .make_empty()
+            .map_err(|e| e.with_path(&req.file))?;
+        chain
+            .top()
+            .image
+            .flush()
             .map_err(|e| e.with_path(&req.file))?;
     }
     Ok(Outcome::Completed)

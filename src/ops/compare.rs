@@ -113,8 +113,19 @@ pub fn compare(req: &CompareRequest, control: &Control) -> Result<Verdict> {
     // A signal ends the waits of network storage too.
     let opts = control.storage_options();
     let first = Chain::open_with(&req.first, req.first_format, &opts)?;
-    let second = Chain::open_with(&req.second, req.second_format, &opts)?;
-    let views = [first.view(), second.view()];
+    // An image below the first one in its chain is read from that chain,
+    // not opened a second time.
+    let second = match first.depth_of_file(&req.second, req.second_format) {
+        Some(depth) => Err(depth),
+        None => Ok(Chain::open_with(&req.second, req.second_format, &opts)?),
+    };
+    let views = [
+        first.view(),
+        match &second {
+            Ok(chain) => chain.view(),
+            Err(depth) => first.view_from(*depth),
+        },
+    ];
     let sizes = [views[0].virtual_size(), views[1].virtual_size()];
     let size_mismatch = sizes[0] != sizes[1];
     if req.strict && size_mismatch {

@@ -62,7 +62,7 @@ fn validate(req: &ConvertRequest) -> Result<()> {
             "Cannot use --target-is-zero when the destination image has a backing file",
         ));
     }
-    if req.backing.is_some() && req.target_format == FormatKind::Raw && !req.no_create {
+    if req.backing.is_some() && !req.target_format.caps.backing && !req.no_create {
         return Err(Error::argument(format!(
             "Backing file not supported for file format '{}'",
             req.target_format
@@ -80,7 +80,7 @@ fn validate(req: &ConvertRequest) -> Result<()> {
             "Use of backing file requires explicit backing format",
         ));
     }
-    if req.compress && req.target_format != FormatKind::Qcow2 {
+    if req.compress && !req.target_format.caps.compression {
         return Err(Error::argument(
             "Compression not supported for this file format",
         ));
@@ -109,6 +109,24 @@ pub fn plan(view: &View<'_>, base: u64, top_only: bool, sparse: u64) -> Result<V
     })
 }
 
+/// The image just created in `file` (named `name`), opened for writing
+/// from its still open storage, with its backing chain.
+pub(crate) fn open_created(
+    storage: Box<dyn crate::io::Storage>,
+    file: &std::path::Path,
+    name: &std::path::Path,
+    format: FormatKind,
+    options: &crate::io::StorageOptions,
+) -> Result<Chain> {
+    let image = crate::format::open_as(
+        storage,
+        file,
+        Some(format),
+        &crate::format::OpenHow::Writable,
+    )?;
+    Chain::with_writable_top(name, std::sync::Arc::from(image), options)
+}
+
 /// Converts as `req` says. `control` carries cancellation, rate and progress.
 pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
     validate(req)?;
@@ -118,6 +136,7 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             &req.sources[0],
             req.source_format,
             snapshot,
+            &opts,
         )?],
         None => req
             .sources
@@ -152,9 +171,12 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
             backing_format: req.backing_format.clone(),
             backing_unsafe: false,
             size: Some(total),
+            storage: opts.clone(),
         })?
-        .execute()?;
-        Chain::open_writable_with(&req.target, Some(req.target_format), &opts)?
+        .execute_open()
+        .and_then(|(storage, file)| {
+            open_created(storage, file, &req.target, req.target_format, &opts)
+        })?
     };
     let image = target.top().image.as_ref();
     if req.bitmaps.is_some() {

@@ -1,16 +1,13 @@
 //! `create`: parse qemu-img's `-o` options for a format, check the backing
 //! file, print the `Formatting ...` line and write the new image.
 
-use crate::chain::open_image;
+use crate::chain::open_image_with;
 use crate::chain::spec::creation_path;
 use crate::error::{Error, Result};
-use crate::format::qcow2::create::CreateOptions as Qcow2Options;
-use crate::format::qcow2::CompressionType;
-use crate::format::qed::QedCreateOptions;
-use crate::format::{qcow2, qed, raw, BackingSpec, FormatKind, Preallocation};
-use crate::io::{FileStorage, Storage};
+use crate::format::driver::{CreateOption, CreateParams, NewImage, OptionValues, Shown};
+use crate::format::{BackingSpec, FormatKind, Preallocation};
+use crate::io::StorageOptions;
 use crate::paths::resolve_relative_to;
-use crate::size::parse_size;
 use std::path::{Path, PathBuf};
 
 /// What the user asked for.
@@ -30,169 +27,28 @@ pub struct CreateRequest {
     pub backing_unsafe: bool,
     /// The positional size.
     pub size: Option<u64>,
+    /// How files are opened (the backing file) and created.
+    pub storage: StorageOptions,
 }
 
-/// The option names each format takes (qemu-img's, in its `-o help` order).
-pub fn option_names(format: FormatKind) -> &'static [&'static str] {
-    match format {
-        FormatKind::Qcow2 => &[
-            "compat",
-            "backing_file",
-            "backing_fmt",
-            "data_file",
-            "data_file_raw",
-            "encryption",
-            "cluster_size",
-            "extended_l2",
-            "preallocation",
-            "lazy_refcounts",
-            "refcount_bits",
-            "compression_type",
-            "nocow",
-            "extent_size_hint",
-            "size",
-        ],
-        FormatKind::Qed => &[
-            "backing_file",
-            "backing_fmt",
-            "cluster_size",
-            "table_size",
-            "preallocation",
-            "nocow",
-            "extent_size_hint",
-            "size",
-        ],
-        FormatKind::Raw => &["preallocation", "nocow", "extent_size_hint", "size"],
-    }
+/// The option names `format` takes on create (qemu-img's, in its `-o
+/// help` order, the ones it does not list included).
+pub fn option_names(format: FormatKind) -> impl Iterator<Item = &'static str> {
+    format.create_options.iter().map(|o| o.name)
 }
 
 /// One creation option as `-o help` lists it.
-#[derive(Debug, Clone, Copy)]
-pub struct OptionHelp {
-    /// The option name (`cluster_size`).
-    pub name: &'static str,
-    /// qemu-img's type word: `str`, `size`, `num` or `bool (on/off)`.
-    pub kind: &'static str,
-    /// What it does, in one line.
-    pub about: &'static str,
-    /// An option of the file itself (qemu's protocol level) rather than of
-    /// the format: qemu-img lists these only when a file name is given.
-    pub of_file: bool,
-}
-
-const fn opt(name: &'static str, kind: &'static str, about: &'static str) -> OptionHelp {
-    OptionHelp {
-        name,
-        kind,
-        about,
-        of_file: false,
-    }
-}
-
-const fn file_opt(name: &'static str, kind: &'static str, about: &'static str) -> OptionHelp {
-    OptionHelp {
-        name,
-        kind,
-        about,
-        of_file: true,
-    }
-}
-
-const BACKING_FILE: OptionHelp = opt("backing_file", "str", "Backing file of the new image");
-const BACKING_FMT: OptionHelp = opt("backing_fmt", "str", "Format of the backing file");
-const SIZE: OptionHelp = opt("size", "size", "Virtual size of the disk");
-const NOCOW: OptionHelp = file_opt(
-    "nocow",
-    "bool (on/off)",
-    "Disable copy-on-write of the file (btrfs only)",
-);
-const EXTENT_SIZE_HINT: OptionHelp = file_opt(
-    "extent_size_hint",
-    "size",
-    "Extent size hint given to the file system (0: none)",
-);
+pub type OptionHelp = CreateOption;
 
 /// The options `-o help` lists for `format`, sorted by name as qemu-img
 /// sorts them (encryption, which qimg refuses, is not listed).
 pub fn option_help(format: FormatKind) -> Vec<OptionHelp> {
-    let mut list = match format {
-        FormatKind::Qcow2 => vec![
-            BACKING_FILE,
-            BACKING_FMT,
-            opt(
-                "cluster_size",
-                "size",
-                "Cluster size in bytes (512 to 2M, a power of two)",
-            ),
-            opt(
-                "compat",
-                "str",
-                "Version of the format: v2 (0.10) or v3 (1.1)",
-            ),
-            opt(
-                "compression_type",
-                "str",
-                "Compression of compressed clusters: zlib or zstd",
-            ),
-            opt("data_file", "str", "External file holding the guest data"),
-            opt(
-                "data_file_raw",
-                "bool (on/off)",
-                "Keep the external data file a valid raw image",
-            ),
-            opt(
-                "extended_l2",
-                "bool (on/off)",
-                "L2 entries with 32 subclusters",
-            ),
-            opt(
-                "lazy_refcounts",
-                "bool (on/off)",
-                "Update refcounts lazily (needs a check after a crash)",
-            ),
-            opt(
-                "preallocation",
-                "str",
-                "Preallocation: off, metadata, falloc or full",
-            ),
-            opt(
-                "refcount_bits",
-                "num",
-                "Bits of one refcount entry (1 to 64, a power of two)",
-            ),
-            SIZE,
-            NOCOW,
-            EXTENT_SIZE_HINT,
-        ],
-        FormatKind::Qed => vec![
-            BACKING_FILE,
-            BACKING_FMT,
-            opt("cluster_size", "size", "Cluster size in bytes"),
-            SIZE,
-            opt(
-                "table_size",
-                "size",
-                "Size of the L1 and L2 tables, in clusters",
-            ),
-            file_opt(
-                "preallocation",
-                "str",
-                "Preallocation of the file: off, falloc or full",
-            ),
-            NOCOW,
-            EXTENT_SIZE_HINT,
-        ],
-        FormatKind::Raw => vec![
-            SIZE,
-            file_opt(
-                "preallocation",
-                "str",
-                "Preallocation of the file: off, falloc or full",
-            ),
-            NOCOW,
-            EXTENT_SIZE_HINT,
-        ],
-    };
+    let mut list: Vec<OptionHelp> = format
+        .create_options
+        .iter()
+        .filter(|o| !o.hidden)
+        .copied()
+        .collect();
     list.sort_by_key(|o| o.name);
     list
 }
@@ -233,69 +89,25 @@ pub fn split_options(spec: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A parsed `-o` list: values as given, in the order they last appeared.
-#[derive(Debug, Default)]
-struct Options {
-    values: Vec<(String, String)>,
-}
-
-impl Options {
-    fn parse(format: FormatKind, specs: &[String]) -> Result<Options> {
-        let mut o = Options::default();
-        let allowed = option_names(format);
-        for spec in specs {
-            for (key, value) in split_options(spec) {
-                let (key, value) = (key.as_str(), value.as_str());
-                if key.starts_with("encrypt") {
-                    return Err(Error::unsupported(
-                        "qimg does not create encrypted images (encryption options are not supported)",
-                    ));
-                }
-                if !allowed.contains(&key) {
-                    return Err(Error::argument(format!("Invalid parameter '{key}'")));
-                }
-                o.set(key, value);
+/// Reads `-o` texts for `format`: encryption is refused, and names the
+/// format does not take, with qemu-img's messages.
+fn parse_options(format: FormatKind, specs: &[String]) -> Result<OptionValues> {
+    let mut o = OptionValues::default();
+    for spec in specs {
+        for (key, value) in split_options(spec) {
+            let (key, value) = (key.as_str(), value.as_str());
+            if key.starts_with("encrypt") {
+                return Err(Error::unsupported(
+                    "qimg does not create encrypted images (encryption options are not supported)",
+                ));
             }
-        }
-        Ok(o)
-    }
-
-    fn set(&mut self, key: &str, value: &str) {
-        self.values.retain(|(k, _)| k != key);
-        self.values.push((key.to_string(), value.to_string()));
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn size(&self, key: &str) -> Result<Option<u64>> {
-        self.get(key)
-            .map(|v| {
-                parse_size(v).map_err(|_| {
-                    Error::argument(format!(
-                        "Parameter '{key}' expects a non-negative number below 2^64 \
-                         (a byte count, hexadecimal 0x..., or a number with a suffix k, M, G, \
-                         T, P or E; not '{v}')"
-                    ))
-                })
-            })
-            .transpose()
-    }
-
-    fn flag(&self, key: &str) -> Result<bool> {
-        match self.get(key) {
-            None => Ok(false),
-            Some("on" | "yes" | "true") => Ok(true),
-            Some("off" | "no" | "false") => Ok(false),
-            Some(v) => Err(Error::argument(format!(
-                "Parameter '{key}' expects 'on' or 'off', not '{v}'"
-            ))),
+            if !option_names(format).any(|n| n == key) {
+                return Err(Error::argument(format!("Invalid parameter '{key}'")));
+            }
+            o.set(key, value);
         }
     }
+    Ok(o)
 }
 
 /// A checked request, ready to write.
@@ -304,24 +116,9 @@ pub struct CreatePlan {
     file: PathBuf,
     /// The target, or the error its option values gave: like qemu-img, the
     /// formatting line is printed before bad values are reported.
-    target: Result<Target>,
+    target: Result<Box<dyn NewImage>>,
     formatting: String,
-}
-
-/// The image to write, per format.
-#[derive(Debug)]
-pub enum Target {
-    /// A qcow2 image.
-    Qcow2(Qcow2Options),
-    /// A QED image.
-    Qed(QedCreateOptions),
-    /// A raw image.
-    Raw {
-        /// Virtual size.
-        size: u64,
-        /// What to allocate.
-        preallocation: Preallocation,
-    },
+    storage: StorageOptions,
 }
 
 impl CreatePlan {
@@ -332,47 +129,37 @@ impl CreatePlan {
 
     /// Checks the options of the target format (qemu-img checks them after
     /// printing the formatting line).
-    pub fn validate(&self) -> Result<&Target> {
+    pub fn validate(&self) -> Result<&dyn NewImage> {
         let target = self
             .target
             .as_ref()
             .map_err(|e| Error::new(e.kind(), e.message()).with_path(&self.file))?;
-        match target {
-            Target::Qcow2(o) => o.validate(),
-            Target::Qed(o) => o.header().map(|_| ()),
-            Target::Raw { .. } => Ok(()),
-        }
-        .map_err(|e| e.with_path(&self.file))?;
-        Ok(target)
+        target.validate().map_err(|e| e.with_path(&self.file))?;
+        Ok(target.as_ref())
     }
 
-    /// Writes the new image (overwriting an existing file).
+    /// Writes the new image (overwriting an existing file), with the
+    /// request's storage options, and closes it: every error, a failed
+    /// final flush included, is reported.
     pub fn execute(&self) -> Result<()> {
+        self.execute_open().map(drop)
+    }
+
+    /// As [`CreatePlan::execute`], but the new image's file stays open for
+    /// writing and is returned with its name (for a command that goes on
+    /// to write into the image: it opens the file once).
+    pub fn execute_open(&self) -> Result<(Box<dyn crate::io::Storage>, &Path)> {
         let target = self.validate()?;
-        let storage = FileStorage::create(&self.file)?;
-        let result = match target {
-            Target::Qcow2(o) => {
-                let data = match &o.data_file {
-                    Some(name) => {
-                        Some(FileStorage::create(&resolve_relative_to(&self.file, name))?)
-                    }
-                    None => None,
-                };
-                qcow2::create::create(&storage, data.as_ref().map(|d| d as &dyn Storage), o)
-            }
-            Target::Qed(o) => qed::create(&storage, o),
-            Target::Raw {
-                size,
-                preallocation,
-            } => raw::create(&storage, *size, *preallocation),
-        };
-        result.map_err(|e| e.with_path(&self.file))
+        let storage = target
+            .write(&self.file, &self.storage)
+            .map_err(|e| e.with_path(&self.file))?;
+        Ok((storage, &self.file))
     }
 }
 
 /// Parses and checks a request: options, backing file, size.
 pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
-    let format = req.format.unwrap_or(FormatKind::Raw);
+    let format = req.format.unwrap_or_else(FormatKind::fallback);
     let at_file = |e: Error| e.with_path(&req.file);
     if crate::io::nbd_uri(&req.file).is_some() {
         return Err(at_file(Error::unsupported(
@@ -380,11 +167,11 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
              (write into an existing export with convert -n)",
         )));
     }
-    let mut o = Options::parse(format, &req.options).map_err(at_file)?;
-    if req.backing.is_some() && format == FormatKind::Raw {
-        return Err(at_file(Error::argument(
-            "Backing file not supported for file format 'raw'",
-        )));
+    let mut o = parse_options(format, &req.options).map_err(at_file)?;
+    if req.backing.is_some() && !format.caps.backing {
+        return Err(at_file(Error::argument(format!(
+            "Backing file not supported for file format '{format}'"
+        ))));
     }
     if let Some(b) = &req.backing {
         o.set("backing_file", b);
@@ -401,10 +188,10 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
     }
     // A `file:` prefix names the file; a `json:` name cannot be created.
     let file = creation_path(&req.file)?;
-    let backing = backing_spec(&file, &o).map_err(at_file)?;
+    let backing = backing_spec(&file, &o, &req.storage).map_err(at_file)?;
     // Without -u the backing file must open; its size is the default size.
     let backing_virtual_size = match &backing {
-        Some(b) if !req.backing_unsafe => Some(backing_size(&file, b)?),
+        Some(b) if !req.backing_unsafe => Some(backing_size(&file, b, &req.storage)?),
         _ => None,
     };
     let size = req
@@ -418,74 +205,48 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
         formatting: formatting_line(&req.file, format, &o),
         file,
         target,
+        storage: req.storage.clone(),
     })
 }
 
-/// The qcow2 geometry `-o` options describe (for `measure`), checked as
-/// `create` checks them, for an image of `size` bytes.
-pub fn qcow2_geometry(specs: &[String], size: u64) -> Result<Qcow2Options> {
-    let o = Options::parse(FormatKind::Qcow2, specs)?;
-    match target(FormatKind::Qcow2, &o, size, None)? {
-        Target::Qcow2(options) => {
-            options.validate()?;
-            Ok(options)
-        }
-        _ => unreachable!("qcow2 options for a qcow2 target"),
-    }
+/// Checks `-o` options for `format` as `create` does (for `measure`),
+/// and returns their values.
+pub fn check_options(format: FormatKind, specs: &[String]) -> Result<OptionValues> {
+    parse_options(format, specs)
 }
 
-/// Checks `-o` options for `format` as `create` does (for `measure`).
-pub fn check_options(format: FormatKind, specs: &[String]) -> Result<()> {
-    Options::parse(format, specs).map(|_| ())
-}
-
-/// The format-specific options, from the values given.
+/// The format's new image, from the values given.
 fn target(
     format: FormatKind,
-    o: &Options,
+    o: &OptionValues,
     size: u64,
     backing: Option<BackingSpec>,
-) -> Result<Target> {
-    let preallocation = match o.get("preallocation") {
-        Some(p) => Preallocation::parse(p).map_err(|_| {
-            Error::argument(format!(
-                "Parameter 'preallocation' does not accept value '{p}'"
-            ))
-        })?,
-        None => Preallocation::Off,
-    };
-    // qcow2 alone reserves metadata; for the others qemu-img refuses it.
-    if preallocation == Preallocation::Metadata && format != FormatKind::Qcow2 {
+) -> Result<Box<dyn NewImage>> {
+    let preallocation = o.preallocation()?;
+    // Only some formats reserve metadata; for the others qemu-img refuses it.
+    if preallocation == Preallocation::Metadata && !format.caps.preallocate_metadata {
         return Err(Error::argument("Unsupported preallocation mode: metadata"));
     }
-    Ok(match format {
-        FormatKind::Qcow2 => Target::Qcow2(qcow2_options(o, size, preallocation, backing)?),
-        FormatKind::Qed => Target::Qed(QedCreateOptions {
-            size,
-            cluster_size: o
-                .size("cluster_size")?
-                .map_or(65536, |v| v.min(u32::MAX as u64) as u32),
-            table_size: o
-                .get("table_size")
-                .map(|v| v.parse::<u32>().unwrap_or(u32::MAX))
-                .unwrap_or(4),
-            backing,
-        }),
-        FormatKind::Raw => Target::Raw {
-            size,
-            preallocation,
-        },
+    (format.create)(&CreateParams {
+        options: o,
+        size,
+        preallocation,
+        backing,
     })
 }
 
-fn backing_spec(file: &Path, o: &Options) -> Result<Option<BackingSpec>> {
+fn backing_spec(
+    file: &Path,
+    o: &OptionValues,
+    storage: &StorageOptions,
+) -> Result<Option<BackingSpec>> {
     let Some(name) = o.get("backing_file") else {
         return Ok(None);
     };
     let format = match o.get("backing_fmt") {
         Some(f) => f.parse::<FormatKind>()?.name().to_string(),
         None => {
-            let detected = open_image(&resolve_relative_to(file, name), None)
+            let detected = open_image_with(&resolve_relative_to(file, name), None, storage)
                 .map(|i| format!(" (detected {0}; add -F {0})", i.format_name()))
                 .unwrap_or_default();
             return Err(Error::argument(format!(
@@ -500,14 +261,14 @@ fn backing_spec(file: &Path, o: &Options) -> Result<Option<BackingSpec>> {
 }
 
 /// Opens the backing file (relative to the new image) and returns its size.
-fn backing_size(file: &Path, b: &BackingSpec) -> Result<u64> {
+fn backing_size(file: &Path, b: &BackingSpec, storage: &StorageOptions) -> Result<u64> {
     let format = b
         .format
         .as_deref()
         .map(str::parse::<FormatKind>)
         .transpose()?;
     let path = resolve_relative_to(file, &b.name);
-    let image = open_image(&path, format).map_err(|e| {
+    let image = open_image_with(&path, format, storage).map_err(|e| {
         Error::argument(format!(
             "Could not open backing image '{}': {}",
             b.name,
@@ -518,110 +279,23 @@ fn backing_size(file: &Path, b: &BackingSpec) -> Result<u64> {
     Ok(image.virtual_size())
 }
 
-fn qcow2_options(
-    o: &Options,
-    size: u64,
-    preallocation: Preallocation,
-    backing: Option<BackingSpec>,
-) -> Result<Qcow2Options> {
-    let version = match o.get("compat") {
-        None | Some("1.1" | "v3") => 3,
-        Some("0.10" | "v2") => 2,
-        Some(v) => {
-            return Err(Error::argument(format!(
-                "Parameter 'version' does not accept value '{v}'"
-            )))
-        }
-    };
-    let cluster_size = o.size("cluster_size")?.unwrap_or(65536);
-    let cluster_bits = if cluster_size.is_power_of_two() {
-        cluster_size.trailing_zeros()
-    } else {
-        u32::MAX
-    };
-    let refcount_bits = match o.get("refcount_bits") {
-        Some(v) => v.parse::<u64>().unwrap_or(0),
-        None => 16,
-    };
-    let refcount_order = if refcount_bits.is_power_of_two() && refcount_bits <= 64 {
-        refcount_bits.trailing_zeros()
-    } else {
-        u32::MAX
-    };
-    let compression = match o.get("compression_type") {
-        None | Some("zlib") => CompressionType::Zlib,
-        Some("zstd") => CompressionType::Zstd,
-        Some(v) => {
-            return Err(Error::argument(format!(
-                "Parameter 'compression-type' does not accept value '{v}'"
-            )))
-        }
-    };
-    Ok(Qcow2Options {
-        size,
-        version,
-        cluster_bits,
-        refcount_order,
-        extended_l2: o.flag("extended_l2")?,
-        compression,
-        lazy_refcounts: o.flag("lazy_refcounts")?,
-        preallocation,
-        backing,
-        data_file: o.get("data_file").map(str::to_string),
-        data_file_raw: o.flag("data_file_raw")?,
-    })
-}
-
 /// The `Formatting 'FILE', fmt=...` line, with qemu-img's field order:
 /// options it always shows get their defaults, the others appear when given.
-fn formatting_line(file: &Path, format: FormatKind, o: &Options) -> String {
+fn formatting_line(file: &Path, format: FormatKind, o: &OptionValues) -> String {
     let mut line = format!("Formatting '{}', fmt={}", file.display(), format.name());
-    let size_of = |k: &str| o.size(k).ok().flatten().map(|v| v.to_string());
-    let mut field = |key: &str, value: Option<String>| {
+    for f in format.formatting {
+        let value = match f.shown {
+            Shown::Given => o.get(f.key).map(str::to_string),
+            Shown::Or(default) => Some(o.get(f.key).unwrap_or(default).to_string()),
+            Shown::Size(default) => o
+                .size(f.key)
+                .ok()
+                .flatten()
+                .map(|v| v.to_string())
+                .or(default.map(str::to_string)),
+        };
         if let Some(v) = value {
-            line.push_str(&format!(" {key}={v}"));
-        }
-    };
-    let given = |k: &str| o.get(k).map(str::to_string);
-    let or = |k: &str, d: &str| Some(o.get(k).unwrap_or(d).to_string());
-    match format {
-        FormatKind::Qcow2 => {
-            field(
-                "cluster_size",
-                size_of("cluster_size").or(Some("65536".into())),
-            );
-            field("extended_l2", or("extended_l2", "off"));
-            field("preallocation", given("preallocation"));
-            field("compression_type", or("compression_type", "zlib"));
-            field("size", given("size"));
-            field("compat", given("compat"));
-            field("backing_file", given("backing_file"));
-            field("backing_fmt", given("backing_fmt"));
-            field("data_file", given("data_file"));
-            field("data_file_raw", given("data_file_raw"));
-            field("lazy_refcounts", or("lazy_refcounts", "off"));
-            field("refcount_bits", or("refcount_bits", "16"));
-            field("nocow", given("nocow"));
-            field("extent_size_hint", size_of("extent_size_hint"));
-        }
-        FormatKind::Qed => {
-            field("size", given("size"));
-            field("backing_file", given("backing_file"));
-            field("backing_fmt", given("backing_fmt"));
-            field(
-                "cluster_size",
-                size_of("cluster_size").or(Some("65536".into())),
-            );
-            field("table_size", given("table_size"));
-            field("preallocation", given("preallocation"));
-            field("nocow", given("nocow"));
-            field("extent_size_hint", size_of("extent_size_hint"));
-        }
-        FormatKind::Raw => {
-            field("size", given("size"));
-            field("preallocation", given("preallocation"));
-            field("nocow", given("nocow"));
-            field("extent_size_hint", size_of("extent_size_hint"));
+            line.push_str(&format!(" {}={v}", f.key));
         }
     }
     line

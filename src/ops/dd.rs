@@ -52,7 +52,7 @@ pub struct DdReport {
 pub fn dd(req: &DdRequest, control: &Control) -> Result<DdReport> {
     let opts = control.storage_options();
     let source = match &req.snapshot {
-        Some(snapshot) => Chain::open_snapshot(&req.input, req.input_format, snapshot)?,
+        Some(snapshot) => Chain::open_snapshot(&req.input, req.input_format, snapshot, &opts)?,
         None => Chain::open_with(&req.input, req.input_format, &opts)?,
     };
     let view = source.view();
@@ -71,10 +71,13 @@ pub fn dd(req: &DdRequest, control: &Control) -> Result<DdReport> {
             file: req.output.clone(),
             format: Some(req.output_format),
             size: Some(req.output_size.unwrap_or(length)),
+            storage: opts.clone(),
             ..Default::default()
         })?
-        .execute()?;
-        Chain::open_writable_with(&req.output, Some(req.output_format), &opts)?
+        .execute_open()
+        .and_then(|(storage, file)| {
+            crate::ops::convert::open_created(storage, file, &req.output, req.output_format, &opts)
+        })?
     };
     let image = target.top().image.as_ref();
     // What fits in the output.

@@ -1,10 +1,10 @@
 //! Gathering what `info` reports about an image (or a whole chain).
 
 use crate::chain::spec::{resolve_backing, ImageSpec};
-use crate::chain::{open_image, Chain};
+use crate::chain::{open_image_with, Chain};
 use crate::error::Result;
 use crate::format::{Description, Format, FormatKind};
-use crate::io::Storage;
+use crate::io::{Storage, StorageOptions};
 use std::path::Path;
 
 /// The protocol-level facts about the file that holds an image.
@@ -131,14 +131,22 @@ impl ImageInfo {
 }
 
 /// The facts about the image at `path` alone; its backing file is not opened.
-pub fn image_info(path: &Path, format: Option<FormatKind>) -> Result<ImageInfo> {
-    let image = open_image(path, format)?;
+pub fn image_info(
+    path: &Path,
+    format: Option<FormatKind>,
+    options: &StorageOptions,
+) -> Result<ImageInfo> {
+    let image = open_image_with(path, format, options)?;
     ImageInfo::of(image.as_ref(), path)
 }
 
 /// The facts about every image of the chain at `path`, top first.
-pub fn chain_info(path: &Path, format: Option<FormatKind>) -> Result<Vec<ImageInfo>> {
-    let chain = Chain::open_recorded(path, format)?;
+pub fn chain_info(
+    path: &Path,
+    format: Option<FormatKind>,
+    options: &StorageOptions,
+) -> Result<Vec<ImageInfo>> {
+    let chain = Chain::open_recorded(path, format, options)?;
     chain
         .layers()
         .iter()

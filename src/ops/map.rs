@@ -63,7 +63,7 @@ impl MapEntry {
 /// the file at the bottom; other formats name the node they store data in.
 fn host_location(image: &dyn Format, host: u64) -> (String, u64) {
     let storage = image.data_storage();
-    let (path, offset) = if image.format_name() == "raw" {
+    let (path, offset) = if image.driver().caps.host_is_file {
         crate::io::locate(storage, host)
     } else {
         (storage.path(), host)

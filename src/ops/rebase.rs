@@ -3,7 +3,7 @@
 //! content would change (old backing view against new), then rewrites the
 //! header; `-u` only rewrites the header.
 
-use crate::chain::open_image_writable;
+use crate::chain::open_image_writable_with;
 use crate::chain::spec::resolve_backing;
 use crate::chain::{Chain, View};
 use crate::engine::control::Control;
@@ -61,15 +61,16 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
             e
         }
     };
+    let opts = control.storage_options();
     if req.unsafe_mode {
-        let image = open_image_writable(&req.file, req.format)?;
+        let image = open_image_writable_with(&req.file, req.format, &opts)?;
         image.set_backing(spec).map_err(not_supported)?;
+        image.flush().map_err(|e| e.with_path(&req.file))?;
         return Ok(Outcome::Completed);
     }
-    let opts = control.storage_options();
     let chain = Chain::open_writable_with(&req.file, req.format, &opts)?;
     let top = chain.top().image.clone();
-    if top.format_name() == "raw" {
+    if !top.driver().caps.backing {
         return Err(change_error(&req.backing, "Operation not supported").with_path(&req.file));
     }
     let old = chain.reader_from(1);
@@ -80,20 +81,23 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
                 .as_deref()
                 .map(str::parse::<FormatKind>)
                 .transpose()?;
-            Some(Chain::open_with(
-                &resolve_backing(&req.file, &s.name),
-                format,
-                &opts,
-            )?)
+            let path = resolve_backing(&req.file, &s.name);
+            // A new backing file already in the chain (rebasing onto a
+            // deeper layer) is read from there, not opened a second time.
+            match chain.depth_of_file(&path, format) {
+                Some(depth) => Some(NewBacking::InChain(depth)),
+                None => Some(NewBacking::Opened(Chain::open_with(&path, format, &opts)?)),
+            }
         }
         None => None,
     };
     let new: std::sync::Arc<dyn GuestRead> = match &new_chain {
-        Some(c) => c.reader(),
+        Some(NewBacking::Opened(c)) => c.reader(),
+        Some(NewBacking::InChain(depth)) => chain.reader_from(*depth),
         // No backing file: the image will read zeros wherever it has nothing.
         None => chain.reader_from(chain.layers().len()),
     };
-    if req.compress && top.format_name() != "qcow2" {
+    if req.compress && !top.driver().caps.compression {
         return Err(change_error(
             &req.backing,
             "Compression not supported for this file format",
@@ -130,7 +134,17 @@ pub fn rebase(req: &RebaseRequest, control: &Control) -> Result<Outcome> {
     if outcome == Outcome::Completed {
         top.set_backing(spec).map_err(not_supported)?;
     }
+    // Reported here, not lost when the image is dropped.
+    top.flush().map_err(|e| e.with_path(&req.file))?;
     Ok(outcome)
+}
+
+/// Where the new backing view comes from.
+enum NewBacking {
+    /// A chain opened for it.
+    Opened(Chain),
+    /// The layers of the image's own chain from this depth down.
+    InChain(usize),
 }
 
 /// The ranges the image does not allocate, rounded out to its allocation

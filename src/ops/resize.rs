@@ -3,6 +3,7 @@
 use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::{FormatKind, Preallocation};
+use crate::io::StorageOptions;
 use crate::size::parse_size;
 use std::path::PathBuf;
 
@@ -59,6 +60,8 @@ pub struct ResizeRequest {
     pub shrink: bool,
     /// How to preallocate a grown range.
     pub preallocation: Preallocation,
+    /// How files are opened (cache mode, `-U`, a test's fault injector).
+    pub storage: StorageOptions,
 }
 
 /// What a resize did.
@@ -83,7 +86,7 @@ image's end. Before performing such an operation, make sure there is no importan
 pub fn resize(req: &ResizeRequest) -> Result<Resized> {
     // With its backing chain: a grown range over a longer backing file
     // must be made to read zeros.
-    let chain = Chain::open_writable(&req.file, req.format)?;
+    let chain = Chain::open_writable_with(&req.file, req.format, &req.storage)?;
     let image = chain.top().image.as_ref();
     let current = image.virtual_size();
     let new_size = req
@@ -96,5 +99,7 @@ pub fn resize(req: &ResizeRequest) -> Result<Resized> {
     image
         .resize(new_size, req.preallocation)
         .map_err(|e| e.with_path(&req.file))?;
+    // Reported here, not lost when the image is dropped.
+    image.flush().map_err(|e| e.with_path(&req.file))?;
     Ok(Resized::Done)
 }

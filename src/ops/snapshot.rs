@@ -2,8 +2,9 @@
 //! `qemu-img snapshot`.
 
 use crate::error::{Error, Result};
-use crate::format::qcow2::Snapshot;
-use crate::format::{open_image, open_image_writable, FormatKind, NewSnapshot};
+use crate::format::SnapshotInfo as Snapshot;
+use crate::format::{open_image_with, open_image_writable_with, FormatKind, NewSnapshot};
+use crate::io::StorageOptions;
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,6 +30,8 @@ pub struct SnapshotRequest {
     pub format: Option<FormatKind>,
     /// The action.
     pub action: SnapshotAction,
+    /// How files are opened (cache mode, `-U`, a test's fault injector).
+    pub storage: StorageOptions,
 }
 
 /// Runs `req`. Listing opens the image read-only and returns its
@@ -38,10 +41,10 @@ pub struct SnapshotRequest {
 /// 'NAME': ...").
 pub fn snapshot(req: &SnapshotRequest) -> Result<Vec<Snapshot>> {
     if req.action == SnapshotAction::List {
-        let image = open_image(&req.file, req.format)?;
+        let image = open_image_with(&req.file, req.format, &req.storage)?;
         return Ok(image.describe().snapshots);
     }
-    let image = open_image_writable(&req.file, req.format)?;
+    let image = open_image_writable_with(&req.file, req.format, &req.storage)?;
     let (verb, name, result) = match &req.action {
         SnapshotAction::Create(name) => {
             let now = SystemTime::now()
@@ -53,10 +56,28 @@ pub fn snapshot(req: &SnapshotRequest) -> Result<Vec<Snapshot>> {
                 // Microseconds, as QEMU's clock gives them.
                 date_nsec: now.subsec_micros() * 1000,
             };
-            ("create", name, image.create_snapshot(&new))
+            let result = match image.snapshots() {
+                Some(s) => s.create_snapshot(&new),
+                None => Err(Error::unsupported("Operation not supported")),
+            };
+            ("create", name, result)
         }
-        SnapshotAction::Apply(name) => ("apply", name, image.apply_snapshot(name)),
-        SnapshotAction::Delete(name) => ("delete", name, image.delete_snapshot(name)),
+        SnapshotAction::Apply(name) => {
+            let result = match image.snapshots() {
+                Some(s) => s.apply_snapshot(name),
+                None => Err(Error::unsupported(
+                    "Block driver does not support snapshots",
+                )),
+            };
+            ("apply", name, result)
+        }
+        SnapshotAction::Delete(name) => {
+            let result = match image.snapshots() {
+                Some(s) => s.delete_snapshot(name),
+                None => Err(Error::argument("snapshot not found")),
+            };
+            ("delete", name, result)
+        }
         SnapshotAction::List => unreachable!("handled above"),
     };
     result.map_err(|e| {

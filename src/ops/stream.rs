@@ -177,5 +177,7 @@ pub fn stream(req: &StreamRequest, control: &Control) -> Result<(Outcome, Stream
         ))?;
         report.done = true;
     }
+    // Reported here, not lost when the image is dropped.
+    top.flush().map_err(|e| e.with_path(&req.file))?;
     Ok((outcome, report))
 }

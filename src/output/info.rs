@@ -2,8 +2,7 @@
 
 use super::human::size_to_str;
 use super::qjson;
-use crate::format::qcow2::Snapshot;
-use crate::format::{Details, Qcow2Details};
+use crate::format::{Fact, FormatKind, FormatSpecific, SnapshotInfo as Snapshot};
 use crate::ops::info::{FileInfo, ImageInfo};
 use serde_json::{json, Map, Value};
 
@@ -43,10 +42,10 @@ pub fn info_json(info: &ImageInfo) -> Value {
     if let Some(a) = info.actual_size {
         m.insert("actual-size".into(), json!(a));
     }
-    if let Details::Qcow2(q) = &d.details {
+    if let Some(specific) = &d.specific {
         m.insert(
             "format-specific".into(),
-            json!({"type": "qcow2", "data": qcow2_json(q)}),
+            json!({"type": specific.kind, "data": specific_json(specific)}),
         );
     }
     if let Some(full) = &info.full_backing_filename {
@@ -85,7 +84,8 @@ fn node_json(node: &FileInfo) -> Value {
             );
             m.insert("virtual-size".into(), json!(node.length));
             m.insert("filename".into(), json!(node.filename));
-            m.insert("format".into(), json!("raw"));
+            // A window is a node of the fallback (raw) driver.
+            m.insert("format".into(), json!(FormatKind::fallback().name()));
             if let (Some(a), true) = (node.actual_size, local) {
                 m.insert("actual-size".into(), json!(a));
             }
@@ -127,7 +127,7 @@ fn human_node(out: &mut String, node: &FileInfo, name: &str, depth: usize) {
     match &node.window_onto {
         Some(inner) => {
             *out += &format!("{pad}image: {}\n", node.filename);
-            *out += &format!("{pad}file format: raw\n");
+            *out += &format!("{pad}file format: {}\n", FormatKind::fallback());
             *out += &format!(
                 "{pad}virtual size: {} ({} bytes)\n",
                 size_to_str(node.length),
@@ -170,45 +170,27 @@ fn snapshot_json(s: &Snapshot) -> Value {
     Value::Object(m)
 }
 
-/// The qcow2 `format-specific` data, in qemu-img's key order.
-fn qcow2_json(q: &Qcow2Details) -> Value {
+/// A format's `format-specific` data, keys in the format's order.
+fn specific_json(specific: &FormatSpecific) -> Value {
+    object_json(&specific.data)
+}
+
+fn object_json(entries: &[(&'static str, Fact)]) -> Value {
     let mut m = Map::new();
-    if q.version < 3 {
-        m.insert("compat".into(), json!("0.10"));
-        m.insert("compression-type".into(), json!(q.compression_type));
-        m.insert("refcount-bits".into(), json!(q.refcount_bits));
-        return Value::Object(m);
+    for (k, v) in entries {
+        m.insert((*k).into(), fact_json(v));
     }
-    m.insert("compat".into(), json!("1.1"));
-    m.insert("compression-type".into(), json!(q.compression_type));
-    m.insert("lazy-refcounts".into(), json!(q.lazy_refcounts));
-    if !q.bitmaps.is_empty() {
-        let list: Vec<Value> = q
-            .bitmaps
-            .iter()
-            .map(|b| {
-                let mut flags = Vec::new();
-                if b.in_use {
-                    flags.push("in-use");
-                }
-                if b.auto {
-                    flags.push("auto");
-                }
-                json!({"flags": flags, "name": b.name, "granularity": b.granularity})
-            })
-            .collect();
-        m.insert("bitmaps".into(), Value::Array(list));
-    }
-    m.insert("refcount-bits".into(), json!(q.refcount_bits));
-    if let Some(df) = &q.data_file {
-        m.insert("data-file".into(), json!(df));
-    }
-    if q.data_file.is_some() {
-        m.insert("data-file-raw".into(), json!(q.data_file_raw));
-    }
-    m.insert("corrupt".into(), json!(q.corrupt));
-    m.insert("extended-l2".into(), json!(q.extended_l2));
     Value::Object(m)
+}
+
+fn fact_json(fact: &Fact) -> Value {
+    match fact {
+        Fact::Str(s) => json!(s),
+        Fact::Int(n) => json!(n),
+        Fact::Bool(b) => json!(b),
+        Fact::List(items) => Value::Array(items.iter().map(fact_json).collect()),
+        Fact::Object(entries) => object_json(entries),
+    }
 }
 
 /// `info --output=json`: one object, or a list with `--backing-chain`.
@@ -258,9 +240,9 @@ fn human_one(info: &ImageInfo) -> String {
         }
     }
     out += &render_snapshot_list(&d.snapshots);
-    if let Details::Qcow2(q) = &d.details {
+    if let Some(specific) = &d.specific {
         out += "Format specific information:\n";
-        dump_value(&mut out, &qcow2_json(q), 1);
+        dump_value(&mut out, &specific_json(specific), 1);
     }
     if let Some(file) = &info.file {
         human_node(&mut out, file, "/file", 1);

@@ -184,7 +184,8 @@ impl FileNode {
             ],
             FileNode::Nbd(n) => n.options(),
             FileNode::Window { window, file } => {
-                let mut o = vec![("driver".to_string(), json!("raw"))];
+                // A window is a node of the fallback (raw) driver.
+                let mut o = vec![("driver".to_string(), json!(FormatKind::fallback().name()))];
                 o.extend(window.options());
                 o.push(("file".to_string(), options_object(&file.options())));
                 o
@@ -339,7 +340,7 @@ impl ImageSpec {
     pub fn format_of(name: &Path) -> Result<FormatKind> {
         match Self::parse_path(name)?.driver() {
             Some(k) => Ok(k),
-            None => open_image(name, None)?.format_name().parse(),
+            None => Ok(open_image(name, None)?.driver()),
         }
     }
 
@@ -542,7 +543,7 @@ mod tests {
     fn image_opts_travel_as_json_and_come_back() {
         let s =
             ImageSpec::from_image_opts("driver=qcow2,file.driver=file,file.filename=a,,b").unwrap();
-        assert_eq!(s.driver(), Some(FormatKind::Qcow2));
+        assert_eq!(s.driver(), FormatKind::named("qcow2"));
         assert_eq!(s.base_file(), Some(Path::new("a,b")));
         assert_eq!(s.filename("qcow2"), "a,b");
         assert_eq!(ImageSpec::parse(&s.to_name()).unwrap(), s);

@@ -5,7 +5,7 @@
 use super::tree::Tree;
 use super::{BackingChoice, FileNode, FormatNode, ImageSpec, NbdNode, Window};
 use crate::error::{Error, Result};
-use crate::format::FormatKind;
+use crate::format::{registry, FormatKind};
 use crate::io::nbd::NbdAddress;
 use crate::size::parse_size;
 use serde_json::Value;
@@ -22,22 +22,6 @@ const NODE_OPTIONS: &[&str] = &[
     "force-share",
 ];
 
-/// qcow2 runtime options that tune QEMU's caches and discards: accepted,
-/// without effect on what qimg reads or writes.
-const QCOW2_TUNING: &[&str] = &[
-    "lazy-refcounts",
-    "pass-discard-request",
-    "pass-discard-snapshot",
-    "pass-discard-other",
-    "discard-no-unref",
-    "overlap-check",
-    "cache-size",
-    "l2-cache-size",
-    "l2-cache-entry-size",
-    "refcount-cache-size",
-    "cache-clean-interval",
-];
-
 /// Options of the `file` protocol that only tune how QEMU does its I/O.
 const FILE_TUNING: &[&str] = &[
     "aio",
@@ -46,21 +30,6 @@ const FILE_TUNING: &[&str] = &[
     "pr-manager",
     "drop-cache",
     "x-check-cache-dropped",
-];
-
-/// Format drivers QEMU has and qimg does not read.
-const FOREIGN_FORMATS: &[&str] = &[
-    "vmdk",
-    "vdi",
-    "vhdx",
-    "vpc",
-    "qcow",
-    "luks",
-    "parallels",
-    "dmg",
-    "cloop",
-    "bochs",
-    "vvfat",
 ];
 
 /// Protocol and filter drivers QEMU has and qimg does not open.
@@ -185,13 +154,14 @@ pub fn image(tree: &Tree) -> Result<ImageSpec> {
 /// `Some(kind)` for a format driver qimg reads, `None` for a protocol
 /// driver it opens, an error for the rest.
 fn format_kind(name: &str) -> Result<Option<FormatKind>> {
+    if let Some(kind) = FormatKind::named(name) {
+        return Ok(Some(kind));
+    }
     match name {
-        "qcow2" => Ok(Some(FormatKind::Qcow2)),
-        "qed" => Ok(Some(FormatKind::Qed)),
-        "raw" => Ok(Some(FormatKind::Raw)),
         "file" | "host_device" | "nbd" => Ok(None),
-        f if FOREIGN_FORMATS.contains(&f) => Err(Error::unsupported(format!(
-            "format '{f}' is not supported (qimg reads qcow2, qed and raw)"
+        f if registry::is_foreign(f) => Err(Error::unsupported(format!(
+            "format '{f}' is not supported (qimg reads {})",
+            registry::names_sentence()
         ))),
         d if FOREIGN_DRIVERS.contains(&d) => Err(Error::unsupported(format!(
             "the '{d}' block driver is not supported (qimg opens files and NBD exports)"
@@ -204,42 +174,57 @@ fn format_kind(name: &str) -> Result<Option<FormatKind>> {
 fn format_node(tree: &Tree, kind: Option<FormatKind>) -> Result<FormatNode> {
     let mut strong = Vec::new();
     let window = match kind {
-        Some(FormatKind::Raw) => {
-            only(tree, &["file", "offset", "size"], "format", "raw")?;
-            window(tree)?
-        }
-        Some(FormatKind::Qcow2) => {
-            let mut allowed = vec!["file", "backing", "encrypt"];
-            allowed.extend_from_slice(QCOW2_TUNING);
-            if tree.contains_key("data-file") {
-                return Err(Error::unsupported(
-                    "the qcow2 'data-file' option is not supported (qimg opens the data file the image names)",
-                ));
+        Some(kind) => {
+            let node = &kind.node_options;
+            let mut allowed = vec!["file"];
+            if kind.caps.backing {
+                allowed.push("backing");
             }
-            only(tree, &allowed, "format", "qcow2")?;
-            if let Some(Value::Object(enc)) = get(tree, "encrypt") {
-                // Accepted so that command lines naming a secret parse; an
-                // encrypted image is still refused when it is opened.
-                for (k, v) in enc {
-                    strong.push((format!("encrypt.{k}"), v.clone()));
+            if kind.caps.window {
+                allowed.extend(["offset", "size"]);
+            }
+            if node.encrypt {
+                allowed.push("encrypt");
+            }
+            allowed.extend_from_slice(node.accepted);
+            if let Some((_, why)) = node.refused.iter().find(|(k, _)| tree.contains_key(*k)) {
+                return Err(Error::unsupported(*why));
+            }
+            only(tree, &allowed, "format", kind.name)?;
+            if node.encrypt {
+                if let Some(Value::Object(enc)) = get(tree, "encrypt") {
+                    // Accepted so that command lines naming a secret parse; an
+                    // encrypted image is still refused when it is opened.
+                    for (k, v) in enc {
+                        strong.push((format!("encrypt.{k}"), v.clone()));
+                    }
+                } else if get(tree, "encrypt").is_some() {
+                    return Err(Error::argument(
+                        "Invalid parameter type for 'encrypt', expected: dict",
+                    ));
                 }
-            } else if get(tree, "encrypt").is_some() {
-                return Err(Error::argument(
-                    "Invalid parameter type for 'encrypt', expected: dict",
-                ));
             }
-            None
-        }
-        Some(FormatKind::Qed) => {
-            only(tree, &["file", "backing"], "format", "qed")?;
-            None
+            if kind.caps.window {
+                window(tree)?
+            } else {
+                None
+            }
         }
         None => {
-            // A probed format takes what any of them takes; the driver
-            // found decides later which apply.
-            let mut allowed = vec!["file", "backing", "encrypt"];
-            allowed.extend_from_slice(QCOW2_TUNING);
-            only(tree, &allowed, "format", "raw")?;
+            // A probed format takes what any of them takes (but a window,
+            // which only a format named as such has); the driver found
+            // decides later which apply.
+            let mut allowed = vec!["file"];
+            for d in registry::DRIVERS {
+                if d.caps.backing {
+                    allowed.push("backing");
+                }
+                if d.node_options.encrypt {
+                    allowed.push("encrypt");
+                }
+                allowed.extend_from_slice(d.node_options.accepted);
+            }
+            only(tree, &allowed, "format", FormatKind::fallback().name())?;
             None
         }
     };
@@ -307,8 +292,8 @@ fn file_node(tree: &Tree) -> Result<FileNode> {
         )),
         Some(name) => match format_kind(name)? {
             None => protocol_node(tree, name),
-            Some(FormatKind::Raw) => {
-                only(tree, &["file", "offset", "size"], "format", "raw")?;
+            Some(kind) if kind.caps.window => {
+                only(tree, &["file", "offset", "size"], "format", kind.name)?;
                 Ok(FileNode::Window {
                     window: window(tree)?.unwrap_or(Window {
                         offset: 0,

@@ -3,7 +3,8 @@
 
 use super::{FileNode, ImageSpec};
 use crate::error::{Error, Result};
-use crate::format::probe::{open_storage as open_format_over, open_writable_with};
+use crate::format::probe::{open_as, open_storage as open_format_over};
+use crate::format::OpenHow;
 use crate::format::{self, Format, FormatKind};
 use crate::io::nbd::NbdStorage;
 use crate::io::{open_read_storage_with, open_writable_storage_with, StorageOptions};
@@ -74,7 +75,7 @@ fn top_storage(
                 below,
                 w.offset,
                 w.size,
-                PathBuf::from(spec.filename("raw")),
+                PathBuf::from(spec.filename(FormatKind::fallback().name())),
             )?)),
             None => Ok(below),
         },
@@ -112,7 +113,7 @@ fn format_path(spec: &ImageSpec) -> PathBuf {
 /// driver; a protocol node is read as raw; `None` probes.
 fn kind(spec: &ImageSpec, format: Option<FormatKind>) -> Option<FormatKind> {
     format.or(spec.driver()).or(match spec {
-        ImageSpec::Protocol(_) => Some(FormatKind::Raw),
+        ImageSpec::Protocol(_) => Some(FormatKind::fallback()),
         ImageSpec::Format(_) => None,
     })
 }
@@ -173,9 +174,10 @@ pub fn open_image_writable_with(
     if by_name(&spec) {
         return format::open_image_writable_with(&path, kind(&spec, format), options);
     }
-    open_writable_with(
-        &|| top_storage(&spec, true, options).map_err(|e| e.with_path(name)),
+    open_as(
+        top_storage(&spec, true, options).map_err(|e| e.with_path(name))?,
         &path,
         kind(&spec, format),
+        &OpenHow::Writable,
     )
 }

@@ -6,6 +6,7 @@ mod bitmaps;
 pub mod check;
 pub mod compress;
 pub mod create;
+mod driver;
 pub mod entry;
 pub mod header;
 pub mod measure;
@@ -16,12 +17,13 @@ pub mod snapshot;
 mod snapshots;
 mod write;
 
+pub use driver::{options as create_options, DRIVER};
 pub use header::{CompressionType, Header};
 pub use snapshot::{Bitmap, Snapshot};
 
 use super::{
-    clip_request, read_layer, Backing, BackingSpec, Description, Details, Extent, Format,
-    GuestRead, Qcow2Details, Status,
+    clip_request, read_layer, Backing, BackingSpec, Description, Extent, Format, FormatKind,
+    GuestRead, Status,
 };
 use crate::error::{Error, Result};
 use crate::format::table_cache::{CacheBudget, TableCache};
@@ -608,8 +610,8 @@ fn read_bitmaps(storage: &dyn Storage, h: &Header, file_len: u64) -> Result<Vec<
 }
 
 impl Format for Qcow2 {
-    fn format_name(&self) -> &'static str {
-        "qcow2"
+    fn driver(&self) -> FormatKind {
+        FormatKind::of(&DRIVER)
     }
 
     fn virtual_size(&self) -> u64 {
@@ -752,49 +754,15 @@ impl Format for Qcow2 {
         Some(self)
     }
 
-    fn create_snapshot(&self, snapshot: &super::NewSnapshot) -> Result<()> {
-        self.create_snapshot_now(snapshot)
+    fn snapshots(&self) -> Option<&dyn super::InternalSnapshots> {
+        Some(self)
     }
 
-    fn apply_snapshot(&self, id_or_name: &str) -> Result<()> {
-        self.apply_snapshot_now(id_or_name)
-    }
-
-    fn delete_snapshot(&self, id_or_name: &str) -> Result<()> {
-        self.delete_snapshot_now(id_or_name)
-    }
-
-    fn amend_options(&self) -> &'static [super::AmendOption] {
-        amend::AMEND_OPTIONS
-    }
-
-    fn amend(
-        &self,
-        options: &super::AmendOptions,
-        progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<()> {
-        self.amend_now(options, progress)
+    fn amender(&self) -> Option<&dyn super::Amend> {
+        Some(self)
     }
 
     fn describe(&self) -> Description {
-        let h = &self.header;
-        Description {
-            cluster_size: Some(h.cluster_size()),
-            dirty: h.incompatible_features & INCOMPAT_DIRTY != 0,
-            need_check: false,
-            snapshots: self.snapshots.clone(),
-            details: Details::Qcow2(Qcow2Details {
-                version: h.version,
-                compression_type: self.compression.name(),
-                lazy_refcounts: h.compatible_features & header::COMPAT_LAZY_REFCOUNTS != 0,
-                refcount_bits: h.refcount_bits(),
-                corrupt: h.incompatible_features & INCOMPAT_CORRUPT != 0,
-                extended_l2: self.geo.extended_l2,
-                data_file: h.data_file.clone().filter(|_| self.geo.external_data),
-                data_file_raw: self.geo.external_data
-                    && h.autoclear_features & header::AUTOCLEAR_DATA_FILE_RAW != 0,
-                bitmaps: self.bitmaps.clone(),
-            }),
-        }
+        driver::describe(self)
     }
 }

@@ -2,11 +2,13 @@
 
 mod check;
 mod create;
+mod driver;
 mod header;
 mod resize;
 mod write;
 
 pub use create::{create, QedCreateOptions};
+pub use driver::DRIVER;
 pub use header::{
     QedEntry, QedHeader, FEATURE_BACKING_FILE, FEATURE_BACKING_FORMAT_NO_PROBE, FEATURE_NEED_CHECK,
     HEADER_LEN, MAGIC,
@@ -15,7 +17,7 @@ pub use header::{
 use super::check::CheckReport;
 use super::table_cache::TableCache;
 use super::{
-    clip_request, read_layer, Backing, BackingSpec, Description, Details, Extent, Format,
+    clip_request, read_layer, Backing, BackingSpec, Description, Extent, Format, FormatKind,
     GuestRead, Status,
 };
 use crate::error::{Error, Result};
@@ -190,8 +192,8 @@ fn read_table(storage: &dyn Storage, offset: u64, len: u64) -> Result<Vec<u64>> 
 }
 
 impl Format for Qed {
-    fn format_name(&self) -> &'static str {
-        "qed"
+    fn driver(&self) -> FormatKind {
+        FormatKind::of(&DRIVER)
     }
 
     fn virtual_size(&self) -> u64 {
@@ -322,7 +324,8 @@ impl Format for Qed {
             dirty: false,
             need_check: self.header.features & FEATURE_NEED_CHECK != 0,
             snapshots: Vec::new(),
-            details: Details::None,
+            bitmaps: Vec::new(),
+            specific: None,
         }
     }
 }
