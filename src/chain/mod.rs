@@ -25,6 +25,9 @@ enum Base<'a> {
 /// Most images a chain may hold, the top image included.
 pub const MAX_CHAIN_DEPTH: usize = 64;
 
+/// Memory the metadata caches of all the images of one chain share.
+pub const CHAIN_CACHE_BYTES: u64 = 16 << 20;
+
 /// One image of a chain.
 #[derive(Debug, Clone)]
 pub struct Layer {
@@ -343,6 +346,12 @@ impl Chain {
                 path: resolved,
                 image: Arc::from(image),
             });
+        }
+        if layers.len() > 1 {
+            let budget = crate::format::table_cache::CacheBudget::new(CHAIN_CACHE_BYTES);
+            for layer in &layers {
+                layer.image.share_cache_budget(&budget);
+            }
         }
         Ok(Chain {
             layers,

@@ -651,7 +651,7 @@ fn place_segments(
 const WHOLE_UNIT_WRITE: usize = 1 << 20;
 
 /// Gathered runs are sent once they reach this size.
-const GATHER_WRITE: usize = 4 << 20;
+const GATHER_WRITE: usize = 2 << 20;
 
 /// Small runs of consecutive units, gathered for one write.
 #[derive(Default)]

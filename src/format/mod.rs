@@ -10,7 +10,7 @@ pub mod qcow2;
 pub mod qed;
 pub mod raw;
 pub mod registry;
-mod table_cache;
+pub mod table_cache;
 
 pub use driver::{Caps, FormatDriver, OpenHow};
 pub use probe::{
@@ -244,6 +244,12 @@ pub trait Format: Send + Sync + fmt::Debug {
     fn publish(&self, placed: &[Placement]) -> Result<()> {
         let _ = placed;
         Ok(())
+    }
+    /// Makes the image's metadata caches draw on `budget`, shared with the
+    /// other images of its chain (so a deep chain holds one budget's worth
+    /// of tables, not one per layer). By default nothing is cached.
+    fn share_cache_budget(&self, budget: &Arc<table_cache::CacheBudget>) {
+        let _ = budget;
     }
     /// Gives back what [`Format::plan_write`] reserved for host pieces
     /// whose data will not be written (a write failed, the disk is full):

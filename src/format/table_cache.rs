@@ -108,6 +108,18 @@ impl<T> TableCache<T> {
         Ok(&self.tables[&offset].entries)
     }
 
+    /// Moves the cache onto `budget` (from the one it drew on), with what
+    /// it holds now; a cache without a budget is left as it is.
+    pub fn move_to_budget(&mut self, budget: &Arc<CacheBudget>) {
+        if let Some((old, bytes)) = &mut self.budget {
+            let held = self.tables.len() as u64 * *bytes;
+            old.refund(held);
+            budget.charge(held);
+            *old = budget.clone();
+        }
+        self.evict_clean();
+    }
+
     /// The table at `offset` if it is cached (for readers under a shared lock).
     pub fn peek(&self, offset: u64) -> Option<&[T]> {
         self.tables.get(&offset).map(|t| t.entries.as_slice())
@@ -308,9 +320,14 @@ mod tests {
             a.get(800, || panic!("a dirty table was dropped")).unwrap()[0],
             3
         );
+        // A cache moved to a smaller budget gives up clean tables.
+        let small = CacheBudget::new(300);
+        b.move_to_budget(&small);
+        assert!(small.used() <= 300, "used {}", small.used());
         drop(a);
         drop(b);
         assert_eq!(budget.used(), 0, "dropped caches give their memory back");
+        assert_eq!(small.used(), 0);
     }
 
     #[test]

@@ -101,7 +101,9 @@ pub fn plan(view: &View<'_>, base: u64, top_only: bool, sparse: u64) -> Result<V
     plan_view(view, 0, view.virtual_size(), base, |st| {
         if top_only && st.depth > 0 {
             Action::Skip
-        } else if st.data || sparse == 0 {
+        } else if (st.data && !st.zero) || sparse == 0 {
+            // Data over a hole in the host file (a metadata-preallocated
+            // image) reads as zeros, and is not read, as qemu-img does.
             Action::Copy
         } else {
             Action::Zero

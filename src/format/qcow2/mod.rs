@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 /// Memory the L2 cache may use.
-const L2_CACHE_BYTES: u64 = 32 << 20;
+const L2_CACHE_BYTES: u64 = 16 << 20;
 
 /// An open qcow2 image.
 #[derive(Debug)]
@@ -700,6 +700,10 @@ impl Format for Qcow2 {
 
     fn publish(&self, placed: &[super::Placement]) -> Result<()> {
         self.publish_guest(placed)
+    }
+
+    fn share_cache_budget(&self, budget: &Arc<CacheBudget>) {
+        self.lock_meta().l2.move_to_budget(budget);
     }
 
     fn abandon(&self, placed: &[super::Placement]) -> Result<()> {

@@ -15,7 +15,7 @@ pub use header::{
 };
 
 use super::check::CheckReport;
-use super::table_cache::TableCache;
+use super::table_cache::{CacheBudget, TableCache};
 use super::{
     clip_request, read_layer, Backing, BackingSpec, Description, Extent, Format, FormatKind,
     GuestRead, Status,
@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use write::QedMeta;
 
 /// Memory the L2 cache may use.
-const L2_CACHE_BYTES: u64 = 32 << 20;
+const L2_CACHE_BYTES: u64 = 16 << 20;
 
 /// An open QED image.
 #[derive(Debug)]
@@ -92,7 +92,8 @@ impl Qed {
             header: header.clone(),
             l1,
             l1_dirty: Default::default(),
-            tables: TableCache::new(capacity),
+            tables: TableCache::new(capacity)
+                .with_budget(CacheBudget::new(L2_CACHE_BYTES), table),
             file_len,
         };
         let mut qed = Qed {
@@ -257,6 +258,10 @@ impl Format for Qed {
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.write_guest(offset, buf)
+    }
+
+    fn share_cache_budget(&self, budget: &Arc<CacheBudget>) {
+        self.lock_meta().tables.move_to_budget(budget);
     }
 
     fn plan_write(&self, guest: super::GuestOffset, len: u64) -> Result<Vec<super::Placement>> {
