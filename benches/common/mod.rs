@@ -113,3 +113,100 @@ pub fn disk_dir(size: u64) -> tempfile::TempDir {
 pub fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// Panics with a clear message unless `tool` runs (`tool --version`).
+pub fn require(tool: &str) {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{tool} not found or not runnable: the benches need it (Debian packages: qemu-utils for qemu-img and qemu-io, time for /usr/bin/time)"
+    );
+}
+
+/// GNU time, which [`peak_rss`] runs commands under.
+pub const GNU_TIME: &str = "/usr/bin/time";
+
+/// Wall time and peak RSS (KiB) of one run of a command, which is killed
+/// after `limit`: then the time is `None` and the RSS is the peak it had
+/// reached. The RSS comes from GNU time (`/usr/bin/time`, Debian package
+/// `time`; see [`require`]), not from our own wait4: a child spawned from
+/// this process inherits this process's RSS high-water mark when it execs
+/// (about 15 MiB), which would hide the small peaks.
+// The child is reaped by wait4 below.
+#[allow(clippy::zombie_processes)]
+pub fn peak_rss(
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    limit: Duration,
+) -> (Option<Duration>, i64) {
+    use std::os::unix::process::CommandExt;
+    let start = Instant::now();
+    let errors = dir.join("stderr.txt");
+    let rss_file = dir.join("rss.txt");
+    let _ = std::fs::remove_file(&rss_file);
+    let child = Command::new(GNU_TIME)
+        .arg("-o")
+        .arg(&rss_file)
+        .args(["-f", "%M", program])
+        .args(args)
+        .current_dir(dir)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&errors).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not run {GNU_TIME} {program}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    loop {
+        // SAFETY: wait4 on our own child; no rusage wanted.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, std::ptr::null_mut()) };
+        assert!(r >= 0, "wait4 failed");
+        if r > 0 {
+            break;
+        }
+        if start.elapsed() > limit {
+            let reached = grandchild_hwm(pid);
+            // SAFETY: signalling the process group we made for the child.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            // SAFETY: reaping our own child.
+            unsafe { libc::wait4(pid, &mut status, 0, std::ptr::null_mut()) };
+            return (None, reached);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let elapsed = start.elapsed();
+    let status = std::process::ExitStatus::from_raw(status);
+    assert!(
+        status.success(),
+        "{program} {args:?} failed: {status}: {}",
+        std::fs::read_to_string(&errors).unwrap_or_default()
+    );
+    let rss = std::fs::read_to_string(&rss_file).expect("GNU time's output");
+    let rss = rss.lines().last().unwrap_or("").trim();
+    (
+        Some(elapsed),
+        rss.parse()
+            .unwrap_or_else(|_| panic!("GNU time printed {rss:?}, not a size in KiB")),
+    )
+}
+
+/// VmHWM (KiB) of the child of process `pid` (the command GNU time runs).
+fn grandchild_hwm(pid: libc::pid_t) -> i64 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let Some(child) = children.split_whitespace().next() else {
+        return 0;
+    };
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -19,6 +19,9 @@ use super::snapshot::{Bitmap, Snapshot, SnapshotDefect};
 use crate::error::Result;
 use crate::format::check::{CheckReport, Repair};
 use crate::io::Storage;
+use counts::ClusterCounts;
+
+mod counts;
 
 /// Reserved bits of a refcount table entry.
 const REFTABLE_RESERVED_MASK: u64 = 0x1ff;
@@ -58,6 +61,16 @@ impl<'a> StoredRefcounts<'a> {
         refcounts_per_block(self.cluster_bits, self.order)
     }
 
+    /// Whether a refcount block covers any cluster of `[first, end)`.
+    pub fn covers_any(&self, first: u64, end: u64) -> bool {
+        let per_block = self.per_block();
+        (first / per_block..end.div_ceil(per_block)).any(|b| {
+            self.table
+                .get(b as usize)
+                .is_some_and(|e| e & REFTABLE_OFFSET_MASK != 0)
+        })
+    }
+
     /// The stored refcount of host cluster `cluster` (0 where no block covers it).
     pub fn get(&mut self, cluster: u64) -> Result<u64> {
         let index = cluster / self.per_block();
@@ -82,10 +95,13 @@ impl<'a> StoredRefcounts<'a> {
     }
 }
 
-/// The references counted so far, one counter per host cluster (32 bits
-/// each: a count beyond that is no real image, and it halves the memory).
+/// The references counted so far, by host cluster (kept sparse, a byte
+/// per counted cluster: see [`counts`]), and where counting may reach.
 struct Counts {
-    refs: Vec<u32>,
+    refs: ClusterCounts,
+    /// One past the last cluster that can be counted: the file's clusters,
+    /// or further when a reference reaches a little past the end.
+    len: u64,
     cluster_bits: u32,
     max: u64,
     file_len: u64,
@@ -106,20 +122,17 @@ impl Counts {
             return;
         }
         let (first, last) = (offset >> self.cluster_bits, (end - 1) >> self.cluster_bits);
+        self.len = self.len.max(last + 1);
         for k in first..=last {
-            let k = k as usize;
-            if k >= self.refs.len() {
-                self.refs.resize(k + 1, 0);
-            }
-            if self.refs[k] as u64 == self.max {
+            if self.refs.get(k) == self.max {
                 r.error(format!(
                     "ERROR: overflow cluster offset={:#x}",
-                    (k as u64) << self.cluster_bits
+                    k << self.cluster_bits
                 ));
                 r.log("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing".into());
                 continue;
             }
-            self.refs[k] = self.refs[k].saturating_add(1);
+            self.refs.increment(k);
         }
     }
 
@@ -129,15 +142,13 @@ impl Counts {
             return;
         }
         let last = (offset + size - 1) >> self.cluster_bits;
-        for k in offset >> self.cluster_bits..=last {
-            if let Some(n) = self.refs.get_mut(k as usize) {
-                *n = n.saturating_sub(1);
-            }
+        for k in offset >> self.cluster_bits..=last.min(self.len.saturating_sub(1)) {
+            self.refs.decrement(k);
         }
     }
 
     fn get(&self, cluster: u64) -> u64 {
-        self.refs.get(cluster as usize).copied().unwrap_or(0) as u64
+        self.refs.get(cluster)
     }
 }
 
@@ -224,15 +235,22 @@ fn walker<'a>(input: &CheckInput<'a>) -> TableWalker<'a> {
 }
 
 /// Counts every reference and compares the counts with the stored
-/// refcounts, logging what qemu-img logs for each problem.
-fn analyze<'a>(input: &CheckInput<'a>, r: &mut Report<'_>) -> Result<Analysis<'a>> {
+/// refcounts, logging what qemu-img logs for each problem. The clusters
+/// whose counts differ are listed in the result only if `keep_mismatches`
+/// (a repair needs them; a check of a wrecked image need not hold millions).
+fn analyze<'a>(
+    input: &CheckInput<'a>,
+    r: &mut Report<'_>,
+    keep_mismatches: bool,
+) -> Result<Analysis<'a>> {
     let h = input.header;
     let storage = input.storage;
     let cs = h.cluster_size();
     let file_len = storage.len()?;
     let nb_clusters = file_len.div_ceil(cs);
     let mut counts = Counts {
-        refs: vec![0; nb_clusters as usize],
+        refs: ClusterCounts::default(),
+        len: nb_clusters,
         cluster_bits: h.cluster_bits,
         max: refcount_max(h.refcount_order),
         file_len,
@@ -291,32 +309,46 @@ fn analyze<'a>(input: &CheckInput<'a>, r: &mut Report<'_>) -> Result<Analysis<'a
     let mut refcount_structures = check_refblocks(&stored, &mut counts, r, nb_clusters);
     refcount_structures.push(reftable);
 
-    // References may reach a little past the end of the file: compare those too.
+    // References may reach a little past the end of the file: compare those
+    // too. A chunk of clusters that nothing references and no refcount
+    // block covers is all zeros on both sides: skipped without a look.
     let mut highest = None;
     let mut mismatches = Vec::new();
-    for i in 0..counts.refs.len() as u64 {
-        let on_disk = stored.get(i)?;
-        let counted = counts.get(i);
-        if on_disk > 0 || counted > 0 {
-            highest = Some(i);
-        }
-        if on_disk == counted {
+    let chunk_bits = counts.refs.chunk_bits();
+    let mut i = 0;
+    while i < counts.len {
+        let chunk_end = ((i >> chunk_bits) + 1) << chunk_bits;
+        if counts.refs.chunk_is_empty(i >> chunk_bits) && !stored.covers_any(i, chunk_end) {
+            i = chunk_end;
             continue;
         }
-        mismatches.push((i, on_disk, counted));
-        if on_disk == 0 {
-            r.result.rebuild_needed = true;
+        for i in i..chunk_end.min(counts.len) {
+            let on_disk = stored.get(i)?;
+            let counted = counts.get(i);
+            if on_disk > 0 || counted > 0 {
+                highest = Some(i);
+            }
+            if on_disk == counted {
+                continue;
+            }
+            if keep_mismatches {
+                mismatches.push((i, on_disk, counted));
+            }
+            if on_disk == 0 {
+                r.result.rebuild_needed = true;
+            }
+            if on_disk < counted {
+                r.error(format!(
+                    "ERROR cluster {i} refcount={on_disk} reference={counted}"
+                ));
+            } else {
+                r.result.leaks += 1;
+                r.log(format!(
+                    "Leaked cluster {i} refcount={on_disk} reference={counted}"
+                ));
+            }
         }
-        if on_disk < counted {
-            r.error(format!(
-                "ERROR cluster {i} refcount={on_disk} reference={counted}"
-            ));
-        } else {
-            r.result.leaks += 1;
-            r.log(format!(
-                "Leaked cluster {i} refcount={on_disk} reference={counted}"
-            ));
-        }
+        i = chunk_end;
     }
     r.result.image_end_offset = highest.map_or(0, |h| (h + 1) * cs);
     Ok(Analysis {
@@ -331,7 +363,7 @@ fn analyze<'a>(input: &CheckInput<'a>, r: &mut Report<'_>) -> Result<Analysis<'a
 /// (`ERROR ...`, `Leaked cluster ...`) go to `log` in qemu-img's order.
 pub fn check(input: &CheckInput<'_>, log: &mut dyn FnMut(String)) -> Result<CheckReport> {
     let mut r = Report::new(input.header, log);
-    let mut a = analyze(input, &mut r)?;
+    let mut a = analyze(input, &mut r, false)?;
     walker(input).oflag_copied(&mut a.stored, &mut r, input.l1, false)?;
     Ok(r.result)
 }
@@ -349,7 +381,7 @@ pub fn repair(
 ) -> Result<CheckReport> {
     let h = input.header;
     let mut r = Report::new(h, log);
-    let mut a = analyze(input, &mut r)?;
+    let mut a = analyze(input, &mut r, true)?;
     if mode == Repair::All && !r.misaligned_zeroes.is_empty() {
         // Entries first: each one only drops a reference, so a crash
         // after any of these writes leaves a leak at most. Then count
@@ -366,7 +398,7 @@ pub fn repair(
         let fixed = r.result.corruptions_fixed;
         r.result = Report::new(h, &mut |_| {}).result;
         r.result.corruptions_fixed = fixed;
-        a = analyze(input, &mut r)?;
+        a = analyze(input, &mut r, true)?;
     }
     let mut header = h.clone();
     if r.result.rebuild_needed {
@@ -386,7 +418,7 @@ pub fn repair(
         };
         let mut quiet = |_: String| {};
         let mut after = Report::new(&header, &mut quiet);
-        a = analyze(&rebuilt, &mut after)?;
+        a = analyze(&rebuilt, &mut after, true)?;
         r.result = CheckReport {
             corruptions_fixed: before.corruptions_fixed
                 + before.corruptions.saturating_sub(after.result.corruptions),
@@ -487,7 +519,7 @@ fn rewrite_snapshot_table(
     };
     let mut quiet = |_: String| {};
     let mut after = Report::new(header, &mut quiet);
-    let a = analyze(&rewritten, &mut after)?;
+    let a = analyze(&rewritten, &mut after, true)?;
     let mut writer = RefcountWriter::new(storage, header)?;
     for &(cluster, _, counted) in a.mismatches.iter().filter(|m| m.1 > m.2) {
         writer.set(cluster, counted)?;
@@ -595,18 +627,14 @@ fn rebuild(
         freed.extend((offset / cs..=(offset + len - 1) / cs).filter(|&c| a.counts.get(c) == 0));
     }
     freed.sort_unstable();
-    let refs = &mut a.counts.refs;
-    let in_use = refs
-        .iter()
-        .rposition(|&n| n > 0)
-        .map_or(0, |i| i as u64 + 1);
+    let counts = &mut a.counts;
+    let in_use = counts.refs.used_end();
     let start = in_use.max(storage.len()?.div_ceil(cs));
     let per_block = refcounts_per_block(h.cluster_bits, h.refcount_order);
     let (table_clusters, blocks) = refcount_structures(start, h.cluster_bits, h.refcount_order);
     let end = start + table_clusters + blocks;
-    refs.resize(end as usize, 0);
     for c in start..end {
-        refs[c as usize] = 1;
+        counts.refs.set(c, 1);
     }
     let table_offset = start * cs;
     let blocks_offset = table_offset + table_clusters * cs;
@@ -614,18 +642,18 @@ fn rebuild(
     for b in 0..blocks {
         block.fill(0);
         let first = b * per_block;
-        for (i, &n) in refs
-            .iter()
-            .skip(first as usize)
-            .take(per_block as usize)
-            .enumerate()
-        {
-            set_refcount(
-                &mut block,
-                i,
-                h.refcount_order,
-                (n as u64).min(a.counts.max),
-            );
+        let chunk_bits = counts.refs.chunk_bits();
+        let (first_chunk, end_chunk) = (
+            first >> chunk_bits,
+            (first + per_block).div_ceil(1 << chunk_bits),
+        );
+        if (first_chunk..end_chunk).any(|k| !counts.refs.chunk_is_empty(k)) {
+            for i in 0..per_block {
+                let n = counts.get(first + i);
+                if n > 0 {
+                    set_refcount(&mut block, i as usize, h.refcount_order, n.min(counts.max));
+                }
+            }
         }
         storage.write_at(&block, blocks_offset + b * cs)?;
     }
