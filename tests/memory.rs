@@ -12,6 +12,9 @@ use std::process::{Command, Stdio};
 
 /// Runs qimg with `args` in `fx`'s directory; returns its exit code and
 /// its peak resident memory in KiB.
+// The child is reaped by wait4 (which also reports its peak), not by
+// Child::wait.
+#[allow(clippy::zombie_processes)]
 fn qimg_peak_kib(fx: &Fixture, args: &[&str]) -> (Option<i32>, i64) {
     let child = Command::new(env!("CARGO_BIN_EXE_qimg"))
         .args(args)
