@@ -36,8 +36,7 @@ fn qimg_peak_kib(fx: &Fixture, args: &[&str]) -> (Option<i32>, i64) {
 /// Sixteen 64 GiB layers, `l0.qcow2` (base) to `l15.qcow2` (top), each
 /// with one 64 KiB cluster written in every 512 MiB of the disk.
 fn deep_chain(fx: &Fixture) {
-    fx.sh(
-        "qemu-img create -q -f qcow2 l0.qcow2 64G
+    fx.sh("qemu-img create -q -f qcow2 l0.qcow2 64G
          for i in $(seq 1 15); do
              qemu-img create -q -f qcow2 -b l$((i - 1)).qcow2 -F qcow2 l$i.qcow2 64G
          done
@@ -45,8 +44,7 @@ fn deep_chain(fx: &Fixture) {
              for r in $(seq 0 127); do
                  echo \"write -P $((i + 1)) $((r * 512 + i * 4))M 64k\"
              done | qemu-io l$i.qcow2 >/dev/null
-         done",
-    );
+         done");
 }
 
 #[test]

@@ -1,23 +1,29 @@
 //! The copy engine: copies a plan of guest ranges from a source into a
 //! target image. Chunks are read and scanned for zeros in parallel (rayon),
-//! a bounded window at a time, and applied to the target in guest order, so
-//! new clusters are laid out sequentially and memory stays bounded whatever
-//! the image size. Every operation that copies data (convert, stream,
-//! commit, rebase) is a plan run through here.
+//! a bounded window at a time. The calling thread, the planner, takes them
+//! in guest order and asks the target where their data goes
+//! (`Format::plan_write`, so new clusters are laid out sequentially); it
+//! writes zero runs and partial clusters itself and hands whole clusters
+//! to writer threads (`writers`), which write them with no lock held and
+//! publish them. Memory stays bounded whatever the image size. Every
+//! operation that copies data (convert, stream, commit, rebase) is a plan
+//! run through here.
 
 pub mod control;
 pub mod idle;
 mod pipeline;
 pub mod plan;
+mod planner;
 mod writers;
 pub mod zero;
 
 use crate::error::{Error, Result};
-use crate::format::{Format, GuestOffset, Placement};
+use crate::format::Format;
 use crate::io::AlignedBuf;
 use control::{Control, StopReason};
 use pipeline::Pipeline;
-use writers::{Job, Writers};
+use planner::{write_in_order, writers_stopped_it};
+use writers::Writers;
 
 /// What to do with a range of the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,11 +415,12 @@ fn run(
             p.publish(i, prepared);
         }
     };
-    // Data writes leave the planner for writer threads: at least two (one
-    // request waits on the disk while the next is prepared), more for a
-    // target that wants requests in flight (a network export).
-    let n_writers = target.data_storage().requests_in_flight().max(2);
+    // Data writes leave the planner for writer threads: as many as the
+    // target takes writes at once (two for direct I/O to a local disk,
+    // more for a network export, one for buffered writes to a file).
+    let n_writers = target.data_storage().writes_in_flight().max(1);
     let writers = Writers::new(n_writers);
+    p.keep_buffers(threads * 2 + 2 * n_writers + 1);
     let recycle = |buf: AlignedBuf| p.recycle(buf);
     let mut outcome = Ok(Outcome::Completed);
     std::thread::scope(|threads_scope| {
@@ -448,263 +455,6 @@ fn run(
     }?;
     target.flush()?;
     Ok(outcome)
-}
-
-/// The message the planner stops with when a writer thread failed (the
-/// writer's own error is reported instead).
-const WRITER_FAILED: &str = "a data write of the copy failed";
-
-fn writers_stopped_it(e: &Error) -> bool {
-    e.detail() == WRITER_FAILED
-}
-
-/// The planner's side: takes the prepared units in guest order, decides
-/// where their data goes (under the target's lock), writes what must be
-/// written in order itself and hands the rest to the writer threads.
-/// Stops between units when `control` says so.
-fn write_in_order(
-    p: &Pipeline<Prepared>,
-    units: &[Step],
-    target: &dyn Format,
-    options: &CopyOptions,
-    control: &Control,
-    writers: &Writers,
-) -> Result<Outcome> {
-    let mut gather = Gather::default();
-    let outcome = plan_units(p, units, target, options, control, writers, &mut gather);
-    match outcome {
-        // Every unit before the resume point must be written, gathered ones too.
-        Ok(outcome) => gather.send(writers).map(|()| outcome),
-        Err(e) => {
-            let _ = target.abandon(&gather.pieces);
-            Err(e)
-        }
-    }
-}
-
-/// The planner's loop over the units (see [`write_in_order`]).
-fn plan_units(
-    p: &Pipeline<Prepared>,
-    units: &[Step],
-    target: &dyn Format,
-    options: &CopyOptions,
-    control: &Control,
-    writers: &Writers,
-    gather: &mut Gather,
-) -> Result<Outcome> {
-    for (i, s) in units.iter().enumerate() {
-        if let Some(reason) = control.checkpoint() {
-            return Ok(Outcome::Stopped {
-                reason,
-                resume_at: s.target_offset,
-            });
-        }
-        if writers.failed() {
-            return Err(Error::new(crate::error::ErrorKind::Io, WRITER_FAILED));
-        }
-        // A read or write that failed while the copy is being cancelled
-        // (a network wait given up on a signal) stops the copy here, as a
-        // cancel between chunks would: the unit is left as any interrupted
-        // write leaves it (consistent) and is copied again on a rerun.
-        let stopped = |e: Error| match control.stop_reason() {
-            Some(reason @ StopReason::Cancelled) => Ok(Outcome::Stopped {
-                reason,
-                resume_at: s.target_offset,
-            }),
-            _ => Err(e),
-        };
-        let prepared = match p.take(i) {
-            Ok(prepared) => prepared,
-            Err(e) => return stopped(e),
-        };
-        let (Prepared::Plain { unreadable, .. } | Prepared::Clusters(_, unreadable)) = &prepared;
-        for (offset, reason) in unreadable {
-            control.read_error(*offset, reason);
-        }
-        let (written, buf) = match (s.action, prepared) {
-            (Action::Copy, Prepared::Plain { buf, segments, .. }) => {
-                match apply_plain(target, s, buf, &segments, options, writers, gather) {
-                    Ok(done) => done,
-                    Err(e) => return stopped(e),
-                }
-            }
-            (Action::Copy, Prepared::Clusters(clusters, _)) => {
-                let cluster = options.compress_cluster.unwrap_or(s.len);
-                let (offset, zero) = (s.target_offset, options.target_is_zero);
-                match apply_clusters(target, offset, s.len, cluster, &clusters, zero) {
-                    Ok(n) => (n, AlignedBuf::new()),
-                    Err(e) => return stopped(e),
-                }
-            }
-            (Action::Zero, _) if !options.target_is_zero => {
-                target.write_zeroes(s.target_offset, s.len, true)?;
-                (0, AlignedBuf::new())
-            }
-            _ => (0, AlignedBuf::new()),
-        };
-        control.advance(s.len, written);
-        p.finished(i, buf);
-    }
-    Ok(Outcome::Completed)
-}
-
-/// Applies one prepared chunk: zero runs and serial pieces are written
-/// here, in guest order; the host pieces go to the writer threads with the
-/// buffer. Returns the data bytes written and the buffer when no writer
-/// took it.
-fn apply_plain(
-    target: &dyn Format,
-    step: &Step,
-    buf: AlignedBuf,
-    segments: &[zero::Segment],
-    options: &CopyOptions,
-    writers: &Writers,
-    gather: &mut Gather,
-) -> Result<(u64, AlignedBuf)> {
-    let offset = step.target_offset;
-    let mut pieces = Vec::new();
-    let written = match place_segments(target, offset, &buf, segments, options, &mut pieces) {
-        Ok(n) => n,
-        Err(e) => {
-            // What was placed and not written is given back.
-            let _ = target.abandon(&pieces);
-            return Err(e);
-        }
-    };
-    if pieces.is_empty() {
-        return Ok((written, buf));
-    }
-    let runs = writers::host_runs(offset, &buf, &pieces);
-    let run_len = |slices: &[&[u8]]| slices.iter().map(|s| s.len()).sum::<usize>();
-    if let [(_, slices)] = runs.as_slice() {
-        if run_len(slices) >= WHOLE_UNIT_WRITE {
-            // Large enough to go out by itself, straight from the buffer.
-            writers.send(Job::Unit {
-                base: offset,
-                buf,
-                pieces,
-            })?;
-            return Ok((written, AlignedBuf::new()));
-        }
-    }
-    // Small runs are gathered with the ones before them that continue
-    // them on the host (a fresh target's clusters are laid out in guest
-    // order, so the data of consecutive units usually does).
-    let mut piece_iter = pieces
-        .iter()
-        .filter(|p| matches!(p, Placement::Host { .. }));
-    for (host, slices) in runs {
-        let n = run_len(&slices);
-        let continues = gather.host + gather.buf.len() as u64 == host;
-        if !gather.buf.is_empty() && (!continues || gather.buf.len() + n > GATHER_WRITE) {
-            gather.send(writers)?;
-        }
-        if gather.buf.is_empty() {
-            gather.host = host;
-            if !gather.buf.has_memory() {
-                gather.buf = writers.gather_buffer(GATHER_WRITE);
-            }
-        }
-        for slice in slices {
-            gather.buf.extend_from_slice(slice);
-            gather.pieces.extend(piece_iter.next().copied());
-        }
-    }
-    Ok((written, buf))
-}
-
-/// Writes the zero runs and serial pieces of a chunk (at target `offset`)
-/// in order and collects its host pieces into `pieces`; returns the data
-/// bytes it covers.
-fn place_segments(
-    target: &dyn Format,
-    offset: u64,
-    buf: &[u8],
-    segments: &[zero::Segment],
-    options: &CopyOptions,
-    pieces: &mut Vec<Placement>,
-) -> Result<u64> {
-    let mut written = 0;
-    for seg in segments {
-        let at = offset + seg.start as u64;
-        if seg.zero {
-            if !options.target_is_zero {
-                target.write_zeroes(at, seg.len as u64, true)?;
-            }
-            continue;
-        }
-        for piece in target.plan_write(GuestOffset(at), seg.len as u64)? {
-            match piece {
-                Placement::Serial { guest, len } => {
-                    let start = (guest.0 - offset) as usize;
-                    target.write(guest.0, &buf[start..start + len as usize])?;
-                }
-                Placement::Host { .. } => pieces.push(piece),
-            }
-        }
-        written += seg.len as u64;
-    }
-    Ok(written)
-}
-
-/// A run this long goes to the writers in its unit's own buffer.
-const WHOLE_UNIT_WRITE: usize = 1 << 20;
-
-/// Gathered runs are sent once they reach this size.
-const GATHER_WRITE: usize = 2 << 20;
-
-/// Small runs of consecutive units, gathered for one write.
-#[derive(Default)]
-struct Gather {
-    host: u64,
-    buf: AlignedBuf,
-    pieces: Vec<Placement>,
-}
-
-impl Gather {
-    /// Hands what is gathered to the writers.
-    fn send(&mut self, writers: &Writers) -> Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let job = Job::Gathered {
-            host: self.host,
-            buf: std::mem::take(&mut self.buf),
-            pieces: std::mem::take(&mut self.pieces),
-        };
-        writers.send(job)
-    }
-}
-
-/// Writes prepared clusters (of `cluster` bytes; the last may be shorter,
-/// `len` in all) in order; returns the bytes written.
-fn apply_clusters(
-    target: &dyn Format,
-    offset: u64,
-    len: u64,
-    cluster: u64,
-    clusters: &[Option<Packed>],
-    target_is_zero: bool,
-) -> Result<u64> {
-    let mut written = 0;
-    for (i, packed) in clusters.iter().enumerate() {
-        let at = offset + i as u64 * cluster;
-        let n = cluster.min(offset + len - at);
-        match packed {
-            None if !target_is_zero => target.write_zeroes(at, n, true)?,
-            None => {}
-            Some(Packed::Compressed(c)) => {
-                target.write_compressed(at, c)?;
-                written += c.len() as u64;
-            }
-            Some(Packed::Plain(p)) => {
-                target.write(at, p)?;
-                written += p.len() as u64;
-            }
-            Some(Packed::Unchanged) => {}
-        }
-    }
-    Ok(written)
 }
 
 #[cfg(test)]

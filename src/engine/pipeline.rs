@@ -24,6 +24,9 @@ pub(super) struct Pipeline<T> {
     waiting: AtomicUsize,
     /// Buffers to reuse (their old content is overwritten by each read).
     buffers: Mutex<Vec<AlignedBuf>>,
+    /// How many buffers to keep for reuse (fresh memory is slow to fault
+    /// in): the window, and the buffers writer threads may hold.
+    keep: AtomicUsize,
     /// The next unit a reader may claim.
     next: AtomicUsize,
     /// Units the writer has finished.
@@ -47,6 +50,7 @@ impl<T> Pipeline<T> {
             window_moved: Condvar::new(),
             waiting: AtomicUsize::new(0),
             buffers: Mutex::new(Vec::new()),
+            keep: AtomicUsize::new(window.max(1)),
             next: AtomicUsize::new(0),
             written: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
@@ -72,6 +76,11 @@ impl<T> Pipeline<T> {
             self.waiting.fetch_sub(1, SeqCst);
         }
         (!self.stopped.load(SeqCst)).then_some(i)
+    }
+
+    /// Keeps up to `n` buffers for reuse (at least the window).
+    pub fn keep_buffers(&self, n: usize) {
+        self.keep.store(n.max(self.window), SeqCst);
     }
 
     /// A buffer to read into (reused when one is free).
@@ -104,7 +113,7 @@ impl<T> Pipeline<T> {
     pub fn recycle(&self, buf: AlignedBuf) {
         if buf.has_memory() {
             let mut pool = lock(&self.buffers);
-            if pool.len() < self.window {
+            if pool.len() < self.keep.load(SeqCst) {
                 pool.push(buf);
             }
         }
@@ -115,7 +124,7 @@ impl<T> Pipeline<T> {
     pub fn finished(&self, i: usize, buf: AlignedBuf) {
         if buf.has_memory() {
             let mut pool = lock(&self.buffers);
-            if pool.len() < self.window {
+            if pool.len() < self.keep.load(SeqCst) {
                 pool.push(buf);
             }
         }

@@ -45,6 +45,57 @@ pub fn plan_view(
 /// `[lo, hi)`, the target range this source fills (concatenated sources
 /// need not be cluster-aligned), so no byte of another source is read.
 /// Every step must have the same target − source shift; the result
+/// Copies the zero steps no longer than `max_gap` that lie between two
+/// copy steps (contiguous in target and source), so the three become one
+/// copy; contiguous copy steps are joined too. For a plan whose zero steps
+/// read as zeros in the source, copied with zero detection at `sparse`
+/// bytes: only gaps aligned to `sparse` on the target are bridged, so the
+/// copy's zero scan finds each again whole and writes it as zeros (or
+/// skips it on a zeroed target). The same result in fewer, larger units,
+/// each of which costs the engine a hand-off between its threads.
+pub fn bridge_zero_gaps(steps: &[Step], max_gap: u64, sparse: u64) -> Vec<Step> {
+    let sparse = sparse.max(1);
+    let mut out: Vec<Step> = Vec::with_capacity(steps.len());
+    let continues = |a: &Step, b: &Step| {
+        a.target_offset + a.len == b.target_offset && a.source_offset + a.len == b.source_offset
+    };
+    let mut i = 0;
+    while i < steps.len() {
+        let s = steps[i];
+        let bridge = match (out.last(), steps.get(i + 1)) {
+            (Some(prev), Some(next)) => {
+                prev.action == Action::Copy
+                    && s.action == Action::Zero
+                    && s.len <= max_gap
+                    && s.target_offset % sparse == 0
+                    && s.len % sparse == 0
+                    && next.action == Action::Copy
+                    && continues(prev, &s)
+                    && continues(&s, next)
+            }
+            _ => false,
+        };
+        if bridge {
+            let prev = out.last_mut().expect("checked");
+            prev.len += s.len + steps[i + 1].len;
+            i += 2;
+            continue;
+        }
+        match out.last_mut() {
+            Some(prev)
+                if prev.action == Action::Copy
+                    && s.action == Action::Copy
+                    && continues(prev, &s) =>
+            {
+                prev.len += s.len;
+            }
+            _ => out.push(s),
+        }
+        i += 1;
+    }
+    out
+}
+
 /// partitions the same range, the neighbours of the copies shrunk.
 pub fn align_copies(steps: &[Step], cluster: u64, lo: u64, hi: u64) -> Vec<Step> {
     let Some(first) = steps.first() else {
@@ -136,4 +187,41 @@ pub fn split_at_clusters(steps: &[Step], cluster: u64, size: u64) -> (Vec<Step>,
         }
     }
     (whole, parts)
+}
+
+#[cfg(test)]
+mod bridge_tests {
+    use super::*;
+
+    fn step(at: u64, len: u64, action: Action) -> Step {
+        Step {
+            target_offset: at,
+            source_offset: at,
+            len,
+            action,
+        }
+    }
+
+    #[test]
+    fn short_zero_gaps_between_copies_are_bridged() {
+        let plan = [
+            step(0, 10, Action::Copy),
+            step(10, 5, Action::Zero),
+            step(15, 10, Action::Copy),
+            step(25, 50, Action::Zero),
+            step(75, 10, Action::Copy),
+            step(85, 5, Action::Zero),
+            step(90, 5, Action::Skip),
+        ];
+        assert_eq!(
+            bridge_zero_gaps(&plan, 8, 5),
+            vec![
+                step(0, 25, Action::Copy),
+                step(25, 50, Action::Zero),
+                step(75, 10, Action::Copy),
+                step(85, 5, Action::Zero),
+                step(90, 5, Action::Skip),
+            ]
+        );
+    }
 }

@@ -53,7 +53,7 @@ impl Job {
 }
 
 /// How many gather buffers are kept for reuse.
-const SPARE_GATHER_BUFFERS: usize = 2;
+const SPARE_GATHER_BUFFERS: usize = 4;
 
 /// The first failure of a job, with the target offset of its unit.
 #[derive(Default)]

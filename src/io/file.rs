@@ -305,6 +305,16 @@ impl Storage for FileStorage {
         self.write_at(buf, offset)
     }
 
+    fn writes_in_flight(&self) -> usize {
+        // Direct writes wait for the disk, which takes several at once;
+        // buffered ones serialize on the inode lock.
+        if self.writable && self.cache == CacheMode::Direct && self.direct().is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
     fn write_data_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> Result<()> {
         self.check_not_lost()?;
         if self.writable && self.cache == CacheMode::Direct {

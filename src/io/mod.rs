@@ -186,6 +186,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn requests_in_flight(&self) -> usize {
         1
     }
+    /// How many data writes to keep in flight to it from separate threads:
+    /// 1 where writes serialize anyway (buffered writes to one local file
+    /// take its inode lock, and more writers only spin on it), more where
+    /// they overlap (direct I/O to a local disk, a network export).
+    fn writes_in_flight(&self) -> usize {
+        self.requests_in_flight()
+    }
     /// The storage this one is a window onto and the window's offset in
     /// it (see [`WindowStorage`]); `None` for a storage of its own.
     fn below(&self) -> Option<(&dyn Storage, u64)> {
@@ -279,6 +286,9 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     }
     fn requests_in_flight(&self) -> usize {
         (**self).requests_in_flight()
+    }
+    fn writes_in_flight(&self) -> usize {
+        (**self).writes_in_flight()
     }
     fn below(&self) -> Option<(&dyn Storage, u64)> {
         (**self).below()

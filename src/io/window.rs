@@ -89,6 +89,10 @@ impl Storage for WindowStorage {
         self.inner.requests_in_flight()
     }
 
+    fn writes_in_flight(&self) -> usize {
+        self.inner.writes_in_flight()
+    }
+
     fn below(&self) -> Option<(&dyn Storage, u64)> {
         Some((self.inner.as_ref(), self.offset))
     }

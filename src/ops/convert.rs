@@ -93,6 +93,11 @@ fn validate(req: &ConvertRequest) -> Result<()> {
     Ok(())
 }
 
+/// Zero ranges at most this long between two copied ranges are copied
+/// with them (read and found zero again), so the engine handles fewer,
+/// larger chunks.
+const BRIDGED_GAP: u64 = 256 << 10;
+
 /// The plan for one source: with `top_only` (`-B`), only what the source's
 /// own top layer allocates (its zero clusters as zeros); otherwise
 /// everything, zero and unallocated ranges as zeros (or as data when
@@ -201,6 +206,11 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
     for source in &sources {
         let view = source.view();
         let mut steps = plan(&view, base, req.backing.is_some(), req.sparse)?;
+        // Zero steps read as zeros in the source (that is how the plan
+        // found them), and the copy's zero scan (-S) finds them again.
+        if req.sparse > 0 {
+            steps = crate::engine::plan::bridge_zero_gaps(&steps, BRIDGED_GAP, req.sparse);
+        }
         if let (Some(cluster), None) = (options.compress_cluster, &req.backing) {
             // Without a backing file, the rest of a cluster a copy only
             // partly covers reads as zeros in the source too: take it in,

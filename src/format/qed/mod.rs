@@ -92,8 +92,7 @@ impl Qed {
             header: header.clone(),
             l1,
             l1_dirty: Default::default(),
-            tables: TableCache::new(capacity)
-                .with_budget(CacheBudget::new(L2_CACHE_BYTES), table),
+            tables: TableCache::new(capacity).with_budget(CacheBudget::new(L2_CACHE_BYTES), table),
             file_len,
         };
         let mut qed = Qed {
