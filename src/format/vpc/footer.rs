@@ -225,6 +225,15 @@ pub fn size_for(request: u64, force_size: bool) -> Option<(u64, Geometry)> {
     if force_size {
         return Some((sectors * 512, MAX_GEOMETRY));
     }
+    if sectors == 0 {
+        // Nothing to hold: qemu-img leaves the geometry all zeros.
+        let none = Geometry {
+            cylinders: 0,
+            heads: 0,
+            sectors: 0,
+        };
+        return Some((0, none));
+    }
     let mut i = 0;
     loop {
         let g = Geometry::for_sectors(sectors + i);
@@ -263,6 +272,7 @@ mod tests {
         }
         assert_eq!(size_for(5_000_000, true).map(|x| x.0), Some(5_000_192));
         assert!(size_for(2041 << 30, false).is_none());
+        assert_eq!(size_for(0, false).map(|x| x.1.total_sectors()), Some(0));
         assert!(size_for(2040 << 30, true).is_some());
     }
 
