@@ -274,6 +274,12 @@ impl Format for Vpc {
         self.storage.flush()
     }
 
+    fn resize(&self, _new_size: u64, _prealloc: super::Preallocation) -> Result<()> {
+        Err(Error::unsupported(
+            "Image format driver does not support resize",
+        ))
+    }
+
     fn describe(&self) -> Description {
         Description {
             cluster_size: match &self.layout {
