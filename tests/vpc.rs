@@ -554,3 +554,102 @@ fn a_crash_at_any_write_leaves_a_readable_vhd_with_old_or_new_blocks() {
     fx.write("done.vhd", &fault.after_crash(|_| true));
     assert_reads_like_qemu(&fx, "done.vhd");
 }
+
+/// Runs `qimg convert -n -f raw -O vpc src.raw dst.vhd` in this process,
+/// every file it writes going through `session`'s fault injector.
+fn convert_in_process(
+    fx: &Fixture,
+    session: &qimg::io::FaultSessionGuard,
+) -> qimg::error::Result<qimg::engine::Outcome> {
+    use qimg::format::registry::by_name;
+    use qimg::format::FormatKind;
+    let request = qimg::ops::convert::ConvertRequest {
+        sources: vec![fx.path("src.raw")],
+        source_format: Some(FormatKind::of(by_name("raw").unwrap())),
+        target: fx.path("dst.vhd"),
+        target_format: FormatKind::of(by_name("vpc").unwrap()),
+        options: Vec::new(),
+        backing: None,
+        backing_format: None,
+        no_create: true,
+        target_is_zero: false,
+        sparse: 4096,
+        threads: 2,
+        compress: false,
+        snapshot: None,
+        salvage: false,
+        bitmaps: None,
+    };
+    let control = qimg::engine::control::Control::default().with_storage_options(session.options());
+    qimg::ops::convert::convert(&request, &control)
+}
+
+#[test]
+fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() {
+    use qimg::io::FaultSession;
+    let fx = Fixture::new();
+    source_raw(&fx);
+    // The target's guest size (9M rounded up to CHS) holds the source.
+    fx.sh("qemu-img create -q -f vpc dst.vhd 9M");
+    let empty = fx.read("dst.vhd");
+    let src = fx.read("src.raw");
+    // The source's data runs, as qemu-img maps them.
+    let map = fx.qemu_img(&["map", "--output=json", "-f", "raw", "src.raw"]);
+    let map: serde_json::Value = serde_json::from_slice(&map.stdout).expect("map JSON");
+    let runs: Vec<(u64, u64)> = map
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"] == true)
+        .map(|e| (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap()))
+        .collect();
+    assert!(runs.len() >= 4, "{runs:?}");
+    let total = {
+        let session = FaultSession::start(u64::MAX);
+        let outcome = convert_in_process(&fx, &session).expect("clean run");
+        assert_eq!(outcome, qimg::engine::Outcome::Completed);
+        session.write_back(|_, _| true).unwrap();
+        session.changes()
+    };
+    let cmp = fx.qemu_img(&["compare", "-f", "raw", "-F", "vpc", "src.raw", "dst.vhd"]);
+    assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
+    assert!(total >= 8, "only {total} changes");
+    for n in 0..total {
+        fx.write("dst.vhd", &empty);
+        let session = FaultSession::start(n);
+        let result = convert_in_process(&fx, &session);
+        assert!(
+            session.crashed() && result.is_err(),
+            "no crash at {n}/{total}"
+        );
+        let pattern = n % 3;
+        session
+            .write_back(|_, i| match pattern {
+                0 => true,
+                1 => false,
+                _ => i % 2 == 0,
+            })
+            .unwrap();
+        drop(session);
+        let info = fx.qemu_img(&["info", "-f", "vpc", "dst.vhd"]);
+        assert!(
+            info.status.success(),
+            "cut after {n}/{total} (pattern {pattern}): {}",
+            stderr(&info)
+        );
+        let got = guest_by_qemu(&fx, "vpc", "dst.vhd");
+        // Each run of source data is one write: it reads old (zeros) or
+        // new, whole; everything else reads zeros.
+        for &(start, len) in &runs {
+            let (a, b) = (start as usize, (start + len) as usize);
+            let have = &got[a..b];
+            assert!(
+                have == &src[a..b] || have.iter().all(|&x| x == 0),
+                "cut after {n}/{total} (pattern {pattern}): data at {start:#x} is neither old nor new"
+            );
+        }
+        assert!(got[src.len()..].iter().all(|&x| x == 0), "past the source");
+        // qimg reads what qemu-img reads.
+        assert_reads_like_qemu(&fx, "dst.vhd");
+    }
+}
