@@ -51,6 +51,19 @@ struct DynamicMeta {
     /// Where the next block goes: the end of the last block (or of the
     /// BAT), where the footer lies.
     next_free: u64,
+    /// The range of BAT indices (first, last) changed in memory and not
+    /// yet written: new blocks the file does not point at yet.
+    unpublished: Option<(u64, u64)>,
+}
+
+impl Drop for Vpc {
+    fn drop(&mut self) {
+        // Best effort, as for the other formats: blocks written since the
+        // last flush get their BAT entries, in order.
+        if self.writable {
+            let _ = self.flush_all();
+        }
+    }
 }
 
 impl Vpc {
@@ -165,7 +178,11 @@ impl Vpc {
         }
         Ok(Layout::Dynamic {
             header,
-            meta: Mutex::new(DynamicMeta { bat, next_free }),
+            meta: Mutex::new(DynamicMeta {
+                bat,
+                next_free,
+                unpublished: None,
+            }),
         })
     }
 
@@ -271,7 +288,7 @@ impl Format for Vpc {
     }
 
     fn flush(&self) -> Result<()> {
-        self.storage.flush()
+        self.flush_all()
     }
 
     fn resize(&self, _new_size: u64, _prealloc: super::Preallocation) -> Result<()> {

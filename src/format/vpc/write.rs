@@ -1,9 +1,11 @@
 //! Writing VHDs. Fixed disks are written in place. A dynamic disk gets a
 //! new block where its footer lies, in an order that leaves a consistent
 //! image after a crash at any point: the bitmap and data, then the footer
-//! at the new end, a flush, and only then the BAT entry that points at
-//! the block (a crash before it leaves an unreferenced tail, which the
-//! next allocation reuses).
+//! at the new end; the BAT entries that point at new blocks are written
+//! by the next flush, after a flush of everything they point at (a crash
+//! before leaves an unreferenced tail, which the next allocation reuses).
+//! Batching the entries keeps to two flushes per `flush`, not two per
+//! block.
 
 use super::dynamic::{DynamicHeader, UNALLOCATED};
 use super::footer::FOOTER_LEN;
@@ -109,12 +111,34 @@ impl Vpc {
             self.storage.set_len(end + FOOTER_LEN as u64)?;
         }
         self.storage.write_at(&self.footer.raw, end)?;
-        self.storage.flush()?;
-        let entry = header.table_offset + index * 4;
-        self.storage
-            .write_at(&(sector as u32).to_be_bytes(), entry)?;
         meta.bat[index as usize] = sector as u32;
         meta.next_free = end;
+        meta.unpublished = Some(match meta.unpublished {
+            Some((lo, hi)) => (lo.min(index), hi.max(index)),
+            None => (index, index),
+        });
+        Ok(())
+    }
+
+    /// Makes every completed write durable: data and new blocks first,
+    /// then the BAT entries that point at the new blocks, then those.
+    pub(super) fn flush_all(&self) -> Result<()> {
+        let Layout::Dynamic { header, meta } = &self.layout else {
+            return self.storage.flush();
+        };
+        let mut meta = Self::lock(meta);
+        let Some((lo, hi)) = meta.unpublished else {
+            return self.storage.flush();
+        };
+        self.storage.flush()?;
+        let bytes: Vec<u8> = meta.bat[lo as usize..=hi as usize]
+            .iter()
+            .flat_map(|e| e.to_be_bytes())
+            .collect();
+        self.storage
+            .write_at(&bytes, header.table_offset + lo * 4)?;
+        self.storage.flush()?;
+        meta.unpublished = None;
         Ok(())
     }
 }
