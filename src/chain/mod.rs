@@ -63,7 +63,7 @@ pub struct ChainStatus {
     /// The data is compressed.
     pub compressed: bool,
     /// Host offset of the first byte in the deciding layer's data file.
-    pub host: Option<u64>,
+    pub host: Option<crate::format::HostOffset>,
 }
 
 fn chain_error(message: String) -> Error {
@@ -519,7 +519,7 @@ impl<'a> View<'a> {
                     st.compressed = compressed;
                     if let (Some(h), true) = (host, want_host_zero) {
                         if img.data_may_be_host_holes()? {
-                            match img.data_storage().extent_at(h)? {
+                            match img.data_storage().extent_at(h.0)? {
                                 HostExtent::Data(n) => st.len = st.len.min(n),
                                 HostExtent::Hole(n) => {
                                     st.zero = true;
@@ -572,7 +572,7 @@ impl<'a> View<'a> {
                 let layer = &self.layers[st.depth];
                 let read = match (st.host, st.compressed) {
                     // Plain data: read it where the status says it is.
-                    (Some(host), false) => layer.image.data_storage().read_at(chunk, host),
+                    (Some(host), false) => layer.image.data_storage().read_at(chunk, host.0),
                     _ => layer.image.read(pos, chunk),
                 };
                 read.map_err(|e| e.with_path(&layer.path).at_offset(pos))?;

@@ -30,27 +30,27 @@ use std::sync::{Arc, Mutex};
 pub enum Status {
     /// Data is stored in this layer.
     Data {
-        /// Where it lives in the host file, when it is stored plainly.
-        host: Option<u64>,
+        /// Where it lives in the data file, when it is stored plainly.
+        host: Option<HostOffset>,
         /// A compressed cluster.
         compressed: bool,
     },
     /// Reads as zeros without consulting the backing file.
     Zero {
         /// The host space reserved for it, if any.
-        host: Option<u64>,
+        host: Option<HostOffset>,
     },
     /// Not stored here: reads from the backing file (or as zeros without one).
     Unallocated {
         /// Host space already reserved for it (extended L2), if any.
-        host: Option<u64>,
+        host: Option<HostOffset>,
     },
 }
 
 impl Status {
     /// The status of the byte `delta` bytes further on, if the run continued.
     pub fn advanced(self, delta: u64) -> Status {
-        let shift = |h: Option<u64>| h.map(|h| h + delta);
+        let shift = |h: Option<HostOffset>| h.map(|h| HostOffset(h.0 + delta));
         match self {
             Status::Data { host, compressed } => Status::Data {
                 host: shift(host),
@@ -62,7 +62,7 @@ impl Status {
     }
 
     /// The host offset of the range's first byte, when it has one.
-    pub fn host(&self) -> Option<u64> {
+    pub fn host(&self) -> Option<HostOffset> {
         match *self {
             Status::Data { host, .. } | Status::Zero { host } | Status::Unallocated { host } => {
                 host
@@ -588,7 +588,7 @@ pub(crate) fn read_layer(
             Status::Data {
                 compressed: true, ..
             } => decompress(pos, chunk)?,
-            Status::Data { host: Some(h), .. } => image.data_storage().read_at(chunk, h)?,
+            Status::Data { host: Some(h), .. } => image.data_storage().read_at(chunk, h.0)?,
             _ => chunk.fill(0),
         }
         done += chunk.len();

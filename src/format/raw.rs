@@ -121,12 +121,22 @@ impl Format for Raw {
             HostExtent::Data(n) => (
                 n,
                 Status::Data {
-                    host: Some(offset),
+                    host: Some(super::HostOffset(offset)),
                     compressed: false,
                 },
             ),
-            HostExtent::Hole(n) => (n, Status::Zero { host: Some(offset) }),
-            HostExtent::TrailingHole => (len, Status::Zero { host: Some(offset) }),
+            HostExtent::Hole(n) => (
+                n,
+                Status::Zero {
+                    host: Some(super::HostOffset(offset)),
+                },
+            ),
+            HostExtent::TrailingHole => (
+                len,
+                Status::Zero {
+                    host: Some(super::HostOffset(offset)),
+                },
+            ),
         };
         Ok(Extent {
             len: run.clamp(1, len),

@@ -102,8 +102,8 @@ pub fn map(
             zero: st.zero,
             data: st.data,
             compressed: st.compressed,
-            offset: st.host.map(|h| host_location(layer.image.as_ref(), h).1),
-            file: st.host.map(|h| host_location(layer.image.as_ref(), h).0),
+            offset: st.host.map(|h| host_location(layer.image.as_ref(), h.0).1),
+            file: st.host.map(|h| host_location(layer.image.as_ref(), h.0).0),
         };
         offset += st.len;
         if current.can_absorb(&next) {

@@ -331,7 +331,7 @@ impl Qcow2 {
             ))
         };
         let ty = e.subcluster_type(&self.geo, sc);
-        let host_of = |h: u64| -> Result<Option<u64>> {
+        let host_of = |h: u64| -> Result<Option<super::HostOffset>> {
             if h % cs != 0 {
                 return Err(corrupt("L2 entry points at an unaligned host cluster"));
             }
@@ -340,7 +340,7 @@ impl Qcow2 {
                     "external data file host cluster offset does not match the guest offset",
                 ));
             }
-            Ok(Some(h + in_cluster))
+            Ok(Some(super::HostOffset(h + in_cluster)))
         };
         let v2_zero = || corrupt("zero cluster entry in a version 2 image");
         let status = match ty {

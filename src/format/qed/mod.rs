@@ -174,7 +174,7 @@ impl Qed {
                     )));
                 }
                 Status::Data {
-                    host: Some(off + guest % cs),
+                    host: Some(super::HostOffset(off + guest % cs)),
                     compressed: false,
                 }
             }

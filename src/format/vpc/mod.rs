@@ -220,7 +220,7 @@ impl Format for Vpc {
                 return Ok(Extent {
                     len,
                     status: Status::Data {
-                        host: Some(offset),
+                        host: Some(crate::format::HostOffset(offset)),
                         compressed: false,
                     },
                 })
@@ -252,7 +252,7 @@ impl Format for Vpc {
             len: run_end - offset,
             status: match first {
                 Some(h) => Status::Data {
-                    host: Some(h),
+                    host: Some(crate::format::HostOffset(h)),
                     compressed: false,
                 },
                 None => Status::Zero { host: None },
