@@ -22,7 +22,7 @@ use crate::format::Format;
 use crate::io::AlignedBuf;
 use control::{Control, StopReason};
 use pipeline::Pipeline;
-use planner::{write_in_order, writers_stopped_it};
+use planner::write_in_order;
 use writers::Writers;
 
 /// What to do with a range of the target.
@@ -439,8 +439,11 @@ fn run(
         // its resume point must all be written) and return.
         writers.close();
     });
+    // A writer's failure decides over what the planner made of it (the
+    // planner only stops when it sees one), unless the planner met an
+    // error of its own.
     let outcome = match (outcome, writers.take_error()) {
-        (Err(e), _) if !writers_stopped_it(&e) => Err(e),
+        (Err(e), _) => Err(e),
         (result, Some((at, e))) => match control.stop_reason() {
             Some(reason @ StopReason::Cancelled) => Ok(Outcome::Stopped {
                 reason,

@@ -12,14 +12,6 @@ use crate::error::{Error, Result};
 use crate::format::{Format, GuestOffset, Placement};
 use crate::io::AlignedBuf;
 
-/// The message the planner stops with when a writer thread failed (the
-/// writer's own error is reported instead).
-const WRITER_FAILED: &str = "a data write of the copy failed";
-
-pub(super) fn writers_stopped_it(e: &Error) -> bool {
-    e.detail() == WRITER_FAILED
-}
-
 /// The planner's side: takes the prepared units in guest order, decides
 /// where their data goes (under the target's lock), writes what must be
 /// written in order itself and hands the rest to the writer threads.
@@ -62,7 +54,9 @@ fn plan_units(
             });
         }
         if writers.failed() {
-            return Err(Error::new(crate::error::ErrorKind::Io, WRITER_FAILED));
+            // Planning stops; the caller reports the writer's own error
+            // (which it takes from the writers), so there is none to make here.
+            return Ok(Outcome::Completed);
         }
         // A read or write that failed while the copy is being cancelled
         // (a network wait given up on a signal) stops the copy here, as a
