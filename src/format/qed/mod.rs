@@ -22,7 +22,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::io::Storage;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use write::QedMeta;
 
 /// Memory the L2 cache may use.
@@ -34,7 +34,8 @@ pub struct Qed {
     storage: Box<dyn Storage>,
     /// The header as opened (size and geometry never change while open).
     header: QedHeader,
-    meta: Mutex<QedMeta>,
+    /// Metadata: readers of cached tables share it, changes take it alone.
+    meta: RwLock<QedMeta>,
     backing: Backing,
     writable: bool,
 }
@@ -97,7 +98,7 @@ impl Qed {
         };
         let mut qed = Qed {
             storage,
-            meta: Mutex::new(meta),
+            meta: RwLock::new(meta),
             backing: Backing::new(backing),
             // Writable only once checked: a refused image is dropped
             // without its metadata being flushed.
@@ -111,9 +112,48 @@ impl Qed {
         Ok(qed)
     }
 
-    fn lock_meta(&self) -> MutexGuard<'_, QedMeta> {
+    /// The metadata, to change it (or to fill its cache).
+    fn lock_meta(&self) -> RwLockWriteGuard<'_, QedMeta> {
         // Every change under the lock leaves the metadata consistent.
-        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+        self.meta.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The metadata, to read it beside other readers.
+    fn read_meta(&self) -> RwLockReadGuard<'_, QedMeta> {
+        self.meta.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the L2 table of L1 entry `l1_index` (`None` when it has
+    /// none), with the file length its entries are checked against. A
+    /// cached table is used under the shared lock, so readers do not queue
+    /// behind each other; a missing one is read from the disk with no lock
+    /// held, then cached, unless a writer changed what the cache knows
+    /// meanwhile (then the lookup starts again).
+    fn with_l2_table<R>(
+        &self,
+        l1_index: u64,
+        mut f: impl FnMut(Option<&[u64]>, u64) -> Result<R>,
+    ) -> Result<R> {
+        loop {
+            let (l2_offset, file_len, generation) = {
+                let meta = self.read_meta();
+                let l2_offset = meta.l1.get(l1_index as usize).copied().unwrap_or(0);
+                if l2_offset == 0 {
+                    return f(None, meta.file_len);
+                }
+                if let Some(table) = meta.tables.peek(l2_offset) {
+                    return f(Some(table), meta.file_len);
+                }
+                (l2_offset, meta.file_len, meta.tables.generation())
+            };
+            let table = self.read_l2_table(l1_index, l2_offset, file_len)?;
+            let mut meta = self.lock_meta();
+            let still = meta.l1.get(l1_index as usize).copied() == Some(l2_offset);
+            if still && meta.tables.insert_read(l2_offset, table, generation) {
+                let file_len = meta.file_len;
+                return f(meta.tables.peek(l2_offset), file_len);
+            }
+        }
     }
 
     /// The parsed header.
@@ -210,29 +250,27 @@ impl Format for Qed {
         let span = cs * self.header.table_entries();
         let l1_index = offset / span;
         let span_end = (offset + len).min((l1_index + 1) * span);
-        let mut meta = self.lock_meta();
-        let l2_offset = meta.l1.get(l1_index as usize).copied().unwrap_or(0);
-        if l2_offset == 0 {
-            return Ok(Extent {
-                len: span_end - offset,
-                status: Status::Unallocated { host: None },
-            });
-        }
-        let file_len = meta.file_len;
-        let table = self.l2_table(&mut meta, l1_index, l2_offset)?;
-        let index = |g: u64| ((g % span) / cs) as usize;
-        let first = self.status_of(table[index(offset)], offset, file_len)?;
-        let mut run_end = ((offset / cs + 1) * cs).min(span_end);
-        while run_end < span_end {
-            let next = self.status_of(table[index(run_end)], run_end, file_len)?;
-            if next != first.advanced(run_end - offset) {
-                break;
+        self.with_l2_table(l1_index, |table, file_len| {
+            let Some(table) = table else {
+                return Ok(Extent {
+                    len: span_end - offset,
+                    status: Status::Unallocated { host: None },
+                });
+            };
+            let index = |g: u64| ((g % span) / cs) as usize;
+            let first = self.status_of(table[index(offset)], offset, file_len)?;
+            let mut run_end = ((offset / cs + 1) * cs).min(span_end);
+            while run_end < span_end {
+                let next = self.status_of(table[index(run_end)], run_end, file_len)?;
+                if next != first.advanced(run_end - offset) {
+                    break;
+                }
+                run_end = (run_end + cs).min(span_end);
             }
-            run_end = (run_end + cs).min(span_end);
-        }
-        Ok(Extent {
-            len: run_end - offset,
-            status: first,
+            Ok(Extent {
+                len: run_end - offset,
+                status: first,
+            })
         })
     }
 
