@@ -19,6 +19,9 @@ _qimg() {
             qimg,amend)
                 cmd="qimg__subcmd__amend"
                 ;;
+            qimg,backup)
+                cmd="qimg__subcmd__backup"
+                ;;
             qimg,bitmap)
                 cmd="qimg__subcmd__bitmap"
                 ;;
@@ -55,6 +58,9 @@ _qimg() {
             qimg,measure)
                 cmd="qimg__subcmd__measure"
                 ;;
+            qimg,mirror)
+                cmd="qimg__subcmd__mirror"
+                ;;
             qimg,rebase)
                 cmd="qimg__subcmd__rebase"
                 ;;
@@ -69,6 +75,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,amend)
                 cmd="qimg__subcmd__help__subcmd__amend"
+                ;;
+            qimg__subcmd__help,backup)
+                cmd="qimg__subcmd__help__subcmd__backup"
                 ;;
             qimg__subcmd__help,bitmap)
                 cmd="qimg__subcmd__help__subcmd__bitmap"
@@ -105,6 +114,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,measure)
                 cmd="qimg__subcmd__help__subcmd__measure"
+                ;;
+            qimg__subcmd__help,mirror)
+                cmd="qimg__subcmd__help__subcmd__mirror"
                 ;;
             qimg__subcmd__help,rebase)
                 cmd="qimg__subcmd__help__subcmd__rebase"
@@ -194,7 +206,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help"
+            opts="-h -V --help --version create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -257,8 +269,70 @@ _qimg() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qimg__subcmd__backup)
+            opts="-f -c -r -p -q -h --attach --device --job-id --detach --format --sync --bitmap --bitmap-mode --compress --existing --rate --progress --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --attach)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --job-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --sync)
+                    COMPREPLY=($(compgen -W "full top bitmap incremental none" -- "${cur}"))
+                    return 0
+                    ;;
+                --bitmap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bitmap-mode)
+                    COMPREPLY=($(compgen -W "on-success always never" -- "${cur}"))
+                    return 0
+                    ;;
+                --rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qimg__subcmd__bitmap)
-            opts="-g -b -F -f -h --add --remove --clear --enable --disable --merge --granularity --source-file --source-format --format --image-opts --object --help"
+            opts="-g -b -F -f -h --add --remove --clear --enable --disable --merge --granularity --source-file --source-format --format --image-opts --object --attach --device --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -301,6 +375,14 @@ _qimg() {
                     return 0
                     ;;
                 --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --attach)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -700,7 +782,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help"
+            opts="create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -714,6 +796,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__amend)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__backup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -980,6 +1076,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__measure)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__mirror)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1445,6 +1555,68 @@ _qimg() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qimg__subcmd__mirror)
+            opts="-f -r -p -q -h --attach --device --job-id --detach --format --sync --existing --granularity --buf-size --rate --no-pivot --progress --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --attach)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --job-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --sync)
+                    COMPREPLY=($(compgen -W "full top none" -- "${cur}"))
+                    return 0
+                    ;;
+                --granularity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --buf-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rate)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qimg__subcmd__rebase)
             opts="-f -t -T -p -q -U -u -r -c -b -F -h --format --cache --backing-cache --progress --quiet --force-share --backing-unsafe --rate --compress --backing --backing-format --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1546,7 +1718,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__snapshot)
-            opts="-l -c -a -d -f -q -U -h --format --quiet --force-share --help"
+            opts="-l -c -a -d -f -q -U -h --format --quiet --force-share --attach --device --external --node-name --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1570,6 +1742,22 @@ _qimg() {
                     ;;
                 -f)
                     COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --attach)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --external)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --node-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

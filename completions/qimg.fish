@@ -42,6 +42,8 @@ complete -c qimg -n "__fish_qimg_needs_command" -f -a "snapshot" -d 'List, take,
 complete -c qimg -n "__fish_qimg_needs_command" -f -a "amend" -d 'Change the options of an existing image (qcow2 compat level, lazy refcounts, size)'
 complete -c qimg -n "__fish_qimg_needs_command" -f -a "bitmap" -d 'Add, remove, clear, enable, disable or merge a qcow2 image\'s persistent dirty bitmaps (bitmap ACTION... [-g SIZE] [-b SRC_FILE [-F FMT]] filename bitmap)'
 complete -c qimg -n "__fish_qimg_needs_command" -f -a "job" -d 'Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait)'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "mirror" -d 'Copy a running VM\'s disk to a new image while the guest writes, then switch the VM to it'
+complete -c qimg -n "__fish_qimg_needs_command" -f -a "backup" -d 'Back up a running VM\'s disk (full, or incremental with a dirty bitmap)'
 complete -c qimg -n "__fish_qimg_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s f -l format -d 'Format of the new image (default raw)' -r -f -a "qcow2\t''
 qed\t''
@@ -306,6 +308,10 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s f -l format -d 'I
 qed\t''
 vpc\t''
 raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l attach -d 'Take an external snapshot of a disk of the running VM (or qemu-storage-daemon) behind this QMP socket: with --external' -r
+complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l device -d 'With --attach: the device or node name of the disk' -r
+complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l external -d 'With --attach: create OVERLAY (as -f FMT, default qcow2) over the disk\'s active layer, and make the VM write into it from now on (the old layer stays as it is: a stable image to copy offline)' -r -F
+complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l node-name -d 'With --external: the node name the VMM gives the overlay (for commands that name nodes, e.g. `commit --attach --device NAME` on qemu-storage-daemon; default: QEMU\'s generated name)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s l -d 'List the internal snapshots (the default)'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s q -l quiet -d 'Quiet (accepted as by qemu-img; the list is still printed)'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM); only for listing'
@@ -352,6 +358,8 @@ qed\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l attach -d 'Change the bitmaps of a disk of the running VM (or qemu-storage-daemon) behind this QMP socket instead of a file; the only name then is BITMAP' -r
+complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l device -d 'With --attach: the device or node name whose bitmap it is' -r
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l add -d 'Create BITMAP (enabled: it records future writes)'
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l remove -d 'Delete BITMAP (an inconsistent one too)'
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l clear -d 'Mark every bit of BITMAP clean'
@@ -367,7 +375,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subco
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "cancel" -d 'Cancel a job (what it copied stays; a stream can be run again)'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "complete" -d 'Complete a ready job (pivot an active commit)'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "set-speed" -d 'Change a job\'s rate limit (bytes/s; 0: none)'
-complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it). A mirror is waited for until it is ready (in sync), and left running'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from list" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
@@ -386,29 +394,75 @@ complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcomman
 complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "cancel" -d 'Cancel a job (what it copied stays; a stream can be run again)'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "complete" -d 'Complete a ready job (pivot an active commit)'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "set-speed" -d 'Change a job\'s rate limit (bytes/s; 0: none)'
-complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it)'
+complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it). A mirror is waited for until it is ready (in sync), and left running'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "create" -d 'Create a new image'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "info" -d 'Show facts about an image (and its backing chain)'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "map" -d 'Show how guest ranges map to files (allocation, zeroes, backing depth)'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "measure" -d 'Tell how large an image converted into a format would be'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "check" -d 'Check an image\'s metadata for corruptions and leaks'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "convert" -d 'Copy one or more images into a new image, converting the format'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "dd" -d 'Copy a range of blocks of an image into a new image, as dd does'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "stream" -d 'Pull data from backing files into an image, then drop or move its backing pointer'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "commit" -d 'Copy an image\'s data down into its backing file'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "compare" -d 'Check whether two images show the guest the same content'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "rebase" -d 'Change an image\'s backing file, copying what differs'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "resize" -d 'Change an image\'s virtual size (grow, or shrink with --shrink)'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "snapshot" -d 'List, take, apply or delete a qcow2 image\'s internal snapshots'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "amend" -d 'Change the options of an existing image (qcow2 compat level, lazy refcounts, size)'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "bitmap" -d 'Add, remove, clear, enable, disable or merge a qcow2 image\'s persistent dirty bitmaps (bitmap ACTION... [-g SIZE] [-b SRC_FILE [-F FMT]] filename bitmap)'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "job" -d 'Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait)'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l attach -d 'The QMP socket of the VM (or qemu-storage-daemon) that runs the job (a path, or tcp:HOST:PORT)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l device -d 'The device or node name of the disk (its active layer)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l job-id -d 'The block job\'s id (default: qimg-OP-PID)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s f -l format -d 'Format of TARGET (default: the source\'s)' -r -f -a "qcow2\t''
+qed\t''
+vpc\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l sync -d 'What to copy' -r -f -a "full\t'The whole chain\'s content: the target stands alone'
+top\t'The active layer only: the target gets the source\'s backing file'
+none\t'Nothing already there: only what the guest writes from now on'"
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l granularity -d 'Bytes per bit of the dirty bitmap that tracks the guest\'s writes (a power of two from 512 to 64M; default: QEMU\'s choice)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l buf-size -d 'How much the copy keeps in flight (default: QEMU\'s choice)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l detach -d 'Start the job, print its id and return at once'
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l existing -d 'TARGET exists already (of the source\'s size); it is opened, not created'
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l no-pivot -d 'Stop once the target is in sync and leave the job running (the guest\'s writes keep reaching the target) for `qimg job complete`'
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l attach -d 'The QMP socket of the VM (or qemu-storage-daemon) that runs the job (a path, or tcp:HOST:PORT)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l device -d 'The device or node name of the disk (its active layer)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l job-id -d 'The block job\'s id (default: qimg-OP-PID)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s f -l format -d 'Format of TARGET (default: the source\'s)' -r -f -a "qcow2\t''
+qed\t''
+vpc\t''
+raw\t''"
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l sync -d 'What to copy' -r -f -a "full\t'The whole chain\'s content'
+top\t'The active layer only (allocated clusters of the top image)'
+bitmap\t'What BITMAP marks dirty, with --bitmap-mode saying what becomes of the bitmap'
+incremental\t'What BITMAP marks dirty; the bitmap is cleared when the backup succeeds (an incremental backup)'
+none\t'Nothing but the old content of what the guest writes meanwhile'"
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l bitmap -d 'The dirty bitmap of the device that --sync bitmap|incremental copies (with --sync full: the bitmap synchronised by the backup)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l bitmap-mode -d 'What becomes of --bitmap (default for --sync incremental: on-success)' -r -f -a "on-success\t'Cleared of what was copied, if the backup succeeds'
+always\t'Cleared of what was copied, whatever the outcome'
+never\t'Left as it was'"
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l detach -d 'Start the job, print its id and return at once'
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s c -l compress -d 'Compress the target\'s clusters (a qcow2 target)'
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l existing -d 'TARGET exists already (of the source\'s size); it is opened, not created'
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "create" -d 'Create a new image'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "info" -d 'Show facts about an image (and its backing chain)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "map" -d 'Show how guest ranges map to files (allocation, zeroes, backing depth)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "measure" -d 'Tell how large an image converted into a format would be'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "check" -d 'Check an image\'s metadata for corruptions and leaks'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "convert" -d 'Copy one or more images into a new image, converting the format'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "dd" -d 'Copy a range of blocks of an image into a new image, as dd does'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "stream" -d 'Pull data from backing files into an image, then drop or move its backing pointer'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "commit" -d 'Copy an image\'s data down into its backing file'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "compare" -d 'Check whether two images show the guest the same content'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "rebase" -d 'Change an image\'s backing file, copying what differs'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "resize" -d 'Change an image\'s virtual size (grow, or shrink with --shrink)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "snapshot" -d 'List, take, apply or delete a qcow2 image\'s internal snapshots'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "amend" -d 'Change the options of an existing image (qcow2 compat level, lazy refcounts, size)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "bitmap" -d 'Add, remove, clear, enable, disable or merge a qcow2 image\'s persistent dirty bitmaps (bitmap ACTION... [-g SIZE] [-b SRC_FILE [-F FMT]] filename bitmap)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "job" -d 'Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "mirror" -d 'Copy a running VM\'s disk to a new image while the guest writes, then switch the VM to it'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "backup" -d 'Back up a running VM\'s disk (full, or incremental with a dirty bitmap)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "list" -d 'List the block jobs (a table, or QEMU\'s records with --output json)'
 complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "pause" -d 'Pause a job'
 complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "resume" -d 'Resume a paused job'
 complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "cancel" -d 'Cancel a job (what it copied stays; a stream can be run again)'
 complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "complete" -d 'Complete a ready job (pivot an active commit)'
 complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "set-speed" -d 'Change a job\'s rate limit (bytes/s; 0: none)'
-complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it)'
+complete -c qimg -n "__fish_qimg_using_subcommand help; and __fish_seen_subcommand_from job" -f -a "wait" -d 'Wait for a job to end (exit 0 when it completes, 1 when it fails or is cancelled elsewhere, 130/143 when interrupted, which cancels it). A mirror is waited for until it is ready (in sync), and left running'

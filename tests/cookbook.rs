@@ -247,3 +247,105 @@ fn nbd_post_copy() {
     fx.assert_same("disk.qcow2", "dest.qcow2");
     fx.assert_clean("dest.qcow2");
 }
+
+/// qemu-storage-daemon serving `disk.qcow2` as node `drive0`, with the
+/// node exported over NBD as a VM's disk would be attached (a snapshot's
+/// overlay needs a user to stay in the graph); returns the daemon and the
+/// export's URI for the test's guest writes.
+fn daemon_with_guest(fx: &Fixture) -> (std::process::Child, String) {
+    require_tool("qemu-storage-daemon");
+    require_tool("qemu-io");
+    let daemon = Command::new("qemu-storage-daemon")
+        .args([
+            "--blockdev",
+            "{\"driver\":\"qcow2\",\"node-name\":\"drive0\",\"file\":{\"driver\":\"file\",\"filename\":\"disk.qcow2\"}}",
+            "--nbd-server",
+            "addr.type=unix,addr.path=guest.sock",
+            "--export",
+            "type=nbd,id=guest,node-name=drive0,writable=on,name=disk",
+            "--chardev",
+            "socket,id=m,path=qmp.sock,server=on,wait=off",
+            "--monitor",
+            "chardev=m",
+        ])
+        .current_dir(fx.dir())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-storage-daemon");
+    let start = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(fx.path("qmp.sock")).is_err()
+        || !fx.path("guest.sock").exists()
+    {
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let uri = format!(
+        "nbd+unix:///disk?socket={}",
+        fx.path("guest.sock").display()
+    );
+    (daemon, uri)
+}
+
+/// Stops the daemon with SIGTERM (it closes its images cleanly).
+fn stop(mut daemon: std::process::Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+}
+
+#[test]
+fn live_backup() {
+    let fx = Fixture::new();
+    overlay(&fx, "disk.qcow2", "32M");
+    let (daemon, uri) = daemon_with_guest(&fx);
+    let sock = [("QMP_SOCKET", fx.path("qmp.sock").display().to_string())];
+    // The guest writes while the backup runs: a write before the recipe
+    // is in the backup, one during it (into the overlay) is not.
+    fx.sh(&format!(
+        "qemu-io -f raw -c 'write -P 0x33 2M 1M' '{uri}' >/dev/null"
+    ));
+    fx.sh(&format!(
+        "qemu-img convert -f raw -O raw '{uri}' at-backup.raw"
+    ));
+    let edited = run_edited(
+        &fx,
+        "live-backup",
+        &[(
+            "qimg convert",
+            &format!("qemu-io -f raw -c 'write -P 0x44 3M 1M' '{uri}' >/dev/null\nqimg convert"),
+        )],
+        &[],
+        &sock,
+    );
+    assert!(edited.status.success(), "{}", stderr(&edited));
+    fx.sh(&format!(
+        "qemu-io -f raw -c 'write -P 0x55 4M 1M' '{uri}' >/dev/null"
+    ));
+    fx.sh(&format!("qemu-img convert -f raw -O raw '{uri}' after.raw"));
+    stop(daemon);
+    fx.assert_same("at-backup.raw", "backup.qcow2");
+    fx.assert_clean("backup.qcow2");
+    // The overlay was folded back and the VM switched onto disk.qcow2.
+    fx.assert_same("after.raw", "disk.qcow2");
+    fx.assert_clean("disk.qcow2");
+    assert!(!fx.path("overlay.qcow2").exists());
+}
+
+#[test]
+fn live_copy() {
+    let fx = Fixture::new();
+    overlay(&fx, "disk.qcow2", "32M");
+    let (daemon, uri) = daemon_with_guest(&fx);
+    let sock = [("QMP_SOCKET", fx.path("qmp.sock").display().to_string())];
+    let out = run(&fx, "live-copy", &[], &sock);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The VM now runs on the copy: a guest write lands there only.
+    fx.sh(&format!(
+        "qemu-io -f raw -c 'write -P 0x66 5M 1M' '{uri}' >/dev/null"
+    ));
+    fx.sh(&format!("qemu-img convert -f raw -O raw '{uri}' after.raw"));
+    stop(daemon);
+    fx.assert_same("after.raw", "new-storage/disk.qcow2");
+    fx.assert_clean("new-storage/disk.qcow2");
+    fx.assert_same("before-disk.qcow2.raw", "disk.qcow2");
+}

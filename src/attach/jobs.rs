@@ -1,7 +1,8 @@
-//! Block jobs in a VMM: start `block-stream` / `block-commit`, follow one
-//! to its end (progress from `query-block-jobs`, the end from its events),
-//! pivot an active commit once it is ready, cancel on request, and the
-//! small controls of `qimg job` (pause, resume, cancel, complete, speed).
+//! Block jobs in a VMM: start one (`block-stream`, `block-commit`,
+//! `drive-mirror`, `drive-backup`), follow it to its end (progress from
+//! `query-block-jobs`, the end from its events), pivot a mirror or an
+//! active commit once it is ready, cancel on request, and the small
+//! controls of `qimg job` (pause, resume, cancel, complete, speed).
 
 use super::qmp::Qmp;
 use crate::engine::control::Progress;
@@ -97,15 +98,31 @@ pub enum JobEnd {
     Completed,
     /// It was cancelled before finishing.
     Cancelled,
+    /// It is ready and was left running, as asked ([`OnReady::Leave`]):
+    /// a mirror keeps the target in sync until `qimg job complete`.
+    Ready,
     /// It failed; QEMU's error text.
     Failed(String),
 }
 
+/// What to do when a job that waits to be completed (a mirror, an active
+/// commit) reports that it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReady {
+    /// Complete it: the VM switches to the target (a mirror) or to the
+    /// base (an active commit).
+    Complete,
+    /// Cancel it: a ready commit then ends as completed with its data in
+    /// the base, the VM still on the top.
+    Cancel,
+    /// Leave it running and stop following ([`JobEnd::Ready`]).
+    Leave,
+}
+
 /// What to do while following a job.
 pub struct Follow<'a> {
-    /// Pivot an active commit when it is ready (else cancel it then: its
-    /// data is in the base already, and the VM stays on the top).
-    pub pivot: bool,
+    /// What a ready job gets.
+    pub on_ready: OnReady,
     /// Called with the job's progress.
     pub on_progress: &'a dyn Fn(Progress),
     /// When set, the job is cancelled (once) and followed to its end.
@@ -132,16 +149,17 @@ pub fn follow(qmp: &mut Qmp, id: &str, how: &Follow<'_>) -> Result<JobEnd> {
                 continue;
             };
             match name {
-                "BLOCK_JOB_READY" if how.pivot && !cancel_sent => {
-                    control(qmp, "block-job-complete", id, None)?
-                }
-                "BLOCK_JOB_READY" if !cancel_sent => {
-                    // No pivot: cancelling a ready commit ends it as
-                    // completed, with the data in the base and the VM
-                    // still on the top.
-                    control(qmp, "block-job-cancel", id, None)?;
-                    cancel_sent = true;
-                }
+                "BLOCK_JOB_READY" if !cancel_sent => match how.on_ready {
+                    OnReady::Complete => control(qmp, "block-job-complete", id, None)?,
+                    OnReady::Cancel => {
+                        control(qmp, "block-job-cancel", id, None)?;
+                        cancel_sent = true;
+                    }
+                    OnReady::Leave => {
+                        report(how, data);
+                        return Ok(JobEnd::Ready);
+                    }
+                },
                 "BLOCK_JOB_COMPLETED" => {
                     report(how, data);
                     return Ok(match data.get("error").and_then(Value::as_str) {

@@ -5,7 +5,7 @@
 use super::args::ProgressArg;
 use super::progress::Reporter;
 use super::signals;
-use qimg::attach::jobs::{follow, start, Follow, JobEnd};
+use qimg::attach::jobs::{follow, start, Follow, JobEnd, OnReady};
 use qimg::attach::nodes::node_in_chain;
 use qimg::attach::qmp::{Qmp, DEFAULT_TIMEOUT};
 use qimg::engine::control::Progress;
@@ -53,6 +53,43 @@ impl AttachArgs {
     }
 }
 
+/// Where a job of its own kind (`mirror`, `backup`) runs: attach mode is
+/// the only mode of those commands, so the socket and device are required.
+#[derive(Debug, clap::Args)]
+pub struct JobTarget {
+    /// The QMP socket of the VM (or qemu-storage-daemon) that runs the job
+    /// (a path, or tcp:HOST:PORT).
+    #[arg(long, value_name = "SOCKET")]
+    pub attach: String,
+    /// The device or node name of the disk (its active layer).
+    #[arg(long, value_name = "NAME")]
+    pub device: String,
+    /// The block job's id (default: qimg-OP-PID).
+    #[arg(long = "job-id", value_name = "ID")]
+    pub job_id: Option<String>,
+    /// Start the job, print its id and return at once.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+impl JobTarget {
+    /// The job id to send: the one given, or `qimg-OP-PID`.
+    pub fn job_id(&self, op: &str) -> String {
+        self.job_id.clone().unwrap_or_else(|| default_job_id(op))
+    }
+}
+
+/// `path` as the VMM must be given it: the VMM runs in a directory of its
+/// own, so a name relative to the caller's directory is made absolute.
+pub fn path_for_vmm(path: &std::path::Path) -> Result<String> {
+    let absolute = std::path::absolute(path)
+        .map_err(|e| Error::io("could not resolve the path", e).with_path(path))?;
+    absolute
+        .to_str()
+        .map(str::to_string)
+        .ok_or_else(|| Error::argument("the VMM takes file names in UTF-8 only").with_path(path))
+}
+
 /// The node to name in a job for an image given by `node` name or by
 /// `file` name (resolved in `device`'s chain), if either was given.
 pub fn node_for(
@@ -94,7 +131,7 @@ pub fn run_job(
     command: &str,
     arguments: Value,
     detach: bool,
-    pivot: bool,
+    on_ready: OnReady,
     progress: Option<ProgressArg>,
 ) -> Result<ExitCode> {
     let id = arguments["job-id"]
@@ -106,7 +143,7 @@ pub fn run_job(
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    wait_for(qmp, op, &id, pivot, progress)
+    wait_for(qmp, op, &id, on_ready, progress)
 }
 
 /// Follows job `id` to its end (see [`run_job`]).
@@ -114,7 +151,7 @@ pub fn wait_for(
     qmp: &mut Qmp,
     op: &'static str,
     id: &str,
-    pivot: bool,
+    on_ready: OnReady,
     progress: Option<ProgressArg>,
 ) -> Result<ExitCode> {
     signals::install();
@@ -125,7 +162,7 @@ pub fn wait_for(
         reporter.update(p);
     };
     let how = Follow {
-        pivot,
+        on_ready,
         on_progress: &on_progress,
         cancel: Some(&signals::INTERRUPTED),
     };
@@ -133,6 +170,13 @@ pub fn wait_for(
     reporter.finish(last.get());
     match end? {
         JobEnd::Completed => Ok(ExitCode::SUCCESS),
+        JobEnd::Ready => {
+            eprintln!(
+                "qimg: block job '{id}' is ready and keeps running; finish it with \
+                 `qimg job --attach SOCKET complete {id}` (or cancel it)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         JobEnd::Failed(why) => Err(Error::new(
             ErrorKind::Io,
             format!("block job '{id}' failed: {why}"),

@@ -53,6 +53,14 @@ pub struct BitmapFlags {
     /// `--image-opts`, `--object`.
     #[command(flatten)]
     spec: super::args::SpecArgs,
+    /// Change the bitmaps of a disk of the running VM (or
+    /// qemu-storage-daemon) behind this QMP socket instead of a file; the
+    /// only name then is BITMAP.
+    #[arg(long, value_name = "SOCKET", requires = "device")]
+    attach: Option<String>,
+    /// With --attach: the device or node name whose bitmap it is.
+    #[arg(long, value_name = "NAME", requires = "attach")]
+    device: Option<String>,
     /// The image.
     #[arg(value_name = "FILE")]
     file: Option<PathBuf>,
@@ -168,6 +176,22 @@ impl BitmapArgs {
                 "Merge bitmap source file only supported with --merge",
             ));
         }
+        if let (Some(socket), Some(device)) = (&f.attach, &f.device) {
+            if f.source_file.is_some() {
+                return Err(Error::argument(
+                    "-b is for files; with --attach, --merge takes bitmaps of the same device",
+                ));
+            }
+            let (Some(name), None, true) = (f.file.as_ref(), &f.bitmap, f.extra.is_empty()) else {
+                return Err(Error::argument(
+                    "Expecting a bitmap name (the device is given by --device)",
+                ));
+            };
+            let name = name
+                .to_str()
+                .ok_or_else(|| Error::argument("a bitmap name must be UTF-8"))?;
+            return attached_bitmap(socket, device, name, &self.actions, granularity);
+        }
         let (Some(file), Some(name), true) = (f.file, f.bitmap, f.extra.is_empty()) else {
             return Err(Error::argument("Expecting filename and bitmap name"));
         };
@@ -184,4 +208,44 @@ impl BitmapArgs {
         })?;
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// Runs `actions` on bitmap `name` of node `device` in the VMM at `socket`,
+/// in order, each one QMP command; the first refused stops the list.
+/// Bitmaps it adds are persistent (stored in the image, as `qimg bitmap
+/// --add` stores them offline) and record the guest's writes at once.
+fn attached_bitmap(
+    socket: &str,
+    device: &str,
+    name: &str,
+    actions: &[BitmapAction],
+    granularity: Option<u64>,
+) -> Result<ExitCode> {
+    let mut qmp = super::attached::connect(socket)?;
+    for action in actions {
+        let mut args = serde_json::json!({ "node": device, "name": name });
+        let command = match action {
+            BitmapAction::Add => {
+                args["persistent"] = true.into();
+                if let Some(g) = granularity {
+                    args["granularity"] = (g as u32).into();
+                }
+                "block-dirty-bitmap-add"
+            }
+            BitmapAction::Remove => "block-dirty-bitmap-remove",
+            BitmapAction::Clear => "block-dirty-bitmap-clear",
+            BitmapAction::Enable => "block-dirty-bitmap-enable",
+            BitmapAction::Disable => "block-dirty-bitmap-disable",
+            BitmapAction::Merge(source) => {
+                args = serde_json::json!({
+                    "node": device,
+                    "target": name,
+                    "bitmaps": [source],
+                });
+                "block-dirty-bitmap-merge"
+            }
+        };
+        qmp.execute(command, Some(args))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

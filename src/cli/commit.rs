@@ -6,6 +6,7 @@ use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
+use qimg::attach::jobs::OnReady;
 use qimg::engine::Outcome;
 use qimg::error::Result;
 use qimg::ops::commit::{commit, CommitRequest};
@@ -137,7 +138,11 @@ impl CommitArgs {
             "block-commit",
             args,
             self.vmm.detach,
-            !self.no_pivot,
+            if self.no_pivot {
+                OnReady::Cancel
+            } else {
+                OnReady::Complete
+            },
             if self.quiet { None } else { self.progress },
         )?;
         if code == ExitCode::SUCCESS && !self.vmm.detach && !self.quiet {

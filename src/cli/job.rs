@@ -3,7 +3,7 @@
 use super::args::{parse_size, OutputArg, ProgressArg};
 use super::attached;
 use clap::{Args, Subcommand};
-use qimg::attach::jobs::{control, list, pick};
+use qimg::attach::jobs::{control, list, pick, OnReady};
 use qimg::error::{Error, Result};
 use qimg::output::human::size_to_str;
 use serde_json::json;
@@ -62,6 +62,7 @@ enum JobAction {
     },
     /// Wait for a job to end (exit 0 when it completes, 1 when it fails or
     /// is cancelled elsewhere, 130/143 when interrupted, which cancels it).
+    /// A mirror is waited for until it is ready (in sync), and left running.
     Wait {
         /// Show progress (-p), or JSON Lines records with --progress=json.
         #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
@@ -123,8 +124,20 @@ impl JobArgs {
                     .find(|j| j.id == id)
                     .map(|j| j.kind)
                     .ok_or_else(|| Error::argument(format!("Block job '{id}' not found")))?;
-                let op = if kind == "commit" { "commit" } else { "stream" };
-                return attached::wait_for(&mut qmp, op, &id, true, progress);
+                let op = match kind.as_str() {
+                    "commit" => "commit",
+                    "mirror" => "mirror",
+                    "backup" => "backup",
+                    _ => "stream",
+                };
+                // A mirror only ends when told to: waiting for it means
+                // waiting until it is in sync.
+                let on_ready = if kind == "mirror" {
+                    OnReady::Leave
+                } else {
+                    OnReady::Complete
+                };
+                return attached::wait_for(&mut qmp, op, &id, on_ready, progress);
             }
             JobAction::Pause { id } => ("block-job-pause", id, None),
             JobAction::Resume { id } => ("block-job-resume", id, None),

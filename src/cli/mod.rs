@@ -4,6 +4,7 @@
 mod amend;
 mod args;
 mod attached;
+mod backup;
 mod bitmap;
 mod check;
 mod commit;
@@ -19,6 +20,7 @@ mod invocation;
 mod job;
 mod map;
 mod measure;
+mod mirror;
 pub mod program;
 mod progress;
 mod rebase;
@@ -90,6 +92,10 @@ pub enum Command {
     Bitmap(bitmap::BitmapArgs),
     /// Control the block jobs of a running VM (list, pause, resume, cancel, complete, set-speed, wait).
     Job(job::JobArgs),
+    /// Copy a running VM's disk to a new image while the guest writes, then switch the VM to it.
+    Mirror(mirror::MirrorArgs),
+    /// Back up a running VM's disk (full, or incremental with a dirty bitmap).
+    Backup(backup::BackupArgs),
 }
 
 /// The clap command as `program` shows it (its name in usage lines), with
@@ -121,5 +127,7 @@ pub fn run(cli: Cli, program: Program) -> Result<ExitCode> {
         Command::Amend(a) => a.run(),
         Command::Bitmap(a) => a.run(),
         Command::Job(a) => a.run(),
+        Command::Mirror(a) => a.run(),
+        Command::Backup(a) => a.run(),
     }
 }

@@ -7,6 +7,7 @@ use super::program::Program;
 use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
+use qimg::attach::jobs::OnReady;
 use qimg::engine::control::StopReason;
 use qimg::engine::idle::{IoPressureGate, DEFAULT_PSI_PATH};
 use qimg::engine::Outcome;
@@ -172,7 +173,7 @@ impl StreamArgs {
             "block-stream",
             args,
             self.vmm.detach,
-            true,
+            OnReady::Complete,
             self.progress,
         )
     }
