@@ -270,7 +270,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__backup)
-            opts="-f -c -r -p -q -h --attach --device --job-id --detach --format --sync --bitmap --bitmap-mode --compress --existing --rate --progress --quiet --help"
+            opts="-f -c -r -p -q -h --attach --device --job-id --detach --format --sync --bitmap --bitmap-mode --compress --existing --rate --when-idle --progress --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,6 +313,10 @@ _qimg() {
                     return 0
                     ;;
                 -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --when-idle)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -440,7 +444,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__commit)
-            opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --progress --quiet --rate --attach --device --base-node --job-id --detach --top --top-node --no-pivot --image-opts --object --help"
+            opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --when-idle --progress --quiet --rate --attach --device --base-node --job-id --detach --top --top-node --no-pivot --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -467,6 +471,10 @@ _qimg() {
                     return 0
                     ;;
                 -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --when-idle)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1556,7 +1564,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__mirror)
-            opts="-f -r -p -q -h --attach --device --job-id --detach --format --sync --existing --granularity --buf-size --rate --no-pivot --progress --quiet --help"
+            opts="-f -r -p -q -h --attach --device --job-id --detach --format --sync --existing --granularity --buf-size --rate --no-pivot --when-idle --progress --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1599,6 +1607,10 @@ _qimg() {
                     return 0
                     ;;
                 -r)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --when-idle)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -224,7 +224,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -l length -d 'Stream o
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s r -l rate-limit -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l time-limit -d 'Stop cleanly after this long (e.g. 2h), exit 75' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l deadline -d 'Stop cleanly at this local time (HH:MM), exit 75' -r
-complete -c qimg -n "__fish_qimg_using_subcommand stream" -l when-idle -d 'Pause while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l when-idle -d 'Pause while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10); with --attach, the VMM\'s job is paused and resumed' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l output -d 'Output format of the final report' -r -f -a "human\t'Text for people'
@@ -243,6 +243,7 @@ vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s b -l base -d 'Commit down to this backing file (implies -d)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l when-idle -d 'With --attach: pause the VMM\'s job while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10), and resume it when the host is quiet again' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
@@ -409,6 +410,7 @@ none\t'Nothing already there: only what the guest writes from now on'"
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l granularity -d 'Bytes per bit of the dirty bitmap that tracks the guest\'s writes (a power of two from 512 to 64M; default: QEMU\'s choice)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l buf-size -d 'How much the copy keeps in flight (default: QEMU\'s choice)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l when-idle -d 'Pause the VMM\'s job while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10), and resume it when the host is quiet again' -r
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l detach -d 'Start the job, print its id and return at once'
@@ -433,6 +435,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand backup" -l bitmap-mode -d 'Wha
 always\t'Cleared of what was copied, whatever the outcome'
 never\t'Left as it was'"
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l when-idle -d 'Pause the VMM\'s job while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10), and resume it when the host is quiet again' -r
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l detach -d 'Start the job, print its id and return at once'

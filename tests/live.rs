@@ -518,3 +518,158 @@ fn refusals_are_one_clear_line() {
     fx.assert_same("f/t0.raw", "f/disk.qcow2");
     fx.assert_clean("f/disk.qcow2");
 }
+
+/// Host I/O pressure as PSI shows it, with `some avg10` at `pct`.
+fn psi(pct: f64) -> String {
+    format!(
+        "some avg10={pct:.2} avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1\n"
+    )
+}
+
+#[test]
+fn when_idle_pauses_the_vmm_job_while_the_host_is_busy() {
+    let fx = Fixture::new();
+    disk(&fx, "w");
+    let mut daemon = Daemon::start(&fx, "w", "disk.qcow2");
+    let sock = daemon.socket.display().to_string();
+    let pressure = fx.path("w/pressure");
+    std::fs::write(&pressure, psi(55.0)).unwrap();
+    // 8 MiB of backing data at 2 MiB/s: four seconds of work.
+    let stream = Command::new(assert_cmd::cargo::cargo_bin("qimg"))
+        .args([
+            "stream",
+            "--attach",
+            &sock,
+            "--device",
+            "top",
+            "-r",
+            "2M",
+            "--when-idle=20",
+            "--progress=json",
+        ])
+        .env("QIMG_PSI_PATH", &pressure)
+        .current_dir(fx.dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::write(&pressure, psi(2.0)).unwrap();
+    let out = finish(stream);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records: Vec<Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let at = |event: &str| {
+        records
+            .iter()
+            .position(|r| r["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} record: {records:?}"))
+    };
+    let (paused, resumed) = (at("paused"), at("resumed"));
+    assert!(paused < resumed, "{records:?}");
+    // While paused the VMM's job made no progress.
+    let done: Vec<u64> = records[paused + 1..resumed]
+        .iter()
+        .map(|r| r["done"].as_u64().unwrap())
+        .collect();
+    assert!(done.windows(2).all(|w| w[0] == w[1]), "{done:?}");
+    let last = records.last().unwrap();
+    assert_eq!(last["done"], last["total"], "{records:?}");
+    daemon.stop();
+    fx.assert_same("w/t0.raw", "w/disk.qcow2");
+    let info = stdout(&fx.qemu_img(&["info", "w/disk.qcow2"]));
+    assert!(!info.contains("backing file"), "{info}");
+}
+
+#[test]
+fn a_time_limit_stops_a_paused_attached_stream_and_a_rerun_finishes() {
+    let fx = Fixture::new();
+    disk(&fx, "l");
+    let mut daemon = Daemon::start(&fx, "l", "disk.qcow2");
+    let sock = daemon.socket.display().to_string();
+    let pressure = fx.path("l/pressure");
+    std::fs::write(&pressure, psi(90.0)).unwrap();
+    let started = Instant::now();
+    let out = Command::new(assert_cmd::cargo::cargo_bin("qimg"))
+        .args([
+            "stream",
+            "--attach",
+            &sock,
+            "--device",
+            "top",
+            "-r",
+            "1M",
+            "--when-idle",
+            "--time-limit",
+            "2s",
+        ])
+        .env("QIMG_PSI_PATH", &pressure)
+        .current_dir(fx.dir())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("time limit"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(jobs(&fx, &sock).is_empty(), "the job was left behind");
+    ok(&fx, &["stream", "--attach", &sock, "--device", "top"]);
+    daemon.stop();
+    fx.assert_same("l/t0.raw", "l/disk.qcow2");
+    let info = stdout(&fx.qemu_img(&["info", "l/disk.qcow2"]));
+    assert!(!info.contains("backing file"), "{info}");
+}
+
+#[test]
+fn a_job_error_and_a_vmm_that_dies_are_reported_in_bounded_time() {
+    let fx = Fixture::new();
+    disk(&fx, "e");
+    let (mut daemon, _uri) = daemon_with_export(&fx, "e");
+    let sock = daemon.socket.display().to_string();
+    // A target whose every write fails with ENOSPC (QEMU's blkdebug), as
+    // a full disk would: the job fails with QEMU's reason.
+    fx.sh("qemu-img create -q -f qcow2 e/full.qcow2 64M");
+    let full = format!(
+        "json:{{\"driver\":\"qcow2\",\"file\":{{\"driver\":\"blkdebug\",\"inject-error\":[{{\"event\":\"write_aio\",\"errno\":28}}],\"image\":{{\"driver\":\"file\",\"filename\":\"{}\"}}}}}}",
+        fx.path("e/full.qcow2").display()
+    );
+    let out = fx.qimg(&[
+        "mirror",
+        "--attach",
+        &sock,
+        "--device",
+        "top",
+        "--existing",
+        &full,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("failed") && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert!(jobs(&fx, &sock).is_empty());
+    // The daemon dies mid-mirror: one line, soon.
+    let mirror = spawn(
+        &fx,
+        &[
+            "mirror",
+            "--attach",
+            &sock,
+            "--device",
+            "top",
+            "-r",
+            "1M",
+            "e/new.qcow2",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    daemon.kill();
+    let started = Instant::now();
+    let out = finish(mirror);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    fx.assert_same("e/t0.raw", "e/disk.qcow2");
+}

@@ -9,7 +9,7 @@ use crate::engine::control::Progress;
 use crate::error::{Error, ErrorKind, Result};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often progress is polled while waiting.
 const POLL: Duration = Duration::from_millis(500);
@@ -101,6 +101,9 @@ pub enum JobEnd {
     /// It is ready and was left running, as asked ([`OnReady::Leave`]):
     /// a mirror keeps the target in sync until `qimg job complete`.
     Ready,
+    /// The deadline came first: the job was cancelled, what it copied
+    /// stays (a stream or commit started again continues from there).
+    TimeUp,
     /// It failed; QEMU's error text.
     Failed(String),
 }
@@ -127,6 +130,13 @@ pub struct Follow<'a> {
     pub on_progress: &'a dyn Fn(Progress),
     /// When set, the job is cancelled (once) and followed to its end.
     pub cancel: Option<&'a AtomicBool>,
+    /// Whether the host is too busy for the job now: asked at every poll;
+    /// the job is paused while it says so and resumed after.
+    pub busy: Option<&'a dyn Fn() -> bool>,
+    /// Told each time the job is paused (`true`) or resumed for [`Follow::busy`].
+    pub on_pause: &'a dyn Fn(bool),
+    /// When the job is cancelled if it has not ended ([`JobEnd::TimeUp`]).
+    pub deadline: Option<Instant>,
 }
 
 fn event_for<'v>(event: &'v Value, id: &str) -> Option<(&'v str, &'v Value)> {
@@ -142,8 +152,45 @@ fn event_for<'v>(event: &'v Value, id: &str) -> Option<(&'v str, &'v Value)> {
 /// Follows job `id` until it ends.
 pub fn follow(qmp: &mut Qmp, id: &str, how: &Follow<'_>) -> Result<JobEnd> {
     let mut cancel_sent = false;
+    let mut timed_out = false;
+    let mut paused = false;
     let mut missing = 0;
     loop {
+        // Pacing first, so a busy host pauses the job before it runs on.
+        if let (Some(busy), false) = (how.busy, cancel_sent) {
+            let now_busy = busy();
+            if now_busy != paused {
+                let command = if now_busy {
+                    "block-job-pause"
+                } else {
+                    "block-job-resume"
+                };
+                control(qmp, command, id, None)?;
+                paused = now_busy;
+                (how.on_pause)(paused);
+            }
+        }
+        let late = how.deadline.is_some_and(|at| Instant::now() >= at);
+        let interrupted = how.cancel.is_some_and(|flag| flag.load(Ordering::SeqCst));
+        if !cancel_sent && (late || interrupted) {
+            timed_out = late && !interrupted;
+            if paused {
+                // QEMU refuses to cancel a job the user paused.
+                control(qmp, "block-job-resume", id, None)?;
+                paused = false;
+            }
+            match qmp.try_execute("block-job-cancel", Some(json!({ "device": id })))? {
+                Ok(_) => cancel_sent = true,
+                Err(e) if e.class == "DeviceNotActive" => {
+                    return Ok(if timed_out {
+                        JobEnd::TimeUp
+                    } else {
+                        JobEnd::Cancelled
+                    })
+                }
+                Err(e) => return Err(Error::new(ErrorKind::InvalidArgument, e.desc)),
+            }
+        }
         if let Some(event) = qmp.next_event(POLL)? {
             let Some((name, data)) = event_for(&event, id) else {
                 continue;
@@ -167,19 +214,11 @@ pub fn follow(qmp: &mut Qmp, id: &str, how: &Follow<'_>) -> Result<JobEnd> {
                         None => JobEnd::Completed,
                     });
                 }
+                "BLOCK_JOB_CANCELLED" if timed_out => return Ok(JobEnd::TimeUp),
                 "BLOCK_JOB_CANCELLED" => return Ok(JobEnd::Cancelled),
                 _ => {}
             }
             continue;
-        }
-        if let (Some(flag), false) = (how.cancel, cancel_sent) {
-            if flag.load(Ordering::SeqCst) {
-                match qmp.try_execute("block-job-cancel", Some(json!({ "device": id })))? {
-                    Ok(_) => cancel_sent = true,
-                    Err(e) if e.class == "DeviceNotActive" => return Ok(JobEnd::Cancelled),
-                    Err(e) => return Err(Error::new(ErrorKind::InvalidArgument, e.desc)),
-                }
-            }
         }
         match list(qmp)?.into_iter().find(|j| j.id == id) {
             Some(job) => {

@@ -229,3 +229,19 @@ pub fn storage_options(
         ..Default::default()
     })
 }
+
+/// The host I/O pressure gate `--when-idle[=PCT]` asks for: PSI's `some
+/// avg10` from /proc/pressure/io, or from the file `QIMG_PSI_PATH` names.
+/// Reading it fails now, before any work, when PSI is missing.
+pub fn idle_gate(
+    pct: Option<u32>,
+) -> qimg::error::Result<Option<qimg::engine::idle::IoPressureGate>> {
+    use qimg::engine::idle::{IoPressureGate, DEFAULT_PSI_PATH};
+    pct.map(|pct| {
+        let path = std::env::var_os("QIMG_PSI_PATH")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_PSI_PATH));
+        IoPressureGate::new(&path, pct as f64)
+    })
+    .transpose()
+}

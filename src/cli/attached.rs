@@ -9,10 +9,12 @@ use qimg::attach::jobs::{follow, start, Follow, JobEnd, OnReady};
 use qimg::attach::nodes::node_in_chain;
 use qimg::attach::qmp::{Qmp, DEFAULT_TIMEOUT};
 use qimg::engine::control::Progress;
+use qimg::engine::idle::IoPressureGate;
 use qimg::error::{Error, ErrorKind, Result};
 use serde_json::Value;
 use std::cell::Cell;
 use std::process::ExitCode;
+use std::time::Instant;
 
 /// The attach-mode options `stream` and `commit` share (flattened into
 /// each; what they exclude is declared on the excluded options).
@@ -80,8 +82,19 @@ impl JobTarget {
 }
 
 /// `path` as the VMM must be given it: the VMM runs in a directory of its
-/// own, so a name relative to the caller's directory is made absolute.
+/// own, so a file name relative to the caller's directory is made
+/// absolute. QEMU's other names (`json:{...}`, `nbd://...`, `nbd:...`,
+/// `file:...`) go as they are.
 pub fn path_for_vmm(path: &std::path::Path) -> Result<String> {
+    if let Some(name) = path.to_str() {
+        let spelled_for_qemu = ["json:", "nbd:", "file:"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || name.contains("://");
+        if spelled_for_qemu {
+            return Ok(name.to_string());
+        }
+    }
     let absolute = std::path::absolute(path)
         .map_err(|e| Error::io("could not resolve the path", e).with_path(path))?;
     absolute
@@ -122,9 +135,22 @@ pub fn default_job_id(op: &str) -> String {
     format!("qimg-{op}-{}", std::process::id())
 }
 
+/// How a followed job is paced: paused while the host is busy (its I/O
+/// pressure above `--when-idle`'s threshold), cancelled at a deadline
+/// (`--time-limit`, `--deadline`).
+#[derive(Debug, Default)]
+pub struct Pacing {
+    /// The host's I/O pressure gate, if the job yields to the host.
+    pub idle_gate: Option<IoPressureGate>,
+    /// When the job is cancelled if still running (exit 75).
+    pub deadline: Option<Instant>,
+}
+
 /// Starts `command` with `arguments` (job id included) and, unless
 /// `detach`, follows the job to its end: exit 0 when it completes, 1 with
-/// QEMU's error when it fails, 130/143 when a signal cancelled it.
+/// QEMU's error when it fails, 130/143 when a signal cancelled it, 75 when
+/// `pacing`'s deadline did.
+#[allow(clippy::too_many_arguments)]
 pub fn run_job(
     qmp: &mut Qmp,
     op: &'static str,
@@ -133,6 +159,7 @@ pub fn run_job(
     detach: bool,
     on_ready: OnReady,
     progress: Option<ProgressArg>,
+    pacing: &Pacing,
 ) -> Result<ExitCode> {
     let id = arguments["job-id"]
         .as_str()
@@ -143,7 +170,7 @@ pub fn run_job(
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    wait_for(qmp, op, &id, on_ready, progress)
+    wait_for(qmp, op, &id, on_ready, progress, pacing)
 }
 
 /// Follows job `id` to its end (see [`run_job`]).
@@ -153,6 +180,7 @@ pub fn wait_for(
     id: &str,
     on_ready: OnReady,
     progress: Option<ProgressArg>,
+    pacing: &Pacing,
 ) -> Result<ExitCode> {
     signals::install();
     let reporter = Reporter::new(op, progress);
@@ -161,15 +189,31 @@ pub fn wait_for(
         last.set(p);
         reporter.update(p);
     };
+    let busy = || pacing.idle_gate.as_ref().is_some_and(|g| g.busy());
+    let on_pause = |paused: bool| {
+        reporter.event(if paused { "paused" } else { "resumed" }, last.get());
+    };
     let how = Follow {
         on_ready,
         on_progress: &on_progress,
         cancel: Some(&signals::INTERRUPTED),
+        busy: pacing
+            .idle_gate
+            .as_ref()
+            .map(|_| &busy as &dyn Fn() -> bool),
+        on_pause: &on_pause,
+        deadline: pacing.deadline,
     };
     let end = follow(qmp, id, &how);
     reporter.finish(last.get());
     match end? {
         JobEnd::Completed => Ok(ExitCode::SUCCESS),
+        JobEnd::TimeUp => {
+            eprintln!(
+                "qimg: block job '{id}' stopped at its time limit; what it copied stays, run it again to continue"
+            );
+            Ok(ExitCode::from(super::exit::STOPPED_EARLY))
+        }
         JobEnd::Ready => {
             eprintln!(
                 "qimg: block job '{id}' is ready and keeps running; finish it with \

@@ -97,6 +97,11 @@ pub struct BackupArgs {
     /// Limit the copy rate in bytes per second (e.g. 50M).
     #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
     rate: Option<u64>,
+    /// Pause the VMM's job while host I/O pressure (PSI "some avg10" in
+    /// /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT
+    /// percent (default 10), and resume it when the host is quiet again.
+    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10")]
+    when_idle: Option<u32>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
     #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
     progress: Option<ProgressArg>,
@@ -156,6 +161,10 @@ impl BackupArgs {
             self.job.detach,
             OnReady::Complete,
             if self.quiet { None } else { self.progress },
+            &attached::Pacing {
+                idle_gate: super::args::idle_gate(self.when_idle)?,
+                deadline: None,
+            },
         )?;
         if code == ExitCode::SUCCESS && !self.job.detach && !self.quiet {
             println!("Backup complete.");

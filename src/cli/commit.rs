@@ -33,6 +33,11 @@ pub struct CommitArgs {
     /// Do not empty FILE after committing.
     #[arg(short = 'd', long = "drop", conflicts_with = "attach")]
     drop: bool,
+    /// With --attach: pause the VMM's job while host I/O pressure (PSI "some avg10" in
+    /// /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT
+    /// percent (default 10), and resume it when the host is quiet again.
+    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10", requires = "attach")]
+    when_idle: Option<u32>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
     #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
     progress: Option<ProgressArg>,
@@ -144,6 +149,10 @@ impl CommitArgs {
                 OnReady::Complete
             },
             if self.quiet { None } else { self.progress },
+            &attached::Pacing {
+                idle_gate: super::args::idle_gate(self.when_idle)?,
+                deadline: None,
+            },
         )?;
         if code == ExitCode::SUCCESS && !self.vmm.detach && !self.quiet {
             println!("Image committed.");

@@ -137,7 +137,14 @@ impl JobArgs {
                 } else {
                     OnReady::Complete
                 };
-                return attached::wait_for(&mut qmp, op, &id, on_ready, progress);
+                return attached::wait_for(
+                    &mut qmp,
+                    op,
+                    &id,
+                    on_ready,
+                    progress,
+                    &attached::Pacing::default(),
+                );
             }
             JobAction::Pause { id } => ("block-job-pause", id, None),
             JobAction::Resume { id } => ("block-job-resume", id, None),

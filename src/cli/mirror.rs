@@ -63,6 +63,11 @@ pub struct MirrorArgs {
     /// guest's writes keep reaching the target) for `qimg job complete`.
     #[arg(long = "no-pivot")]
     no_pivot: bool,
+    /// Pause the VMM's job while host I/O pressure (PSI "some avg10" in
+    /// /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT
+    /// percent (default 10), and resume it when the host is quiet again.
+    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10")]
+    when_idle: Option<u32>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
     #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
     progress: Option<ProgressArg>,
@@ -110,6 +115,10 @@ impl MirrorArgs {
             self.job.detach,
             on_ready,
             if self.quiet { None } else { self.progress },
+            &attached::Pacing {
+                idle_gate: super::args::idle_gate(self.when_idle)?,
+                deadline: None,
+            },
         )?;
         if code == ExitCode::SUCCESS && !self.job.detach && !self.quiet && !self.no_pivot {
             println!("Mirror complete: the VM now runs on the target.");

@@ -37,7 +37,7 @@ impl Reporter {
                 let bar = ProgressBar::new(0);
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
                     )
                     .expect("valid template"),
                 );
@@ -57,6 +57,17 @@ impl Reporter {
             }
             Reporter::Lines(l) => l.update(p),
             Reporter::Json(j) => j.update(p),
+        }
+    }
+
+    /// Shows that `event` happened (`paused`, `resumed`) at progress `p`:
+    /// a JSON Lines record, or the bar's message. qemu-img's percentage
+    /// lines have no place for it.
+    pub fn event(&self, event: &'static str, p: Progress) {
+        match self {
+            Reporter::None | Reporter::Lines(_) => {}
+            Reporter::Bar(b) => b.set_message(event),
+            Reporter::Json(j) => j.event(event, p),
         }
     }
 

@@ -9,7 +9,6 @@ use super::signals;
 use clap::Args;
 use qimg::attach::jobs::OnReady;
 use qimg::engine::control::StopReason;
-use qimg::engine::idle::{IoPressureGate, DEFAULT_PSI_PATH};
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::ops::stream::{stream, StreamRequest};
@@ -43,14 +42,15 @@ pub struct StreamArgs {
     #[arg(short = 'r', long = "rate-limit", value_name = "RATE", value_parser = parse_size)]
     rate: Option<u64>,
     /// Stop cleanly after this long (e.g. 2h), exit 75.
-    #[arg(long = "time-limit", value_name = "DUR", conflicts_with_all = ["deadline", "attach"])]
+    #[arg(long = "time-limit", value_name = "DUR", conflicts_with = "deadline")]
     time_limit: Option<String>,
     /// Stop cleanly at this local time (HH:MM), exit 75.
-    #[arg(long = "deadline", value_name = "HH:MM", conflicts_with = "attach")]
+    #[arg(long = "deadline", value_name = "HH:MM")]
     deadline: Option<String>,
     /// Pause while host I/O pressure (PSI "some avg10" in /proc/pressure/io,
-    /// or the file $QIMG_PSI_PATH names) is above PCT percent (default 10).
-    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10", conflicts_with = "attach")]
+    /// or the file $QIMG_PSI_PATH names) is above PCT percent (default 10);
+    /// with --attach, the VMM's job is paused and resumed.
+    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10")]
     when_idle: Option<u32>,
     /// Show progress (-p), or JSON Lines records with --progress=json.
     #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
@@ -80,20 +80,8 @@ impl StreamArgs {
             .clone()
             .expect("clap requires FILE without --attach");
         let file = self.spec.name(&file, self.format.is_some())?;
-        let idle_gate = self
-            .when_idle
-            .map(|pct| {
-                let path = std::env::var_os("QIMG_PSI_PATH")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_PSI_PATH));
-                IoPressureGate::new(&path, pct as f64)
-            })
-            .transpose()?;
-        let deadline = match (&self.time_limit, &self.deadline) {
-            (Some(t), _) => Some(Instant::now() + parse_duration(t)?),
-            (None, Some(d)) => Some(Instant::now() + until_local_time(d)?),
-            (None, None) => None,
-        };
+        let idle_gate = super::args::idle_gate(self.when_idle)?;
+        let deadline = self.deadline()?;
         let request = StreamRequest {
             file: file.clone(),
             format: self.format.map(|f| f.0),
@@ -149,6 +137,15 @@ impl StreamArgs {
 }
 
 impl StreamArgs {
+    /// When `--time-limit` or `--deadline` says to stop, if either does.
+    fn deadline(&self) -> Result<Option<Instant>> {
+        Ok(match (&self.time_limit, &self.deadline) {
+            (Some(t), _) => Some(Instant::now() + parse_duration(t)?),
+            (None, Some(d)) => Some(Instant::now() + until_local_time(d)?),
+            (None, None) => None,
+        })
+    }
+
     /// Starts QEMU's block-stream in the VMM and follows it.
     fn run_attached(self, socket: &str) -> Result<ExitCode> {
         let mut qmp = attached::connect(socket)?;
@@ -175,6 +172,10 @@ impl StreamArgs {
             self.vmm.detach,
             OnReady::Complete,
             self.progress,
+            &attached::Pacing {
+                idle_gate: super::args::idle_gate(self.when_idle)?,
+                deadline: self.deadline()?,
+            },
         )
     }
 }

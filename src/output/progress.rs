@@ -128,4 +128,13 @@ impl JsonLines {
     pub fn finish(&self, p: Progress) {
         let _ = writeln!(std::io::stderr(), "{}", self.record(p));
     }
+
+    /// Prints a record of `event` (such as `paused` or `resumed`) at once,
+    /// with the progress `p` when it happened.
+    pub fn event(&self, event: &str, p: Progress) {
+        let mut record: serde_json::Value =
+            serde_json::from_str(&self.record(p)).expect("a record is JSON");
+        record["event"] = event.into();
+        let _ = writeln!(std::io::stderr(), "{record}");
+    }
 }
