@@ -575,6 +575,8 @@ fn when_idle_pauses_the_vmm_job_while_the_host_is_busy() {
         .map(|r| r["done"].as_u64().unwrap())
         .collect();
     assert!(done.windows(2).all(|w| w[0] == w[1]), "{done:?}");
+    // The job's end is an event record too, then the final progress.
+    assert!(at("completed") > resumed, "{records:?}");
     let last = records.last().unwrap();
     assert_eq!(last["done"], last["total"], "{records:?}");
     daemon.stop();

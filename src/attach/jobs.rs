@@ -133,8 +133,10 @@ pub struct Follow<'a> {
     /// Whether the host is too busy for the job now: asked at every poll;
     /// the job is paused while it says so and resumed after.
     pub busy: Option<&'a dyn Fn() -> bool>,
-    /// Told each time the job is paused (`true`) or resumed for [`Follow::busy`].
-    pub on_pause: &'a dyn Fn(bool),
+    /// Told of each event of the job as it happens: `ready`, `error` (an
+    /// I/O error QEMU reports, the job may go on or end), `completed`,
+    /// `cancelled`, and `paused`/`resumed` for [`Follow::busy`].
+    pub on_event: &'a dyn Fn(&'static str),
     /// When the job is cancelled if it has not ended ([`JobEnd::TimeUp`]).
     pub deadline: Option<Instant>,
 }
@@ -167,7 +169,7 @@ pub fn follow(qmp: &mut Qmp, id: &str, how: &Follow<'_>) -> Result<JobEnd> {
                 };
                 control(qmp, command, id, None)?;
                 paused = now_busy;
-                (how.on_pause)(paused);
+                (how.on_event)(if paused { "paused" } else { "resumed" });
             }
         }
         let late = how.deadline.is_some_and(|at| Instant::now() >= at);
@@ -195,6 +197,13 @@ pub fn follow(qmp: &mut Qmp, id: &str, how: &Follow<'_>) -> Result<JobEnd> {
             let Some((name, data)) = event_for(&event, id) else {
                 continue;
             };
+            match name {
+                "BLOCK_JOB_READY" => (how.on_event)("ready"),
+                "BLOCK_JOB_ERROR" => (how.on_event)("error"),
+                "BLOCK_JOB_COMPLETED" => (how.on_event)("completed"),
+                "BLOCK_JOB_CANCELLED" => (how.on_event)("cancelled"),
+                _ => {}
+            }
             match name {
                 "BLOCK_JOB_READY" if !cancel_sent => match how.on_ready {
                     OnReady::Complete => control(qmp, "block-job-complete", id, None)?,

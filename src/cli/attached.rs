@@ -190,9 +190,7 @@ pub fn wait_for(
         reporter.update(p);
     };
     let busy = || pacing.idle_gate.as_ref().is_some_and(|g| g.busy());
-    let on_pause = |paused: bool| {
-        reporter.event(if paused { "paused" } else { "resumed" }, last.get());
-    };
+    let on_event = |event: &'static str| reporter.event(event, last.get());
     let how = Follow {
         on_ready,
         on_progress: &on_progress,
@@ -201,7 +199,7 @@ pub fn wait_for(
             .idle_gate
             .as_ref()
             .map(|_| &busy as &dyn Fn() -> bool),
-        on_pause: &on_pause,
+        on_event: &on_event,
         deadline: pacing.deadline,
     };
     let end = follow(qmp, id, &how);
