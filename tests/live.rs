@@ -675,3 +675,32 @@ fn a_job_error_and_a_vmm_that_dies_are_reported_in_bounded_time() {
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     fx.assert_same("e/t0.raw", "e/disk.qcow2");
 }
+
+#[test]
+fn mirror_into_an_existing_target() {
+    let fx = Fixture::new();
+    disk(&fx, "x");
+    let (mut daemon, uri) = daemon_with_export(&fx, "x");
+    let sock = daemon.socket.display().to_string();
+    fx.sh("cd x && qemu-img create -q -f qcow2 there.qcow2 64M && qemu-img info there.qcow2 >/dev/null");
+    let out = ok(
+        &fx,
+        &[
+            "mirror",
+            "--attach",
+            &sock,
+            "--device",
+            "top",
+            "--existing",
+            "-f",
+            "qcow2",
+            "x/there.qcow2",
+        ],
+    );
+    assert!(out.contains("now runs on the target"), "{out}");
+    guest_write(&fx, &uri, 0x42, "12M", "1M");
+    guest_content(&fx, &uri, "x/t1.raw");
+    daemon.stop();
+    fx.assert_same("x/t1.raw", "x/there.qcow2");
+    fx.assert_clean("x/there.qcow2");
+}
