@@ -436,6 +436,58 @@ fn convert_with_no_create_refuses_creation_options_as_qemu_img_does() {
 }
 
 #[test]
+fn convert_copy_offloading_refuses_what_qemu_img_refuses_in_its_order() {
+    let fx = Fixture::new();
+    sources(&fx);
+    for (args, sentence) in [
+        (
+            &["-C", "-c"][..],
+            "Cannot enable copy offloading when -c is used",
+        ),
+        (
+            &["-C", "-S", "4k"],
+            "Cannot enable copy offloading when -S is used",
+        ),
+        (
+            &["-C", "-S", "0"],
+            "Cannot enable copy offloading when -S is used",
+        ),
+        (
+            &["-C", "--salvage"],
+            "Cannot use copy offloading in salvaging mode",
+        ),
+        (
+            &["-C", "-S", "4k", "-c"],
+            "Cannot enable copy offloading when -c is used",
+        ),
+        (
+            &["--salvage", "-C", "-S", "4k"],
+            "Cannot enable copy offloading when -S is used",
+        ),
+        (
+            &["-n", "-o", "cluster_size=4k", "-C", "-c"],
+            "Cannot enable copy offloading when -c is used",
+        ),
+    ] {
+        let mut full = vec!["convert"];
+        full.extend(args);
+        full.extend(["-O", "qcow2", "in.raw", "t.{}"]);
+        let (q, i) = both(&fx, &full);
+        let expected = format!("qemu-img: {sentence}");
+        assert_eq!(first_line(&stderr(&q)), expected, "{full:?}");
+        assert_eq!(
+            first_line(&stderr(&i)),
+            format!("qimg: {sentence}"),
+            "{full:?}"
+        );
+    }
+    // Alone, -C copies (qimg without an offload).
+    let (q, i) = both(&fx, &["convert", "-C", "-O", "qcow2", "in.raw", "c.{}"]);
+    assert!(q.status.success() && i.status.success(), "{}", stderr(&i));
+    fx.assert_same("c.q", "c.i");
+}
+
+#[test]
 fn convert_takes_the_backing_format_from_o_backing_fmt_as_from_f() {
     let fx = Fixture::new();
     sources(&fx);

@@ -89,7 +89,8 @@ pub struct ConvertArgs {
     /// every mode.
     #[arg(short = 'T', long = "source-cache", value_name = "CACHE")]
     source_cache: Option<String>,
-    /// Copy offloading (accepted for compatibility).
+    /// Copy offloading, as qemu-img takes it (refused with -c, -S or
+    /// --salvage); qimg copies with its own engine all the same.
     #[arg(short = 'C', long = "copy-range-offloading")]
     copy_range: bool,
     /// Copy source sectors that cannot be read as zeros (one warning each)
@@ -193,9 +194,29 @@ impl ConvertArgs {
             print!("{}", super::create::options_help(format, with_file));
             return Ok(ExitCode::SUCCESS);
         }
+        // qemu-img refuses these combinations first, in this order.
+        if self.copy_range {
+            if self.compress {
+                return Err(Error::argument(
+                    "Cannot enable copy offloading when -c is used",
+                ));
+            }
+            if self.sparse_size.is_some() {
+                return Err(Error::argument(
+                    "Cannot enable copy offloading when -S is used",
+                ));
+            }
+            if self.salvage {
+                return Err(Error::argument(
+                    "Cannot use copy offloading in salvaging mode",
+                ));
+            }
+        }
         if self.files.len() < 2 {
             return Err(Error::argument("Must specify image file name"));
         }
+        // -C and -W are qemu-img's hints; qimg's engine decides how it
+        // copies (it does not offload copies to the kernel yet).
         let _ = (self.copy_range, self.oob_writes);
         check_source_cache(self.source_cache.as_deref())?;
         if self.no_create && !self.options.is_empty() {
