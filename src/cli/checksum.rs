@@ -19,7 +19,7 @@ use std::process::ExitCode;
 as blksum (github nirs/blkhash) prints for the same content, whatever the format, \
 compression, allocation or backing chain that stores it. Holes and zero clusters are \
 hashed from block status without being read; data is read and hashed in parallel.",
-    after_help = "Exit status: 0 every image hashed, 1 an image could not be hashed, 130/143 interrupted.\n\nExamples:\n  qimg checksum disk.qcow2\n  qimg checksum a.qcow2 b.vmdk            # the same digests: the same guest content\n  qimg checksum -a blake3 --output=json disk.qcow2\n  ssh host2 qimg checksum /images/copy.qcow2   # compare images on different hosts"
+    after_help = "Exit status: 0 every image hashed, 1 an image could not be hashed, 130/143 interrupted.\n\nExamples:\n  qimg checksum disk.qcow2\n  qimg checksum a.qcow2 b.raw   # the same digest: the same guest content\n  qimg checksum -a blake3 --output=json disk.qcow2\n  ssh host2 qimg checksum /images/copy.qcow2   # compare images on different hosts"
 )]
 pub struct ChecksumArgs {
     /// Image format (probed when omitted).
