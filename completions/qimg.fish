@@ -279,7 +279,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s f -l format -d 'I
 qed\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s a -l algorithm -l digest -d 'Digest algorithm, as blksum names it: sha256 (the default), sha224, sha384, sha512, sha512-224, sha512-256, sha1, sha3-224, sha3-256, sha3-384, sha3-512, blake2b512, blake2s256, blake3, md5' -r
+complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s a -l algorithm -l digest -d 'Digest algorithm, as blksum names it: sha256 (the default), sha224, sha384, sha512, sha512-224, sha512-256, sha1, sha3-224, sha3-256, sha3-384, sha3-512, shake128, shake256, blake2b512, blake2s256, blake3, sm3, ripemd160, md5, md5-sha1' -r
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l block-size -d 'Block size of the construction (it changes the digest; blksum\'s default is 64 KiB)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s m -l parallel -l threads -d 'Threads that read and hash data (the digest does not depend on it; default: the number of cores)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l output -d 'Output format: `DIGEST  FILE` lines (blksum\'s and sha256sum\'s), or JSON' -r -f -a "human\t'Text for people'

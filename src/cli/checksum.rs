@@ -27,7 +27,8 @@ pub struct ChecksumArgs {
     format: Option<FormatArg>,
     /// Digest algorithm, as blksum names it: sha256 (the default), sha224,
     /// sha384, sha512, sha512-224, sha512-256, sha1, sha3-224, sha3-256,
-    /// sha3-384, sha3-512, blake2b512, blake2s256, blake3, md5.
+    /// sha3-384, sha3-512, shake128, shake256, blake2b512, blake2s256,
+    /// blake3, sm3, ripemd160, md5, md5-sha1.
     #[arg(
         short = 'a',
         long = "algorithm",

@@ -39,6 +39,16 @@ pub enum Algorithm {
     Blake3,
     /// MD5 (128 bits; for matching old records only).
     Md5,
+    /// OpenSSL's MD5 and SHA-1 side by side (36 bytes).
+    Md5Sha1,
+    /// RIPEMD-160.
+    Ripemd160,
+    /// SM3 (the Chinese national standard hash).
+    Sm3,
+    /// SHAKE128 with OpenSSL's default output of 16 bytes.
+    Shake128,
+    /// SHAKE256 with OpenSSL's default output of 32 bytes.
+    Shake256,
 }
 
 /// Every algorithm with the name blksum (`blksum -l`) gives it, sorted.
@@ -47,6 +57,8 @@ pub const ALGORITHMS: &[(&str, Algorithm)] = &[
     ("blake2s256", Algorithm::Blake2s256),
     ("blake3", Algorithm::Blake3),
     ("md5", Algorithm::Md5),
+    ("md5-sha1", Algorithm::Md5Sha1),
+    ("ripemd160", Algorithm::Ripemd160),
     ("sha1", Algorithm::Sha1),
     ("sha224", Algorithm::Sha224),
     ("sha256", Algorithm::Sha256),
@@ -58,6 +70,9 @@ pub const ALGORITHMS: &[(&str, Algorithm)] = &[
     ("sha512", Algorithm::Sha512),
     ("sha512-224", Algorithm::Sha512_224),
     ("sha512-256", Algorithm::Sha512_256),
+    ("shake128", Algorithm::Shake128),
+    ("shake256", Algorithm::Shake256),
+    ("sm3", Algorithm::Sm3),
 ];
 
 impl Algorithm {
@@ -103,7 +118,12 @@ impl Algorithm {
             Blake2b512 => Box::new(blake2::Blake2b512::default()),
             Blake2s256 => Box::new(blake2::Blake2s256::default()),
             Md5 => Box::new(md5::Md5::default()),
+            Ripemd160 => Box::new(ripemd::Ripemd160::default()),
+            Sm3 => Box::new(sm3::Sm3::default()),
             Blake3 => return Running(Inner::Blake3(Box::default())),
+            Md5Sha1 => return Running(Inner::Md5Sha1(Box::default())),
+            Shake128 => return Running(Inner::Shake128(Box::default())),
+            Shake256 => return Running(Inner::Shake256(Box::default())),
         };
         Running(Inner::Dyn(d))
     }
@@ -157,6 +177,9 @@ pub struct Running(Inner);
 enum Inner {
     Dyn(Box<dyn DynDigest + Send>),
     Blake3(Box<blake3::Hasher>),
+    Md5Sha1(Box<(md5::Md5, sha1::Sha1)>),
+    Shake128(Box<sha3::Shake128>),
+    Shake256(Box<sha3::Shake256>),
 }
 
 impl Running {
@@ -167,6 +190,12 @@ impl Running {
             Inner::Blake3(h) => {
                 h.update(data);
             }
+            Inner::Md5Sha1(pair) => {
+                digest::Update::update(&mut pair.0, data);
+                digest::Update::update(&mut pair.1, data);
+            }
+            Inner::Shake128(x) => digest::Update::update(x.as_mut(), data),
+            Inner::Shake256(x) => digest::Update::update(x.as_mut(), data),
         }
     }
 
@@ -187,6 +216,26 @@ impl Running {
             Inner::Blake3(h) => {
                 md.bytes[..32].copy_from_slice(h.finalize().as_bytes());
                 h.reset();
+                md.len = 32;
+            }
+            Inner::Md5Sha1(pair) => {
+                use digest::FixedOutputReset;
+                md.bytes[..16].copy_from_slice(&pair.0.finalize_fixed_reset());
+                md.bytes[16..36].copy_from_slice(&pair.1.finalize_fixed_reset());
+                md.len = 36;
+            }
+            Inner::Shake128(x) => {
+                digest::ExtendableOutputReset::finalize_xof_reset_into(
+                    x.as_mut(),
+                    &mut md.bytes[..16],
+                );
+                md.len = 16;
+            }
+            Inner::Shake256(x) => {
+                digest::ExtendableOutputReset::finalize_xof_reset_into(
+                    x.as_mut(),
+                    &mut md.bytes[..32],
+                );
                 md.len = 32;
             }
         }
