@@ -398,3 +398,33 @@ fn bad_input_is_one_clear_line() {
         "a refused convert created its target"
     );
 }
+
+#[test]
+fn a_cancel_stops_the_checksum_between_pieces() {
+    use qimg::engine::blkhash::{Algorithm, Config};
+    use qimg::ops::checksum::{checksum, ChecksumOutcome, ChecksumRequest};
+    static CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let fx = Fixture::new();
+    fx.sh("qemu-img create -q -f raw big.raw 96M && qemu-io -f raw -c 'write -P 0x5a 0 96M' big.raw >/dev/null");
+    let request = ChecksumRequest {
+        file: fx.path("big.raw"),
+        format: None,
+        config: Config::new(Algorithm::Sha256, 64 << 10),
+        threads: 2,
+    };
+    // As SIGINT does through the same flag, once 8 MiB are hashed.
+    let control = common::cancel_after(&CANCEL, 8 << 20);
+    let outcome = checksum(&request, &control).expect("checksum");
+    assert!(
+        matches!(outcome, ChecksumOutcome::Stopped(_)),
+        "{outcome:?}"
+    );
+    assert!(control.progress().done < 32 << 20, "it went on past the cancel");
+    // Without the cancel, the digest is the one the command prints.
+    CANCEL.store(false, std::sync::atomic::Ordering::SeqCst);
+    let outcome = checksum(&request, &qimg::engine::control::Control::default()).unwrap();
+    let ChecksumOutcome::Digest(md) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(md.to_hex(), digest_of(&fx, &["checksum", "big.raw"]));
+}
