@@ -28,6 +28,9 @@ _qimg() {
             qimg,check)
                 cmd="qimg__subcmd__check"
                 ;;
+            qimg,checksum)
+                cmd="qimg__subcmd__checksum"
+                ;;
             qimg,commit)
                 cmd="qimg__subcmd__commit"
                 ;;
@@ -84,6 +87,9 @@ _qimg() {
                 ;;
             qimg__subcmd__help,check)
                 cmd="qimg__subcmd__help__subcmd__check"
+                ;;
+            qimg__subcmd__help,checksum)
+                cmd="qimg__subcmd__help__subcmd__checksum"
                 ;;
             qimg__subcmd__help,commit)
                 cmd="qimg__subcmd__help__subcmd__commit"
@@ -206,7 +212,7 @@ _qimg() {
 
     case "${cmd}" in
         qimg)
-            opts="-h -V --help --version create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help"
+            opts="-h -V --help --version create info map measure check convert dd stream commit compare checksum rebase resize snapshot amend bitmap job mirror backup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -443,6 +449,72 @@ _qimg() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        qimg__subcmd__checksum)
+            opts="-f -a -m -p -U -h --format --digest --algorithm --block-size --threads --parallel --output --progress --force-share --image-opts --object --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --algorithm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --digest)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -a)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --block-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --parallel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -m)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --progress)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --object)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         qimg__subcmd__commit)
             opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --when-idle --progress --quiet --rate --attach --device --base-node --job-id --detach --top --top-node --no-pivot --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -572,7 +644,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__convert)
-            opts="-f -O -o -c -B -F -n -S -m -W -p -q -U -r -l -t -T -C -h --source-format --output-format --target-format --options --target-options --compress --backing --backing-format --no-create --target-is-zero --sparse-size --parallel --oob-writes --progress --quiet --force-share --rate --snapshot --source-snapshot --output-cache --target-cache --source-cache --copy-range-offloading --salvage --bitmaps --skip-broken-bitmaps --target-image-opts --image-opts --object --help"
+            opts="-f -O -o -c -B -F -n -S -m -W -p -q -U -r -l -t -T -C -h --source-format --output-format --target-format --options --target-options --compress --backing --backing-format --no-create --target-is-zero --sparse-size --parallel --oob-writes --progress --quiet --force-share --rate --snapshot --source-snapshot --output-cache --target-cache --source-cache --copy-range-offloading --salvage --bitmaps --skip-broken-bitmaps --checksum --target-image-opts --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -690,6 +762,10 @@ _qimg() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --checksum)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --object)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -790,7 +866,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help)
-            opts="create info map measure check convert dd stream commit compare rebase resize snapshot amend bitmap job mirror backup help"
+            opts="create info map measure check convert dd stream commit compare checksum rebase resize snapshot amend bitmap job mirror backup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -846,6 +922,20 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        qimg__subcmd__help__subcmd__checksum)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -9,10 +9,11 @@ use super::progress::copy_controls;
 use super::signals;
 use clap::Args;
 use qimg::chain::spec::ImageSpec;
+use qimg::engine::blkhash::{self, Algorithm, Config};
 use qimg::engine::Outcome;
 use qimg::error::{Error, Result};
 use qimg::format::FormatKind;
-use qimg::ops::convert::{convert, ConvertRequest};
+use qimg::ops::convert::{convert, convert_checksummed, ConvertRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -103,6 +104,11 @@ pub struct ConvertArgs {
     /// Skip inconsistent bitmaps when copying them (needs --bitmaps).
     #[arg(long = "skip-broken-bitmaps")]
     skip_broken_bitmaps: bool,
+    /// Print the blkhash digest (as `qimg checksum` and blksum compute it)
+    /// of the data copied, `DIGEST  TARGET`, at the end: hashed as it is
+    /// read, no extra read. Default algorithm sha256; not with -B.
+    #[arg(long = "checksum", value_name = "ALGORITHM", num_args = 0..=1, require_equals = true, default_missing_value = "sha256")]
+    checksum: Option<String>,
     /// The target is an option string (driver=raw,file.filename=disk.img),
     /// as with --image-opts; needs -n.
     #[arg(long = "target-image-opts")]
@@ -289,6 +295,11 @@ impl ConvertArgs {
                     .map_or_else(FormatKind::fallback, |f| f.0),
             )
         };
+        let checksum = self
+            .checksum
+            .as_deref()
+            .map(|name| Algorithm::parse(name).map(|a| Config::new(a, blkhash::DEFAULT_BLOCK_SIZE)))
+            .transpose()?;
         let request = ConvertRequest {
             sources,
             source_format: self.source_format.map(|f| f.0),
@@ -314,10 +325,16 @@ impl ConvertArgs {
         let control = control.with_read_errors(move |offset, reason| {
             eprintln!("{prefix}warning: error while reading offset {offset}: {reason}");
         });
-        let outcome = convert(&request, &control)?;
+        let (outcome, digest) = match &checksum {
+            Some(config) => convert_checksummed(&request, &control, *config)?,
+            None => (convert(&request, &control)?, None),
+        };
         reporter.finish(control.progress());
         match outcome {
             Outcome::Completed => {
+                if let Some(md) = digest {
+                    println!("{}  {}", md.to_hex(), request.target.display());
+                }
                 for name in skipped_bitmaps {
                     eprintln!(
                         "{}warning: Skipping inconsistent bitmap '{name}'",

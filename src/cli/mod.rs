@@ -7,6 +7,7 @@ mod attached;
 mod backup;
 mod bitmap;
 mod check;
+mod checksum;
 mod commit;
 mod compare;
 mod convert;
@@ -80,6 +81,8 @@ pub enum Command {
     Commit(commit::CommitArgs),
     /// Check whether two images show the guest the same content.
     Compare(compare::CompareArgs),
+    /// Print a digest of each image's guest content (blksum's blkhash), whatever its format.
+    Checksum(checksum::ChecksumArgs),
     /// Change an image's backing file, copying what differs.
     Rebase(rebase::RebaseArgs),
     /// Change an image's virtual size (grow, or shrink with --shrink).
@@ -121,6 +124,7 @@ pub fn run(cli: Cli, program: Program) -> Result<ExitCode> {
         Command::Stream(a) => a.run(program),
         Command::Commit(a) => a.run(program),
         Command::Compare(a) => a.run(program),
+        Command::Checksum(a) => a.run(program),
         Command::Rebase(a) => a.run(program),
         Command::Resize(a) => a.run(program),
         Command::Snapshot(a) => a.run(),

@@ -9,6 +9,7 @@
 //! operation that copies data (convert, stream, commit, rebase) is a plan
 //! run through here.
 
+pub mod blkhash;
 pub mod control;
 pub mod idle;
 mod pipeline;
@@ -20,6 +21,7 @@ pub mod zero;
 use crate::error::{Error, Result};
 use crate::format::Format;
 use crate::io::AlignedBuf;
+use blkhash::{Ordered, Part};
 use control::{Control, StopReason};
 use pipeline::Pipeline;
 use planner::write_in_order;
@@ -257,10 +259,12 @@ fn changed_segments(
 
 /// Reads and prepares one copy unit (runs on a worker thread), into `buf`
 /// (reused: every byte is overwritten by the read). With a `reference`,
-/// only the target's allocation units that differ from it are kept.
+/// only the target's allocation units that differ from it are kept. With
+/// a `hash`, the data read (as it will be written) is hashed into it.
 fn prepare(
     source: &dyn Source,
     reference: Option<&dyn Source>,
+    hash: Option<(&Ordered, &blkhash::Config)>,
     target: &dyn Format,
     step: &Step,
     options: &CopyOptions,
@@ -268,6 +272,10 @@ fn prepare(
 ) -> Result<Prepared> {
     buf.set_len(step.len as usize);
     let unreadable = read_salvaging(source, step.source_offset, &mut buf, options.salvage)?;
+    if let Some((hash, config)) = hash {
+        let piece = config.prehash(step.target_offset, &buf);
+        hash.insert(step.target_offset, Part::Data(piece));
+    }
     let Some(cluster) = options.compress_cluster else {
         let (base, sparse) = (step.target_offset, options.sparse as usize);
         let segments = match reference {
@@ -345,7 +353,23 @@ pub fn copy(
     options: &CopyOptions,
     control: &Control,
 ) -> Result<Outcome> {
-    run(source, None, target, plan, options, control)
+    run(source, None, None, target, plan, options, control)
+}
+
+/// As [`copy`], and the content the plan gives the target (copied data as
+/// it is written, zero steps as zeros) is hashed into `hash` by the
+/// readers, at target offsets, without another read: `convert --checksum`.
+/// The plan must have no skip steps (their content is not known here);
+/// [`Ordered::finish`] names the first range that was never hashed.
+pub fn copy_hashing(
+    source: &dyn Source,
+    target: &dyn Format,
+    plan: &[Step],
+    options: &CopyOptions,
+    control: &Control,
+    hash: &Ordered,
+) -> Result<Outcome> {
+    run(source, None, Some(hash), target, plan, options, control)
 }
 
 /// As [`copy`], but a copy step writes only the target's allocation units
@@ -361,12 +385,21 @@ pub fn copy_changes(
     options: &CopyOptions,
     control: &Control,
 ) -> Result<Outcome> {
-    run(source, Some(reference), target, plan, options, control)
+    run(
+        source,
+        Some(reference),
+        None,
+        target,
+        plan,
+        options,
+        control,
+    )
 }
 
 fn run(
     source: &dyn Source,
     reference: Option<&dyn Source>,
+    hash: Option<&Ordered>,
     target: &dyn Format,
     plan: &[Step],
     options: &CopyOptions,
@@ -390,14 +423,19 @@ fn run(
         })?;
     let units = units(plan, options.chunk_size.max(512));
     let p = Pipeline::new(threads * 2);
+    let config = hash.map(|h| h.config());
+    let hash = hash.zip(config.as_ref());
     let reader = || {
         while let Some(i) = p.claim(units.len()) {
             let step = &units[i];
+            if let (Some((hash, _)), Action::Zero) = (hash, step.action) {
+                hash.insert(step.target_offset, Part::Zero(step.len));
+            }
             let prepared = if step.action == Action::Copy {
                 let buf = p.buffer();
                 // A panic must not leave the writer waiting for this unit forever.
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    prepare(source, reference, target, step, options, buf)
+                    prepare(source, reference, hash, target, step, options, buf)
                 }))
                 .unwrap_or_else(|_| {
                     Err(Error::new(

@@ -2,9 +2,10 @@
 //! a new or existing target, as plans over the copy engine.
 
 use crate::chain::{Chain, View};
+use crate::engine::blkhash::{Blkhash, Config, Md, Ordered};
 use crate::engine::control::Control;
 use crate::engine::plan::{align_copies, plan_view, split_at_clusters};
-use crate::engine::{copy, Action, CopyOptions, Outcome, Step};
+use crate::engine::{copy, copy_hashing, Action, CopyOptions, Outcome, Step};
 use crate::error::{Error, Result};
 use crate::format::FormatKind;
 use crate::ops::bitmap;
@@ -136,6 +137,33 @@ pub(crate) fn open_created(
 
 /// Converts as `req` says. `control` carries cancellation, rate and progress.
 pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
+    run(req, control, None).map(|(outcome, _)| outcome)
+}
+
+/// As [`convert`], and the blkhash digest (built as `config` says) of the
+/// data given to the target (the sources' guest content, concatenated) is
+/// computed by the copy's readers as they read it: no range is read twice.
+/// The digest is there when the copy completed.
+pub fn convert_checksummed(
+    req: &ConvertRequest,
+    control: &Control,
+    config: Config,
+) -> Result<(Outcome, Option<Md>)> {
+    if req.backing.is_some() {
+        return Err(Error::argument(
+            "--checksum cannot be used with -B: the ranges the backing file provides are not copied",
+        ));
+    }
+    let hash = Ordered::new(Blkhash::new(config));
+    let (outcome, total) = run(req, control, Some(&hash))?;
+    Ok(match outcome {
+        Outcome::Completed => (outcome, Some(hash.finish(total)?)),
+        stopped => (stopped, None),
+    })
+}
+
+/// Converts; returns how it ended and the bytes the sources give.
+fn run(req: &ConvertRequest, control: &Control, hash: Option<&Ordered>) -> Result<(Outcome, u64)> {
     validate(req)?;
     let opts = control.storage_options();
     let sources: Vec<Chain> = match &req.snapshot {
@@ -222,9 +250,9 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
         base += view.virtual_size();
     }
     for (source, steps) in sources.iter().zip(&plans) {
-        let outcome = copy_source(&source.view(), image, steps, &options, control)?;
+        let outcome = copy_source(&source.view(), image, steps, &options, control, hash)?;
         if outcome != Outcome::Completed {
-            return Ok(outcome);
+            return Ok((outcome, total));
         }
     }
     if req.bitmaps.is_some() {
@@ -232,7 +260,7 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
         bitmap::copy_bitmaps(sources[0].top().image.as_ref(), image)
             .map_err(|e| e.with_path(&req.target))?;
     }
-    Ok(Outcome::Completed)
+    Ok((Outcome::Completed, total))
 }
 
 /// Copies one source's plan. A compressed copy writes whole clusters
@@ -245,18 +273,23 @@ fn copy_source(
     steps: &[Step],
     options: &CopyOptions,
     control: &Control,
+    hash: Option<&Ordered>,
 ) -> Result<Outcome> {
+    let copy = |steps: &[Step], options: &CopyOptions| match hash {
+        Some(hash) => copy_hashing(view, image, steps, options, control, hash),
+        None => copy(view, image, steps, options, control),
+    };
     let Some(cluster) = options.compress_cluster else {
-        return copy(view, image, steps, options, control);
+        return copy(steps, options);
     };
     let (whole, parts) = split_at_clusters(steps, cluster, image.virtual_size());
-    match copy(view, image, &whole, options, control)? {
+    match copy(&whole, options)? {
         Outcome::Completed => {
             let plain = CopyOptions {
                 compress_cluster: None,
                 ..*options
             };
-            copy(view, image, &parts, &plain, control)
+            copy(&parts, &plain)
         }
         stopped => Ok(stopped),
     }

@@ -1,6 +1,7 @@
 //! Renderers for human and JSON output, shaped like qemu-img's.
 
 pub mod check;
+pub mod checksum;
 pub mod human;
 pub mod info;
 pub mod map;
