@@ -146,31 +146,46 @@ pub struct Pacing {
     pub deadline: Option<Instant>,
 }
 
+/// How qimg follows a job it started or waits for.
+#[derive(Debug)]
+pub struct Following {
+    /// What a ready job gets (a mirror or an active commit).
+    pub on_ready: OnReady,
+    /// The progress display asked for (`None`: none).
+    pub progress: Option<ProgressArg>,
+    /// Pausing by host pressure and the deadline.
+    pub pacing: Pacing,
+}
+
 /// Starts `command` with `arguments` (job id included) and, unless
-/// `detach`, follows the job to its end: exit 0 when it completes, 1 with
-/// QEMU's error when it fails, 130/143 when a signal cancelled it, 75 when
-/// `pacing`'s deadline did.
-#[allow(clippy::too_many_arguments)]
+/// `detach`, follows the job to its end as `following` says: exit 0 when
+/// it completes, 1 with QEMU's error when it fails, 130/143 when a signal
+/// cancelled it, 75 when the deadline did.
 pub fn run_job(
     qmp: &mut Qmp,
     op: &'static str,
     command: &str,
     arguments: Value,
     detach: bool,
-    on_ready: OnReady,
-    progress: Option<ProgressArg>,
-    pacing: &Pacing,
+    following: &Following,
 ) -> Result<ExitCode> {
     let id = arguments["job-id"]
         .as_str()
         .expect("the caller sets a job id")
         .to_string();
+    let pacing = &following.pacing;
+    if detach && (pacing.idle_gate.is_some() || pacing.deadline.is_some()) {
+        return Err(Error::argument(
+            "--when-idle, --time-limit and --deadline need qimg to follow the job; \
+             they cannot be used with --detach",
+        ));
+    }
     start(qmp, command, arguments)?;
     if detach {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    wait_for(qmp, op, &id, on_ready, progress, pacing)
+    wait_for(qmp, op, &id, following)
 }
 
 /// Follows job `id` to its end (see [`run_job`]).
@@ -178,10 +193,9 @@ pub fn wait_for(
     qmp: &mut Qmp,
     op: &'static str,
     id: &str,
-    on_ready: OnReady,
-    progress: Option<ProgressArg>,
-    pacing: &Pacing,
+    following: &Following,
 ) -> Result<ExitCode> {
+    let (on_ready, progress, pacing) = (following.on_ready, following.progress, &following.pacing);
     signals::install();
     let reporter = Reporter::new(op, progress);
     let last = Cell::new(Progress { done: 0, total: 0 });

@@ -159,11 +159,13 @@ impl BackupArgs {
             "drive-backup",
             args,
             self.job.detach,
-            OnReady::Complete,
-            if self.quiet { None } else { self.progress },
-            &attached::Pacing {
-                idle_gate: super::args::idle_gate(self.when_idle)?,
-                deadline: None,
+            &attached::Following {
+                on_ready: OnReady::Complete,
+                progress: if self.quiet { None } else { self.progress },
+                pacing: attached::Pacing {
+                    idle_gate: super::args::idle_gate(self.when_idle)?,
+                    deadline: None,
+                },
             },
         )?;
         if code == ExitCode::SUCCESS && !self.job.detach && !self.quiet {

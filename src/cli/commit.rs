@@ -143,15 +143,17 @@ impl CommitArgs {
             "block-commit",
             args,
             self.vmm.detach,
-            if self.no_pivot {
-                OnReady::Cancel
-            } else {
-                OnReady::Complete
-            },
-            if self.quiet { None } else { self.progress },
-            &attached::Pacing {
-                idle_gate: super::args::idle_gate(self.when_idle)?,
-                deadline: None,
+            &attached::Following {
+                on_ready: if self.no_pivot {
+                    OnReady::Cancel
+                } else {
+                    OnReady::Complete
+                },
+                progress: if self.quiet { None } else { self.progress },
+                pacing: attached::Pacing {
+                    idle_gate: super::args::idle_gate(self.when_idle)?,
+                    deadline: None,
+                },
             },
         )?;
         if code == ExitCode::SUCCESS && !self.vmm.detach && !self.quiet {

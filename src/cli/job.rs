@@ -137,14 +137,12 @@ impl JobArgs {
                 } else {
                     OnReady::Complete
                 };
-                return attached::wait_for(
-                    &mut qmp,
-                    op,
-                    &id,
+                let following = attached::Following {
                     on_ready,
                     progress,
-                    &attached::Pacing::default(),
-                );
+                    pacing: attached::Pacing::default(),
+                };
+                return attached::wait_for(&mut qmp, op, &id, &following);
             }
             JobAction::Pause { id } => ("block-job-pause", id, None),
             JobAction::Resume { id } => ("block-job-resume", id, None),

@@ -113,11 +113,13 @@ impl MirrorArgs {
             "drive-mirror",
             args,
             self.job.detach,
-            on_ready,
-            if self.quiet { None } else { self.progress },
-            &attached::Pacing {
-                idle_gate: super::args::idle_gate(self.when_idle)?,
-                deadline: None,
+            &attached::Following {
+                on_ready,
+                progress: if self.quiet { None } else { self.progress },
+                pacing: attached::Pacing {
+                    idle_gate: super::args::idle_gate(self.when_idle)?,
+                    deadline: None,
+                },
             },
         )?;
         if code == ExitCode::SUCCESS && !self.job.detach && !self.quiet && !self.no_pivot {

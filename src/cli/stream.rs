@@ -170,11 +170,13 @@ impl StreamArgs {
             "block-stream",
             args,
             self.vmm.detach,
-            OnReady::Complete,
-            self.progress,
-            &attached::Pacing {
-                idle_gate: super::args::idle_gate(self.when_idle)?,
-                deadline: self.deadline()?,
+            &attached::Following {
+                on_ready: OnReady::Complete,
+                progress: self.progress,
+                pacing: attached::Pacing {
+                    idle_gate: super::args::idle_gate(self.when_idle)?,
+                    deadline: self.deadline()?,
+                },
             },
         )
     }
