@@ -504,6 +504,19 @@ fn refusals_are_one_clear_line() {
             ],
             "nosuch",
         ),
+        (
+            &[
+                "stream",
+                "--attach",
+                &sock,
+                "--device",
+                "top",
+                "--time-limit",
+                "1m",
+                "--detach",
+            ],
+            "cannot be used with --detach",
+        ),
     ];
     for (args, needle) in cases {
         let out = fx.qimg(args);
