@@ -878,3 +878,45 @@ fn urls_are_read_only_and_json_options_are_checked() {
     ]);
     assert!(e.contains("password-secret"), "{e}");
 }
+
+/// The README's recipe `name` (a `<!-- recipe: NAME -->` block).
+fn recipe(name: &str) -> String {
+    let readme = include_str!("../README.md");
+    let marker = format!("<!-- recipe: {name} -->");
+    let (_, rest) = readme
+        .split_once(&marker)
+        .unwrap_or_else(|| panic!("the README has no recipe {name}"));
+    rest.split_once("```sh\n")
+        .and_then(|(_, b)| b.split_once("\n```"))
+        .map(|(code, _)| code.to_string())
+        .unwrap_or_else(|| panic!("recipe {name} has no sh block"))
+}
+
+#[test]
+fn the_readme_deploy_recipe_runs() {
+    let fx = Fixture::new();
+    let nginx = Nginx::start(&fx);
+    make_images(&fx);
+    let url = nginx.url("base.qcow2");
+    let bin = assert_cmd::cargo::cargo_bin("qimg");
+    let path = format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(recipe("deploy-from-url"))
+        .args(["deploy", &url, "disk.qcow2"])
+        .env("PATH", path)
+        .current_dir(fx.dir())
+        .output()
+        .unwrap();
+    assert_ok("the deploy recipe", &out);
+    assert!(stdout(&out).contains("no longer needs"), "{}", stdout(&out));
+    let info = stdout(&fx.qemu_img(&["info", "disk.qcow2"]));
+    assert!(!info.contains("backing file"), "{info}");
+    fx.assert_clean("disk.qcow2");
+    drop(nginx);
+    fx.assert_same("disk.qcow2", "www/base.qcow2");
+}

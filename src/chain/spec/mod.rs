@@ -681,6 +681,48 @@ mod tests {
     }
 
     #[test]
+    fn urls_and_http_nodes_are_named_as_qemu_names_them() {
+        let s = ImageSpec::parse("https://store/base.qcow2").unwrap();
+        assert_eq!(s.filename("qcow2"), "https://store/base.qcow2");
+        assert_eq!(s.base_file(), None);
+        match s.file() {
+            FileNode::Http(n) => assert!(n.is_plain() && n.driver() == "https"),
+            other => panic!("{other:?}"),
+        }
+        // Options QEMU counts as changing the node make a json: name;
+        // tuning ones (timeout, readahead) do not, but are kept.
+        let s = ImageSpec::parse(
+            r#"json:{"file.driver":"https","file.url":"https://h/d.raw","file.sslverify":"off","file.timeout":10}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.filename("raw"),
+            r#"json:{"driver": "raw", "file": {"url": "https://h/d.raw", "driver": "https", "sslverify": "off"}}"#
+        );
+        let s = ImageSpec::parse(
+            r#"json:{"file.driver":"http","file.url":"http://h/d","file.timeout":10,"file.readahead":"64k","file.retries":2}"#,
+        )
+        .unwrap();
+        assert_eq!(s.filename("raw"), "http://h/d");
+        let FileNode::Http(n) = s.file() else {
+            panic!("not an http node")
+        };
+        assert!(!n.is_plain());
+        let o = n.http_options(&StorageOptions::default());
+        assert_eq!(o.timeout, std::time::Duration::from_secs(10));
+        assert_eq!((o.readahead, o.retries), (64 << 10, 2));
+        let msg = |n: &str| ImageSpec::parse(n).unwrap_err().message().to_string();
+        assert_eq!(
+            msg(r#"json:{"file.driver":"https"}"#),
+            "Parameter 'url' is missing"
+        );
+        assert!(
+            msg(r#"json:{"file.driver":"http","file.url":"http://h/x","file.sslverify":3}"#)
+                .contains("'sslverify'")
+        );
+    }
+
+    #[test]
     fn bad_specs_get_qemus_sentences() {
         let msg = |n: &str| ImageSpec::parse(n).unwrap_err().message().to_string();
         assert_eq!(

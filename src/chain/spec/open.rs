@@ -56,10 +56,10 @@ fn node_storage(
         FileNode::Http(_) if writable => {
             Err(crate::io::http::read_only(Path::new(&node.display())))
         }
-        FileNode::Http(n) => Ok(Box::new(HttpStorage::open(
-            &n.url,
-            &n.http_options(options),
-        )?)),
+        FileNode::Http(n) => Ok(Box::new(
+            HttpStorage::open(&n.url, &n.http_options(options))?
+                .named(PathBuf::from(node.display())),
+        )),
         FileNode::Window { window, file } => Ok(Box::new(WindowStorage::new(
             node_storage(file, writable, options)?,
             window.offset,

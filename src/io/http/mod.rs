@@ -116,8 +116,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// An image over HTTP(S), read-only.
 pub struct HttpStorage {
-    /// The URL as given (messages, `info`).
+    /// The URL as given (messages).
     name: PathBuf,
+    /// The name of the node (`info`, `map`): the URL, or the `json:`
+    /// name of a node with options.
+    node_name: PathBuf,
     /// The URL requests go to: the redirect's target, credentials removed.
     url: String,
     agent: ureq::Agent,
@@ -200,6 +203,7 @@ impl HttpStorage {
             .build();
         let mut storage = HttpStorage {
             name: PathBuf::from(url),
+            node_name: PathBuf::from(url),
             url: parsed.to_string(),
             agent,
             headers,
@@ -236,6 +240,12 @@ impl HttpStorage {
             }
         }
         Err(storage.error(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    /// The same storage known by `name` (a node's `json:` name).
+    pub fn named(mut self, name: PathBuf) -> HttpStorage {
+        self.node_name = name;
+        self
     }
 
     /// The URL requests go to (the redirect's target when there was one).
@@ -421,7 +431,7 @@ impl HttpStorage {
 
 impl Storage for HttpStorage {
     fn path(&self) -> &Path {
-        &self.name
+        &self.node_name
     }
 
     fn protocol(&self) -> &'static str {
