@@ -474,7 +474,7 @@ fn overlay_on_a_url_streams_until_independent() {
     assert_ok("map of the overlay", &fx.qimg(&["map", "vm.qcow2"]));
     let out = fx.qimg(&["stream", "--offset", "0", "--length", "8M", "vm.qcow2"]);
     assert_ok("stream a slice", &out);
-    let out = fx.qimg(&["stream", "vm.qcow2"]);
+    let out = fx.qimg(&["stream", "--when-idle=20", "--time-limit", "1m", "vm.qcow2"]);
     assert_ok("stream the rest", &out);
     let info = fx.qemu_img(&["info", "--output=json", "vm.qcow2"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&info)).unwrap();
@@ -559,7 +559,8 @@ fn retries_carry_a_convert_over_a_server_restart() {
 fn a_server_gone_for_good_is_one_error_in_bounded_time_and_the_stream_resumes() {
     let fx = Fixture::new();
     let mut nginx = Nginx::start(&fx);
-    make_big_raw(&fx, "big.raw", 32);
+    make_big_raw(&fx, "big.raw", 64);
+    // 64 MiB from /slow/ (2 MiB/s per request, 8 at once): about 4 s.
     fx.sh("qemu-img convert -f raw -O qcow2 www/big.raw www/big.qcow2 && chmod 644 www/big.qcow2");
     let url = nginx.url("slow/big.qcow2");
     assert_ok(

@@ -61,7 +61,13 @@ fn failure<T>(e: ureq::Error) -> Attempt<T> {
             };
             let mut source = std::error::Error::source(&t);
             while let Some(s) = source {
-                text = format!("{text}: {s}");
+                let words = s.to_string();
+                // People read "Connection refused", not "(os error 111)".
+                let words = match words.rfind(" (os error ") {
+                    Some(i) if words.ends_with(')') => words[..i].to_string(),
+                    _ => words,
+                };
+                text = format!("{text}: {words}");
                 source = s.source();
             }
             let certificate = text.contains("certificate") || text.contains("Certificate");
