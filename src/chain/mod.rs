@@ -6,7 +6,7 @@ pub mod spec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::probe::{open_as, probe_storage, Probed};
 use crate::format::{Format, FormatKind, GuestRead, OpenHow, Status};
-use crate::io::{nbd::is_nbd_uri, HostExtent, StorageOptions};
+use crate::io::{http::is_http_url, nbd::is_nbd_uri, HostExtent, StorageOptions};
 use crate::paths::is_absolute_spec;
 pub use spec::{open_image, open_image_with, open_image_writable, open_image_writable_with};
 use spec::{BackingChoice, ImageSpec};
@@ -178,7 +178,10 @@ impl Chain {
     pub fn depth_of_file(&self, path: &Path, format: Option<FormatKind>) -> Option<usize> {
         let plain = |p: &Path| {
             let s = p.to_string_lossy();
-            !s.starts_with("json:") && !s.starts_with("file:") && !is_nbd_uri(&s)
+            !s.starts_with("json:")
+                && !s.starts_with("file:")
+                && !is_nbd_uri(&s)
+                && !is_http_url(&s)
         };
         if !plain(path) {
             return None;
@@ -280,6 +283,7 @@ impl Chain {
             if is_absolute_spec(&name)
                 && !name.starts_with('/')
                 && !is_nbd_uri(&name)
+                && !is_http_url(&name)
                 && !name.starts_with("file:")
                 && !name.starts_with("json:")
             {

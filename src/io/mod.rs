@@ -4,6 +4,7 @@ mod buffer;
 mod direct;
 mod fault;
 mod file;
+pub mod http;
 pub mod lock;
 pub mod lock_holder;
 mod mem;
@@ -71,6 +72,15 @@ pub struct StorageOptions {
 pub type OpenOptions = StorageOptions;
 
 impl StorageOptions {
+    /// The options of an image over HTTP(S) opened with these (before the
+    /// node's own options).
+    pub(crate) fn http(&self) -> http::HttpOptions {
+        http::HttpOptions {
+            cancel: self.cancel,
+            ..http::HttpOptions::default()
+        }
+    }
+
     /// The options of an NBD export opened with these.
     pub(crate) fn nbd(&self) -> nbd::NbdOptions {
         nbd::NbdOptions {
@@ -91,6 +101,9 @@ pub fn open_writable_storage_with(
     path: &Path,
     options: &StorageOptions,
 ) -> Result<Box<dyn Storage>> {
+    if http_url(path).is_some() {
+        return Err(http::read_only(path));
+    }
     if let Some(uri) = nbd_uri(path) {
         return Ok(Box::new(nbd::NbdStorage::open_with(
             uri,
@@ -118,13 +131,16 @@ pub fn create_storage_with(path: &Path, options: &StorageOptions) -> Result<Box<
     }
 }
 
-/// Opens the file (or NBD export) at `path` for reading.
+/// Opens the file (or NBD export, or image over HTTP(S)) at `path` for reading.
 pub fn open_read_storage(path: &Path) -> Result<Box<dyn Storage>> {
     open_read_storage_with(path, &StorageOptions::default())
 }
 
 /// As [`open_read_storage`], with `options`.
 pub fn open_read_storage_with(path: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
+    if let Some(url) = http_url(path) {
+        return Ok(Box::new(http::HttpStorage::open(url, &options.http())?));
+    }
     match nbd_uri(path) {
         Some(uri) => Ok(Box::new(nbd::NbdStorage::open_with(
             uri,
@@ -138,6 +154,11 @@ pub fn open_read_storage_with(path: &Path, options: &StorageOptions) -> Result<B
 /// The NBD URI `path` spells, if it is one.
 pub fn nbd_uri(path: &Path) -> Option<&str> {
     path.to_str().filter(|s| nbd::is_nbd_uri(s))
+}
+
+/// The `http://` or `https://` URL `path` spells, if it is one.
+pub fn http_url(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| http::is_http_url(s))
 }
 
 /// Where byte `offset` of `storage` lives in the storage at the bottom of

@@ -167,6 +167,11 @@ pub fn plan(req: &CreateRequest) -> Result<CreatePlan> {
              (write into an existing export with convert -n)",
         )));
     }
+    if crate::io::http_url(&req.file).is_some() {
+        return Err(at_file(Error::unsupported(
+            "images over HTTP(S) are read-only: they cannot be created",
+        )));
+    }
     let mut o = parse_options(format, &req.options).map_err(at_file)?;
     if req.backing.is_some() && !format.caps.backing {
         return Err(at_file(Error::argument(format!(

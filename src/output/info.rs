@@ -54,7 +54,11 @@ pub fn info_json(info: &ImageInfo) -> Value {
     if let Some(b) = &info.backing_filename {
         m.insert("backing-filename".into(), json!(b));
     }
-    if is_local(file.protocol) {
+    // QEMU shows the flag over a local file, and over HTTP(S) for the
+    // formats that say it themselves (raw asks the protocol, and curl
+    // has no answer).
+    let http = matches!(file.protocol, "http" | "https");
+    if is_local(file.protocol) || (http && info.format != FormatKind::fallback().name()) {
         m.insert("dirty-flag".into(), json!(not_cleanly_closed(info)));
     }
     Value::Object(m)

@@ -4,6 +4,7 @@
 //! QEMU accepts, wherever a file name goes:
 //! - a plain path, or the same with the `file:` protocol prefix;
 //! - an NBD URI (`nbd://HOST[:PORT]/EXPORT`, `nbd+unix:///EXPORT?socket=PATH`);
+//! - an `http://` or `https://` URL (read-only);
 //! - `json:{...}`: a tree of block-node options, nested or with dotted
 //!   keys (`{"file.filename": "x"}`);
 //! - with `--image-opts`, the same tree as an option string
@@ -25,7 +26,9 @@ pub use object::Object;
 
 use crate::error::{Error, Result};
 use crate::format::FormatKind;
+use crate::io::http::{is_http_url, HttpOptions};
 use crate::io::nbd::{is_nbd_uri, NbdAddress, NbdUri};
+use crate::io::StorageOptions;
 use crate::paths::resolve_relative_to;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -118,6 +121,96 @@ impl NbdNode {
     }
 }
 
+/// An image over HTTP(S), named by its URL or by an `http`/`https` node
+/// with QEMU's curl options (and qimg's own).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpNode {
+    /// The URL.
+    pub url: String,
+    /// The options given beside the URL that QEMU counts as changing
+    /// what is read (`sslverify`, `cookie`, `username`): they make the
+    /// node's name a `json:` name.
+    pub given: Vec<(String, Value)>,
+    /// `sslverify` (default on).
+    pub verify: Option<bool>,
+    /// `cookie`: the `Cookie` header.
+    pub cookie: Option<String>,
+    /// `timeout` in seconds.
+    pub timeout: Option<u64>,
+    /// `readahead` in bytes.
+    pub readahead: Option<u64>,
+    /// `username`.
+    pub username: Option<String>,
+    /// `connections` (qimg's): requests in flight at once.
+    pub connections: Option<usize>,
+    /// `retries` (qimg's): tries of a range after its first failure.
+    pub retries: Option<u32>,
+    /// `ca-file` (qimg's): PEM CA certificates trusted beside the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HttpNode {
+    /// Whether the node has no option beside its URL (opening it is
+    /// opening the URL).
+    pub fn is_plain(&self) -> bool {
+        *self
+            == HttpNode {
+                url: self.url.clone(),
+                ..HttpNode::default()
+            }
+    }
+
+    /// The options its storage is opened with: the node's over `base`'s.
+    pub fn http_options(&self, base: &StorageOptions) -> HttpOptions {
+        let mut o = base.http();
+        if let Some(v) = self.verify {
+            o.verify = v;
+        }
+        if let Some(c) = &self.cookie {
+            o.cookie = Some(c.clone());
+        }
+        if let Some(t) = self.timeout {
+            o.timeout = std::time::Duration::from_secs(t.max(1));
+        }
+        if let Some(r) = self.readahead {
+            o.readahead = r;
+        }
+        if let Some(u) = &self.username {
+            o.credentials = Some((u.clone(), String::new()));
+        }
+        if let Some(n) = self.connections {
+            o.connections = n.max(1);
+        }
+        if let Some(r) = self.retries {
+            o.retries = r;
+        }
+        if let Some(f) = &self.ca_file {
+            o.ca_file = Some(f.clone());
+        }
+        o
+    }
+
+    /// The driver QEMU names for it: `http` or `https`, by the scheme.
+    pub fn driver(&self) -> &'static str {
+        if self
+            .url
+            .get(..6)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https:"))
+        {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    fn options(&self) -> Vec<(String, Value)> {
+        let mut o = self.given.clone();
+        o.push(("driver".to_string(), json!(self.driver())));
+        o.push(("url".to_string(), json!(self.url)));
+        o
+    }
+}
+
 /// A node below the format node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileNode {
@@ -130,6 +223,8 @@ pub enum FileNode {
     },
     /// An NBD export.
     Nbd(NbdNode),
+    /// An image over HTTP(S).
+    Http(HttpNode),
     /// A raw node showing a window of the node below it.
     Window {
         /// The window.
@@ -154,6 +249,8 @@ impl FileNode {
         match self {
             FileNode::File { filename, .. } => filename.display().to_string(),
             FileNode::Nbd(n) => n.display(),
+            FileNode::Http(n) if n.given.is_empty() => n.url.clone(),
+            FileNode::Http(_) => format!("json:{}", name::qdict_json(&self.options())),
             FileNode::Window {
                 window:
                     Window {
@@ -183,6 +280,7 @@ impl FileNode {
                 ),
             ],
             FileNode::Nbd(n) => n.options(),
+            FileNode::Http(n) => n.options(),
             FileNode::Window { window, file } => {
                 // A window is a node of the fallback (raw) driver.
                 let mut o = vec![("driver".to_string(), json!(FormatKind::fallback().name()))];
@@ -262,7 +360,12 @@ impl ImageSpec {
                 .and_then(|t| node::image(&t))
                 .map_err(at(name));
         }
-        let file = if is_nbd_uri(name) {
+        let file = if is_http_url(name) {
+            FileNode::Http(HttpNode {
+                url: name.to_string(),
+                ..HttpNode::default()
+            })
+        } else if is_nbd_uri(name) {
             let uri = NbdUri::parse(name).map_err(at(name))?;
             FileNode::Nbd(NbdNode {
                 address: uri.address,
@@ -365,6 +468,7 @@ impl ImageSpec {
     pub fn protocol_top(&self) -> Option<&'static str> {
         match self {
             ImageSpec::Protocol(FileNode::Nbd(_)) => Some("nbd"),
+            ImageSpec::Protocol(FileNode::Http(n)) => Some(n.driver()),
             ImageSpec::Protocol(FileNode::File {
                 host_device: true, ..
             }) => Some("host_device"),
@@ -415,6 +519,9 @@ impl ImageSpec {
             ImageSpec::Protocol(p) => p.display(),
             ImageSpec::Format(f) if f.window.is_none() && f.strong.is_empty() => match &f.file {
                 FileNode::Window { .. } => {
+                    format!("json:{}", name::qdict_json(&self.options(Some(format))))
+                }
+                FileNode::Http(n) if !n.given.is_empty() => {
                     format!("json:{}", name::qdict_json(&self.options(Some(format))))
                 }
                 plain => plain.display(),
@@ -571,6 +678,48 @@ mod tests {
         .unwrap();
         assert_eq!(s.protocol_top(), Some("nbd"));
         assert_eq!(s.filename("raw"), "nbd+unix:///e?socket=/run/s");
+    }
+
+    #[test]
+    fn urls_and_http_nodes_are_named_as_qemu_names_them() {
+        let s = ImageSpec::parse("https://store/base.qcow2").unwrap();
+        assert_eq!(s.filename("qcow2"), "https://store/base.qcow2");
+        assert_eq!(s.base_file(), None);
+        match s.file() {
+            FileNode::Http(n) => assert!(n.is_plain() && n.driver() == "https"),
+            other => panic!("{other:?}"),
+        }
+        // Options QEMU counts as changing the node make a json: name;
+        // tuning ones (timeout, readahead) do not, but are kept.
+        let s = ImageSpec::parse(
+            r#"json:{"file.driver":"https","file.url":"https://h/d.raw","file.sslverify":"off","file.timeout":10}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.filename("raw"),
+            r#"json:{"driver": "raw", "file": {"url": "https://h/d.raw", "driver": "https", "sslverify": "off"}}"#
+        );
+        let s = ImageSpec::parse(
+            r#"json:{"file.driver":"http","file.url":"http://h/d","file.timeout":10,"file.readahead":"64k","file.retries":2}"#,
+        )
+        .unwrap();
+        assert_eq!(s.filename("raw"), "http://h/d");
+        let FileNode::Http(n) = s.file() else {
+            panic!("not an http node")
+        };
+        assert!(!n.is_plain());
+        let o = n.http_options(&StorageOptions::default());
+        assert_eq!(o.timeout, std::time::Duration::from_secs(10));
+        assert_eq!((o.readahead, o.retries), (64 << 10, 2));
+        let msg = |n: &str| ImageSpec::parse(n).unwrap_err().message().to_string();
+        assert_eq!(
+            msg(r#"json:{"file.driver":"https"}"#),
+            "Parameter 'url' is missing"
+        );
+        assert!(
+            msg(r#"json:{"file.driver":"http","file.url":"http://h/x","file.sslverify":3}"#)
+                .contains("'sslverify'")
+        );
     }
 
     #[test]

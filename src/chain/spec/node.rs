@@ -3,7 +3,7 @@
 //! file name, an option the driver does not take).
 
 use super::tree::Tree;
-use super::{BackingChoice, FileNode, FormatNode, ImageSpec, NbdNode, Window};
+use super::{BackingChoice, FileNode, FormatNode, HttpNode, ImageSpec, NbdNode, Window};
 use crate::error::{Error, Result};
 use crate::format::{registry, FormatKind};
 use crate::io::nbd::NbdAddress;
@@ -35,8 +35,6 @@ const FILE_TUNING: &[&str] = &[
 /// Protocol and filter drivers QEMU has and qimg does not open.
 const FOREIGN_DRIVERS: &[&str] = &[
     "host_cdrom",
-    "http",
-    "https",
     "ftp",
     "ftps",
     "ssh",
@@ -158,13 +156,13 @@ fn format_kind(name: &str) -> Result<Option<FormatKind>> {
         return Ok(Some(kind));
     }
     match name {
-        "file" | "host_device" | "nbd" => Ok(None),
+        "file" | "host_device" | "nbd" | "http" | "https" => Ok(None),
         f if registry::is_foreign(f) => Err(Error::unsupported(format!(
             "format '{f}' is not supported (qimg reads {})",
             registry::names_sentence()
         ))),
         d if FOREIGN_DRIVERS.contains(&d) => Err(Error::unsupported(format!(
-            "the '{d}' block driver is not supported (qimg opens files and NBD exports)"
+            "the '{d}' block driver is not supported (qimg opens files, NBD exports and HTTP(S) URLs)"
         ))),
         other => Err(Error::argument(format!("Unknown driver '{other}'"))),
     }
@@ -313,6 +311,7 @@ fn file_node(tree: &Tree) -> Result<FileNode> {
 fn protocol_node(tree: &Tree, driver: &str) -> Result<FileNode> {
     match driver {
         "nbd" => nbd_node(tree).map(FileNode::Nbd),
+        "http" | "https" => http_node(tree, driver).map(FileNode::Http),
         _ => {
             only(
                 tree,
@@ -435,5 +434,108 @@ fn nbd_node(tree: &Tree) -> Result<NbdNode> {
         export,
         uri: None,
         legacy,
+    })
+}
+
+/// An `http`/`https` node: `url` and QEMU's curl options, with qimg's
+/// `connections`, `retries` and `ca-file`.
+fn http_node(tree: &Tree, driver: &str) -> Result<HttpNode> {
+    only(
+        tree,
+        &[
+            "url",
+            "sslverify",
+            "cookie",
+            "cookie-secret",
+            "timeout",
+            "readahead",
+            "username",
+            "password-secret",
+            "proxy-username",
+            "proxy-password-secret",
+            "connections",
+            "retries",
+            "ca-file",
+        ],
+        "protocol",
+        driver,
+    )?;
+    for (key, what) in [
+        (
+            "password-secret",
+            "put the credentials in the URL (https://USER:PASSWORD@HOST/...)",
+        ),
+        ("cookie-secret", "give the cookie with 'cookie'"),
+        ("proxy-username", "qimg connects to the server directly"),
+        (
+            "proxy-password-secret",
+            "qimg connects to the server directly",
+        ),
+    ] {
+        if tree.contains_key(key) {
+            return Err(Error::unsupported(format!(
+                "the '{driver}' option '{key}' is not supported: {what}"
+            )));
+        }
+    }
+    let url = string(tree, "url")?.ok_or_else(|| Error::argument("Parameter 'url' is missing"))?;
+    let scheme_ok = url
+        .split_once("://")
+        .is_some_and(|(s, _)| s.eq_ignore_ascii_case(driver));
+    if !scheme_ok {
+        return Err(Error::argument(format!(
+            "the '{driver}' driver takes {driver}:// URLs, not '{url}'"
+        )));
+    }
+    let flag = |key: &str| -> Result<Option<bool>> {
+        match get(tree, key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(Value::String(s)) if s == "on" || s == "true" => Ok(Some(true)),
+            Some(Value::String(s)) if s == "off" || s == "false" => Ok(Some(false)),
+            Some(_) => Err(Error::argument(format!(
+                "Parameter '{key}' expects 'on' or 'off'"
+            ))),
+        }
+    };
+    let number = |key: &str| -> Result<Option<u64>> {
+        match get(tree, key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| Error::argument(format!("Parameter '{key}' expects a number"))),
+            Some(Value::String(s)) => s
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| Error::argument(format!("Parameter '{key}' expects a number"))),
+            Some(_) => Err(Error::argument(format!(
+                "Parameter '{key}' expects a number"
+            ))),
+        }
+    };
+    let readahead = match get(tree, "readahead") {
+        None => None,
+        Some(Value::String(s)) => Some(
+            parse_size(s).map_err(|_| Error::argument("Parameter 'readahead' expects a size"))?,
+        ),
+        Some(_) => number("readahead")?,
+    };
+    let given = tree
+        .iter()
+        .filter(|(k, _)| ["sslverify", "cookie", "username"].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(HttpNode {
+        url,
+        given,
+        verify: flag("sslverify")?,
+        cookie: string(tree, "cookie")?,
+        timeout: number("timeout")?,
+        readahead,
+        username: string(tree, "username")?,
+        connections: number("connections")?.map(|n| n.clamp(1, 64) as usize),
+        retries: number("retries")?.map(|n| n.min(100) as u32),
+        ca_file: string(tree, "ca-file")?.map(PathBuf::from),
     })
 }

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::probe::{open_as, open_storage as open_format_over};
 use crate::format::OpenHow;
 use crate::format::{self, Format, FormatKind};
+use crate::io::http::HttpStorage;
 use crate::io::nbd::NbdStorage;
 use crate::io::{open_read_storage_with, open_writable_storage_with, StorageOptions};
 use crate::io::{Storage, WindowStorage};
@@ -52,6 +53,13 @@ fn node_storage(
             writable,
             &options.nbd(),
         )?)),
+        FileNode::Http(_) if writable => {
+            Err(crate::io::http::read_only(Path::new(&node.display())))
+        }
+        FileNode::Http(n) => Ok(Box::new(
+            HttpStorage::open(&n.url, &n.http_options(options))?
+                .named(PathBuf::from(node.display())),
+        )),
         FileNode::Window { window, file } => Ok(Box::new(WindowStorage::new(
             node_storage(file, writable, options)?,
             window.offset,
@@ -105,6 +113,7 @@ fn format_path(spec: &ImageSpec) -> PathBuf {
     match spec.file().protocol() {
         FileNode::File { filename, .. } => filename.clone(),
         FileNode::Nbd(n) => PathBuf::from(n.open_uri()),
+        FileNode::Http(n) => PathBuf::from(&n.url),
         FileNode::Window { .. } => unreachable!("protocol() is never a window"),
     }
 }
@@ -121,7 +130,8 @@ fn kind(spec: &ImageSpec, format: Option<FormatKind>) -> Option<FormatKind> {
 /// Whether the spec is opened by its file name alone (no window anywhere).
 fn by_name(spec: &ImageSpec) -> bool {
     let top_window = matches!(spec, ImageSpec::Format(f) if f.window.is_some());
-    !top_window && !matches!(spec.file(), FileNode::Window { .. })
+    let http_options = matches!(spec.file().protocol(), FileNode::Http(n) if !n.is_plain());
+    !top_window && !http_options && !matches!(spec.file(), FileNode::Window { .. })
 }
 
 /// The spec `name` stands for and the name the format layer knows it by,
