@@ -194,7 +194,7 @@ pub fn convert(req: &ConvertRequest, control: &Control) -> Result<Outcome> {
         threads: req.threads,
         target_is_zero: req.target_is_zero || (!req.no_create && req.backing.is_none()),
         chunk_size: (2u64 << 20).max(image.granularity()),
-        compress_cluster: if req.compress {
+        compress_cluster: if req.compress || image.writes_compressed() {
             image.describe().cluster_size
         } else {
             None
