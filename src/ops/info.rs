@@ -63,7 +63,8 @@ pub struct ImageInfo {
     /// node itself (`json:{"driver":"file",...}`), as QEMU shows it.
     pub file: Option<FileInfo>,
     /// The other files that hold the image's data (a VMDK's extent
-    /// files), shown as child nodes `extents.0`, ... before `file`.
+    /// files), shown as child nodes `extents.N` (last first, as QEMU
+    /// lists them) before `file`.
     pub extents: Vec<FileInfo>,
 }
 

@@ -24,6 +24,7 @@ pub fn info_json(info: &ImageInfo) -> Value {
         .extents
         .iter()
         .enumerate()
+        .rev()
         .map(|(i, e)| json!({"name": format!("extents.{i}"), "info": node_json(e)}))
         .collect();
     children.push(json!({"name": "file", "info": node_json(file)}));
@@ -248,7 +249,7 @@ fn human_one(info: &ImageInfo) -> String {
         out += "Format specific information:\n";
         dump_value(&mut out, &specific_json(specific), 1);
     }
-    for (i, e) in info.extents.iter().enumerate() {
+    for (i, e) in info.extents.iter().enumerate().rev() {
         human_node(&mut out, e, &format!("/extents.{i}"), 1);
     }
     if let Some(file) = &info.file {

@@ -220,13 +220,18 @@ impl NewImage for NewVmdk {
         let storage = create_storage_with(file, options)?;
         match sub {
             Subformat::MonolithicSparse | Subformat::StreamOptimized => {
-                NewSparse {
+                let new = NewSparse {
                     capacity: sectors,
                     zeroed_grain: self.zeroed_grain,
                     stream: sub == Subformat::StreamOptimized,
-                }
-                .write(storage.as_ref(), &text)?;
-                return Ok(storage);
+                };
+                return Ok(match new.write(storage.as_ref(), &text)? {
+                    Some(tail) => {
+                        let at = new.header().overhead * SECTOR;
+                        Box::new(super::pending::PendingTail::new(storage, at, tail))
+                    }
+                    None => storage,
+                });
             }
             _ => {}
         }

@@ -13,6 +13,7 @@ mod create;
 pub mod descriptor;
 mod driver;
 pub mod header;
+mod pending;
 pub mod spans;
 pub mod sparse;
 

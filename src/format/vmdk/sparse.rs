@@ -58,6 +58,8 @@ struct Meta {
     /// A stream being written: the guest grain index the next one must
     /// exceed.
     stream_last: Option<u64>,
+    /// The stream's tail is written after its last grain.
+    tail_written: bool,
 }
 
 /// An open sparse extent.
@@ -139,6 +141,7 @@ impl SparseExtent {
                 tables: HashMap::new(),
                 next_free,
                 stream_last,
+                tail_written: false,
             }),
             writable,
         })
@@ -403,6 +406,7 @@ impl SparseExtent {
         self.storage.write_at(&out, host)?;
         meta.next_free = host + total;
         meta.stream_last = Some(g);
+        meta.tail_written = false;
         self.set_entry(&mut meta, g, sector as u32)
     }
 
@@ -424,7 +428,12 @@ impl SparseExtent {
         }
         let mut meta = self.lock();
         if meta.stream_last.is_some() {
-            return self.write_stream_tail(&mut meta);
+            if meta.tail_written {
+                return self.storage.flush();
+            }
+            self.write_stream_tail(&mut meta)?;
+            meta.tail_written = true;
+            return Ok(());
         }
         if !meta.tables.values().any(|t| t.dirty) {
             return self.storage.flush();
@@ -582,8 +591,10 @@ impl NewSparse {
 
     /// Writes the new extent into the empty `storage`, with `descriptor`
     /// (embedded; empty for an extent of a descriptor file). The header
-    /// that makes it an extent is written last.
-    pub fn write(&self, storage: &dyn Storage, descriptor: &str) -> Result<()> {
+    /// that makes it an extent is written last. A stream is written front
+    /// to back (header and descriptor in one write); its empty tail is
+    /// returned to be written after them, unless grains come first.
+    pub fn write(&self, storage: &dyn Storage, descriptor: &str) -> Result<Option<Vec<u8>>> {
         let h = self.header();
         let area = (NEW_DESC_SECTORS * SECTOR) as usize;
         if descriptor.len() > area {
@@ -591,13 +602,13 @@ impl NewSparse {
                 "the VMDK descriptor does not fit its 10 KiB area",
             ));
         }
-        let mut desc = descriptor.as_bytes().to_vec();
-        desc.resize(area, 0);
-        storage.set_len(h.overhead * SECTOR)?;
-        storage.write_at(&desc, SECTOR)?;
+        let gt_count = h.gd_entries();
+        let gd_sectors = (gt_count * 4).div_ceil(SECTOR);
         if self.stream {
-            let gt_count = h.gd_entries();
-            let gd_sectors = (gt_count * 4).div_ceil(SECTOR);
+            let mut head = vec![0u8; (h.overhead * SECTOR) as usize];
+            head[..512].copy_from_slice(&h.encode());
+            head[512..512 + descriptor.len()].copy_from_slice(descriptor.as_bytes());
+            storage.write_at(&head, 0)?;
             let mut tail = Vec::new();
             tail.extend_from_slice(&metadata_marker(gd_sectors, MARKER_GD));
             tail.resize(tail.len() + (gd_sectors * SECTOR) as usize, 0);
@@ -608,20 +619,22 @@ impl NewSparse {
             };
             tail.extend_from_slice(&footer.encode());
             tail.extend_from_slice(&metadata_marker(0, MARKER_EOS));
-            storage.write_at(&tail, h.overhead * SECTOR)?;
-        } else {
-            let gt_count = h.gd_entries();
-            let gd_sectors = (gt_count * 4).div_ceil(SECTOR);
-            for (dir, tables) in [
-                (h.rgd_offset, h.rgd_offset + gd_sectors),
-                (h.gd_offset, h.gd_offset + gd_sectors),
-            ] {
-                let gd: Vec<u32> = (0..gt_count).map(|i| (tables + i * 4) as u32).collect();
-                storage.write_at(&u32s_bytes(&gd), dir * SECTOR)?;
-            }
+            return Ok(Some(tail));
+        }
+        let mut desc = descriptor.as_bytes().to_vec();
+        desc.resize(area, 0);
+        storage.set_len(h.overhead * SECTOR)?;
+        storage.write_at(&desc, SECTOR)?;
+        for (dir, tables) in [
+            (h.rgd_offset, h.rgd_offset + gd_sectors),
+            (h.gd_offset, h.gd_offset + gd_sectors),
+        ] {
+            let gd: Vec<u32> = (0..gt_count).map(|i| (tables + i * 4) as u32).collect();
+            storage.write_at(&u32s_bytes(&gd), dir * SECTOR)?;
         }
         storage.flush()?;
         storage.write_at(&h.encode(), 0)?;
-        storage.flush()
+        storage.flush()?;
+        Ok(None)
     }
 }
