@@ -30,8 +30,9 @@ pub const MARKER_GT: u32 = 1;
 pub const MARKER_GD: u32 = 2;
 /// Marker type: the footer follows.
 pub const MARKER_FOOTER: u32 = 3;
-/// The largest grain qimg accepts, in sectors (as QEMU: 1 GiB).
-pub const MAX_GRAIN_SECTORS: u64 = 0x20_0000;
+/// The largest grain qimg accepts, in sectors: 16 MiB (QEMU takes up to
+/// 1 GiB; real images use 64 KiB), so a grain buffer stays small.
+pub const MAX_GRAIN_SECTORS: u64 = 0x8000;
 /// The most grain table entries per table (as QEMU).
 pub const MAX_GTES: u32 = 512;
 

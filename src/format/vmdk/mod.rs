@@ -191,8 +191,12 @@ impl Vmdk {
                     )
                 }
                 ExtentKind::Sparse => {
-                    let ext = SparseExtent::open(storage.clone(), writable)
-                        .map_err(|e| e.with_path(&ext_path))?;
+                    let ext = SparseExtent::open(storage.clone(), writable).map_err(|e| {
+                        Error::new(
+                            e.kind(),
+                            format!("Could not open '{}': {}", ext_path.display(), e.message()),
+                        )
+                    })?;
                     (Layout::Sparse(Box::new(ext)), false)
                 }
                 ExtentKind::Zero => unreachable!("skipped above"),
