@@ -91,13 +91,16 @@ impl SparseExtent {
     /// Opens the sparse extent held by `storage`.
     pub fn open(storage: Arc<dyn Storage>, writable: bool) -> Result<Self> {
         let file_len = storage.len()?;
+        let mut raw = [0u8; 512];
+        storage.read_at(&mut raw, 0)?;
+        if !SparseHeader::has_magic(&raw) {
+            return Err(Error::invalid("not a VMDK sparse extent (no KDMV magic)"));
+        }
         if file_len < SECTOR {
             return Err(Error::corrupt(format!(
                 "File truncated, expecting at least {SECTOR} bytes"
             )));
         }
-        let mut raw = [0u8; 512];
-        storage.read_at(&mut raw, 0)?;
         let first = SparseHeader::parse(&raw)?;
         let mut header = first;
         if first.gd_offset == GD_AT_END {
