@@ -502,6 +502,18 @@ fn extents_outside_the_descriptor_s_directory_are_refused() {
         assert!(!fx.path("x.raw").exists());
         // qemu-img opens them: the reason qimg refuses.
         ok(&fx, "qemu-img", &["info", f]);
+        // The user may allow it, and then qimg reads what qemu-img reads.
+        let allowed = std::process::Command::new(assert_cmd::cargo::cargo_bin("qimg"))
+            .args(["info", "--output=json", f])
+            .env("QIMG_ALLOW_OUTSIDE_EXTENTS", "1")
+            .current_dir(fx.dir())
+            .output()
+            .unwrap();
+        assert!(allowed.status.success(), "{}", stderr(&allowed));
+        assert_eq!(
+            stdout(&allowed),
+            ok(&fx, "qemu-img", &["info", "--output=json", f])
+        );
     }
     // Beside the descriptor is fine, wherever qimg runs from.
     assert_eq!(

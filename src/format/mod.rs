@@ -16,8 +16,8 @@ pub mod vpc;
 
 pub use driver::{Caps, FormatDriver, OpenHow};
 pub use probe::{
-    open_as, open_image, open_image_with, open_image_writable, open_image_writable_with,
-    open_storage, open_storage_for_repair, FormatKind,
+    open_as, open_as_with, open_image, open_image_with, open_image_writable,
+    open_image_writable_with, open_storage, open_storage_for_repair, FormatKind,
 };
 
 use crate::error::{Error, Result};

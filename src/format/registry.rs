@@ -188,8 +188,13 @@ mod tests {
                 }
                 Probe::Foreign(f) => panic!("{} probed as foreign {f}", d.name),
             }
-            let opened = (d.open)(Box::new(storage), &file, &crate::format::OpenHow::ReadOnly)
-                .expect("open");
+            let opened = (d.open)(
+                Box::new(storage),
+                &file,
+                &crate::format::OpenHow::ReadOnly,
+                &StorageOptions::default(),
+            )
+            .expect("open");
             assert_eq!(opened.driver().name, d.name);
             // VHD rounds a size up to a CHS geometry (1 MiB -> 1079296).
             assert!(opened.virtual_size() >= 1 << 20, "{}", d.name);

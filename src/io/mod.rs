@@ -67,6 +67,10 @@ pub struct StorageOptions {
     /// A crash test's fault injector: every file opened for writing lives
     /// in its [`FaultStorage`] instead. Only tests set it.
     pub faults: Option<Arc<FaultSession>>,
+    /// Files an image names (a VMDK descriptor's extents) may lie outside
+    /// the image's directory (an absolute path, or through `..`): the
+    /// user allows it. Off, such an image is refused.
+    pub outside_extents: bool,
 }
 
 /// Alias under the name the design uses.

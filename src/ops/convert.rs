@@ -125,11 +125,12 @@ pub(crate) fn open_created(
     format: FormatKind,
     options: &crate::io::StorageOptions,
 ) -> Result<Chain> {
-    let image = crate::format::open_as(
+    let image = crate::format::open_as_with(
         storage,
         file,
         Some(format),
         &crate::format::OpenHow::Writable,
+        options,
     )?;
     Chain::with_writable_top(name, std::sync::Arc::from(image), options)
 }

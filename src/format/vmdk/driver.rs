@@ -11,7 +11,7 @@ use crate::format::driver::{
     NodeOptions, OpenHow,
 };
 use crate::format::Format;
-use crate::io::Storage;
+use crate::io::{Storage, StorageOptions};
 use std::path::Path;
 
 /// VMDK, as QEMU's `vmdk` driver.
@@ -91,9 +91,14 @@ fn probe(head: &[u8]) -> Option<Confidence> {
         .then_some(Confidence::Magic)
 }
 
-fn open(storage: Box<dyn Storage>, path: &Path, how: &OpenHow<'_>) -> Result<Box<dyn Format>> {
+fn open(
+    storage: Box<dyn Storage>,
+    path: &Path,
+    how: &OpenHow<'_>,
+    options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
     let writable = matches!(how, OpenHow::Writable | OpenHow::Repair);
-    Ok(Box::new(Vmdk::open(storage, path, writable)?))
+    Ok(Box::new(Vmdk::open_with(storage, path, writable, options)?))
 }
 
 fn create(p: &CreateParams<'_>) -> Result<Box<dyn NewImage>> {

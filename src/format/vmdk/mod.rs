@@ -24,7 +24,7 @@ use super::{
     HostOffset, Status,
 };
 use crate::error::{Error, Result};
-use crate::io::{open_read_storage, FileStorage, Storage};
+use crate::io::{open_read_storage_with, open_writable_storage_with, Storage, StorageOptions};
 use descriptor::{Descriptor, ExtentKind, MAX_DESCRIPTOR};
 use header::{SparseHeader, SECTOR};
 use spans::{Span, Spans};
@@ -94,30 +94,36 @@ const SEPARATE_TYPES: &[&str] = &[
 ];
 
 /// Resolves extent file `name` of the descriptor at `descriptor`: inside
-/// its directory only.
-fn extent_path(descriptor: &Path, name: &str) -> Result<PathBuf> {
+/// its directory only, unless `allow_outside`.
+fn extent_path(descriptor: &Path, name: &str, allow_outside: bool) -> Result<PathBuf> {
     let p = Path::new(name);
-    let outside = p.is_absolute()
-        || p.components().any(|c| {
-            matches!(
-                c,
-                Component::ParentDir | Component::RootDir | Component::Prefix(_)
-            )
-        });
+    let outside = !allow_outside
+        && (p.is_absolute()
+            || p.components().any(|c| {
+                matches!(
+                    c,
+                    Component::ParentDir | Component::RootDir | Component::Prefix(_)
+                )
+            }));
     if outside {
         return Err(Error::unsupported(format!(
             "extent file '{name}' lies outside the directory of the descriptor; qimg refuses \
-             extents that are absolute paths or go through '..' (move the files beside the descriptor)"
+             extents that are absolute paths or go through '..' (move the files beside the \
+             descriptor, or set QIMG_ALLOW_OUTSIDE_EXTENTS=1 to open it anyway)"
         )));
     }
     Ok(crate::paths::resolve_relative_to(descriptor, name))
 }
 
-fn open_extent_file(path: &Path, writable: bool) -> Result<Arc<dyn Storage>> {
-    let opened: Result<Box<dyn Storage>> = if writable {
-        FileStorage::open_rw(path).map(|s| Box::new(s) as Box<dyn Storage>)
+fn open_extent_file(
+    path: &Path,
+    writable: bool,
+    options: &StorageOptions,
+) -> Result<Arc<dyn Storage>> {
+    let opened = if writable {
+        open_writable_storage_with(path, options)
     } else {
-        open_read_storage(path)
+        open_read_storage_with(path, options)
     };
     opened.map(Arc::from).map_err(|e| {
         Error::new(
@@ -131,6 +137,17 @@ impl Vmdk {
     /// Opens the VMDK held by `storage`, known as `path` (extent files are
     /// found beside it).
     pub fn open(storage: Box<dyn Storage>, path: &Path, writable: bool) -> Result<Self> {
+        Self::open_with(storage, path, writable, &StorageOptions::default())
+    }
+
+    /// As [`Vmdk::open`], extent files opened with `options` (which also
+    /// say whether they may lie outside the descriptor's directory).
+    pub fn open_with(
+        storage: Box<dyn Storage>,
+        path: &Path,
+        writable: bool,
+        options: &StorageOptions,
+    ) -> Result<Self> {
         let file: Arc<dyn Storage> = Arc::from(storage);
         let len = file.len()?;
         let mut head = vec![0u8; len.min(512) as usize];
@@ -174,8 +191,8 @@ impl Vmdk {
                         line.file
                     ))
                 })?;
-            let ext_path = extent_path(path, &line.file)?;
-            let storage = open_extent_file(&ext_path, writable)?;
+            let ext_path = extent_path(path, &line.file, options.outside_extents)?;
+            let storage = open_extent_file(&ext_path, writable, options)?;
             let filename = ext_path.display().to_string();
             let (layout, holes) = match line.kind {
                 ExtentKind::Flat | ExtentKind::Vmfs => {
