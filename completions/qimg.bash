@@ -215,19 +215,19 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --progress)
@@ -285,19 +285,19 @@ _qimg() {
                     return 0
                     ;;
                 --source-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -F)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --object)
@@ -319,11 +319,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -365,11 +365,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --cache)
@@ -447,19 +447,19 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --second-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -F)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --progress)
@@ -489,35 +489,35 @@ _qimg() {
             fi
             case "${prev}" in
                 --source-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --target-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --output-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -O)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --target-options)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --backing)
@@ -529,11 +529,11 @@ _qimg() {
                     return 0
                     ;;
                 --backing-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -F)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --sparse-size)
@@ -619,19 +619,19 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --backing)
@@ -669,19 +669,19 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --output-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -O)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -l)
@@ -1057,11 +1057,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -1349,11 +1349,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -1399,19 +1399,19 @@ _qimg() {
                     return 0
                     ;;
                 --output-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -O)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "backing_file= backing_fmt= cluster_size= compat= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= nocow= preallocation= refcount_bits= size= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --snapshot)
@@ -1427,11 +1427,11 @@ _qimg() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --object)
@@ -1453,11 +1453,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --cache)
@@ -1527,11 +1527,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --preallocation)
@@ -1565,11 +1565,11 @@ _qimg() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1587,11 +1587,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vpc raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
                     return 0
                     ;;
                 --base)

@@ -45,12 +45,15 @@ complete -c qimg -n "__fish_qimg_needs_command" -f -a "job" -d 'Control the bloc
 complete -c qimg -n "__fish_qimg_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s f -l format -d 'Format of the new image (default raw)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r -f -a "adapter_type=\t''
+backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
+compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
@@ -58,13 +61,16 @@ encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hwversion=\t''
 lazy_refcounts=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
 size=\t''
 subformat=\t''
-table_size=\t''"
+table_size=\t''
+toolsversion=\t''
+zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s b -l backing -d 'Backing file of the new image' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s F -l backing-format -d 'Format of the backing file (required with -b)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
@@ -73,6 +79,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand create" -s q -l quiet -d 'Prin
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l output -d 'Output format' -r -f -a "human\t'Text for people'
@@ -86,6 +93,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand info" -l image-opts -d 'FILE i
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l output -d 'Output format' -r -f -a "human\t'Text for people'
@@ -100,12 +108,15 @@ complete -c qimg -n "__fish_qimg_using_subcommand measure" -l output -d 'Output 
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s O -l output-format -d 'Format of the image to create (default raw)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand measure" -s o -l options -d 'Creation options of the target format (as for create)' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand measure" -s o -l options -d 'Creation options of the target format (as for create)' -r -f -a "adapter_type=\t''
+backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
+compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
@@ -113,17 +124,21 @@ encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hwversion=\t''
 lazy_refcounts=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
 size=\t''
 subformat=\t''
-table_size=\t''"
+table_size=\t''
+toolsversion=\t''
+zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s l -l snapshot -d 'Measure this internal snapshot of FILE (an ID or a name)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l size -d 'Measure an image of this size instead of FILE' -r
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s f -l format -d 'Format of FILE (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
@@ -132,6 +147,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand measure" -l image-opts -d 'FIL
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l output -d 'Output format' -r -f -a "human\t'Text for people'
@@ -146,16 +162,20 @@ complete -c qimg -n "__fish_qimg_using_subcommand check" -l image-opts -d 'FILE 
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s f -l source-format -d 'Source format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s O -l target-format -l output-format -d 'Target format (default raw)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -l options -d 'Target creation options' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -l options -d 'Target creation options' -r -f -a "adapter_type=\t''
+backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
+compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
@@ -163,16 +183,20 @@ encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hwversion=\t''
 lazy_refcounts=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
 size=\t''
 subformat=\t''
-table_size=\t''"
+table_size=\t''
+toolsversion=\t''
+zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s B -l backing -d 'Create the target with this backing file; copy only the source\'s top layer' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s F -l backing-format -d 'Format of the backing file' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s S -l sparse-size -d 'Shortest run of zeros to leave unallocated (default 4k; 0 disables)' -r
@@ -199,10 +223,12 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -l image-opts -d 'FIL
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s f -l format -d 'Format of the input (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s O -l output-format -d 'Format of the output (default raw)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s l -d 'Read this internal snapshot of the input (an ID or a name; Proxmox\'s extension)' -r
@@ -213,6 +239,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand dd" -l image-opts -d 'FILE is 
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base -d 'Stop pulling at this backing file; it becomes the new backing file' -r
@@ -237,6 +264,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -l image-opts -d 'FILE
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
@@ -259,10 +287,12 @@ complete -c qimg -n "__fish_qimg_using_subcommand commit" -l image-opts -d 'FILE
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s f -l format -d 'Format of the first image (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s F -l second-format -d 'Format of the second image (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
@@ -275,6 +305,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand compare" -l image-opts -d 'FIL
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
@@ -293,6 +324,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l image-opts -d 'FILE
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l preallocation -d 'How to preallocate the grown range: off (default), falloc or full (raw), as the format supports' -r
@@ -304,6 +336,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s a -d 'Make the sn
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s d -d 'Delete the (first) snapshot with this name; IDs are not looked up, as with qemu-img' -r
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s l -d 'List the internal snapshots (the default)'
@@ -312,12 +345,15 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s U -l force-share 
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand amend" -s o -l options -d 'The options to change, comma separated (compat, refcount_bits, lazy_refcounts, size, data_file); `-o help` lists them' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand amend" -s o -l options -d 'The options to change, comma separated (compat, refcount_bits, lazy_refcounts, size, data_file); `-o help` lists them' -r -f -a "adapter_type=\t''
+backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
+compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
@@ -325,13 +361,16 @@ encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hwversion=\t''
 lazy_refcounts=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
 size=\t''
 subformat=\t''
-table_size=\t''"
+table_size=\t''
+toolsversion=\t''
+zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s t -l cache -d 'Cache mode of the image written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
@@ -345,10 +384,12 @@ complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s g -l granularity -d
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s b -l source-file -d 'The image the --merge sources are read from (default: FILE)' -r -F
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s F -l source-format -d 'Format of SRC_FILE (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
