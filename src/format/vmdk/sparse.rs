@@ -349,6 +349,11 @@ impl SparseExtent {
             }
             done += n;
         }
+        // Tables waiting for their grains' flush are kept in memory: past
+        // a bound, they are written out (after a flush of the data).
+        if self.lock().tables.values().filter(|t| t.dirty).count() > CACHED_TABLES {
+            self.flush()?;
+        }
         Ok(())
     }
 
