@@ -178,12 +178,13 @@ impl NewImage for NewVmdk {
         let mut pieces = Vec::new();
         if sub.split() {
             let mut left = sectors;
-            while left > 0 || pieces.is_empty() {
+            while left > 0 {
                 let n = left.min(SPLIT_SECTORS);
                 pieces.push(n);
                 left -= n;
             }
-        } else {
+        } else if sectors > 0 || !sub.flat() {
+            // An empty flat disk has no extent at all, as with qemu-img.
             pieces.push(sectors);
         }
         let kind = if sub.flat() {
