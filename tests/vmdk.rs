@@ -669,57 +669,66 @@ fn convert_in_process(
 }
 
 #[test]
-fn a_convert_into_a_monolithic_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
+fn a_convert_into_a_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
     use qimg::io::FaultSession;
     let fx = Fixture::new();
     fx.sh(
         "truncate -s 6M src.raw && \
-         qemu-io -f raw -c 'write -P 0x11 0 64k' -c 'write -P 0x22 1M 200k' -c 'write -P 0x33 5M 4k' src.raw >/dev/null && \
-         qemu-img create -q -f vmdk dst.vmdk 6M",
+         qemu-io -f raw -c 'write -P 0x11 0 64k' -c 'write -P 0x22 1M 200k' -c 'write -P 0x33 5M 4k' src.raw >/dev/null",
     );
-    let empty = fx.read("dst.vmdk");
     let src = fx.read("src.raw");
-    let total = {
-        let session = FaultSession::start(u64::MAX);
-        let outcome = convert_in_process(&fx, &session).expect("clean run");
-        assert_eq!(outcome, qimg::engine::Outcome::Completed);
-        session.write_back(|_, _| true).unwrap();
-        session.changes()
-    };
-    let cmp = fx.qemu_img(&["compare", "-f", "raw", "-F", "vmdk", "src.raw", "dst.vmdk"]);
-    assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
-    assert!(total >= 4, "only {total} changes");
-    for n in 0..total {
-        fx.write("dst.vmdk", &empty);
-        let session = FaultSession::start(n);
-        let result = convert_in_process(&fx, &session);
-        assert!(
-            session.crashed() && result.is_err(),
-            "no crash at {n}/{total}"
-        );
-        let pattern = n % 3;
-        session
-            .write_back(|_, i| match pattern {
-                0 => true,
-                1 => false,
-                _ => i % 2 == 0,
-            })
-            .unwrap();
-        drop(session);
-        let check = fx.qemu_img(&["check", "dst.vmdk"]);
-        assert!(
-            check.status.success(),
-            "cut after {n}/{total} (pattern {pattern}): {}",
-            stderr(&check)
-        );
-        let got = guest(&fx, "dst.vmdk");
-        for g in 0..src.len() / 65536 {
-            let r = g * 65536..(g + 1) * 65536;
+    // One file, and a descriptor with its extent in a file of its own
+    // (opened through the same fault injector).
+    for (subformat, data_file) in [
+        ("monolithicSparse", "dst.vmdk"),
+        ("twoGbMaxExtentSparse", "dst-s001.vmdk"),
+    ] {
+        fx.sh(&format!(
+            "rm -f dst*.vmdk && qemu-img create -q -f vmdk -o subformat={subformat} dst.vmdk 6M"
+        ));
+        let empty = fx.read(data_file);
+        let total = {
+            let session = FaultSession::start(u64::MAX);
+            let outcome = convert_in_process(&fx, &session).expect("clean run");
+            assert_eq!(outcome, qimg::engine::Outcome::Completed);
+            session.write_back(|_, _| true).unwrap();
+            session.changes()
+        };
+        let cmp = fx.qemu_img(&["compare", "-f", "raw", "-F", "vmdk", "src.raw", "dst.vmdk"]);
+        assert_eq!(cmp.status.code(), Some(0), "{subformat}: {}", stdout(&cmp));
+        assert!(total >= 4, "{subformat}: only {total} changes");
+        for n in 0..total {
+            fx.write(data_file, &empty);
+            let session = FaultSession::start(n);
+            let result = convert_in_process(&fx, &session);
             assert!(
-                got[r.clone()] == src[r.clone()] || got[r.clone()].iter().all(|&x| x == 0),
-                "cut after {n}/{total} (pattern {pattern}): grain {g} is neither old nor new"
+                session.crashed() && result.is_err(),
+                "{subformat}: no crash at {n}/{total}"
             );
+            let pattern = n % 3;
+            session
+                .write_back(|_, i| match pattern {
+                    0 => true,
+                    1 => false,
+                    _ => i % 2 == 0,
+                })
+                .unwrap();
+            drop(session);
+            let check = fx.qemu_img(&["check", "dst.vmdk"]);
+            assert!(
+                check.status.success(),
+                "{subformat}: cut after {n}/{total} (pattern {pattern}): {}",
+                stderr(&check)
+            );
+            let got = guest(&fx, "dst.vmdk");
+            for g in 0..src.len() / 65536 {
+                let r = g * 65536..(g + 1) * 65536;
+                assert!(
+                    got[r.clone()] == src[r.clone()] || got[r.clone()].iter().all(|&x| x == 0),
+                    "{subformat}: cut after {n}/{total} (pattern {pattern}): grain {g} is neither old nor new"
+                );
+            }
+            assert_reads_like_qemu(&fx, "dst.vmdk");
         }
-        assert_reads_like_qemu(&fx, "dst.vmdk");
     }
 }
