@@ -344,8 +344,8 @@ impl Vmdk {
         }
     }
 
-    fn sparse_status(&self, i: usize, s: &SparseExtent, within: u64, len: u64) -> Result<Status> {
-        let _ = len;
+    /// The status of the grain holding byte `within` of sparse extent `i`.
+    fn sparse_status(&self, i: usize, s: &SparseExtent, within: u64) -> Result<Status> {
         Ok(match s.grain(within / s.grain_bytes())? {
             Grain::Unallocated => Status::Unallocated { host: None },
             Grain::Zero => Status::Zero { host: None },
@@ -427,11 +427,11 @@ impl Format for Vmdk {
             }),
             Layout::Sparse(s) => {
                 let gb = s.grain_bytes();
-                let first = self.sparse_status(i, s, within, len)?;
+                let first = self.sparse_status(i, s, within)?;
                 let end = within + len;
                 let mut run_end = ((within / gb + 1) * gb).min(end);
                 while run_end < end {
-                    let next = self.sparse_status(i, s, run_end, end - run_end)?;
+                    let next = self.sparse_status(i, s, run_end)?;
                     if next != first.advanced(run_end - within) {
                         break;
                     }

@@ -252,8 +252,9 @@ impl SparseExtent {
         Ok(())
     }
 
-    /// The grain entries that point at or past the end of the file, as
-    /// (guest sector in the extent) — what QEMU's check reports.
+    /// The first grain entry that points at or past the end of the file,
+    /// as the guest sector (in the extent) of its grain: what QEMU's check
+    /// looks for.
     pub fn grains_past_eof(&self) -> Result<Option<u64>> {
         let len = self.storage.len()?;
         let per = self.header.num_gtes as u64;
