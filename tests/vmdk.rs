@@ -639,6 +639,33 @@ fn a_crash_at_any_write_leaves_a_monolithic_sparse_vmdk_with_old_or_new_grains()
     assert_reads_like_qemu(&fx, "done.vmdk");
 }
 
+#[test]
+fn zero_writes_become_zeroed_grains_as_with_qemu_io() {
+    let fx = Fixture::new();
+    let ops =
+        "-c 'write -P 0x11 0 1M' -c 'write -z 64k 128k' -c 'write -z 2M 64k' -c 'write -z 300k 8k'";
+    fx.sh(&format!(
+        "qemu-img create -q -f vmdk -o zeroed_grain=on q.vmdk 3M && cp q.vmdk i.vmdk && \
+         qemu-io -f vmdk {ops} q.vmdk >/dev/null"
+    ));
+    let path = fx.path("i.vmdk");
+    let storage = qimg::io::FileStorage::open_rw(&path).unwrap();
+    let image = Vmdk::open(Box::new(storage), &path, true).unwrap();
+    image.write(0, &vec![0x11; 1 << 20]).unwrap();
+    image.write_zeroes(64 << 10, 128 << 10, false).unwrap();
+    image.write_zeroes(2 << 20, 64 << 10, false).unwrap();
+    image.write_zeroes(300 << 10, 8 << 10, false).unwrap();
+    image.flush().unwrap();
+    drop(image);
+    assert_eq!(
+        ok(&fx, "qemu-img", &["map", "--output=json", "i.vmdk"]),
+        ok(&fx, "qemu-img", &["map", "--output=json", "q.vmdk"])
+    );
+    let cmp = fx.qemu_img(&["compare", "i.vmdk", "q.vmdk"]);
+    assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
+    assert_reads_like_qemu(&fx, "i.vmdk");
+}
+
 /// `qimg convert -n -f raw -O vmdk src.raw dst.vmdk` in this process, every
 /// file it writes going through `session`'s fault injector.
 fn convert_in_process(

@@ -358,16 +358,27 @@ impl SparseExtent {
         Ok(())
     }
 
-    /// Makes `[offset, offset + len)` read as zeros: allocated grains are
-    /// zeroed in place; unallocated ones already read as zeros.
+    /// Makes `[offset, offset + len)` read as zeros: with zeroed grains
+    /// allowed, whole grains get the zeroed-grain entry; otherwise
+    /// allocated grains are zeroed in place and unallocated ones already
+    /// read as zeros.
     pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
         self.check_writable()?;
         let gb = self.grain_bytes();
         let mut pos = offset;
         let end = offset + len;
+        let zeroed = self.header.flags & FLAG_ZEROED_GRAIN != 0;
         while pos < end {
             let g = pos / gb;
             let n = ((g + 1) * gb).min(end) - pos;
+            if zeroed && n == gb && !self.header.compressed() {
+                // A whole grain becomes a zeroed-grain entry (an allocated
+                // grain is leaked, as by QEMU); written at the next flush.
+                let mut meta = self.lock();
+                self.set_entry(&mut meta, g, 1)?;
+                pos += n;
+                continue;
+            }
             match self.grain(g)? {
                 Grain::Data(host) => {
                     crate::io::write_zeros(self.storage.as_ref(), host + pos % gb, n)?
