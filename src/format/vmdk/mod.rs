@@ -19,9 +19,10 @@ pub mod sparse;
 
 pub use driver::DRIVER;
 
+use super::placement::{push_host, push_serial};
 use super::{
     clip_request, BackingSpec, Description, Extent, Fact, Format, FormatKind, FormatSpecific,
-    HostOffset, Status,
+    GuestOffset, HostOffset, Placement, Status,
 };
 use crate::error::{Error, Result};
 use crate::io::{open_read_storage_with, open_writable_storage_with, Storage, StorageOptions};
@@ -563,6 +564,83 @@ impl Format for Vmdk {
                 Layout::Sparse(s) => s.write(within, part),
             }
         })
+    }
+
+    fn plan_write(&self, guest: GuestOffset, len: u64) -> Result<Vec<Placement>> {
+        super::check_write_range(guest.0, len, self.size)?;
+        let mut out = Vec::new();
+        if self.stream().is_some() {
+            push_serial(&mut out, guest.0, len);
+            return Ok(out);
+        }
+        self.pieces(guest.0, len, |i, within, n, _| {
+            let e = &self.extents[i];
+            match &e.layout {
+                Layout::Flat { start, .. } => {
+                    push_host(
+                        &mut out,
+                        e.guest_start + within,
+                        Spans::host(i, start + within),
+                        n,
+                    );
+                    Ok(())
+                }
+                Layout::Sparse(s) => {
+                    let mut hosts = Vec::new();
+                    let mut serials = Vec::new();
+                    s.plan(
+                        within,
+                        n,
+                        &mut |w, h, l| hosts.push((w, h, l)),
+                        &mut |w, l| serials.push((w, l)),
+                    )?;
+                    // Pieces come back in guest order from each list;
+                    // merge them in guest order.
+                    let mut all: Vec<(u64, Option<u64>, u64)> = hosts
+                        .into_iter()
+                        .map(|(w, h, l)| (w, Some(h), l))
+                        .chain(serials.into_iter().map(|(w, l)| (w, None, l)))
+                        .collect();
+                    all.sort_unstable_by_key(|p| p.0);
+                    for (w, h, l) in all {
+                        match h {
+                            Some(h) => push_host(&mut out, e.guest_start + w, Spans::host(i, h), l),
+                            None => push_serial(&mut out, e.guest_start + w, l),
+                        }
+                    }
+                    Ok(())
+                }
+            }
+        })?;
+        Ok(out)
+    }
+
+    fn publish(&self, placed: &[Placement]) -> Result<()> {
+        for p in placed {
+            if let Placement::Host { guest, len, .. } = *p {
+                self.pieces(guest.0, len, |i, within, n, _| {
+                    match &self.extents[i].layout {
+                        Layout::Sparse(s) => s.publish(within, n),
+                        Layout::Flat { .. } => Ok(()),
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn abandon(&self, placed: &[Placement]) -> Result<()> {
+        for p in placed {
+            if let Placement::Host { guest, len, .. } = *p {
+                self.pieces(guest.0, len, |i, within, n, _| {
+                    if let Layout::Sparse(s) = &self.extents[i].layout {
+                        s.abandon(within, n);
+                    }
+                    Ok(())
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {

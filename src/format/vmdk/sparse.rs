@@ -60,6 +60,10 @@ struct Meta {
     stream_last: Option<u64>,
     /// The stream's tail is written after its last grain.
     tail_written: bool,
+    /// Grains planned by [`SparseExtent::plan`] whose data is being
+    /// written: guest grain index to sector. Not in the tables (so not
+    /// read, nor written to the file) until published.
+    planned: HashMap<u64, u32>,
 }
 
 /// An open sparse extent.
@@ -145,6 +149,7 @@ impl SparseExtent {
                 next_free,
                 stream_last,
                 tail_written: false,
+                planned: HashMap::new(),
             }),
             writable,
         })
@@ -356,6 +361,82 @@ impl SparseExtent {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// Plans a write of `len` bytes at byte `offset` of the extent (not a
+    /// stream): calls `host` with (offset in the extent, offset in the
+    /// file, length) for the pieces the caller writes itself (grains that
+    /// exist, and whole new grains, allocated here at the end of the file
+    /// in order), and `serial` for the rest (partial new grains, which
+    /// [`SparseExtent::write`] completes).
+    pub fn plan(
+        &self,
+        offset: u64,
+        len: u64,
+        host: &mut dyn FnMut(u64, u64, u64),
+        serial: &mut dyn FnMut(u64, u64),
+    ) -> Result<()> {
+        self.check_writable()?;
+        let gb = self.grain_bytes();
+        let mut pos = offset;
+        let end = offset + len;
+        while pos < end {
+            let g = pos / gb;
+            let within = pos % gb;
+            let n = (gb - within).min(end - pos);
+            match self.grain(g)? {
+                Grain::Data(h) => host(pos, h + within, n),
+                _ if n < gb => serial(pos, n),
+                _ => {
+                    let mut meta = self.lock();
+                    let at = meta.next_free;
+                    let sector = at / SECTOR;
+                    if sector > u32::MAX as u64 {
+                        return Err(Error::unsupported(
+                            "the VMDK extent is full (grain offsets past 2 TiB)",
+                        ));
+                    }
+                    let per = self.header.num_gtes as u64;
+                    if meta.gd[(g / per) as usize] == 0 {
+                        drop(meta);
+                        serial(pos, n);
+                        pos += n;
+                        continue;
+                    }
+                    meta.next_free = at + gb;
+                    meta.planned.insert(g, sector as u32);
+                    drop(meta);
+                    host(pos, at, n);
+                }
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
+    /// Makes the new grains of planned pieces (`offset`, `len` in the
+    /// extent) part of the extent, once their data was written: their
+    /// entries go to the tables, and to the file at the next flush, after
+    /// a flush of the data.
+    pub fn publish(&self, offset: u64, len: u64) -> Result<()> {
+        let gb = self.grain_bytes();
+        let mut meta = self.lock();
+        for g in offset / gb..(offset + len).div_ceil(gb) {
+            if let Some(sector) = meta.planned.remove(&g) {
+                self.set_entry(&mut meta, g, sector)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets planned grains whose data will not be written (their space
+    /// is leaked, which is safe).
+    pub fn abandon(&self, offset: u64, len: u64) {
+        let gb = self.grain_bytes();
+        let mut meta = self.lock();
+        for g in offset / gb..(offset + len).div_ceil(gb) {
+            meta.planned.remove(&g);
+        }
     }
 
     /// Makes `[offset, offset + len)` read as zeros: with zeroed grains
