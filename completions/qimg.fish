@@ -48,12 +48,15 @@ complete -c qimg -n "__fish_qimg_needs_command" -f -a "backup" -d 'Back up a run
 complete -c qimg -n "__fish_qimg_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s f -l format -d 'Format of the new image (default raw)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r -f -a "adapter_type=\t''
+backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
+compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
@@ -61,13 +64,16 @@ encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hwversion=\t''
 lazy_refcounts=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
 size=\t''
 subformat=\t''
-table_size=\t''"
+table_size=\t''
+toolsversion=\t''
+zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s b -l backing -d 'Backing file of the new image' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s F -l backing-format -d 'Format of the backing file (required with -b)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
@@ -76,6 +82,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand create" -s q -l quiet -d 'Prin
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l output -d 'Output format' -r -f -a "human\t'Text for people'
@@ -89,6 +96,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand info" -l image-opts -d 'FILE i
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l output -d 'Output format' -r -f -a "human\t'Text for people'
@@ -103,12 +111,15 @@ complete -c qimg -n "__fish_qimg_using_subcommand measure" -l output -d 'Output 
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s O -l output-format -d 'Format of the image to create (default raw)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand measure" -s o -l options -d 'Creation options of the target format (as for create)' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand measure" -s o -l options -d 'Creation options of the target format (as for create)' -r -f -a "adapter_type=\t''
+backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
+compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
@@ -116,17 +127,21 @@ encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hwversion=\t''
 lazy_refcounts=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
 size=\t''
 subformat=\t''
-table_size=\t''"
+table_size=\t''
+toolsversion=\t''
+zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s l -l snapshot -d 'Measure this internal snapshot of FILE (an ID or a name)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l size -d 'Measure an image of this size instead of FILE' -r
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s f -l format -d 'Format of FILE (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
@@ -135,6 +150,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand measure" -l image-opts -d 'FIL
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l output -d 'Output format' -r -f -a "human\t'Text for people'
@@ -149,16 +165,20 @@ complete -c qimg -n "__fish_qimg_using_subcommand check" -l image-opts -d 'FILE 
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s f -l source-format -d 'Source format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s O -l target-format -l output-format -d 'Target format (default raw)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -l options -d 'Target creation options' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -l options -d 'Target creation options' -r -f -a "adapter_type=\t''
+backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
+compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
@@ -166,16 +186,20 @@ encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hwversion=\t''
 lazy_refcounts=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
 size=\t''
 subformat=\t''
-table_size=\t''"
+table_size=\t''
+toolsversion=\t''
+zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s B -l backing -d 'Create the target with this backing file; copy only the source\'s top layer' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s F -l backing-format -d 'Format of the backing file' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s S -l sparse-size -d 'Shortest run of zeros to leave unallocated (default 4k; 0 disables)' -r
@@ -203,10 +227,12 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -l image-opts -d 'FIL
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s f -l format -d 'Format of the input (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s O -l output-format -d 'Format of the output (default raw)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s l -d 'Read this internal snapshot of the input (an ID or a name; Proxmox\'s extension)' -r
@@ -217,6 +243,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand dd" -l image-opts -d 'FILE is 
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base -d 'Stop pulling at this backing file; it becomes the new backing file' -r
@@ -241,6 +268,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -l image-opts -d 'FILE
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
@@ -264,10 +292,12 @@ complete -c qimg -n "__fish_qimg_using_subcommand commit" -l image-opts -d 'FILE
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s f -l format -d 'Format of the first image (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s F -l second-format -d 'Format of the second image (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
@@ -280,6 +310,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand compare" -l image-opts -d 'FIL
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s a -l algorithm -l digest -d 'Digest algorithm, as blksum names it: sha256 (the default), sha224, sha384, sha512, sha512-224, sha512-256, sha1, sha3-224, sha3-256, sha3-384, sha3-512, shake128, shake256, blake2b512, blake2s256, blake3, sm3, ripemd160, md5, md5-sha1' -r
@@ -295,6 +326,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l image-opts -d 'FI
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
@@ -313,6 +345,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l image-opts -d 'FILE
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l preallocation -d 'How to preallocate the grown range: off (default), falloc or full (raw), as the format supports' -r
@@ -324,6 +357,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s a -d 'Make the sn
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s d -d 'Delete the (first) snapshot with this name; IDs are not looked up, as with qemu-img' -r
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l attach -d 'Take an external snapshot of a disk of the running VM (or qemu-storage-daemon) behind this QMP socket: with --external' -r
@@ -336,12 +370,15 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s U -l force-share 
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand amend" -s o -l options -d 'The options to change, comma separated (compat, refcount_bits, lazy_refcounts, size, data_file); `-o help` lists them' -r -f -a "backing_file=\t''
+complete -c qimg -n "__fish_qimg_using_subcommand amend" -s o -l options -d 'The options to change, comma separated (compat, refcount_bits, lazy_refcounts, size, data_file); `-o help` lists them' -r -f -a "adapter_type=\t''
+backing_file=\t''
 backing_fmt=\t''
 cluster_size=\t''
 compat=\t''
+compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
@@ -349,13 +386,16 @@ encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hwversion=\t''
 lazy_refcounts=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
 size=\t''
 subformat=\t''
-table_size=\t''"
+table_size=\t''
+toolsversion=\t''
+zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s t -l cache -d 'Cache mode of the image written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
@@ -369,10 +409,12 @@ complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s g -l granularity -d
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s b -l source-file -d 'The image the --merge sources are read from (default: FILE)' -r -F
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s F -l source-format -d 'Format of SRC_FILE (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
@@ -419,6 +461,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l device -d 'The devi
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l job-id -d 'The block job\'s id (default: qimg-OP-PID)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s f -l format -d 'Format of TARGET (default: the source\'s)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l sync -d 'What to copy' -r -f -a "full\t'The whole chain\'s content: the target stands alone'
@@ -440,6 +483,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand backup" -l device -d 'The devi
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l job-id -d 'The block job\'s id (default: qimg-OP-PID)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -s f -l format -d 'Format of TARGET (default: the source\'s)' -r -f -a "qcow2\t''
 qed\t''
+vmdk\t''
 vpc\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l sync -d 'What to copy' -r -f -a "full\t'The whole chain\'s content'

@@ -535,3 +535,209 @@ fn unknown_incompatible_features_get_qemu_img_words() {
         );
     }
 }
+
+/// A 5 MiB monolithicSparse VMDK with one grain written. qemu-img's
+/// layout: header 0, descriptor 1-20, redundant GD 21, GD at sector 26
+/// (offset 56 of the header), GT at 27, first grain at 128 (64 KiB).
+fn good_vmdk(fx: &Fixture) -> Vec<u8> {
+    fx.sh("qemu-img create -q -f vmdk good.vmdk 5M && qemu-io -f vmdk -c 'write -P 1 0 64k' good.vmdk >/dev/null");
+    fx.read("good.vmdk")
+}
+
+#[test]
+fn vmdk_bad_sparse_headers() {
+    let fx = Fixture::new();
+    let base = good_vmdk(&fx);
+    let cases: &[(&str, &str, Patch)] = &[
+        (
+            "trunc.vmdk",
+            "File truncated, expecting at least 65536 bytes",
+            |b| b.truncate(1000),
+        ),
+        ("short.vmdk", "File truncated", |b| b.truncate(8)),
+        ("version.vmdk", "Unsupported VMDK version 4", |b| {
+            le32(b, 4, 4)
+        }),
+        ("grain.vmdk", "Invalid granularity", |b| {
+            le64(b, 20, 1 << 40)
+        }),
+        ("grain0.vmdk", "L1 entry size is invalid", |b| {
+            le64(b, 20, 0)
+        }),
+        ("gtes.vmdk", "L2 table size too big", |b| {
+            le32(b, 44, 1 << 30)
+        }),
+        ("capacity.vmdk", "too large", |b| le64(b, 12, 1 << 62)),
+        ("gd.vmdk", "grain directory", |b| le64(b, 56, 1 << 50)),
+        ("gd0.vmdk", "grain directory", |b| le64(b, 56, 0)),
+        ("overhead.vmdk", "File truncated", |b| {
+            le64(b, 64, u64::MAX / 256)
+        }),
+        ("compress.vmdk", "compression algorithm 7", |b| {
+            le32(b, 8, 0x30003);
+            b[77] = 7;
+        }),
+        // Grain 1 sector, one entry per table: a directory of 2^33 entries.
+        ("hugegd.vmdk", "grain directory", |b| {
+            le64(b, 12, 1 << 33);
+            le64(b, 20, 1);
+            le32(b, 44, 1);
+        }),
+        ("cid.vmdk", "invalid CID", |b| {
+            let at = 512 + b[512..1024].windows(4).position(|w| w == b"CID=").unwrap();
+            b[at + 4] = b'z';
+        }),
+        ("stream.vmdk", "Invalid footer", |b| {
+            // A stream whose directory is at the end, without a footer.
+            le64(b, 56, u64::MAX);
+            b[77] = 1;
+            le32(b, 8, 0x30001);
+            le32(b, 4, 3);
+        }),
+    ];
+    for (name, needle, patch) in cases {
+        let mut b = base.clone();
+        patch(&mut b);
+        fx.write(name, &b);
+        assert_unopenable(&fx, name, needle);
+    }
+    // Explicitly given as vmdk, a file that is none.
+    fx.write("raw.img", &[0x55; 4096]);
+    assert_clean_failure(
+        &fx,
+        &["info", "-f", "vmdk", "raw.img"],
+        "raw.img",
+        "invalid VMDK image descriptor",
+    );
+}
+
+#[test]
+fn vmdk_bad_tables_and_grains_fail_on_read() {
+    let fx = Fixture::new();
+    let base = good_vmdk(&fx);
+    // The GD entry of table 0 far past the end of the file.
+    let mut b = base.clone();
+    le32(&mut b, 26 * 512, 0x00ff_ffff);
+    fx.write("gt.vmdk", &b);
+    assert_clean_failure(
+        &fx,
+        &["map", "--output=json", "gt.vmdk"],
+        "gt.vmdk",
+        "grain table 0",
+    );
+    // A grain entry past the end: check reports it, as qemu-img does.
+    let mut b = base.clone();
+    le32(&mut b, 27 * 512 + 8, 0x10_0000);
+    fx.write("gte.vmdk", &b);
+    let out = qimg_limited(&fx, &["check", "gte.vmdk"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("ERROR: cluster offset for sector 256 points after EOF"),
+        "{err}"
+    );
+    assert!(err.contains("Check failed"), "{err}");
+    // Compressed grains with an absurd length or garbage for data.
+    fx.sh("qemu-img create -q -f raw s.raw 1M && qemu-io -f raw -c 'write -P 0x41 0 1M' s.raw >/dev/null && \
+           qemu-img convert -O vmdk -o subformat=streamOptimized s.raw s.vmdk");
+    let stream = fx.read("s.vmdk");
+    let gt = u32::from_le_bytes(stream[26 * 512..26 * 512 + 4].try_into().unwrap()) as usize;
+    let grain =
+        u32::from_le_bytes(stream[gt * 512..gt * 512 + 4].try_into().unwrap()) as usize * 512;
+    let mut b = stream.clone();
+    le32(&mut b, grain + 8, 0x7fff_ffff);
+    fx.write("len.vmdk", &b);
+    assert_clean_failure(
+        &fx,
+        &["convert", "-O", "raw", "len.vmdk", "out.raw"],
+        "len.vmdk",
+        "invalid compressed grain",
+    );
+    let mut b = stream;
+    b[grain + 12..grain + 200].fill(0xff);
+    fx.write("zlib.vmdk", &b);
+    assert_clean_failure(
+        &fx,
+        &["convert", "-O", "raw", "zlib.vmdk", "out.raw"],
+        "zlib.vmdk",
+        "does not inflate",
+    );
+}
+
+#[test]
+fn vmdk_bad_descriptors() {
+    let fx = Fixture::new();
+    fx.sh("truncate -s 1M a.raw && qemu-img create -q -f vmdk -o subformat=twoGbMaxExtentSparse sp.vmdk 1M");
+    let head = "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n";
+    let many: String = (0..5000).map(|_| "RW 1 FLAT \"a.raw\" 0\n").collect();
+    let big = format!(
+        "version=1\ncreateType=\"monolithicFlat\"\n{}",
+        "#".repeat(2 << 20)
+    );
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("notype.vmdk", "RW 2048 FLAT \"a.raw\" 0\n".into(), "invalid VMDK image descriptor"),
+        ("custom.vmdk", "createType=\"custom\"\n".into(), "Unsupported image type 'custom'"),
+        (
+            "mono.vmdk",
+            "createType=\"monolithicSparse\"\n".into(),
+            "Unsupported image type 'monolithicSparse'",
+        ),
+        (
+            "nooffset.vmdk",
+            "createType=\"monolithicFlat\"\nRW 2048 FLAT \"a.raw\"\n".into(),
+            "Invalid extent line: RW 2048 FLAT \"a.raw\"",
+        ),
+        (
+            "sectors.vmdk",
+            "createType=\"monolithicFlat\"\nRW 99999999999999999999 FLAT \"a.raw\" 0\n".into(),
+            "Invalid extent line",
+        ),
+        (
+            "sum.vmdk",
+            "createType=\"monolithicFlat\"\nRW 18014398509481983 FLAT \"a.raw\" 0\nRW 18014398509481983 FLAT \"a.raw\" 0\n".into(),
+            "more than 2^63 bytes",
+        ),
+        (
+            "unquoted.vmdk",
+            "createType=\"monolithicFlat\"\nRW 2048 FLAT a.raw 0\n".into(),
+            "Invalid extent line",
+        ),
+        (
+            "kind.vmdk",
+            "createType=\"monolithicFlat\"\nRW 2048 SESPARSE \"a.raw\"\n".into(),
+            "SESPARSE",
+        ),
+        (
+            "missing.vmdk",
+            "createType=\"monolithicFlat\"\nRW 2048 FLAT \"missing.raw\" 0\n".into(),
+            "Could not open 'missing.raw'",
+        ),
+        (
+            "notsparse.vmdk",
+            "createType=\"twoGbMaxExtentSparse\"\nRW 2048 SPARSE \"a.raw\"\n".into(),
+            "not a VMDK sparse extent",
+        ),
+        (
+            // A sparse extent that is itself a descriptor: no nesting.
+            "nested.vmdk",
+            "createType=\"twoGbMaxExtentSparse\"\nRW 2048 SPARSE \"sp.vmdk\"\n".into(),
+            "not a VMDK sparse extent",
+        ),
+        (
+            "outside.vmdk",
+            "createType=\"monolithicFlat\"\nRW 2048 FLAT \"../a.raw\" 0\n".into(),
+            "outside the directory",
+        ),
+        (
+            "many.vmdk",
+            format!("createType=\"monolithicFlat\"\n{many}"),
+            "more than 4096 extents",
+        ),
+    ];
+    for (name, body, needle) in &cases {
+        fx.write(name, format!("{head}{body}").as_bytes());
+        assert_unopenable(&fx, name, needle);
+    }
+    fx.write("big.vmdk", big.as_bytes());
+    assert_unopenable(&fx, "big.vmdk", "at most 1048576 are read");
+}

@@ -226,6 +226,9 @@ pub fn storage_options(
             .transpose()?
             .unwrap_or_default(),
         force_share,
+        // A VMDK descriptor naming extents outside its directory is
+        // opened only when the user says so.
+        outside_extents: std::env::var_os("QIMG_ALLOW_OUTSIDE_EXTENTS").is_some_and(|v| v == "1"),
         ..Default::default()
     })
 }

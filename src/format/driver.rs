@@ -52,8 +52,10 @@ impl fmt::Debug for FormatDriver {
 }
 
 /// A driver's open: the storage, the name it was opened by (to resolve
-/// the files an image names), and how.
-pub type OpenFn = fn(Box<dyn Storage>, &Path, &OpenHow<'_>) -> Result<Box<dyn Format>>;
+/// the files an image names), how, and the options other files the image
+/// names are opened with.
+pub type OpenFn =
+    fn(Box<dyn Storage>, &Path, &OpenHow<'_>, &StorageOptions) -> Result<Box<dyn Format>>;
 
 /// How sure a probe is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

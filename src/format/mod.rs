@@ -11,12 +11,13 @@ pub mod qed;
 pub mod raw;
 pub mod registry;
 pub mod table_cache;
+pub mod vmdk;
 pub mod vpc;
 
 pub use driver::{Caps, FormatDriver, OpenHow};
 pub use probe::{
-    open_as, open_image, open_image_with, open_image_writable, open_image_writable_with,
-    open_storage, open_storage_for_repair, FormatKind,
+    open_as, open_as_with, open_image, open_image_with, open_image_writable,
+    open_image_writable_with, open_storage, open_storage_for_repair, FormatKind,
 };
 
 use crate::error::{Error, Result};
@@ -203,6 +204,24 @@ pub trait Format: Send + Sync + fmt::Debug {
     /// The file host offsets refer to (the image file, or an external data file).
     fn data_storage(&self) -> &dyn Storage {
         self.storage()
+    }
+    /// The file and the offset in it that host offset `host` (of
+    /// [`Format::data_storage`]) names, for an image whose data lies in
+    /// several files (extents); `None`: the data storage itself, as is.
+    fn host_file(&self, host: HostOffset) -> Option<(&std::path::Path, u64)> {
+        let _ = host;
+        None
+    }
+    /// Files besides [`Format::storage`] that hold the image's data and
+    /// that `info` lists as child nodes (`extents.0`, ...) before `file`.
+    fn extent_files(&self) -> Vec<&dyn Storage> {
+        Vec::new()
+    }
+    /// Every cluster written must arrive compressed
+    /// ([`Format::compress_cluster`], [`Format::write_compressed`]): a copy
+    /// into the image compresses whether or not `-c` was given.
+    fn writes_compressed(&self) -> bool {
+        false
     }
     /// Whether data ranges should be checked against holes in the host file
     /// to report them as zero (qemu-img does so for metadata-preallocated qcow2).

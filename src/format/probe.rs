@@ -173,7 +173,13 @@ pub fn open_image_with(
     format: Option<FormatKind>,
     options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
-    open_storage(open_read_storage_with(path, options)?, path, format)
+    open_as_with(
+        open_read_storage_with(path, options)?,
+        path,
+        format,
+        &OpenHow::ReadOnly,
+        options,
+    )
 }
 
 /// Opens an image held by `storage` (known as `path`), as `format`, or
@@ -194,6 +200,18 @@ pub fn open_as(
     format: Option<FormatKind>,
     how: &OpenHow<'_>,
 ) -> Result<Box<dyn Format>> {
+    open_as_with(storage, path, format, how, &StorageOptions::default())
+}
+
+/// As [`open_as`], with `options` for the other files the image names
+/// (a VMDK's extents).
+pub fn open_as_with(
+    storage: Box<dyn Storage>,
+    path: &Path,
+    format: Option<FormatKind>,
+    how: &OpenHow<'_>,
+    options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
     let kind = format_of(storage.as_ref(), path, format)?;
     if let OpenHow::Snapshot(_) = how {
         if !kind.caps.snapshots {
@@ -203,7 +221,7 @@ pub fn open_as(
             );
         }
     }
-    (kind.open)(storage, path, how).path_context(path)
+    (kind.open)(storage, path, how, options).path_context(path)
 }
 
 /// As [`open_storage`], for `check -r` (`storage` writable): damage that a
@@ -227,10 +245,11 @@ pub fn open_image_writable_with(
     format: Option<FormatKind>,
     options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
-    open_as(
+    open_as_with(
         open_writable_storage_with(path, options)?,
         path,
         format,
         &OpenHow::Writable,
+        options,
     )
 }

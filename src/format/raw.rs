@@ -16,7 +16,7 @@ pub static DRIVER: FormatDriver = FormatDriver {
     name: "raw",
     probe: |_| Some(Confidence::Fallback),
     magic: None,
-    open: |storage, _path: &Path, _how: &OpenHow<'_>| Ok(Box::new(Raw::open(storage)?)),
+    open: |storage, _path: &Path, _how: &OpenHow<'_>, _options| Ok(Box::new(Raw::open(storage)?)),
     create: create_plan,
     create_options: &[FILE_PREALLOCATION, NOCOW, EXTENT_SIZE_HINT, SIZE],
     formatting: &[

@@ -2,17 +2,22 @@
 //! is its own folder, with a `DRIVER`, and one line in [`DRIVERS`].
 
 use super::driver::{Confidence, FormatDriver};
-use super::{qcow2, qed, raw, vpc};
+use super::{qcow2, qed, raw, vmdk, vpc};
 
 /// Every registered format, in the order probes are tried (the fallback,
 /// which matches any file, last).
-pub static DRIVERS: &[&FormatDriver] = &[&qcow2::DRIVER, &qed::DRIVER, &vpc::DRIVER, &raw::DRIVER];
+pub static DRIVERS: &[&FormatDriver] = &[
+    &qcow2::DRIVER,
+    &qed::DRIVER,
+    &vmdk::DRIVER,
+    &vpc::DRIVER,
+    &raw::DRIVER,
+];
 
 /// Formats qemu-img knows that qimg does not read, and the magic that
 /// tells them apart (so they are not mistaken for the fallback format).
 pub static FOREIGN: &[Foreign] = &[
     Foreign::magic("qcow", b"QFI\xfb\0\0\0\x01"),
-    Foreign::magic("vmdk", b"KDMV"),
     Foreign::magic("vhdx", b"vhdxfile"),
     Foreign::magic("parallels", b"WithouFreSpacExt"),
     Foreign::magic("parallels", b"WithoutFreeSpace"),
@@ -183,8 +188,13 @@ mod tests {
                 }
                 Probe::Foreign(f) => panic!("{} probed as foreign {f}", d.name),
             }
-            let opened = (d.open)(Box::new(storage), &file, &crate::format::OpenHow::ReadOnly)
-                .expect("open");
+            let opened = (d.open)(
+                Box::new(storage),
+                &file,
+                &crate::format::OpenHow::ReadOnly,
+                &StorageOptions::default(),
+            )
+            .expect("open");
             assert_eq!(opened.driver().name, d.name);
             // VHD rounds a size up to a CHS geometry (1 MiB -> 1079296).
             assert!(opened.virtual_size() >= 1 << 20, "{}", d.name);
@@ -193,7 +203,7 @@ mod tests {
 
     #[test]
     fn foreign_magic_is_not_taken_for_the_fallback() {
-        assert_eq!(probe(b"KDMV\x01\0\0\0"), Probe::Foreign("vmdk"));
+        assert_eq!(probe(b"vhdxfile"), Probe::Foreign("vhdx"));
         assert_eq!(probe(b"QFI\xfb\0\0\0\x01"), Probe::Foreign("qcow"));
         match probe(b"QFI\xfb\0\0\0\0") {
             Probe::Known(d, Confidence::Fallback) => assert!(d.caps.fallback),

@@ -9,12 +9,14 @@ pub mod lock;
 pub mod lock_holder;
 mod mem;
 pub mod nbd;
+mod pipe;
 mod window;
 
 pub use buffer::AlignedBuf;
 pub use fault::{CrashClock, FaultSession, FaultSessionGuard, FaultStorage};
 pub use file::FileStorage;
 pub use mem::MemStorage;
+pub use pipe::{is_pipe, PipeStorage};
 pub use window::WindowStorage;
 
 use crate::error::Result;
@@ -66,6 +68,10 @@ pub struct StorageOptions {
     /// A crash test's fault injector: every file opened for writing lives
     /// in its [`FaultStorage`] instead. Only tests set it.
     pub faults: Option<Arc<FaultSession>>,
+    /// Files an image names (a VMDK descriptor's extents) may lie outside
+    /// the image's directory (an absolute path, or through `..`): the
+    /// user allows it. Off, such an image is refused.
+    pub outside_extents: bool,
 }
 
 /// Alias under the name the design uses.
@@ -119,8 +125,12 @@ pub fn open_writable_storage_with(
 
 /// Creates the file `path` (emptied if it exists) for reading and writing,
 /// with the options' cache mode: the file itself, or its stand-in in the
-/// options' [`FaultSession`].
+/// options' [`FaultSession`]; a pipe or FIFO becomes a [`PipeStorage`].
 pub fn create_storage_with(path: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
+    if options.faults.is_none() && pipe::is_pipe(path) {
+        // A pipe takes what a format writes front to back.
+        return Ok(Box::new(PipeStorage::create(path)?));
+    }
     let file = FileStorage::create_with(path, options)?;
     match &options.faults {
         Some(session) => {

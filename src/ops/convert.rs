@@ -126,11 +126,12 @@ pub(crate) fn open_created(
     format: FormatKind,
     options: &crate::io::StorageOptions,
 ) -> Result<Chain> {
-    let image = crate::format::open_as(
+    let image = crate::format::open_as_with(
         storage,
         file,
         Some(format),
         &crate::format::OpenHow::Writable,
+        options,
     )?;
     Chain::with_writable_top(name, std::sync::Arc::from(image), options)
 }
@@ -222,7 +223,7 @@ fn run(req: &ConvertRequest, control: &Control, hash: Option<&Ordered>) -> Resul
         threads: req.threads,
         target_is_zero: req.target_is_zero || (!req.no_create && req.backing.is_none()),
         chunk_size: (2u64 << 20).max(image.granularity()),
-        compress_cluster: if req.compress {
+        compress_cluster: if req.compress || image.writes_compressed() {
             image.describe().cluster_size
         } else {
             None

@@ -62,6 +62,10 @@ pub struct ImageInfo {
     /// The node the image lives in; `None` when the image is a protocol
     /// node itself (`json:{"driver":"file",...}`), as QEMU shows it.
     pub file: Option<FileInfo>,
+    /// The other files that hold the image's data (a VMDK's extent
+    /// files), shown as child nodes `extents.N` (last first, as QEMU
+    /// lists them) before `file`.
+    pub extents: Vec<FileInfo>,
 }
 
 impl ImageInfo {
@@ -70,6 +74,16 @@ impl ImageInfo {
     pub fn of(image: &dyn Format, path: &Path) -> Result<ImageInfo> {
         let storage = image.storage();
         let actual_size = storage.allocated_bytes()?;
+        let mut extents = Vec::new();
+        for s in image.extent_files() {
+            extents.push(FileInfo::of(s, s.allocated_bytes()?)?);
+        }
+        // The image's disk size counts every file it is made of.
+        let total_size = actual_size.and_then(|a| {
+            extents
+                .iter()
+                .try_fold(a, |sum, e| Some(sum + e.actual_size?))
+        });
         let backing = image.backing();
         let spec = ImageSpec::parse_path(path).ok();
         // An export is shown by the name QEMU gives it, however spelled.
@@ -118,7 +132,7 @@ impl ImageInfo {
             filename,
             format: protocol_top.unwrap_or(image.format_name()),
             virtual_size: image.virtual_size(),
-            actual_size,
+            actual_size: total_size,
             backing_filename: backing.as_ref().map(|b| b.name.clone()),
             full_backing_filename: backing
                 .as_ref()
@@ -126,6 +140,7 @@ impl ImageInfo {
             backing_format: backing.and_then(|b| b.format),
             description: image.describe(),
             file,
+            extents,
         })
     }
 }

@@ -62,6 +62,9 @@ impl MapEntry {
 /// a raw image passes its ranges down through the raw windows below it to
 /// the file at the bottom; other formats name the node they store data in.
 fn host_location(image: &dyn Format, host: u64) -> (String, u64) {
+    if let Some((path, offset)) = image.host_file(crate::format::HostOffset(host)) {
+        return (path.display().to_string(), offset);
+    }
     let storage = image.data_storage();
     let (path, offset) = if image.driver().caps.host_is_file {
         crate::io::locate(storage, host)

@@ -20,10 +20,15 @@ pub fn info_json(info: &ImageInfo) -> Value {
     };
     let d = &info.description;
     let mut m = Map::new();
-    m.insert(
-        "children".into(),
-        json!([{"name": "file", "info": node_json(file)}]),
-    );
+    let mut children: Vec<Value> = info
+        .extents
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, e)| json!({"name": format!("extents.{i}"), "info": node_json(e)}))
+        .collect();
+    children.push(json!({"name": "file", "info": node_json(file)}));
+    m.insert("children".into(), Value::Array(children));
     if let Some(f) = &info.backing_format {
         m.insert("backing-filename-format".into(), json!(f));
     }
@@ -247,6 +252,9 @@ fn human_one(info: &ImageInfo) -> String {
     if let Some(specific) = &d.specific {
         out += "Format specific information:\n";
         dump_value(&mut out, &specific_json(specific), 1);
+    }
+    for (i, e) in info.extents.iter().enumerate().rev() {
+        human_node(&mut out, e, &format!("/extents.{i}"), 1);
     }
     if let Some(file) = &info.file {
         human_node(&mut out, file, "/file", 1);

@@ -84,7 +84,12 @@ fn probe(head: &[u8]) -> Option<Confidence> {
     (version >= 2).then_some(Confidence::Magic)
 }
 
-fn open(storage: Box<dyn Storage>, path: &Path, how: &OpenHow<'_>) -> Result<Box<dyn Format>> {
+fn open(
+    storage: Box<dyn Storage>,
+    path: &Path,
+    how: &OpenHow<'_>,
+    _options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
     Ok(Box::new(match how {
         OpenHow::ReadOnly => Qcow2::open(storage, path)?,
         OpenHow::Repair => Qcow2::open_for_repair(storage, path)?,

@@ -72,7 +72,12 @@ fn probe(head: &[u8]) -> Option<Confidence> {
     head.starts_with(b"QED\0").then_some(Confidence::Magic)
 }
 
-fn open(storage: Box<dyn Storage>, _path: &Path, how: &OpenHow<'_>) -> Result<Box<dyn Format>> {
+fn open(
+    storage: Box<dyn Storage>,
+    _path: &Path,
+    how: &OpenHow<'_>,
+    _options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
     Ok(Box::new(match how {
         OpenHow::Writable => Qed::open_writable(storage)?,
         _ => Qed::open(storage)?,

@@ -69,7 +69,12 @@ fn probe(head: &[u8]) -> Option<Confidence> {
         .then_some(Confidence::Magic)
 }
 
-fn open(storage: Box<dyn Storage>, _path: &Path, how: &OpenHow<'_>) -> Result<Box<dyn Format>> {
+fn open(
+    storage: Box<dyn Storage>,
+    _path: &Path,
+    how: &OpenHow<'_>,
+    _options: &StorageOptions,
+) -> Result<Box<dyn Format>> {
     Ok(Box::new(match how {
         OpenHow::Writable | OpenHow::Repair => Vpc::open_writable(storage)?,
         _ => Vpc::open(storage)?,
