@@ -1,4 +1,4 @@
-//! `convert` into and out of the formats beyond qcow2 and raw, against
+//! `convert` into and out of the formats beyond qcow2 and raw (VHD, VMDK), against
 //! `qemu-img convert` on the same generated disk (1 GiB by default,
 //! `QIMG_BENCH_GIB` to change it): per 64 KiB cluster 30% holes, 10%
 //! zeros, 30% random bytes, 30% text. The tools alternate (qemu-img,
@@ -28,11 +28,13 @@ fn main() {
         .max(1);
     let tmp = disk_dir(gib << 30);
     let dir = tmp.path();
-    // The VHD sources, made by qemu-img.
+    // The VHD and VMDK sources, made by qemu-img.
     sh(
         dir,
         "qemu-img convert -O vpc disk.raw disk.vhd
-         qemu-img convert -O vpc -o subformat=fixed disk.raw fixed.vhd",
+         qemu-img convert -O vpc -o subformat=fixed disk.raw fixed.vhd
+         qemu-img convert -O vmdk disk.raw disk.vmdk
+         qemu-img convert -O vmdk -o subformat=streamOptimized disk.raw stream.vmdk",
     );
     let cases: &[(&str, &str)] = &[
         ("raw → vpc (dynamic)", "-O vpc disk.raw out.vhd"),
@@ -47,6 +49,23 @@ fn main() {
             "-f vpc -O qcow2 disk.vhd out.qcow2",
         ),
         ("vpc (fixed) → qcow2", "-f vpc -O qcow2 fixed.vhd out.qcow2"),
+        ("raw → vmdk (monolithicSparse)", "-O vmdk disk.raw out.vmdk"),
+        (
+            "raw → vmdk (streamOptimized)",
+            "-O vmdk -o subformat=streamOptimized disk.raw out.vmdk",
+        ),
+        (
+            "vmdk (monolithicSparse) → raw",
+            "-f vmdk -O raw disk.vmdk out.raw",
+        ),
+        (
+            "vmdk (monolithicSparse) → qcow2",
+            "-f vmdk -O qcow2 disk.vmdk out.qcow2",
+        ),
+        (
+            "vmdk (streamOptimized) → qcow2",
+            "-f vmdk -O qcow2 stream.vmdk out.qcow2",
+        ),
     ];
     println!(
         "{} GiB disk, medians of {runs}; ratio = qemu-img time / qimg time",

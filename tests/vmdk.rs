@@ -522,6 +522,37 @@ fn extents_outside_the_descriptor_s_directory_are_refused() {
     );
 }
 
+/// Found by the `vmdk` fuzz target: a descriptor whose extent is a URL
+/// made qimg fetch it (and wait out DNS retries). Extents named by URL or
+/// `json:` are refused at once, before any connection, as outside ones.
+#[test]
+fn extents_named_by_url_or_json_are_refused_without_a_connection() {
+    let fx = Fixture::new();
+    // Nothing listens on these; a connection attempt would be an error
+    // of another kind (and an HTTP one would retry for seconds).
+    for (name, extent) in [
+        ("http.vmdk", "http://127.0.0.1:9/flat.raw"),
+        ("https.vmdk", "https://127.0.0.1:9/flat.raw"),
+        ("nbd.vmdk", "nbd://127.0.0.1:9/flat"),
+        ("nbdunix.vmdk", "nbd:unix:/nonexistent.sock"),
+        ("json.vmdk", "json:{}"),
+    ] {
+        fx.sh(&format!(
+            "printf '# Disk DescriptorFile\\nversion=1\\nCID=1\\nparentCID=ffffffff\\ncreateType=\"monolithicFlat\"\\nRW 2048 FLAT \"{extent}\" 0\\n' > {name}"
+        ));
+        let started = std::time::Instant::now();
+        let out = fx.qimg(&["info", name]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+        assert!(err.contains("network or json: name"), "{name}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{name}"
+        );
+    }
+}
+
 /// Opens `bytes` (a monolithicSparse VMDK) writable, crashing after `n`
 /// changes.
 fn faulty(fx: &Fixture, bytes: &[u8], n: u64) -> (std::sync::Arc<FaultStorage>, Vmdk) {

@@ -97,6 +97,15 @@ const SEPARATE_TYPES: &[&str] = &[
 /// Resolves extent file `name` of the descriptor at `descriptor`: inside
 /// its directory only, unless `allow_outside`.
 fn extent_path(descriptor: &Path, name: &str, allow_outside: bool) -> Result<PathBuf> {
+    // A URL or a `json:` name would make qimg fetch data from wherever the
+    // image says (QEMU opens such an extent through its network drivers).
+    let elsewhere = name.contains("://") || name.starts_with("nbd:") || name.starts_with("json:");
+    if elsewhere && !allow_outside {
+        return Err(Error::unsupported(format!(
+            "extent file '{name}' is a network or json: name, not a file beside the \
+             descriptor; qimg refuses it (set QIMG_ALLOW_OUTSIDE_EXTENTS=1 to open it anyway)"
+        )));
+    }
     let p = Path::new(name);
     let outside = !allow_outside
         && (p.is_absolute()
