@@ -12,50 +12,28 @@
 
 mod common;
 
-use common::{median, peak_rss, require, sh};
+use common::{generate_disk_mix, median, peak_rss, require, sh, Fill};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const SIZE: u64 = 2 << 30;
-const CLUSTER: u64 = 64 << 10;
 const RUNS: usize = 3;
 const DELAY: Duration = Duration::from_millis(10);
 
 /// A raw disk with half its clusters data (random or text), the rest holes.
 fn half_allocated(path: &Path) {
-    let file = std::fs::File::create(path).unwrap();
-    file.set_len(SIZE).unwrap();
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move || {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    };
-    let text: Vec<u8> = "images over HTTP, read through their own metadata. "
-        .bytes()
-        .cycle()
-        .take(CLUSTER as usize)
-        .collect();
-    let mut buf = vec![0u8; CLUSTER as usize];
-    for c in 0..SIZE / CLUSTER {
-        match next() % 4 {
-            0 | 1 => continue,
-            2 => buf
-                .chunks_exact_mut(8)
-                .for_each(|w| w.copy_from_slice(&next().to_le_bytes())),
-            _ => {
-                buf.copy_from_slice(&text);
-                buf.rotate_left((next() % 64) as usize);
-            }
-        }
-        file.write_all_at(&buf, c * CLUSTER).unwrap();
-    }
+    generate_disk_mix(
+        path,
+        SIZE,
+        0x2545_f491_4f6c_dd1d,
+        &[(Fill::Hole, 2), (Fill::Random, 1), (Fill::Text, 1)],
+        "images over HTTP, read through their own metadata. ",
+    );
 }
 
 fn free_port() -> u16 {

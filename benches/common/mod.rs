@@ -60,32 +60,71 @@ pub fn sh(dir: &Path, script: &str) {
 /// Cluster size of the generated disks.
 const CLUSTER: u64 = 64 << 10;
 
+/// What a generated cluster holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    /// Nothing: a hole in the file.
+    Hole,
+    /// Written zeros.
+    Zeros,
+    /// Random bytes (incompressible).
+    Random,
+    /// A rotated copy of a text (compressible).
+    Text,
+}
+
 /// Writes a raw test disk of `size` bytes: every 64 KiB cluster is a hole, zeros, random
-/// bytes or text, chosen by a fixed generator.
+/// bytes or text, chosen by a fixed generator (30%, 10%, 30%, 30%).
 pub fn generate_disk(path: &Path, size: u64) {
+    generate_disk_mix(
+        path,
+        size,
+        0x9e37_79b9_7f4a_7c15,
+        &[
+            (Fill::Hole, 3),
+            (Fill::Zeros, 1),
+            (Fill::Random, 3),
+            (Fill::Text, 3),
+        ],
+        "qimg is a fast and safe toolkit for virtual disk images. ",
+    );
+}
+
+/// Writes a raw test disk of `size` bytes whose 64 KiB clusters are
+/// chosen among `mix` (each kind with its weight) by a xorshift generator
+/// started at `seed`; text clusters repeat `text`, rotated.
+pub fn generate_disk_mix(path: &Path, size: u64, seed: u64, mix: &[(Fill, u64)], text: &str) {
     let file = std::fs::File::create(path).expect("create disk");
     file.set_len(size).expect("size disk");
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut state = seed;
     let mut next = move || {
         state ^= state >> 12;
         state ^= state << 25;
         state ^= state >> 27;
         state.wrapping_mul(0x2545_f491_4f6c_dd1d)
     };
-    let text: Vec<u8> = "qimg is a fast and safe toolkit for virtual disk images. "
-        .bytes()
-        .cycle()
-        .take(CLUSTER as usize)
-        .collect();
+    let text: Vec<u8> = text.bytes().cycle().take(CLUSTER as usize).collect();
+    let total: u64 = mix.iter().map(|(_, w)| w).sum();
+    assert!(total > 0, "an empty mix");
     let mut buf = vec![0u8; CLUSTER as usize];
     for c in 0..size / CLUSTER {
-        match next() % 10 {
-            0..=2 => continue,
-            3 => buf.fill(0),
-            4..=6 => buf
+        let mut pick = next() % total;
+        let fill = mix
+            .iter()
+            .find(|(_, w)| {
+                let here = pick < *w;
+                pick = pick.saturating_sub(*w);
+                here
+            })
+            .map(|(f, _)| *f)
+            .expect("a pick below the total weight");
+        match fill {
+            Fill::Hole => continue,
+            Fill::Zeros => buf.fill(0),
+            Fill::Random => buf
                 .chunks_exact_mut(8)
                 .for_each(|w| w.copy_from_slice(&next().to_le_bytes())),
-            _ => {
+            Fill::Text => {
                 let shift = (next() % 64) as usize;
                 buf.copy_from_slice(&text);
                 buf.rotate_left(shift);
