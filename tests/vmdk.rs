@@ -697,35 +697,6 @@ fn zero_writes_become_zeroed_grains_as_with_qemu_io() {
     assert_reads_like_qemu(&fx, "i.vmdk");
 }
 
-/// `qimg convert -n -f raw -O vmdk src.raw dst.vmdk` in this process, every
-/// file it writes going through `session`'s fault injector.
-fn convert_in_process(
-    fx: &Fixture,
-    session: &qimg::io::FaultSessionGuard,
-) -> qimg::error::Result<qimg::engine::Outcome> {
-    use qimg::format::registry::by_name;
-    use qimg::format::FormatKind;
-    let request = qimg::ops::convert::ConvertRequest {
-        sources: vec![fx.path("src.raw")],
-        source_format: Some(FormatKind::of(by_name("raw").unwrap())),
-        target: fx.path("dst.vmdk"),
-        target_format: FormatKind::of(by_name("vmdk").unwrap()),
-        options: Vec::new(),
-        backing: None,
-        backing_format: None,
-        no_create: true,
-        target_is_zero: false,
-        sparse: 4096,
-        threads: 2,
-        compress: false,
-        snapshot: None,
-        salvage: false,
-        bitmaps: None,
-    };
-    let control = qimg::engine::control::Control::default().with_storage_options(session.options());
-    qimg::ops::convert::convert(&request, &control)
-}
-
 #[test]
 fn a_convert_into_a_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
     use qimg::io::FaultSession;
@@ -747,7 +718,8 @@ fn a_convert_into_a_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
         let empty = fx.read(data_file);
         let total = {
             let session = FaultSession::start(u64::MAX);
-            let outcome = convert_in_process(&fx, &session).expect("clean run");
+            let outcome = common::convert_raw_in_process(&fx, &session, "dst.vmdk", "vmdk")
+                .expect("clean run");
             assert_eq!(outcome, qimg::engine::Outcome::Completed);
             session.write_back(|_, _| true).unwrap();
             session.changes()
@@ -758,7 +730,7 @@ fn a_convert_into_a_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
         for n in 0..total {
             fx.write(data_file, &empty);
             let session = FaultSession::start(n);
-            let result = convert_in_process(&fx, &session);
+            let result = common::convert_raw_in_process(&fx, &session, "dst.vmdk", "vmdk");
             assert!(
                 session.crashed() && result.is_err(),
                 "{subformat}: no crash at {n}/{total}"

@@ -555,35 +555,6 @@ fn a_crash_at_any_write_leaves_a_readable_vhd_with_old_or_new_blocks() {
     assert_reads_like_qemu(&fx, "done.vhd");
 }
 
-/// Runs `qimg convert -n -f raw -O vpc src.raw dst.vhd` in this process,
-/// every file it writes going through `session`'s fault injector.
-fn convert_in_process(
-    fx: &Fixture,
-    session: &qimg::io::FaultSessionGuard,
-) -> qimg::error::Result<qimg::engine::Outcome> {
-    use qimg::format::registry::by_name;
-    use qimg::format::FormatKind;
-    let request = qimg::ops::convert::ConvertRequest {
-        sources: vec![fx.path("src.raw")],
-        source_format: Some(FormatKind::of(by_name("raw").unwrap())),
-        target: fx.path("dst.vhd"),
-        target_format: FormatKind::of(by_name("vpc").unwrap()),
-        options: Vec::new(),
-        backing: None,
-        backing_format: None,
-        no_create: true,
-        target_is_zero: false,
-        sparse: 4096,
-        threads: 2,
-        compress: false,
-        snapshot: None,
-        salvage: false,
-        bitmaps: None,
-    };
-    let control = qimg::engine::control::Control::default().with_storage_options(session.options());
-    qimg::ops::convert::convert(&request, &control)
-}
-
 #[test]
 fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() {
     use qimg::io::FaultSession;
@@ -606,7 +577,8 @@ fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() 
     assert!(runs.len() >= 4, "{runs:?}");
     let total = {
         let session = FaultSession::start(u64::MAX);
-        let outcome = convert_in_process(&fx, &session).expect("clean run");
+        let outcome =
+            common::convert_raw_in_process(&fx, &session, "dst.vhd", "vpc").expect("clean run");
         assert_eq!(outcome, qimg::engine::Outcome::Completed);
         session.write_back(|_, _| true).unwrap();
         session.changes()
@@ -617,7 +589,7 @@ fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() 
     for n in 0..total {
         fx.write("dst.vhd", &empty);
         let session = FaultSession::start(n);
-        let result = convert_in_process(&fx, &session);
+        let result = common::convert_raw_in_process(&fx, &session, "dst.vhd", "vpc");
         assert!(
             session.crashed() && result.is_err(),
             "no crash at {n}/{total}"

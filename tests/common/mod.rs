@@ -556,3 +556,35 @@ pub fn assert_same_answer(fx: &Fixture, args: &[&str]) -> (Output, Output) {
     assert_eq!(stdout(&m), stdout(&q), "{args:?}: stdout");
     (q, m)
 }
+
+/// `qimg convert -n -f raw -O FORMAT src.raw TARGET` run in this process
+/// (the fixture's `src.raw` into its existing `target`), every file it
+/// writes going through `session`'s fault injector: a crash test's copy.
+pub fn convert_raw_in_process(
+    fx: &Fixture,
+    session: &qimg::io::FaultSessionGuard,
+    target: &str,
+    format: &str,
+) -> qimg::error::Result<qimg::engine::Outcome> {
+    use qimg::format::registry::by_name;
+    use qimg::format::FormatKind;
+    let request = qimg::ops::convert::ConvertRequest {
+        sources: vec![fx.path("src.raw")],
+        source_format: Some(FormatKind::of(by_name("raw").unwrap())),
+        target: fx.path(target),
+        target_format: FormatKind::of(by_name(format).unwrap()),
+        options: Vec::new(),
+        backing: None,
+        backing_format: None,
+        no_create: true,
+        target_is_zero: false,
+        sparse: 4096,
+        threads: 2,
+        compress: false,
+        snapshot: None,
+        salvage: false,
+        bitmaps: None,
+    };
+    let control = qimg::engine::control::Control::default().with_storage_options(session.options());
+    qimg::ops::convert::convert(&request, &control)
+}
