@@ -276,7 +276,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__backup)
-            opts="-f -c -r -p -q -h --attach --device --job-id --detach --format --sync --bitmap --bitmap-mode --compress --existing --rate --when-idle --progress --quiet --help"
+            opts="-r -p -q -f -c -h --attach --device --job-id --detach --rate --when-idle --progress --quiet --format --sync --bitmap --bitmap-mode --compress --existing --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -292,26 +292,6 @@ _qimg() {
                     ;;
                 --job-id)
                     COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
-                    return 0
-                    ;;
-                -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
-                    return 0
-                    ;;
-                --sync)
-                    COMPREPLY=($(compgen -W "full top bitmap incremental none" -- "${cur}"))
-                    return 0
-                    ;;
-                --bitmap)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --bitmap-mode)
-                    COMPREPLY=($(compgen -W "on-success always never" -- "${cur}"))
                     return 0
                     ;;
                 --rate)
@@ -332,6 +312,26 @@ _qimg() {
                     ;;
                 -p)
                     COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --sync)
+                    COMPREPLY=($(compgen -W "full top bitmap incremental none" -- "${cur}"))
+                    return 0
+                    ;;
+                --bitmap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bitmap-mode)
+                    COMPREPLY=($(compgen -W "on-success always never" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -1654,7 +1654,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__mirror)
-            opts="-f -r -p -q -h --attach --device --job-id --detach --format --sync --existing --granularity --buf-size --rate --no-pivot --when-idle --progress --quiet --help"
+            opts="-r -p -q -f -h --attach --device --job-id --detach --rate --when-idle --progress --quiet --format --sync --existing --granularity --buf-size --no-pivot --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1669,26 +1669,6 @@ _qimg() {
                     return 0
                     ;;
                 --job-id)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
-                    return 0
-                    ;;
-                -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
-                    return 0
-                    ;;
-                --sync)
-                    COMPREPLY=($(compgen -W "full top none" -- "${cur}"))
-                    return 0
-                    ;;
-                --granularity)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --buf-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1710,6 +1690,26 @@ _qimg() {
                     ;;
                 -p)
                     COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc raw" -- "${cur}"))
+                    return 0
+                    ;;
+                --sync)
+                    COMPREPLY=($(compgen -W "full top none" -- "${cur}"))
+                    return 0
+                    ;;
+                --granularity)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --buf-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -459,6 +459,10 @@ complete -c qimg -n "__fish_qimg_using_subcommand job; and __fish_seen_subcomman
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l attach -d 'The QMP socket of the VM (or qemu-storage-daemon) that runs the job (a path, or tcp:HOST:PORT)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l device -d 'The device or node name of the disk (its active layer)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l job-id -d 'The block job\'s id (default: qimg-OP-PID)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l when-idle -d 'Pause the VMM\'s job while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10), and resume it when the host is quiet again' -r
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s f -l format -d 'Format of TARGET (default: the source\'s)' -r -f -a "qcow2\t''
 qed\t''
 vmdk\t''
@@ -469,18 +473,18 @@ top\t'The active layer only: the target gets the source\'s backing file'
 none\t'Nothing already there: only what the guest writes from now on'"
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l granularity -d 'Bytes per bit of the dirty bitmap that tracks the guest\'s writes (a power of two from 512 to 64M; default: QEMU\'s choice)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l buf-size -d 'How much the copy keeps in flight (default: QEMU\'s choice)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l when-idle -d 'Pause the VMM\'s job while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10), and resume it when the host is quiet again' -r
-complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
-json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l detach -d 'Start the job, print its id and return at once'
+complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l existing -d 'TARGET exists already (of the source\'s size); it is opened, not created'
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l no-pivot -d 'Stop once the target is in sync and leave the job running (the guest\'s writes keep reaching the target) for `qimg job complete`'
-complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l attach -d 'The QMP socket of the VM (or qemu-storage-daemon) that runs the job (a path, or tcp:HOST:PORT)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l device -d 'The device or node name of the disk (its active layer)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l job-id -d 'The block job\'s id (default: qimg-OP-PID)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -l when-idle -d 'Pause the VMM\'s job while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10), and resume it when the host is quiet again' -r
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
+json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -s f -l format -d 'Format of TARGET (default: the source\'s)' -r -f -a "qcow2\t''
 qed\t''
 vmdk\t''
@@ -495,14 +499,10 @@ complete -c qimg -n "__fish_qimg_using_subcommand backup" -l bitmap -d 'The dirt
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l bitmap-mode -d 'What becomes of --bitmap (default for --sync incremental: on-success)' -r -f -a "on-success\t'Cleared of what was copied, if the backup succeeds'
 always\t'Cleared of what was copied, whatever the outcome'
 never\t'Left as it was'"
-complete -c qimg -n "__fish_qimg_using_subcommand backup" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand backup" -l when-idle -d 'Pause the VMM\'s job while host I/O pressure (PSI "some avg10" in /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT percent (default 10), and resume it when the host is quiet again' -r
-complete -c qimg -n "__fish_qimg_using_subcommand backup" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
-json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l detach -d 'Start the job, print its id and return at once'
+complete -c qimg -n "__fish_qimg_using_subcommand backup" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -s c -l compress -d 'Compress the target\'s clusters (a qcow2 target)'
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l existing -d 'TARGET exists already (of the source\'s size); it is opened, not created'
-complete -c qimg -n "__fish_qimg_using_subcommand backup" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare checksum rebase resize snapshot amend bitmap job mirror backup help" -f -a "create" -d 'Create a new image'
 complete -c qimg -n "__fish_qimg_using_subcommand help; and not __fish_seen_subcommand_from create info map measure check convert dd stream commit compare checksum rebase resize snapshot amend bitmap job mirror backup help" -f -a "info" -d 'Show facts about an image (and its backing chain)'

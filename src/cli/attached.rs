@@ -55,8 +55,9 @@ impl AttachArgs {
     }
 }
 
-/// Where a job of its own kind (`mirror`, `backup`) runs: attach mode is
-/// the only mode of those commands, so the socket and device are required.
+/// Where a job of its own kind (`mirror`, `backup`) runs and how it is
+/// followed: attach mode is the only mode of those commands, so the
+/// socket and device are required.
 #[derive(Debug, clap::Args)]
 pub struct JobTarget {
     /// The QMP socket of the VM (or qemu-storage-daemon) that runs the job
@@ -72,9 +73,36 @@ pub struct JobTarget {
     /// Start the job, print its id and return at once.
     #[arg(long)]
     pub detach: bool,
+    /// Limit the copy rate in bytes per second (e.g. 50M).
+    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = super::args::parse_size)]
+    pub rate: Option<u64>,
+    /// Pause the VMM's job while host I/O pressure (PSI "some avg10" in
+    /// /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT
+    /// percent (default 10), and resume it when the host is quiet again.
+    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10")]
+    pub when_idle: Option<u32>,
+    /// Show progress (-p), or JSON Lines records with --progress=json.
+    #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
+    pub progress: Option<ProgressArg>,
+    /// Print nothing on success.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
 }
 
 impl JobTarget {
+    /// How to follow the job: `on_ready`, the progress asked for (none
+    /// with -q), and pausing by host pressure.
+    pub fn following(&self, on_ready: OnReady) -> Result<Following> {
+        Ok(Following {
+            on_ready,
+            progress: if self.quiet { None } else { self.progress },
+            pacing: Pacing {
+                idle_gate: super::args::idle_gate(self.when_idle)?,
+                deadline: None,
+            },
+        })
+    }
+
     /// The job id to send: the one given, or `qimg-OP-PID`.
     pub fn job_id(&self, op: &str) -> String {
         self.job_id.clone().unwrap_or_else(|| default_job_id(op))

@@ -3,7 +3,7 @@
 //! later writes wait for the old data to be copied first), in full or
 //! only what a dirty bitmap marks.
 
-use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
+use super::args::{FormatArg, FormatParser};
 use super::attached::{self, JobTarget};
 use clap::{Args, ValueEnum};
 use qimg::attach::jobs::OnReady;
@@ -94,20 +94,6 @@ pub struct BackupArgs {
     /// TARGET exists already (of the source's size); it is opened, not created.
     #[arg(long)]
     existing: bool,
-    /// Limit the copy rate in bytes per second (e.g. 50M).
-    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
-    rate: Option<u64>,
-    /// Pause the VMM's job while host I/O pressure (PSI "some avg10" in
-    /// /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT
-    /// percent (default 10), and resume it when the host is quiet again.
-    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10")]
-    when_idle: Option<u32>,
-    /// Show progress (-p), or JSON Lines records with --progress=json.
-    #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
-    progress: Option<ProgressArg>,
-    /// Print nothing on success.
-    #[arg(short = 'q', long = "quiet")]
-    quiet: bool,
     /// The backup image.
     #[arg(value_name = "TARGET")]
     target: std::path::PathBuf,
@@ -150,7 +136,7 @@ impl BackupArgs {
         if self.compress {
             args["compress"] = json!(true);
         }
-        if let Some(rate) = self.rate {
+        if let Some(rate) = self.job.rate {
             args["speed"] = json!(rate);
         }
         let code = attached::run_job(
@@ -159,16 +145,9 @@ impl BackupArgs {
             "drive-backup",
             args,
             self.job.detach,
-            &attached::Following {
-                on_ready: OnReady::Complete,
-                progress: if self.quiet { None } else { self.progress },
-                pacing: attached::Pacing {
-                    idle_gate: super::args::idle_gate(self.when_idle)?,
-                    deadline: None,
-                },
-            },
+            &self.job.following(OnReady::Complete)?,
         )?;
-        if code == ExitCode::SUCCESS && !self.job.detach && !self.quiet {
+        if code == ExitCode::SUCCESS && !self.job.detach && !self.job.quiet {
             println!("Backup complete.");
         }
         Ok(code)

@@ -2,7 +2,7 @@
 //! target while the guest keeps writing (its writes go to both), and once
 //! the target is in sync the VM switches to it.
 
-use super::args::{parse_size, FormatArg, FormatParser, ProgressArg};
+use super::args::{parse_size, FormatArg, FormatParser};
 use super::attached::{self, JobTarget};
 use clap::{Args, ValueEnum};
 use qimg::attach::jobs::OnReady;
@@ -56,24 +56,10 @@ pub struct MirrorArgs {
     /// How much the copy keeps in flight (default: QEMU's choice).
     #[arg(long = "buf-size", value_name = "SIZE", value_parser = parse_size)]
     buf_size: Option<u64>,
-    /// Limit the copy rate in bytes per second (e.g. 50M).
-    #[arg(short = 'r', long = "rate", value_name = "RATE", value_parser = parse_size)]
-    rate: Option<u64>,
     /// Stop once the target is in sync and leave the job running (the
     /// guest's writes keep reaching the target) for `qimg job complete`.
     #[arg(long = "no-pivot")]
     no_pivot: bool,
-    /// Pause the VMM's job while host I/O pressure (PSI "some avg10" in
-    /// /proc/pressure/io, or the file $QIMG_PSI_PATH names) is above PCT
-    /// percent (default 10), and resume it when the host is quiet again.
-    #[arg(long = "when-idle", value_name = "PCT", num_args = 0..=1, require_equals = true, default_missing_value = "10")]
-    when_idle: Option<u32>,
-    /// Show progress (-p), or JSON Lines records with --progress=json.
-    #[arg(short = 'p', long = "progress", value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "human")]
-    progress: Option<ProgressArg>,
-    /// Print nothing on success.
-    #[arg(short = 'q', long = "quiet")]
-    quiet: bool,
     /// The new image.
     #[arg(value_name = "TARGET")]
     target: std::path::PathBuf,
@@ -99,7 +85,7 @@ impl MirrorArgs {
         if let Some(b) = self.buf_size {
             args["buf-size"] = json!(b);
         }
-        if let Some(rate) = self.rate {
+        if let Some(rate) = self.job.rate {
             args["speed"] = json!(rate);
         }
         let on_ready = if self.no_pivot {
@@ -113,16 +99,9 @@ impl MirrorArgs {
             "drive-mirror",
             args,
             self.job.detach,
-            &attached::Following {
-                on_ready,
-                progress: if self.quiet { None } else { self.progress },
-                pacing: attached::Pacing {
-                    idle_gate: super::args::idle_gate(self.when_idle)?,
-                    deadline: None,
-                },
-            },
+            &self.job.following(on_ready)?,
         )?;
-        if code == ExitCode::SUCCESS && !self.job.detach && !self.quiet && !self.no_pivot {
+        if code == ExitCode::SUCCESS && !self.job.detach && !self.job.quiet && !self.no_pivot {
             println!("Mirror complete: the VM now runs on the target.");
         }
         Ok(code)
