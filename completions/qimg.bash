@@ -226,7 +226,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__amend)
-            opts="-f -o -p -q -t -h --format --options --progress --quiet --force --cache --image-opts --object --help"
+            opts="-f -o -p -q -t -h --format --options --progress --quiet --force --cache --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -342,7 +342,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__bitmap)
-            opts="-g -b -F -f -h --add --remove --clear --enable --disable --merge --granularity --source-file --source-format --format --image-opts --object --attach --device --help"
+            opts="-g -b -F -f -h --add --remove --clear --enable --disable --merge --granularity --source-file --source-format --format --image-opts --object --untrusted --attach --device --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -404,7 +404,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__check)
-            opts="-f -r -q -T -U -h --format --output --repair --quiet --cache --force-share --image-opts --object --help"
+            opts="-f -r -q -T -U -h --format --output --repair --quiet --cache --force-share --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -450,7 +450,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__checksum)
-            opts="-f -a -m -p -U -h --format --digest --algorithm --block-size --threads --parallel --output --progress --force-share --image-opts --object --help"
+            opts="-f -a -m -p -U -h --format --digest --algorithm --block-size --threads --parallel --output --progress --force-share --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -516,7 +516,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__commit)
-            opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --when-idle --progress --quiet --rate --attach --device --base-node --job-id --detach --top --top-node --no-pivot --image-opts --object --help"
+            opts="-f -t -b -d -p -q -r -h --format --cache --base --drop --when-idle --progress --quiet --rate --attach --device --base-node --job-id --detach --top --top-node --no-pivot --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -602,7 +602,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__compare)
-            opts="-f -F -s -q -U -p -h --format --second-format --strict --quiet --force-share --progress --image-opts --object --help"
+            opts="-f -F -s -q -U -p -h --format --second-format --strict --quiet --force-share --progress --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -644,7 +644,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__convert)
-            opts="-f -O -o -c -B -F -n -S -m -W -p -q -U -r -l -t -T -C -h --source-format --output-format --target-format --options --target-options --compress --backing --backing-format --no-create --target-is-zero --sparse-size --parallel --oob-writes --progress --quiet --force-share --rate --snapshot --source-snapshot --output-cache --target-cache --source-cache --copy-range-offloading --salvage --bitmaps --skip-broken-bitmaps --checksum --target-image-opts --image-opts --object --help"
+            opts="-f -O -o -c -B -F -n -S -m -W -p -q -U -r -l -t -T -C -h --source-format --output-format --target-format --options --target-options --compress --backing --backing-format --no-create --target-is-zero --sparse-size --parallel --oob-writes --progress --quiet --force-share --rate --snapshot --source-snapshot --output-cache --target-cache --source-cache --copy-range-offloading --salvage --bitmaps --skip-broken-bitmaps --checksum --target-image-opts --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -828,7 +828,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__dd)
-            opts="-f -O -U -n -l -h --format --output-format --force-share --image-opts --object --help"
+            opts="-f -O -U -n -l -h --format --output-format --force-share --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1258,7 +1258,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__info)
-            opts="-f -b -U -h --format --output --backing-chain --force-share --attach --device --image-opts --object --help"
+            opts="-f -b -U -h --format --output --backing-chain --force-share --attach --device --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1550,7 +1550,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__map)
-            opts="-f -s -l -U -h --format --output --start-offset --max-length --force-share --image-opts --object --help"
+            opts="-f -s -l -U -h --format --output --start-offset --max-length --force-share --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1596,7 +1596,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__measure)
-            opts="-O -o -l -f -U -h --output --output-format --options --snapshot --size --format --force-share --image-opts --object --help"
+            opts="-O -o -l -f -U -h --output --output-format --options --snapshot --size --format --force-share --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1720,7 +1720,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__rebase)
-            opts="-f -t -T -p -q -U -u -r -c -b -F -h --format --cache --backing-cache --progress --quiet --force-share --backing-unsafe --rate --compress --backing --backing-format --image-opts --object --help"
+            opts="-f -t -T -p -q -U -u -r -c -b -F -h --format --cache --backing-cache --progress --quiet --force-share --backing-unsafe --rate --compress --backing --backing-format --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1794,7 +1794,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__resize)
-            opts="-f -q -h --format --shrink --preallocation --quiet --help"
+            opts="-f -q -h --format --shrink --preallocation --quiet --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1820,7 +1820,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__snapshot)
-            opts="-l -c -a -d -f -q -U -h --format --quiet --force-share --attach --device --external --node-name --help"
+            opts="-l -c -a -d -f -q -U -h --format --quiet --force-share --attach --device --external --node-name --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1870,7 +1870,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__stream)
-            opts="-f -r -p -h --format --base --backing-file --offset --length --rate-limit --time-limit --deadline --when-idle --progress --output --attach --device --base-node --job-id --detach --image-opts --object --help"
+            opts="-f -r -p -h --format --base --backing-file --offset --length --rate-limit --time-limit --deadline --when-idle --progress --output --attach --device --base-node --job-id --detach --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -93,6 +93,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand info" -l object -d 'Define an 
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s b -l backing-chain -d 'Show every image of the backing chain'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand info" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -106,6 +107,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand map" -s l -l max-length -d 'Ma
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand map" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
@@ -147,6 +149,7 @@ raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s U -l force-share -d 'Open FILE in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand measure" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -162,6 +165,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand check" -l object -d 'Define an
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s q -l quiet -d 'Print nothing; the exit code tells the verdict'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s U -l force-share -d 'Open the image in shared mode (read-only checks only)'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand check" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s f -l source-format -d 'Source format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -224,6 +228,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -l bitmaps -d 'Copy t
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l skip-broken-bitmaps -d 'Skip inconsistent bitmaps when copying them (needs --bitmaps)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l target-image-opts -d 'The target is an option string (driver=raw,file.filename=disk.img), as with --image-opts; needs -n'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s f -l format -d 'Format of the input (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -240,6 +245,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand dd" -l object -d 'Define an ob
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s U -l force-share -d 'Open the input in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s n -d 'Write into the existing output instead of creating it (Proxmox\'s extension of qemu-img dd)'
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand dd" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -265,6 +271,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -l job-id -d 'With --a
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l detach -d 'With --attach: start the job, print its id and return at once'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -289,6 +296,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand commit" -s q -l quiet -d 'Prin
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l detach -d 'With --attach: start the job, print its id and return at once'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l no-pivot -d 'With --attach: leave an active commit unpivoted (the VM stays on the top; the data is in the base all the same)'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s f -l format -d 'Format of the first image (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -307,6 +315,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand compare" -s s -l strict -d 'St
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s q -l quiet -d 'Print nothing; only the exit status tells'
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s U -l force-share -d 'Open the images in shared mode (they may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand compare" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -323,6 +332,7 @@ json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s U -l force-share -d 'Open the images in shared mode (they may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -342,6 +352,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s U -l force-share -d
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s u -l backing-unsafe -d 'Only rewrite the backing file name and format'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s c -l compress -d 'Compress the clusters written'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -351,6 +362,7 @@ raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l preallocation -d 'How to preallocate the grown range: off (default), falloc or full (raw), as the format supports' -r
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l shrink -d 'Allow a smaller size: everything past the new end is deleted'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand resize" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s c -d 'Take a snapshot of the disk with this name (names need not be unique)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s a -d 'Make the snapshot with this ID or name the disk (what was written since is lost)' -r
@@ -367,6 +379,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l node-name -d 'Wit
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s l -d 'List the internal snapshots (the default)'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s q -l quiet -d 'Quiet (accepted as by qemu-img; the list is still printed)'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM); only for listing'
+complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -403,6 +416,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand amend" -l object -d 'Define an
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s q -l quiet -d 'Print nothing but errors'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -l force -d 'Accepted as by qemu-img (it allows amending encryption keys, which qimg does not open)'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand amend" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l merge -d 'Add what bitmap SOURCE marks dirty (in FILE, or in -b\'s file) to BITMAP' -r
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s g -l granularity -d 'The granularity of the bitmap --add creates (bytes per bit, a power of two from 512; default: the cluster size, within 4k..64k)' -r
@@ -426,6 +440,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l clear -d 'Mark ever
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l enable -d 'Make BITMAP record future writes'
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l disable -d 'Stop BITMAP recording writes'
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
+complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -l attach -d 'The VMM\'s QMP socket (a path, or tcp:HOST:PORT)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand job; and not __fish_seen_subcommand_from list pause resume cancel complete set-speed wait help" -s h -l help -d 'Print help'

@@ -6,7 +6,9 @@ pub mod spec;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::probe::{open_as, probe_storage, Probed};
 use crate::format::{Format, FormatKind, GuestRead, OpenHow, Status};
-use crate::io::{http::is_http_url, nbd::is_nbd_uri, HostExtent, StorageOptions};
+use crate::io::{
+    http::is_http_url, nbd::is_nbd_uri, Admission, HostExtent, RefusedKind, StorageOptions,
+};
 use crate::paths::is_absolute_spec;
 pub use spec::{open_image, open_image_with, open_image_writable, open_image_writable_with};
 use spec::{BackingChoice, ImageSpec};
@@ -265,9 +267,21 @@ impl Chain {
             let overlay = top.path.clone();
             let (name, format) = match std::mem::replace(&mut choice, BackingChoice::AsRecorded) {
                 BackingChoice::None => break,
+                // A backing node the user's own `json:` name gives.
                 BackingChoice::Spec(s) => (s.to_name(), s.driver().map(|k| k.name().to_string())),
                 BackingChoice::AsRecorded => match top.image.backing() {
-                    Some(b) => (b.name, b.format),
+                    Some(b) => {
+                        // The image names it: an untrusted image's names are
+                        // not followed.
+                        let admitted =
+                            options
+                                .trust
+                                .admit(RefusedKind::BackingFile, &b.name, &overlay)?;
+                        if admitted == Admission::Skip {
+                            break;
+                        }
+                        (b.name, b.format)
+                    }
                     None => break,
                 },
             };

@@ -199,6 +199,48 @@ pub struct SpecArgs {
     /// Objects (--object).
     #[command(flatten)]
     pub objects: ObjectArgs,
+    /// --untrusted.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+/// `--untrusted`, for the commands that open images.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TrustArgs {
+    /// Read images as data only, as for an upload from a stranger: refuse
+    /// the backing files, external data files and extent files they name
+    /// (paths, URLs, json: names alike) and QED images, opening none of
+    /// them. `info` and `check` describe the image and list what they
+    /// refused. Also set by QIMG_UNTRUSTED=1.
+    #[arg(
+        long,
+        env = "QIMG_UNTRUSTED",
+        value_parser = clap::builder::FalseyValueParser::new(),
+        hide_env_values = true
+    )]
+    pub untrusted: bool,
+}
+
+impl TrustArgs {
+    /// The trust opens extend to the files images name: none with
+    /// `--untrusted`; a `reporting` command (info, check) then goes on
+    /// without them and lists them.
+    pub fn trust(&self, reporting: bool) -> qimg::io::Trust {
+        use qimg::io::{Refusals, Trust};
+        match (self.untrusted, reporting) {
+            (false, _) => Trust::Trusted,
+            (true, false) => Trust::Untrusted,
+            (true, true) => Trust::Reporting(Refusals::default()),
+        }
+    }
+
+    /// `options` with this trust (not reporting).
+    pub fn apply(&self, options: qimg::io::StorageOptions) -> qimg::io::StorageOptions {
+        qimg::io::StorageOptions {
+            trust: self.trust(false),
+            ..options
+        }
+    }
 }
 
 impl SpecArgs {

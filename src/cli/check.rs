@@ -8,6 +8,7 @@ use qimg::error::{Error, Result};
 use qimg::format::check::Repair;
 use qimg::ops::check::{check_image, repair_image, CheckOutcome};
 use qimg::output::check::{render_human, render_json, render_repaired};
+use qimg::output::info::render_refusals;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,7 +56,10 @@ impl CheckArgs {
                     .with_path(&self.file),
             );
         }
-        let storage = super::args::storage_options(None, self.force_share)?;
+        let storage = qimg::io::StorageOptions {
+            trust: self.spec.trust.trust(true),
+            ..super::args::storage_options(None, self.force_share)?
+        };
         let name = self.spec.name(&self.file, self.format.is_some())?;
         let format = self.format.map(|f| f.0);
         let mut log = |line: String| eprintln!("{line}");
@@ -90,9 +94,20 @@ impl CheckArgs {
             report.corruptions_fixed = corruptions;
         }
         if !self.quiet {
+            let refused = storage
+                .trust
+                .is_untrusted()
+                .then(|| storage.trust.refusals());
             let text = match self.output {
-                OutputArg::Json => render_json(&self.file.display().to_string(), format, &report),
-                OutputArg::Human => render_human(&report),
+                OutputArg::Json => render_json(
+                    &self.file.display().to_string(),
+                    format,
+                    &report,
+                    refused.as_deref(),
+                ),
+                OutputArg::Human => {
+                    render_human(&report) + &render_refusals(refused.as_deref().unwrap_or_default())
+                }
             };
             std::io::stdout()
                 .write_all(text.as_bytes())

@@ -50,7 +50,10 @@ impl InfoArgs {
         if let Some(socket) = &self.attach {
             return self.run_attached(socket);
         }
-        let storage = super::args::storage_options(None, self.force_share)?;
+        let storage = qimg::io::StorageOptions {
+            trust: self.spec.trust.trust(true),
+            ..super::args::storage_options(None, self.force_share)?
+        };
         let file = self
             .file
             .clone()

@@ -47,7 +47,10 @@ pub struct MeasureArgs {
 impl MeasureArgs {
     /// Runs `measure`.
     pub fn run(self) -> Result<ExitCode> {
-        let storage = super::args::storage_options(None, self.force_share)?;
+        let storage = self
+            .spec
+            .trust
+            .apply(super::args::storage_options(None, self.force_share)?);
         let source = self
             .file
             .as_ref()

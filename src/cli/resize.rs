@@ -28,6 +28,9 @@ pub struct ResizeArgs {
     /// Print nothing on success.
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
+    /// --untrusted.
+    #[command(flatten)]
+    trust: super::args::TrustArgs,
     /// The image.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -50,7 +53,7 @@ impl ResizeArgs {
             size: NewSize::parse(&self.size)?,
             shrink: self.shrink,
             preallocation: self.preallocation.unwrap_or_default(),
-            storage: Default::default(),
+            storage: self.trust.apply(Default::default()),
         };
         match resize(&request)? {
             Resized::ShrinkRefused => {

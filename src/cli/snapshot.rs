@@ -56,6 +56,9 @@ pub struct SnapshotArgs {
     /// qemu-storage-daemon; default: QEMU's generated name).
     #[arg(long = "node-name", value_name = "NAME", requires = "external")]
     node_name: Option<String>,
+    /// --untrusted.
+    #[command(flatten)]
+    trust: super::args::TrustArgs,
     /// The image.
     #[arg(value_name = "FILE", required_unless_present = "attach")]
     file: Option<PathBuf>,
@@ -88,7 +91,9 @@ impl SnapshotArgs {
                 file.display()
             )));
         }
-        let storage = super::args::storage_options(None, self.force_share)?;
+        let storage = self
+            .trust
+            .apply(super::args::storage_options(None, self.force_share)?);
         let listed = action == SnapshotAction::List;
         let snapshots = snapshot(&SnapshotRequest {
             file,

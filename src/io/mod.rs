@@ -10,6 +10,7 @@ pub mod lock_holder;
 mod mem;
 pub mod nbd;
 mod pipe;
+pub mod trust;
 mod window;
 
 pub use buffer::AlignedBuf;
@@ -17,6 +18,7 @@ pub use fault::{CrashClock, FaultSession, FaultSessionGuard, FaultStorage};
 pub use file::FileStorage;
 pub use mem::MemStorage;
 pub use pipe::{is_pipe, PipeStorage};
+pub use trust::{Admission, Refusal, Refusals, RefusedKind, RefusedStorage, Trust};
 pub use window::WindowStorage;
 
 use crate::error::Result;
@@ -72,6 +74,9 @@ pub struct StorageOptions {
     /// the image's directory (an absolute path, or through `..`): the
     /// user allows it. Off, such an image is refused.
     pub outside_extents: bool,
+    /// Whether the files an image names (backing files, data files,
+    /// extents) are opened at all (`--untrusted`).
+    pub trust: Trust,
 }
 
 /// Alias under the name the design uses.
@@ -227,6 +232,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The storage this one is a window onto and the window's offset in
     /// it (see [`WindowStorage`]); `None` for a storage of its own.
     fn below(&self) -> Option<(&dyn Storage, u64)> {
+        None
+    }
+    /// When this stands in for a file an untrusted open refused (see
+    /// [`RefusedStorage`]): what was refused. Such a storage has nothing
+    /// to show or read.
+    fn refusal(&self) -> Option<&Refusal> {
         None
     }
     /// The current length in bytes.

@@ -4,7 +4,7 @@ use crate::chain::spec::{resolve_backing, ImageSpec};
 use crate::chain::{open_image_with, Chain};
 use crate::error::Result;
 use crate::format::{Description, Format, FormatKind};
-use crate::io::{Storage, StorageOptions};
+use crate::io::{Refusal, RefusedKind, Storage, StorageOptions, Trust};
 use std::path::Path;
 
 /// The protocol-level facts about the file that holds an image.
@@ -66,6 +66,9 @@ pub struct ImageInfo {
     /// files), shown as child nodes `extents.N` (last first, as QEMU
     /// lists them) before `file`.
     pub extents: Vec<FileInfo>,
+    /// With `--untrusted` (`Some`): the files this image names that were
+    /// refused, not opened.
+    pub refused: Option<Vec<Refusal>>,
 }
 
 impl ImageInfo {
@@ -75,7 +78,12 @@ impl ImageInfo {
         let storage = image.storage();
         let actual_size = storage.allocated_bytes()?;
         let mut extents = Vec::new();
-        for s in image.extent_files() {
+        // A refused extent file was never opened: there is nothing to show.
+        for s in image
+            .extent_files()
+            .into_iter()
+            .filter(|s| s.refusal().is_none())
+        {
             extents.push(FileInfo::of(s, s.allocated_bytes()?)?);
         }
         // The image's disk size counts every file it is made of.
@@ -141,7 +149,23 @@ impl ImageInfo {
             description: image.describe(),
             file,
             extents,
+            refused: None,
         })
+    }
+
+    /// This image's refusals among what an untrusted open with `trust`
+    /// refused (nothing is set for a trusted open).
+    fn with_refusals(mut self, path: &Path, trust: &Trust) -> ImageInfo {
+        if trust.is_untrusted() {
+            self.refused = Some(
+                trust
+                    .refusals()
+                    .into_iter()
+                    .filter(|r| r.by == path)
+                    .collect(),
+            );
+        }
+        self
     }
 }
 
@@ -152,7 +176,14 @@ pub fn image_info(
     options: &StorageOptions,
 ) -> Result<ImageInfo> {
     let image = open_image_with(path, format, options)?;
-    ImageInfo::of(image.as_ref(), path)
+    if let Some(b) = image.backing() {
+        // Not opened either way; an untrusted image's report lists it as
+        // what a command that reads the image would refuse.
+        options
+            .trust
+            .admit(RefusedKind::BackingFile, &b.name, path)?;
+    }
+    Ok(ImageInfo::of(image.as_ref(), path)?.with_refusals(path, &options.trust))
 }
 
 /// The facts about every image of the chain at `path`, top first.
@@ -165,6 +196,8 @@ pub fn chain_info(
     chain
         .layers()
         .iter()
-        .map(|l| ImageInfo::of(l.image.as_ref(), &l.path))
+        .map(|l| {
+            Ok(ImageInfo::of(l.image.as_ref(), &l.path)?.with_refusals(&l.path, &options.trust))
+        })
         .collect()
 }

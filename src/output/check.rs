@@ -2,11 +2,18 @@
 
 use super::qjson;
 use crate::format::check::CheckReport;
+use crate::io::Refusal;
 use serde_json::{json, Map, Value};
 
 /// The `ImageCheck` object; counters appear only when non-zero, in
 /// qemu-img's key order.
-pub fn render_json(filename: &str, format: &str, r: &CheckReport) -> String {
+/// With `--untrusted`, `refused` lists what the open refused.
+pub fn render_json(
+    filename: &str,
+    format: &str,
+    r: &CheckReport,
+    refused: Option<&[Refusal]>,
+) -> String {
     let mut m = Map::new();
     let nonzero = |m: &mut Map<String, Value>, key: &str, v: u64| {
         if v != 0 {
@@ -25,6 +32,9 @@ pub fn render_json(filename: &str, format: &str, r: &CheckReport) -> String {
     m.insert("filename".into(), json!(filename));
     m.insert("format".into(), json!(format));
     nonzero(&mut m, "fragmented-clusters", r.fragmented_clusters);
+    if let Some(refused) = refused {
+        m.insert("refused".into(), json!(refused));
+    }
     qjson::to_string(&Value::Object(m))
 }
 

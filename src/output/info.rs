@@ -3,6 +3,7 @@
 use super::human::size_to_str;
 use super::qjson;
 use crate::format::{Fact, FormatKind, FormatSpecific, SnapshotInfo as Snapshot};
+use crate::io::Refusal;
 use crate::ops::info::{FileInfo, ImageInfo};
 use serde_json::{json, Map, Value};
 
@@ -65,6 +66,9 @@ pub fn info_json(info: &ImageInfo) -> Value {
     let http = matches!(file.protocol, "http" | "https");
     if is_local(file.protocol) || (http && info.format != FormatKind::fallback().name()) {
         m.insert("dirty-flag".into(), json!(not_cleanly_closed(info)));
+    }
+    if let Some(refused) = &info.refused {
+        m.insert("refused".into(), json!(refused));
     }
     Value::Object(m)
 }
@@ -211,6 +215,14 @@ pub fn render_json(infos: &[ImageInfo], as_list: bool) -> String {
     }
 }
 
+/// What an untrusted open refused, one line each (`info`, `check`).
+pub fn render_refusals(refused: &[Refusal]) -> String {
+    refused
+        .iter()
+        .map(|r| format!("refused (--untrusted): {} '{}'\n", r.kind.words(), r.name))
+        .collect()
+}
+
 /// `info` in human form; images of a chain are separated by a blank line.
 pub fn render_human(infos: &[ImageInfo]) -> String {
     let blocks: Vec<String> = infos.iter().map(human_one).collect();
@@ -248,6 +260,7 @@ fn human_one(info: &ImageInfo) -> String {
             out += &format!("backing file format: {f}\n");
         }
     }
+    out += &render_refusals(info.refused.as_deref().unwrap_or_default());
     out += &render_snapshot_list(&d.snapshots);
     if let Some(specific) = &d.specific {
         out += "Format specific information:\n";

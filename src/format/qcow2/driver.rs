@@ -18,7 +18,7 @@ use crate::format::{
     Amend, AmendOptions, BackingSpec, BitmapInfo, Description, Fact, Format, FormatSpecific,
     InternalSnapshots, NewSnapshot, Preallocation, SnapshotInfo,
 };
-use crate::io::{create_storage_with, FileStorage, Storage, StorageOptions};
+use crate::io::{create_storage_with, FileStorage, Storage, StorageOptions, Trust};
 use crate::paths::resolve_relative_to;
 use std::path::Path;
 use std::sync::Arc;
@@ -88,22 +88,25 @@ fn open(
     storage: Box<dyn Storage>,
     path: &Path,
     how: &OpenHow<'_>,
-    _options: &StorageOptions,
+    options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
+    let trust = &options.trust;
     Ok(Box::new(match how {
-        OpenHow::ReadOnly => Qcow2::open(storage, path)?,
-        OpenHow::Repair => Qcow2::open_for_repair(storage, path)?,
-        OpenHow::Snapshot(id_or_name) => Qcow2::open(storage, path)?.at_snapshot(id_or_name)?,
-        OpenHow::Writable => open_writable(storage, path)?,
+        OpenHow::ReadOnly => Qcow2::open_trusting(storage, path, false, false, trust)?,
+        OpenHow::Repair => Qcow2::open_trusting(storage, path, false, true, trust)?,
+        OpenHow::Snapshot(id_or_name) => {
+            Qcow2::open_trusting(storage, path, false, false, trust)?.at_snapshot(id_or_name)?
+        }
+        OpenHow::Writable => open_writable(storage, path, trust)?,
     }))
 }
 
 /// Opens for writing. An image left dirty by a crashed lazy-refcount
 /// writer has stale refcounts: they are rebuilt first, as QEMU does,
 /// through the same open file.
-fn open_writable(storage: Box<dyn Storage>, path: &Path) -> Result<Qcow2> {
+fn open_writable(storage: Box<dyn Storage>, path: &Path, trust: &Trust) -> Result<Qcow2> {
     let shared: Arc<dyn Storage> = Arc::from(storage);
-    let image = Qcow2::open(Box::new(shared.clone()), path)?;
+    let image = Qcow2::open_trusting(Box::new(shared.clone()), path, false, false, trust)?;
     if image.header().incompatible_features & INCOMPAT_DIRTY != 0 {
         let report = image.repair(Repair::All, &mut |_| {})?.unwrap_or_default();
         image.flush()?;
@@ -114,7 +117,7 @@ fn open_writable(storage: Box<dyn Storage>, path: &Path) -> Result<Qcow2> {
         }
     }
     drop(image);
-    Qcow2::open_writable(Box::new(shared), path)
+    Qcow2::open_trusting(Box::new(shared), path, true, false, trust)
 }
 
 /// The `-o` options, in qemu-img's order.

@@ -27,7 +27,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::format::table_cache::{CacheBudget, TableCache};
-use crate::io::{FileStorage, Storage};
+use crate::io::{Admission, FileStorage, Refusal, RefusedKind, RefusedStorage, Storage, Trust};
 use crate::paths::resolve_relative_to;
 use entry::{CompressedDescriptor, Geometry, L2Entry, SubclusterType};
 use header::{check_table, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY};
@@ -71,21 +71,34 @@ impl Qcow2 {
     /// Opens a qcow2 image read-only from `storage`; `path` is the name it
     /// was opened by, used to resolve an external data file.
     pub fn open(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
-        Self::open_with(storage, path, false, false)
+        Self::open_with(storage, path, false, false, &Trust::Trusted)
+    }
+
+    /// As [`Qcow2::open`] (read-only, or for `check -r` when `repairing`),
+    /// or [`Qcow2::open_writable`] when `writable`, with `trust` deciding
+    /// whether an external data file the image names is opened.
+    pub fn open_trusting(
+        storage: Box<dyn Storage>,
+        path: &Path,
+        writable: bool,
+        repairing: bool,
+        trust: &Trust,
+    ) -> Result<Self> {
+        Self::open_with(storage, path, writable, repairing, trust)
     }
 
     /// Opens a qcow2 image read-only for `check -r` (`storage` must be
     /// writable for the repair): snapshot table defects that QEMU refuses
     /// on open are tolerated here, since the repair rewrites the table.
     pub fn open_for_repair(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
-        Self::open_with(storage, path, false, true)
+        Self::open_with(storage, path, false, true, &Trust::Trusted)
     }
 
     /// Opens a qcow2 image for writing (`storage` must be writable).
     /// A corrupt image is refused; a dirty one (lazy refcounts after a
     /// crash) must be repaired first, with [`check::repair`].
     pub fn open_writable(storage: Box<dyn Storage>, path: &Path) -> Result<Self> {
-        Self::open_with(storage, path, true, false)
+        Self::open_with(storage, path, true, false, &Trust::Trusted)
     }
 
     fn open_with(
@@ -93,6 +106,7 @@ impl Qcow2 {
         path: &Path,
         writable: bool,
         repairing: bool,
+        trust: &Trust,
     ) -> Result<Self> {
         let file_len = storage.len()?;
         let header = Header::parse(&read_head(storage.as_ref(), file_len)?)?;
@@ -119,7 +133,14 @@ impl Qcow2 {
             header.l1_size as u64,
         )?;
         let data_file = match (&header.data_file, geo.external_data) {
-            (Some(name), true) => Some(open_data_file(path, name, writable)?),
+            (Some(name), true) => Some(match trust.admit(RefusedKind::DataFile, name, path)? {
+                Admission::Open => open_data_file(path, name, writable)?,
+                Admission::Skip => Box::new(RefusedStorage::new(Refusal {
+                    kind: RefusedKind::DataFile,
+                    name: name.clone(),
+                    by: path.to_path_buf(),
+                })),
+            }),
             _ => None,
         };
         let (snapshots, snapshot_defects) =

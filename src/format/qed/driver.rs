@@ -10,7 +10,7 @@ use crate::format::driver::{
     NodeOptions, OpenHow,
 };
 use crate::format::Format;
-use crate::io::{create_storage_with, Storage, StorageOptions};
+use crate::io::{create_storage_with, RefusedKind, Storage, StorageOptions};
 use std::path::Path;
 
 /// QED.
@@ -74,10 +74,15 @@ fn probe(head: &[u8]) -> Option<Confidence> {
 
 fn open(
     storage: Box<dyn Storage>,
-    _path: &Path,
+    path: &Path,
     how: &OpenHow<'_>,
-    _options: &StorageOptions,
+    options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
+    // Uploads are never QED (OpenStack's format inspector bans it too):
+    // from an untrusted source it is refused, not parsed further.
+    options
+        .trust
+        .admit(RefusedKind::Format, "a QED image", path)?;
     Ok(Box::new(match how {
         OpenHow::Writable => Qed::open_writable(storage)?,
         _ => Qed::open(storage)?,

@@ -25,7 +25,10 @@ use super::{
     GuestOffset, HostOffset, Placement, Status,
 };
 use crate::error::{Error, Result};
-use crate::io::{open_read_storage_with, open_writable_storage_with, Storage, StorageOptions};
+use crate::io::{
+    open_read_storage_with, open_writable_storage_with, Admission, Refusal, RefusedKind,
+    RefusedStorage, Storage, StorageOptions,
+};
 use descriptor::{Descriptor, ExtentKind, MAX_DESCRIPTOR};
 use header::{SparseHeader, SECTOR};
 use spans::{Span, Spans};
@@ -201,6 +204,30 @@ impl Vmdk {
                         line.file
                     ))
                 })?;
+            let admitted = options
+                .trust
+                .admit(RefusedKind::ExtentFile, &line.file, path)?;
+            if admitted == Admission::Skip {
+                // Described from the descriptor alone; reads are refused.
+                let storage: Arc<dyn Storage> = Arc::new(RefusedStorage::new(Refusal {
+                    kind: RefusedKind::ExtentFile,
+                    name: line.file.clone(),
+                    by: path.to_path_buf(),
+                }));
+                spans.push(Span {
+                    storage: Some(storage.clone()),
+                    holes_are_zero: true,
+                });
+                extents.push(Ext {
+                    guest_start: guest,
+                    len: bytes,
+                    layout: Layout::Flat { storage, start: 0 },
+                    filename: line.file.clone(),
+                    word: line.kind.word(),
+                });
+                guest += bytes;
+                continue;
+            }
             let ext_path = extent_path(path, &line.file, options.outside_extents)?;
             let storage = open_extent_file(&ext_path, writable, options)?;
             let filename = ext_path.display().to_string();
