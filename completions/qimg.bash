@@ -404,7 +404,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__check)
-            opts="-f -r -q -T -U -h --format --output --repair --quiet --cache --force-share --image-opts --object --untrusted --help"
+            opts="-f -r -q -T -U -h --format --output --repair --safety --quiet --cache --force-share --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

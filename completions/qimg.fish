@@ -162,6 +162,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand check" -s r -l repair -d 'Repa
 all\t'Also rebuild refcounts and clear the corrupt and dirty bits'"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s T -l cache -d 'Cache mode (none, writeback, unsafe, directsync, writethrough): checked as qemu-img checks it; qimg reads through the page cache' -r
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand check" -l safety -d 'Instead of the metadata check, decide whether the image is safe to accept from a stranger (an upload): one format, nothing it names (backing, data or extent files), no hidden second format, as OpenStack\'s format inspector decides. Exit 0 safe, 4 not safe'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s q -l quiet -d 'Print nothing; the exit code tells the verdict'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s U -l force-share -d 'Open the image in shared mode (read-only checks only)'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 /// Arguments of `qimg check`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Exit status: 0 no problem found, 1 the check could not run, 2 corruptions, 3 leaked clusters only, 63 the format has no check (raw).\n\nExamples:\n  qimg check disk.qcow2\n  qimg check -r leaks disk.qcow2\n  qimg check --output=json disk.qcow2 | jq .leaks"
+    after_help = "Exit status: 0 no problem found, 1 the check could not run, 2 corruptions, 3 leaked clusters only, 4 not safe to accept (--safety), 63 the format has no check (raw).\n\nExamples:\n  qimg check disk.qcow2\n  qimg check --safety --output=json upload.img\n  qimg check -r leaks disk.qcow2\n  qimg check --output=json disk.qcow2 | jq .leaks"
 )]
 pub struct CheckArgs {
     /// Image format (probed when omitted).
@@ -28,6 +28,12 @@ pub struct CheckArgs {
     /// Repair leaks, or everything.
     #[arg(short = 'r', long = "repair", value_enum, value_name = "leaks|all")]
     repair: Option<RepairArg>,
+    /// Instead of the metadata check, decide whether the image is safe to
+    /// accept from a stranger (an upload): one format, nothing it names
+    /// (backing, data or extent files), no hidden second format, as
+    /// OpenStack's format inspector decides. Exit 0 safe, 4 not safe.
+    #[arg(long, conflicts_with = "repair")]
+    safety: bool,
     /// Print nothing; the exit code tells the verdict.
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
@@ -62,6 +68,9 @@ impl CheckArgs {
         };
         let name = self.spec.name(&self.file, self.format.is_some())?;
         let format = self.format.map(|f| f.0);
+        if self.safety {
+            return self.run_safety(&name, format, &storage);
+        }
         let mut log = |line: String| eprintln!("{line}");
         let mut fixed = None;
         if let Some(mode) = self.repair {
@@ -117,6 +126,31 @@ impl CheckArgs {
             eprintln!("{}{}: Check failed", program.prefix(), self.file.display());
         }
         Ok(ExitCode::from(report.exit_code()))
+    }
+
+    /// `check --safety`: the verdict on stdout, the status says it.
+    fn run_safety(
+        &self,
+        name: &std::path::Path,
+        format: Option<qimg::format::FormatKind>,
+        storage: &qimg::io::StorageOptions,
+    ) -> Result<ExitCode> {
+        use qimg::output::safety;
+        let verdict = qimg::ops::safety::safety_check(name, format, storage)?;
+        if !self.quiet {
+            let text = match self.output {
+                OutputArg::Json => safety::render_json(&verdict),
+                OutputArg::Human => safety::render_human(&verdict),
+            };
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| Error::io("could not write output", e))?;
+        }
+        Ok(ExitCode::from(if verdict.safe() {
+            exit::SUCCESS
+        } else {
+            exit::CHECK_UNSAFE
+        }))
     }
 
     /// qemu-img's exact line for a format without a check (scripts match

@@ -12,6 +12,8 @@ pub const CHECK_CORRUPTIONS: u8 = 2;
 /// `check`: the image has leaked clusters only (as above).
 #[allow(dead_code)]
 pub const CHECK_LEAKS: u8 = 3;
+/// `check --safety`: the image is not safe to accept from a stranger.
+pub const CHECK_UNSAFE: u8 = 4;
 /// `check`: the format has no check.
 pub const CHECK_UNSUPPORTED: u8 = 63;
 /// Stopped early by `--time-limit`/`--deadline`; run the command again to continue.
@@ -37,6 +39,7 @@ pub const STATUSES: &[(u8, &str)] = &[
     (FAILURE, "error: one line `qimg: FILE: what is wrong` on stderr (argument errors too, as with qemu-img)"),
     (CHECK_CORRUPTIONS, "`check`: the image has corruptions"),
     (CHECK_LEAKS, "`check`: the image has leaked clusters only"),
+    (CHECK_UNSAFE, "`check --safety`: the image is not safe to accept from a stranger"),
     (CHECK_UNSUPPORTED, "`check`: the format has no check"),
     (STOPPED_EARLY, "`stream` stopped by `--time-limit`/`--deadline`; run it again to continue"),
     (INTERRUPTED, "interrupted by SIGINT: the images are consistent and the job is incomplete (an attached job is cancelled)"),
@@ -53,7 +56,7 @@ pub fn table() -> String {
 }
 
 /// The one-paragraph form for `qimg -h`.
-pub const SUMMARY: &str = "Exit status: 0 success, 1 error, 2/3/63 check found corruptions/leaks only/no check for the format, \
+pub const SUMMARY: &str = "Exit status: 0 success, 1 error, 2/3/4/63 check found corruptions/leaks only/an unsafe image (--safety)/no check for the format, \
 75 stream stopped by --time-limit/--deadline (run it again), 130/143 interrupted by SIGINT/SIGTERM.";
 
 #[cfg(test)]

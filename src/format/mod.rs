@@ -10,6 +10,7 @@ pub mod qcow2;
 pub mod qed;
 pub mod raw;
 pub mod registry;
+pub mod safety;
 pub mod table_cache;
 pub mod vmdk;
 pub mod vpc;
@@ -215,6 +216,12 @@ pub trait Format: Send + Sync + fmt::Debug {
     /// Files besides [`Format::storage`] that hold the image's data and
     /// that `info` lists as child nodes (`extents.0`, ...) before `file`.
     fn extent_files(&self) -> Vec<&dyn Storage> {
+        Vec::new()
+    }
+    /// What makes this image, readable as it is, unfit to accept from a
+    /// stranger (`check --safety`): subformats that spread a disk over
+    /// several files, metadata the reader skips. Empty for most formats.
+    fn upload_concerns(&self) -> Vec<safety::Finding> {
         Vec::new()
     }
     /// Every cluster written must arrive compressed

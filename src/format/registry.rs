@@ -131,6 +131,18 @@ pub fn probe(head: &[u8]) -> Probe {
     }
 }
 
+/// Every format whose magic the first (up to 512) bytes carry, registered
+/// or foreign: one for an honest image; more when one header hides in
+/// another.
+pub fn recognise_all(head: &[u8]) -> Vec<&'static str> {
+    let known = DRIVERS
+        .iter()
+        .filter(|d| (d.probe)(head) == Some(Confidence::Magic))
+        .map(|d| d.name);
+    let foreign = FOREIGN.iter().filter(|f| f.matches(head)).map(|f| f.name);
+    known.chain(foreign).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

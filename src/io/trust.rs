@@ -52,21 +52,21 @@ pub struct Refusal {
 }
 
 impl Refusal {
+    /// What was refused, in a few words: "image names backing file 'x'".
+    pub fn reason(&self) -> String {
+        match self.kind {
+            RefusedKind::Format => format!("{} is not read from untrusted sources", self.name),
+            kind => format!("image names {} '{}'", kind.words(), self.name),
+        }
+    }
+
     /// The refusal as the error an operation stops with.
     pub fn to_error(&self) -> Error {
-        let reason = match self.kind {
-            RefusedKind::Format => format!(
-                "{} is not read from untrusted sources (--untrusted)",
-                self.name
-            ),
-            kind => format!(
-                "image names {} '{}'; --untrusted reads an image as data only and opens \
-                 nothing it names",
-                kind.words(),
-                self.name
-            ),
+        let why = match self.kind {
+            RefusedKind::Format => " (--untrusted)",
+            _ => "; --untrusted reads an image as data only and opens nothing it names",
         };
-        Error::new(ErrorKind::Unsupported, reason).with_path(&self.by)
+        Error::new(ErrorKind::Unsupported, self.reason() + why).with_path(&self.by)
     }
 }
 

@@ -14,5 +14,6 @@ pub mod map;
 pub mod measure;
 pub mod rebase;
 pub mod resize;
+pub mod safety;
 pub mod snapshot;
 pub mod stream;

@@ -7,6 +7,7 @@ pub mod info;
 pub mod map;
 pub mod progress;
 pub mod qjson;
+pub mod safety;
 
 /// The `--output` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -64,6 +64,10 @@ pub struct Descriptor {
     pub parent_hint: Option<String>,
     /// The extent lines, in order.
     pub extents: Vec<ExtentLine>,
+    /// The first line that is none of a comment, a `key=value` field, a
+    /// `ddb` entry or an extent (QEMU skips such lines; a vetting step
+    /// should not accept what it cannot read).
+    pub odd_line: Option<String>,
 }
 
 fn unquote(v: &str) -> &str {
@@ -124,6 +128,12 @@ impl Descriptor {
                 }
                 d.extents.push(parse_extent(line)?);
                 continue;
+            }
+            let plain_key = line
+                .split_once('=')
+                .is_some_and(|(k, _)| !k.contains(' ') && !k.is_empty());
+            if !plain_key && !line.to_ascii_lowercase().starts_with("ddb") && d.odd_line.is_none() {
+                d.odd_line = Some(line.chars().take(80).collect());
             }
             let Some((key, value)) = line.split_once('=') else {
                 continue;

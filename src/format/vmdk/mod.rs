@@ -20,6 +20,7 @@ pub mod sparse;
 pub use driver::DRIVER;
 
 use super::placement::{push_host, push_serial};
+use super::safety::Finding;
 use super::{
     clip_request, BackingSpec, Description, Extent, Fact, Format, FormatKind, FormatSpecific,
     GuestOffset, HostOffset, Placement, Status,
@@ -127,6 +128,9 @@ fn extent_path(descriptor: &Path, name: &str, allow_outside: bool) -> Result<Pat
     }
     Ok(crate::paths::resolve_relative_to(descriptor, name))
 }
+
+/// The subformats accepted from strangers: one file holding the disk.
+const UPLOADABLE_TYPES: [&str; 2] = ["monolithicSparse", "streamOptimized"];
 
 fn open_extent_file(
     path: &Path,
@@ -521,6 +525,44 @@ impl Format for Vmdk {
 
     fn host_file(&self, host: HostOffset) -> Option<(&Path, u64)> {
         self.spans.locate(host.0)
+    }
+
+    fn upload_concerns(&self) -> Vec<Finding> {
+        // As OpenStack's inspector: one file, streamed or sparse, whose
+        // descriptor holds nothing but what a reader understands.
+        let d = &self.descriptor;
+        let mut found = Vec::new();
+        // The descriptor's word counts (a sparse file's header could say
+        // otherwise).
+        let create_type = d.create_type.as_deref().unwrap_or(&self.create_type);
+        if !UPLOADABLE_TYPES
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(create_type))
+        {
+            found.push(Finding::new(
+                "descriptor",
+                format!(
+                    "subformat {create_type} is not a single-file VMDK (only {} are accepted)",
+                    UPLOADABLE_TYPES.join(" and ")
+                ),
+            ));
+        }
+        if let Some(line) = &d.odd_line {
+            found.push(Finding::new(
+                "descriptor",
+                format!("the descriptor has a line no reader understands: {line}"),
+            ));
+        }
+        if let Some(e) = d.extents.iter().find(|e| e.file.contains('/')) {
+            found.push(Finding::new(
+                "descriptor",
+                format!("extent file '{}' is a path, not a name", e.file),
+            ));
+        }
+        if d.extents.is_empty() && self.separate {
+            found.push(Finding::new("descriptor", "the descriptor names no extent"));
+        }
+        found
     }
 
     fn extent_files(&self) -> Vec<&dyn Storage> {
