@@ -1,6 +1,14 @@
 //! Bad input is a first-class case: every malformed image gives exit 1, one
 //! clear `qimg: ...` line on stderr, no panic, no large allocation (qimg runs
-//! under a 256 MiB address-space limit here), and the file is left unchanged.
+//! under a 256 MiB address-space limit and a 20 s wall-clock limit here),
+//! and the file is left unchanged.
+//!
+//! The resource bounds against header claims are driven here: absurd
+//! `l1_size` (beyond QEMU's limit, and within it but past the end of the
+//! file), refcount table size, `nb_snapshots` and snapshot extra data, the
+//! VMDK grain directory and grain table counts, compressed grain lengths.
+//! The NBD client's bounds on reply lengths are driven by a fake server in
+//! src/io/nbd/tests.rs, and the QMP and HTTP parsers by fuzz/.
 
 mod common;
 
@@ -130,6 +138,22 @@ fn qcow2_bad_headers() {
     patched_qcow2(&fx, &good, "l1huge.qcow2", "L1 table too large", |b| {
         be32(b, 36, 0x7fff_ffff)
     });
+    // 4 Mi entries (32 MiB) is within QEMU's limit, but a table that long
+    // cannot be in this file: refused before anything is read.
+    patched_qcow2(
+        &fx,
+        &good,
+        "l1long.qcow2",
+        "past the end of the file",
+        |b| be32(b, 36, 4 << 20),
+    );
+    patched_qcow2(
+        &fx,
+        &good,
+        "rthuge.qcow2",
+        "reference count table too large",
+        |b| be32(b, 56, 0x00ff_ffff),
+    );
     patched_qcow2(&fx, &good, "l1small.qcow2", "L1 table is too small", |b| {
         be32(b, 36, 0)
     });
