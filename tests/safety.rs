@@ -248,6 +248,14 @@ fn where_qimg_and_the_inspector_differ_on_purpose() {
     let oslo = oslo_verdicts(&fx, &["ext.qcow2"]);
     assert_eq!(oslo["ext.qcow2"]["safe"], false, "{oslo}");
     assert_eq!(qimg_verdict(&fx, "ext.qcow2")["safe"], true);
+    // A VMDK child names its parent in `parentFileNameHint`, a header
+    // field the inspector lets through; qimg refuses it as a backing file.
+    fx.sh("qemu-img create -q -f vmdk parent.vmdk 4M
+         qemu-img create -q -f vmdk -b parent.vmdk -F vmdk child.vmdk");
+    let oslo = oslo_verdicts(&fx, &["child.vmdk"]);
+    assert_eq!(oslo["child.vmdk"]["safe"], true, "{oslo}");
+    let v = qimg_verdict(&fx, "child.vmdk");
+    assert_eq!(v["findings"][0]["check"], "backing_file", "{v}");
     // A qcow2 whose L1 table lies past the end of the file: the inspector
     // reads only the header; qimg's open of the image refuses it.
     fx.sh("qemu-img create -q -f qcow2 cut.qcow2 4M");

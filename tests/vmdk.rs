@@ -762,3 +762,277 @@ fn a_convert_into_a_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
         }
     }
 }
+
+/// The descriptor text embedded in the monolithicSparse `file`, whole.
+fn raw_descriptor(fx: &Fixture, file: &str) -> String {
+    let b = fx.read(file);
+    let text = &b[512..512 + 20 * 512];
+    let end = text.iter().position(|&c| c == 0).unwrap_or(text.len());
+    String::from_utf8_lossy(&text[..end]).into_owned()
+}
+
+/// base.vmdk with data, and top.vmdk over it (made by qemu-img) with
+/// writes of its own: whole grains, parts of grains, zeroes.
+fn parent_and_child(fx: &Fixture) {
+    fx.sh("qemu-img create -q -f vmdk base.vmdk 4M
+         qemu-io -f vmdk -c 'write -P 0x11 0 1M' -c 'write -P 0x12 3M 64k' base.vmdk >/dev/null
+         qemu-img create -q -f vmdk -b base.vmdk -F vmdk top.vmdk
+         qemu-io -f vmdk -c 'write -P 0x21 4k 512' -c 'write -P 0x22 1M 64k' \
+             -c 'write -z 3M 4k' -c 'write -P 0x23 2M 100k' top.vmdk >/dev/null");
+}
+
+#[test]
+fn a_child_made_by_qemu_img_reads_through_its_parent_as_qemu_img_reads_it() {
+    let fx = Fixture::new();
+    parent_and_child(&fx);
+    for args in [
+        vec!["info", "--output=json", "--backing-chain", "top.vmdk"],
+        vec!["info", "top.vmdk"],
+        vec!["map", "--output=json", "top.vmdk"],
+    ] {
+        assert_eq!(
+            ok(&fx, "qimg", &args),
+            ok(&fx, "qemu-img", &args),
+            "{}",
+            args.join(" ")
+        );
+    }
+    ok(&fx, "qimg", &["convert", "-O", "raw", "top.vmdk", "i.raw"]);
+    ok(
+        &fx,
+        "qemu-img",
+        &["convert", "-O", "raw", "top.vmdk", "q.raw"],
+    );
+    assert!(fx.read("i.raw") == fx.read("q.raw"), "content differs");
+    // The parent is a VMDK whatever the hint's spelling: QEMU records it so.
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&fx, "qimg", &["info", "--output=json", "top.vmdk"])).unwrap();
+    assert_eq!(v["backing-filename-format"], "vmdk");
+}
+
+#[test]
+fn a_child_made_by_qimg_is_the_one_qemu_img_makes() {
+    let fx = Fixture::new();
+    parent_and_child(&fx);
+    let line = ok(
+        &fx,
+        "qimg",
+        &[
+            "create",
+            "-f",
+            "vmdk",
+            "-b",
+            "base.vmdk",
+            "-F",
+            "vmdk",
+            "mine.vmdk",
+        ],
+    );
+    let theirs = ok(
+        &fx,
+        "qemu-img",
+        &[
+            "create",
+            "-f",
+            "vmdk",
+            "-b",
+            "base.vmdk",
+            "-F",
+            "vmdk",
+            "q.vmdk",
+        ],
+    );
+    assert_eq!(
+        line.replace("mine.vmdk", "X"),
+        theirs.replace("q.vmdk", "X")
+    );
+    // The descriptors differ only in the child's own CID and extent name.
+    assert_eq!(
+        descriptor(&fx, "mine.vmdk", "mine.vmdk"),
+        descriptor(&fx, "q.vmdk", "q.vmdk")
+    );
+    fx.assert_clean("mine.vmdk");
+    let cmp = fx.qemu_img(&["compare", "mine.vmdk", "base.vmdk"]);
+    assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
+    // qemu-img's refusals: a parent in another format, a flat child.
+    fx.sh("qemu-img create -q -f qcow2 q.qcow2 4M");
+    let out = fx.qimg(&[
+        "create", "-f", "vmdk", "-b", "q.qcow2", "-F", "qcow2", "x.vmdk",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("backing_file must be a vmdk image"),
+        "{}",
+        stderr(&out)
+    );
+    let out = fx.qimg(&[
+        "create",
+        "-f",
+        "vmdk",
+        "-o",
+        "subformat=monolithicFlat",
+        "-b",
+        "base.vmdk",
+        "-F",
+        "vmdk",
+        "y.vmdk",
+    ]);
+    assert!(
+        stderr(&out).contains("Flat image can't have backing file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn writes_into_a_child_keep_what_its_parent_shows_and_renew_its_cid() {
+    let fx = Fixture::new();
+    parent_and_child(&fx);
+    ok(
+        &fx,
+        "qimg",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "vmdk",
+            "-b",
+            "base.vmdk",
+            "-F",
+            "vmdk",
+            "mine.vmdk",
+        ],
+    );
+    let before = raw_descriptor(&fx, "mine.vmdk");
+    // Partial grains over the parent's data, a zero write over it, a
+    // whole grain: committed from a qcow2 overlay with 512-byte clusters.
+    fx.sh(
+        "qemu-img create -q -f qcow2 -o cluster_size=512 -b mine.vmdk -F vmdk over.qcow2
+         qemu-io -c 'write -P 0x31 4096 512' -c 'write -z 8192 512' -c 'write -P 0x32 3M 1k' \
+             -c 'write -P 0x33 2M 64k' over.qcow2 >/dev/null
+         qemu-img convert -O raw over.qcow2 expect.raw",
+    );
+    ok(&fx, "qimg", &["commit", "over.qcow2"]);
+    let cmp = fx.qemu_img(&["compare", "-F", "raw", "mine.vmdk", "expect.raw"]);
+    assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
+    fx.assert_clean("mine.vmdk");
+    let after = raw_descriptor(&fx, "mine.vmdk");
+    let cid = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("CID="))
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(cid(&before), cid(&after), "the first write renews the CID");
+    assert_eq!(cid(&before).len(), cid(&after).len(), "with as many digits");
+    assert_eq!(
+        before.replace(&cid(&before), ""),
+        after.replace(&cid(&after), ""),
+        "and changes nothing else"
+    );
+}
+
+#[test]
+fn a_parent_changed_since_is_refused_as_qemu_img_refuses_it() {
+    let fx = Fixture::new();
+    parent_and_child(&fx);
+    // A write into the parent renews its CID: the child no longer matches.
+    fx.sh("qemu-io -f vmdk -c 'write -P 0x44 3M 512' base.vmdk >/dev/null");
+    let q = fx.qemu_img(&["convert", "-O", "raw", "top.vmdk", "q.raw"]);
+    assert_ne!(q.status.code(), Some(0), "qemu-img refuses");
+    let out = fx.qimg(&["convert", "-O", "raw", "top.vmdk", "i.raw"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("parent 'base.vmdk' changed"), "{err}");
+    // The child alone still describes itself.
+    ok(&fx, "qimg", &["info", "top.vmdk"]);
+}
+
+#[test]
+fn a_crash_at_any_write_into_a_child_leaves_old_or_new_data_over_the_parent() {
+    use qimg::chain::Chain;
+    let fx = Fixture::new();
+    parent_and_child(&fx);
+    let bytes = fx.read("top.vmdk");
+    let initial = guest(&fx, "top.vmdk");
+    let parent = Chain::open(&fx.path("base.vmdk"), None).expect("open the parent");
+    // Partial grains over unallocated ones (completed from the parent),
+    // zeroes over the parent's data, whole grains, with flushes between.
+    let ops: Vec<Option<(u64, u64, Option<u8>)>> = vec![
+        Some((64 << 10 | 512, 1024, Some(0x51))),
+        Some((3 << 20 | 4096, 4096, None)),
+        None,
+        Some((256 << 10, 64 << 10, Some(0x52))),
+        Some((3 << 20 | 70000, 3000, Some(0x53))),
+        None,
+    ];
+    let open = |n: u64| {
+        let (fault, image) = faulty(&fx, &bytes, n);
+        image.attach_backing(parent.reader_from(0));
+        (fault, image)
+    };
+    let apply = |image: &Vmdk| -> usize {
+        let mut flushed = 0;
+        for (i, op) in ops.iter().enumerate() {
+            let r = match op {
+                Some((off, len, Some(b))) => image.write(*off, &vec![*b; *len as usize]),
+                Some((off, len, None)) => image.write_zeroes(*off, *len, false),
+                None => image.flush(),
+            };
+            if r.is_err() {
+                break;
+            }
+            if op.is_none() {
+                flushed = i + 1;
+            }
+        }
+        flushed
+    };
+    let model = |k: usize| -> Vec<u8> {
+        let mut m = initial.clone();
+        for (off, len, v) in ops[..k].iter().flatten() {
+            m[*off as usize..(*off + *len) as usize].fill(v.unwrap_or(0));
+        }
+        m
+    };
+    let total = {
+        let (fault, image) = open(u64::MAX);
+        apply(&image);
+        drop(image);
+        fault.writes()
+    };
+    assert!(total > 6, "only {total} writes");
+    for n in 0..=total {
+        let (fault, image) = open(n);
+        let flushed = apply(&image);
+        drop(image);
+        let durable = model(flushed);
+        for (k, state) in fault.crash_states(n).into_iter().enumerate() {
+            // Beside base.vmdk, so the hint finds the parent.
+            fx.write("crash.vmdk", &state);
+            let check = fx.qemu_img(&["check", "crash.vmdk"]);
+            assert!(
+                check.status.success(),
+                "crash after {n}/{total} (state {k}): {}{}",
+                stdout(&check),
+                stderr(&check)
+            );
+            let got = guest(&fx, "crash.vmdk");
+            for b in 0..got.len() / 512 {
+                let r = b * 512..(b + 1) * 512;
+                let fine = got[r.clone()] == durable[r.clone()]
+                    || (flushed..=ops.len()).any(|j| got[r.clone()] == model(j)[r.clone()]);
+                assert!(
+                    fine,
+                    "crash after {n}/{total} (state {k}): sector {b} is garbage"
+                );
+            }
+        }
+    }
+    let (fault, image) = open(u64::MAX);
+    apply(&image);
+    drop(image);
+    fx.write("done.vmdk", &fault.after_crash(|_| true));
+    assert!(guest(&fx, "done.vmdk") == model(ops.len()));
+}

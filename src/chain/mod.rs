@@ -365,6 +365,9 @@ impl Chain {
                 image: Arc::from(image),
             });
         }
+        for pair in layers.windows(2) {
+            pair[0].image.note_backing(pair[1].image.as_ref());
+        }
         if layers.len() > 1 {
             let budget = crate::format::table_cache::CacheBudget::new(CHAIN_CACHE_BYTES);
             for layer in &layers {

@@ -364,6 +364,12 @@ pub trait Format: Send + Sync + fmt::Debug {
     fn bitmaps(&self) -> Option<&dyn bitmap::BitmapStore> {
         None
     }
+    /// Tells the image which image its chain opened as its backing file
+    /// (every layer but the last, read-only or not), for formats that
+    /// check what they find there (a VMDK's `parentCID`).
+    fn note_backing(&self, backing: &dyn Format) {
+        let _ = backing;
+    }
     /// Gives a writable layer the guest view below it, to complete partial
     /// writes over unallocated ranges.
     fn attach_backing(&self, backing: Arc<dyn GuestRead>) {

@@ -6,7 +6,7 @@ use super::header::SECTOR;
 use super::sparse::NewSparse;
 use crate::error::{Error, Result};
 use crate::format::driver::NewImage;
-use crate::format::Preallocation;
+use crate::format::{BackingSpec, Preallocation};
 use crate::io::{create_storage_with, Storage, StorageOptions};
 use std::io::Read;
 use std::path::Path;
@@ -84,8 +84,8 @@ pub struct NewVmdk {
     pub compat6: bool,
     /// `zeroed_grain`.
     pub zeroed_grain: bool,
-    /// A backing file was asked for.
-    pub backing: bool,
+    /// The parent (backing file) asked for.
+    pub backing: Option<BackingSpec>,
     /// `preallocation` (falloc and full are accepted and change nothing
     /// visible, as with qemu-img).
     pub preallocation: Preallocation,
@@ -93,7 +93,7 @@ pub struct NewVmdk {
 
 /// A random content ID (from the system's random source; the clock when
 /// it cannot be read).
-fn random_cid() -> u32 {
+pub(super) fn random_cid() -> u32 {
     let mut b = [0u8; 4];
     let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
     if read.is_err() {
@@ -103,6 +103,16 @@ fn random_cid() -> u32 {
         return t ^ std::process::id();
     }
     u32::from_le_bytes(b)
+}
+
+/// The CID of the parent `name` names for the image `file`: the parent
+/// must be a VMDK, as QEMU requires.
+fn parent_cid(file: &Path, name: &str, options: &StorageOptions) -> Result<u32> {
+    let path = crate::paths::resolve_relative_to(file, name);
+    let storage = crate::io::open_read_storage_with(&path, options)?;
+    let parent = super::Vmdk::open_with(storage, &path, false, options)
+        .map_err(|_| Error::argument("backing_file must be a vmdk image"))?;
+    Ok(parent.descriptor.cid)
 }
 
 /// `name` split at its last dot: ("t", ".vmdk").
@@ -150,13 +160,16 @@ impl NewImage for NewVmdk {
         if sub.flat() && self.zeroed_grain {
             return Err(Error::argument("Flat image can't enable zeroed grain"));
         }
-        if sub.flat() && self.backing {
+        if sub.flat() && self.backing.is_some() {
             return Err(Error::argument("Flat image can't have backing file"));
         }
-        if self.backing {
-            return Err(Error::unsupported(
-                "VMDK images with a backing file are not supported by qimg",
-            ));
+        if let Some(BackingSpec {
+            format: Some(f), ..
+        }) = &self.backing
+        {
+            if f != "vmdk" {
+                return Err(Error::argument("backing_file must be a vmdk image"));
+            }
         }
         if self.size.div_ceil(SECTOR) > (1u64 << 44) / SECTOR && !sub.split() {
             return Err(Error::argument(
@@ -208,8 +221,13 @@ impl NewImage for NewVmdk {
                 offset: 0,
             })
             .collect();
+        let parent = match &self.backing {
+            Some(b) => Some((parent_cid(file, &b.name, options)?, b.name.as_str())),
+            None => None,
+        };
         let text = NewDescriptor {
             cid: random_cid(),
+            parent,
             create_type: sub.name(),
             extents: extents.clone(),
             hw_version: self.hw_version(),

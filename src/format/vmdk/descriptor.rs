@@ -70,6 +70,37 @@ pub struct Descriptor {
     pub odd_line: Option<String>,
 }
 
+/// Where the value of the `CID=` line lies in descriptor `text`, and a
+/// new value of the same number of hex digits from `random` (so that
+/// rewriting those bytes alone, torn or not, leaves a valid descriptor).
+/// `None` when the text has no such line.
+pub fn renewed_cid(text: &[u8], mut random: impl FnMut() -> u32) -> Option<(usize, Vec<u8>)> {
+    let mut at = 0;
+    for line in text.split(|&b| b == b'\n') {
+        let trimmed = line.strip_prefix(b"CID=");
+        if let Some(value) = trimmed {
+            let digits = value
+                .iter()
+                .take_while(|b| b.is_ascii_hexdigit())
+                .count()
+                .clamp(1, 8);
+            if value.len() < digits || !value[..digits].iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let low = if digits == 1 {
+                0
+            } else {
+                1u64 << (4 * (digits - 1))
+            };
+            let span = (1u64 << (4 * digits)) - low;
+            let cid = low + random() as u64 % span;
+            return Some((at + 4, format!("{cid:0digits$x}").into_bytes()));
+        }
+        at += line.len() + 1;
+    }
+    None
+}
+
 fn unquote(v: &str) -> &str {
     let v = v.trim();
     v.strip_prefix('"')
@@ -195,6 +226,8 @@ fn parse_extent(line: &str) -> Result<ExtentLine> {
 pub struct NewDescriptor<'a> {
     /// The content ID.
     pub cid: u32,
+    /// The parent's CID and `parentFileNameHint`, for an image with a parent.
+    pub parent: Option<(u32, &'a str)>,
     /// `createType`.
     pub create_type: &'a str,
     /// The extent lines.
@@ -214,11 +247,16 @@ impl NewDescriptor<'_> {
     pub fn text(&self) -> String {
         let mut s = String::new();
         s += "# Disk DescriptorFile\nversion=1\n";
-        s += &format!("CID={:x}\nparentCID=ffffffff\n", self.cid);
-        s += &format!(
-            "createType=\"{}\"\n\n# Extent description\n",
-            self.create_type
-        );
+        let parent_cid = self.parent.map_or(NO_PARENT, |(cid, _)| cid);
+        s += &format!("CID={:x}\nparentCID={parent_cid:x}\n", self.cid);
+        s += &format!("createType=\"{}\"\n", self.create_type);
+        // qemu-img's line for the parent stands where a blank line stands
+        // in an image without one.
+        match self.parent {
+            Some((_, hint)) => s += &format!("parentFileNameHint=\"{hint}\"\n"),
+            None => s += "\n",
+        }
+        s += "# Extent description\n";
         for e in &self.extents {
             s += &format!("RW {} {} \"{}\"", e.sectors, e.kind.word(), e.file);
             if e.kind == ExtentKind::Flat {
@@ -244,6 +282,20 @@ impl NewDescriptor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renewed_cid_keeps_its_width() {
+        let text = b"# Disk DescriptorFile\nversion=1\nCID=19b6895\nparentCID=436b6f97\n";
+        let (at, new) = renewed_cid(text, || 0).unwrap();
+        assert_eq!(&text[at..at + 7], b"19b6895");
+        assert_eq!(new, b"1000000");
+        let (_, new) = renewed_cid(text, || u32::MAX).unwrap();
+        assert_eq!(new.len(), 7);
+        assert_eq!(renewed_cid(b"version=1\n", || 0), None);
+        // parentCID is not the CID line.
+        let (at, _) = renewed_cid(b"parentCID=ffffffff\nCID=ab\n", || 5).unwrap();
+        assert_eq!(at, 23);
+    }
 
     #[test]
     fn descriptors_probe_and_parse() {

@@ -68,7 +68,9 @@ pub static DRIVER: FormatDriver = FormatDriver {
     node_options: NodeOptions::NONE,
     caps: Caps {
         writable: true,
-        backing: false,
+        // A parent (`parentFileNameHint`); no rebase: QEMU's driver cannot
+        // change it either.
+        backing: true,
         snapshots: false,
         // -c is accepted: streamOptimized compresses, the others store
         // plainly, as qemu-img does.
@@ -114,7 +116,7 @@ fn create(p: &CreateParams<'_>) -> Result<Box<dyn NewImage>> {
         toolsversion: o.get("toolsversion").unwrap_or("2147483647").to_string(),
         compat6: o.flag("compat6")?,
         zeroed_grain: o.flag("zeroed_grain")?,
-        backing: p.backing.is_some(),
+        backing: p.backing.clone(),
         preallocation: p.preallocation,
     }))
 }

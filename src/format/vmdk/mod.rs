@@ -22,8 +22,8 @@ pub use driver::DRIVER;
 use super::placement::{push_host, push_serial};
 use super::safety::Finding;
 use super::{
-    clip_request, BackingSpec, Description, Extent, Fact, Format, FormatKind, FormatSpecific,
-    GuestOffset, HostOffset, Placement, Status,
+    clip_request, Backing, BackingSpec, Description, Extent, Fact, Format, FormatKind,
+    FormatSpecific, GuestOffset, GuestRead, HostOffset, Placement, Status,
 };
 use crate::error::{Error, Result};
 use crate::io::{
@@ -76,6 +76,27 @@ pub struct Vmdk {
     /// The descriptor is a file of its own (its extents are child nodes).
     separate: bool,
     writable: bool,
+    /// The parent (`parentFileNameHint`) and, once the chain attaches it,
+    /// the guest view below: unallocated grains read from it.
+    backing: Backing,
+    /// Where the descriptor text lives in [`Vmdk::file`]: its offset and
+    /// the bytes reserved for it (the file's length for a descriptor file).
+    descriptor_area: (u64, u64),
+    /// The CID was renewed in this session (on the first write, as QEMU
+    /// does, so that images whose `parentCID` names the old content see
+    /// that it changed).
+    cid_renewed: std::sync::atomic::AtomicBool,
+    /// The CID of the parent the chain opened, when it is not this
+    /// image's `parentCID`: unallocated grains cannot be read through it.
+    parent_mismatch: std::sync::OnceLock<u32>,
+}
+
+/// The parent a descriptor names, as QEMU reads it: the hint, in VMDK.
+fn parent_of(d: &Descriptor) -> Option<BackingSpec> {
+    d.parent_hint.as_ref().map(|name| BackingSpec {
+        name: name.clone(),
+        format: Some("vmdk".to_string()),
+    })
 }
 
 impl Drop for Vmdk {
@@ -280,10 +301,14 @@ impl Vmdk {
             spans: Spans::new(spans, path.to_path_buf()),
             extents,
             size: guest,
+            backing: Backing::new(parent_of(&d)),
             descriptor: d,
             create_type,
             separate: true,
             writable,
+            descriptor_area: (0, len),
+            cid_renewed: Default::default(),
+            parent_mismatch: Default::default(),
         })
     }
 
@@ -299,11 +324,6 @@ impl Vmdk {
             let mut raw = vec![0u8; n as usize];
             file.read_at(&mut raw, h.desc_offset.saturating_mul(SECTOR))?;
             descriptor = Descriptor::parse(&raw)?;
-        }
-        if descriptor.parent_cid != descriptor::NO_PARENT || descriptor.parent_hint.is_some() {
-            return Err(Error::unsupported(
-                "VMDK images with a parent (backing file) are not supported",
-            ));
         }
         let create_type = if h.compressed() {
             "streamOptimized"
@@ -329,11 +349,53 @@ impl Vmdk {
                 word: "",
             }],
             size,
+            backing: Backing::new(parent_of(&descriptor)),
             descriptor,
             create_type: create_type.to_string(),
             separate: false,
             writable,
+            descriptor_area: (
+                h.desc_offset.saturating_mul(SECTOR),
+                h.desc_sectors.saturating_mul(SECTOR).min(MAX_DESCRIPTOR),
+            ),
+            cid_renewed: Default::default(),
+            parent_mismatch: Default::default(),
         })
+    }
+
+    /// For an image with a parent: what the parent shows at a byte offset
+    /// of extent `i` (partial writes over unallocated grains keep it).
+    fn parent_of_extent(&self, i: usize) -> Option<Box<sparse::ParentRead<'_>>> {
+        if !self.backing.exists() {
+            return None;
+        }
+        let start = self.extents[i].guest_start;
+        Some(Box::new(move |at, buf| self.backing.read(start + at, buf)))
+    }
+
+    /// Gives the image a new CID before its first write of the session,
+    /// as QEMU does: an image whose `parentCID` names this one then sees
+    /// that its parent changed. Only the digits of the `CID=` line are
+    /// rewritten, and with as many digits, so a torn write still leaves a
+    /// valid descriptor; the flush puts the new CID before any data.
+    fn renew_cid(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let (at, area) = self.descriptor_area;
+        if !self.writable
+            || area == 0
+            || self.stream().is_some()
+            || self.cid_renewed.swap(true, Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        let mut text = vec![0u8; area as usize];
+        self.file.read_at(&mut text, at)?;
+        let end = text.iter().position(|&b| b == 0).unwrap_or(text.len());
+        if let Some((pos, digits)) = descriptor::renewed_cid(&text[..end], create::random_cid) {
+            self.file.write_at(&digits, at + pos as u64)?;
+            self.file.flush()?;
+        }
+        Ok(())
     }
 
     /// The index of the extent holding guest byte `offset`.
@@ -388,7 +450,18 @@ impl Vmdk {
     /// The status of the grain holding byte `within` of sparse extent `i`.
     fn sparse_status(&self, i: usize, s: &SparseExtent, within: u64) -> Result<Status> {
         Ok(match s.grain(within / s.grain_bytes())? {
-            Grain::Unallocated => Status::Unallocated { host: None },
+            Grain::Unallocated => {
+                if let Some(cid) = self.parent_mismatch.get() {
+                    return Err(Error::invalid(format!(
+                        "the parent '{}' changed since this image was made over it (its CID \
+                         is {cid:x}, this image's parentCID {:x}); reading through it would \
+                         mix two disks, and QEMU refuses it too",
+                        self.backing.spec().map(|b| b.name).unwrap_or_default(),
+                        self.descriptor.parent_cid
+                    )));
+                }
+                Status::Unallocated { host: None }
+            }
             Grain::Zero => Status::Zero { host: None },
             Grain::Data(h) => Status::Data {
                 host: Some(HostOffset(Spans::host(i, h + within % s.grain_bytes()))),
@@ -512,7 +585,30 @@ impl Format for Vmdk {
     }
 
     fn backing(&self) -> Option<BackingSpec> {
-        None
+        self.backing.spec()
+    }
+
+    fn attach_backing(&self, backing: Arc<dyn GuestRead>) {
+        self.backing.attach(backing);
+    }
+
+    fn note_backing(&self, backing: &dyn Format) {
+        // As QEMU: the parent must still hold the content this image was
+        // made over (its CID is our parentCID); else reading through it
+        // would mix two histories. A parent of another format has no CID.
+        let cid = backing
+            .describe()
+            .specific
+            .filter(|f| f.kind == "vmdk")
+            .and_then(|f| {
+                f.data.iter().find_map(|(k, v)| match (k, v) {
+                    (&"cid", Fact::Int(n)) => Some(*n as u32),
+                    _ => None,
+                })
+            });
+        if let Some(cid) = cid.filter(|&c| c != self.descriptor.parent_cid) {
+            let _ = self.parent_mismatch.set(cid);
+        }
     }
 
     fn storage(&self) -> &dyn Storage {
@@ -635,17 +731,19 @@ impl Format for Vmdk {
             grain.resize(gb as usize, 0);
             return s.write_compressed(offset, &SparseExtent::compress(&grain)?);
         }
+        self.renew_cid()?;
         self.pieces(offset, buf.len() as u64, |i, within, n, from| {
             let part = &buf[from as usize..(from + n) as usize];
             match &self.extents[i].layout {
                 Layout::Flat { storage, start } => storage.write_at(part, start + within),
-                Layout::Sparse(s) => s.write(within, part),
+                Layout::Sparse(s) => s.write(within, part, self.parent_of_extent(i).as_deref()),
             }
         })
     }
 
     fn plan_write(&self, guest: GuestOffset, len: u64) -> Result<Vec<Placement>> {
         super::check_write_range(guest.0, len, self.size)?;
+        self.renew_cid()?;
         let mut out = Vec::new();
         if self.stream().is_some() {
             push_serial(&mut out, guest.0, len);
@@ -723,10 +821,11 @@ impl Format for Vmdk {
 
     fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {
         super::check_write_range(offset, len, self.size)?;
+        self.renew_cid()?;
         self.pieces(offset, len, |i, within, n, _| {
             match &self.extents[i].layout {
                 Layout::Flat { storage, start } => storage.zero_range(start + within, n),
-                Layout::Sparse(s) => s.write_zeroes(within, n),
+                Layout::Sparse(s) => s.write_zeroes(within, n, self.parent_of_extent(i).as_deref()),
             }
         })
     }

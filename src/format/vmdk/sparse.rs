@@ -66,6 +66,9 @@ struct Meta {
     planned: HashMap<u64, u32>,
 }
 
+/// Reads what an image's parent shows at a byte offset of the extent.
+pub type ParentRead<'a> = dyn Fn(u64, &mut [u8]) -> Result<()> + 'a;
+
 /// An open sparse extent.
 #[derive(Debug)]
 pub struct SparseExtent {
@@ -313,9 +316,11 @@ impl SparseExtent {
 
     /// Writes `buf` at byte `offset` of the extent (not a stream): grains
     /// that exist are written in place, new ones at the end of the file,
-    /// whole (the rest of the grain zero); their entries wait for
-    /// [`SparseExtent::flush`].
-    pub fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+    /// whole; their entries wait for [`SparseExtent::flush`]. The rest of a
+    /// new grain is zero, or, for an unallocated grain of an image with a
+    /// parent, what `parent` reads for the grain (it gets the grain's byte
+    /// offset in the extent).
+    pub fn write(&self, offset: u64, buf: &[u8], parent: Option<&ParentRead<'_>>) -> Result<()> {
         self.check_writable()?;
         let gb = self.grain_bytes();
         let mut done = 0usize;
@@ -332,11 +337,19 @@ impl SparseExtent {
             }
             match self.grain(g)? {
                 Grain::Data(host) => self.storage.write_at(part, host + within)?,
-                Grain::Unallocated | Grain::Zero => {
-                    if part.iter().all(|&b| b == 0) && self.grain(g)? == Grain::Unallocated {
+                found @ (Grain::Unallocated | Grain::Zero) => {
+                    let unallocated = found == Grain::Unallocated;
+                    if unallocated && parent.is_none() && part.iter().all(|&b| b == 0) {
                         done += n;
                         continue;
                     }
+                    let mut grain = vec![0u8; gb as usize];
+                    if let (true, Some(read)) = (unallocated, parent) {
+                        if n < gb as usize {
+                            read(g * gb, &mut grain)?;
+                        }
+                    }
+                    grain[within as usize..within as usize + n].copy_from_slice(part);
                     let mut meta = self.lock();
                     let host = meta.next_free;
                     let sector = host / SECTOR;
@@ -345,8 +358,6 @@ impl SparseExtent {
                             "the VMDK extent is full (grain offsets past 2 TiB)",
                         ));
                     }
-                    let mut grain = vec![0u8; gb as usize];
-                    grain[within as usize..within as usize + n].copy_from_slice(part);
                     self.storage.write_at(&grain, host)?;
                     meta.next_free = host + gb;
                     self.set_entry(&mut meta, g, sector as u32)?;
@@ -443,7 +454,12 @@ impl SparseExtent {
     /// allowed, whole grains get the zeroed-grain entry; otherwise
     /// allocated grains are zeroed in place and unallocated ones already
     /// read as zeros.
-    pub fn write_zeroes(&self, offset: u64, len: u64) -> Result<()> {
+    pub fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        parent: Option<&ParentRead<'_>>,
+    ) -> Result<()> {
         self.check_writable()?;
         let gb = self.grain_bytes();
         let mut pos = offset;
@@ -468,6 +484,10 @@ impl SparseExtent {
                     return Err(Error::unsupported(
                         "compressed grains of a streamOptimized image cannot be overwritten",
                     ))
+                }
+                // Unallocated, it would show the parent: zeros are stored.
+                Grain::Unallocated if parent.is_some() => {
+                    self.write(pos, &vec![0u8; n as usize], parent)?
                 }
                 Grain::Unallocated | Grain::Zero => {}
             }
