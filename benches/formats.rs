@@ -7,7 +7,8 @@
 //! medians and the ratio qemu-img/qimg, at both tools' defaults and with
 //! qemu-img at its fastest (`-m 16 -W`). qimg's default target writes are
 //! durable (direct I/O, a flush at the end); qemu-img's convert never
-//! flushes. Run with `cargo bench --bench formats`.
+//! flushes. Run with `cargo bench --bench formats` (`QIMG_BENCH_ONLY=vpc`
+//! for the cases whose name contains `vpc`).
 
 mod common;
 
@@ -74,7 +75,12 @@ fn main() {
     println!(
         "| case | qemu-img | qemu-img -m 16 -W | qimg | ratio | ratio vs -m 16 -W |\n|---|---|---|---|---|---|"
     );
-    for (name, args) in cases {
+    // QIMG_BENCH_ONLY=TEXT runs only the cases whose name contains TEXT.
+    let only = std::env::var("QIMG_BENCH_ONLY").unwrap_or_default();
+    for (name, args) in cases
+        .iter()
+        .filter(|(name, _)| name.contains(only.as_str()))
+    {
         let plain: Vec<String> = std::iter::once("convert")
             .chain(args.split_whitespace())
             .map(String::from)

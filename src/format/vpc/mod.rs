@@ -14,7 +14,10 @@ mod write;
 pub use create::{create, VpcCreateOptions};
 pub use driver::DRIVER;
 
-use super::{clip_request, BackingSpec, Description, Extent, Format, FormatKind, Status};
+use super::{
+    clip_request, BackingSpec, Description, Extent, Format, FormatKind, GuestOffset, Placement,
+    Status,
+};
 use crate::error::{Error, Result};
 use crate::io::Storage;
 use dynamic::{DynamicHeader, UNALLOCATED};
@@ -54,6 +57,10 @@ struct DynamicMeta {
     /// The range of BAT indices (first, last) changed in memory and not
     /// yet written: new blocks the file does not point at yet.
     unpublished: Option<(u64, u64)>,
+    /// Blocks [`Format::plan_write`] allocated whose data is being written:
+    /// BAT index to bitmap sector. Not in the BAT (so read as before)
+    /// until published.
+    planned: std::collections::HashMap<u64, u32>,
 }
 
 impl Drop for Vpc {
@@ -182,6 +189,7 @@ impl Vpc {
                 bat,
                 next_free,
                 unpublished: None,
+                planned: Default::default(),
             }),
         })
     }
@@ -285,6 +293,18 @@ impl Format for Vpc {
 
     fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {
         self.zero_guest(offset, len)
+    }
+
+    fn plan_write(&self, guest: GuestOffset, len: u64) -> Result<Vec<Placement>> {
+        self.plan_guest(guest.0, len)
+    }
+
+    fn publish(&self, placed: &[Placement]) -> Result<()> {
+        self.publish_planned(placed)
+    }
+
+    fn abandon(&self, placed: &[Placement]) -> Result<()> {
+        self.abandon_planned(placed)
     }
 
     fn flush(&self) -> Result<()> {
