@@ -921,3 +921,37 @@ fn the_readme_deploy_recipe_runs() {
     drop(nginx);
     fx.assert_same("disk.qcow2", "www/base.qcow2");
 }
+
+#[test]
+fn a_server_that_is_not_there_at_open_is_one_line_within_a_second() {
+    let fx = Fixture::new();
+    // A port nobody listens on: the one a listener just gave back.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}/disk.qcow2");
+    for args in [
+        vec!["info", url.as_str()],
+        vec!["convert", "-O", "raw", url.as_str(), "out.raw"],
+    ] {
+        let started = Instant::now();
+        let out = qimg_env(&fx, &args, &[], 30);
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(took < Duration::from_secs(3), "{args:?} took {took:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&url)
+                && err.contains("Connection refused")
+                && err.contains("after 2 retries"),
+            "{err}"
+        );
+        assert!(!fx.path("out.raw").exists());
+    }
+    // Fewer retries asked for are fewer still.
+    let out = qimg_env(&fx, &["info", &url], &[("QIMG_HTTP_RETRIES", "0")], 30);
+    assert!(!stderr(&out).contains("retr"), "{}", stderr(&out));
+}

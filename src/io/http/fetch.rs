@@ -16,6 +16,10 @@ pub(super) enum Attempt<T> {
     /// It failed for good (4xx, no ranges, a certificate that does not
     /// verify): the words for the failure.
     Final(String),
+    /// No connection could be made (refused, no such host): transient,
+    /// but at open more likely a wrong URL or a server that is not up
+    /// than a hiccup (see [`super::OPEN_UNREACHABLE_RETRIES`]).
+    Unreachable(String),
 }
 
 /// What the probe found.
@@ -76,6 +80,9 @@ fn failure<T>(e: ureq::Error) -> Attempt<T> {
                 | ureq::ErrorKind::UnknownScheme
                 | ureq::ErrorKind::InsecureRequestHttpsOnly => Attempt::Final(text),
                 _ if certificate => Attempt::Final(text),
+                ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Dns => {
+                    Attempt::Unreachable(text)
+                }
                 _ => Attempt::Transient(text),
             }
         }

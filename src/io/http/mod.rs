@@ -31,6 +31,11 @@ pub const DEFAULT_CONNECTIONS: usize = 8;
 /// Retries of a range by default before the operation fails (about 20 s
 /// of backoff in all).
 pub const DEFAULT_RETRIES: u32 = 8;
+/// Retries at open when no connection can be made at all (about 0.6 s):
+/// a wrong URL or a server that is not up should not keep a command
+/// waiting the 20 s a transfer's retries may take. Once a server has
+/// answered, its ranges get the full [`HttpOptions::retries`].
+pub const OPEN_UNREACHABLE_RETRIES: u32 = 2;
 /// How long a connect or a read may make no progress, by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Reads smaller than this are rounded up to this much, aligned, and kept
@@ -222,8 +227,9 @@ impl HttpStorage {
                 storage.url.clone(),
                 storage.headers.clone(),
             );
-            let probe =
-                storage.retrying("bytes 0-0", move || fetch::probe(&agent, &target, &headers))?;
+            let probe = storage.retrying("bytes 0-0", OPEN_UNREACHABLE_RETRIES, move || {
+                fetch::probe(&agent, &target, &headers)
+            })?;
             match probe {
                 Probe::Size(size) => {
                     storage.size = size;
@@ -319,10 +325,12 @@ impl HttpStorage {
     }
 
     /// Runs `job` until it is done, retrying transient failures with
-    /// backoff; `range` names what is asked in the error.
+    /// backoff (no more than `unreachable` times while no connection can
+    /// be made); `range` names what is asked in the error.
     fn retrying<T: Send + 'static>(
         &self,
         range: &str,
+        unreachable: u32,
         job: impl Fn() -> Attempt<T> + Send + Sync + Clone + 'static,
     ) -> Result<T> {
         let mut tries = 0;
@@ -334,9 +342,11 @@ impl HttpStorage {
                 None => return Err(self.interrupted(range)),
                 Some(Attempt::Done(v)) => return Ok(v),
                 Some(Attempt::Final(why)) => return Err(self.error(format!("{range}: {why}"))),
-                Some(Attempt::Transient(why)) => why,
+                Some(Attempt::Transient(why)) => (why, self.options.retries),
+                Some(Attempt::Unreachable(why)) => (why, self.options.retries.min(unreachable)),
             };
-            if tries >= self.options.retries {
+            let (last, limit) = last;
+            if tries >= limit {
                 let after = match tries {
                     0 => String::new(),
                     1 => " (after 1 retry)".to_string(),
@@ -374,7 +384,7 @@ impl HttpStorage {
         let _slot = self.slot()?;
         let (agent, url, headers) = (self.agent.clone(), self.url.clone(), self.headers.clone());
         let range = format!("bytes {start}-{}", start + len as u64 - 1);
-        self.retrying(&range, move || {
+        self.retrying(&range, u32::MAX, move || {
             fetch::range(&agent, &url, &headers, start, len)
         })
     }
