@@ -173,7 +173,7 @@ impl HttpNode {
             o.timeout = std::time::Duration::from_secs(t.max(1));
         }
         if let Some(r) = self.readahead {
-            o.readahead = r;
+            o.readahead = Some(r);
         }
         if let Some(u) = &self.username {
             o.credentials = Some((u.clone(), String::new()));
@@ -710,7 +710,7 @@ mod tests {
         assert!(!n.is_plain());
         let o = n.http_options(&StorageOptions::default());
         assert_eq!(o.timeout, std::time::Duration::from_secs(10));
-        assert_eq!((o.readahead, o.retries), (64 << 10, 2));
+        assert_eq!((o.readahead, o.retries), (Some(64 << 10), 2));
         let msg = |n: &str| ImageSpec::parse(n).unwrap_err().message().to_string();
         assert_eq!(
             msg(r#"json:{"file.driver":"https"}"#),
