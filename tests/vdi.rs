@@ -114,14 +114,13 @@ fn create_matches_qemu_img_byte_for_byte_but_uuids() {
     fx.sh("mkdir q i");
     let opts = [
         "",
-        "static=off",
         "static=on",
         "preallocation=full",
         "static=on,preallocation=falloc",
         "nocow=off,extent_size_hint=1M,preallocation=off,static=off",
     ];
     for o in opts {
-        for size in ["1M", "5M", "1G", "5000000", "1000", "0"] {
+        for size in ["5M", "1G", "1000", "0"] {
             let mut args = vec!["create", "-f", "vdi"];
             if !o.is_empty() {
                 args.extend(["-o", o]);
