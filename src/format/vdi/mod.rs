@@ -11,6 +11,7 @@ mod check;
 mod create;
 mod driver;
 pub mod header;
+mod plan;
 mod write;
 
 pub use create::{create, VdiCreateOptions};
@@ -46,6 +47,11 @@ struct Meta {
     /// The range of map entries (first, last) changed in memory and not
     /// yet written: new blocks the file does not point at yet.
     unpublished: Option<(u32, u32)>,
+    /// Blocks given an index by a two-phase write and not yet in the map.
+    planned: std::collections::BTreeMap<usize, plan::Planned>,
+    /// The file's length at open: new blocks below it may hold bytes of
+    /// an unreferenced tail, which must not show through.
+    stale_end: u64,
 }
 
 /// Whether a block map entry names a block in the data area.
@@ -101,6 +107,8 @@ impl Vdi {
                 header,
                 bmap,
                 unpublished: None,
+                planned: Default::default(),
+                stale_end: file_len,
             }),
             writable,
         })
@@ -196,6 +204,18 @@ impl Format for Vdi {
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
         self.write_guest(offset, buf)
+    }
+
+    fn plan_write(&self, guest: super::GuestOffset, len: u64) -> Result<Vec<super::Placement>> {
+        self.plan_guest(guest, len)
+    }
+
+    fn publish(&self, placed: &[super::Placement]) -> Result<()> {
+        self.publish_guest(placed)
+    }
+
+    fn abandon(&self, placed: &[super::Placement]) -> Result<()> {
+        self.abandon_guest(placed)
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, _unmap: bool) -> Result<()> {

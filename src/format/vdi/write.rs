@@ -17,8 +17,20 @@ use super::{is_allocated, Meta, Vdi};
 use crate::error::{Error, Result};
 use crate::format::check_write_range;
 
+impl Meta {
+    /// The index `block` is stored at: its map entry, or the index planned
+    /// for it by a two-phase write.
+    fn index_of(&self, block: usize) -> Option<u32> {
+        let e = self.bmap[block];
+        if is_allocated(e) {
+            return Some(e);
+        }
+        self.planned.get(&block).map(|p| p.index)
+    }
+}
+
 impl Vdi {
-    fn check_writable(&self, offset: u64, len: u64) -> Result<()> {
+    pub(super) fn check_writable(&self, offset: u64, len: u64) -> Result<()> {
         if !self.writable {
             return Err(Error::unsupported("the VDI image was opened read-only"));
         }
@@ -35,12 +47,12 @@ impl Vdi {
             let n = ((BLOCK_SIZE - pos % BLOCK_SIZE) as usize).min(buf.len() - done);
             let piece = &buf[done..done + n];
             let block = (pos / BLOCK_SIZE) as usize;
-            match meta.bmap[block] {
-                e if is_allocated(e) => {
+            match meta.index_of(block) {
+                Some(e) => {
                     let h = meta.header.block_host(e) + pos % BLOCK_SIZE;
                     self.storage.write_data_at(piece, h)?;
                 }
-                _ => self.allocate(&mut meta, block, pos % BLOCK_SIZE, piece)?,
+                None => self.allocate(&mut meta, block, pos % BLOCK_SIZE, piece)?,
             }
             done += n;
         }
@@ -55,8 +67,7 @@ impl Vdi {
         let mut pos = offset;
         while pos < offset + len {
             let n = (BLOCK_SIZE - pos % BLOCK_SIZE).min(offset + len - pos);
-            let e = meta.bmap[(pos / BLOCK_SIZE) as usize];
-            if is_allocated(e) {
+            if let Some(e) = meta.index_of((pos / BLOCK_SIZE) as usize) {
                 let h = meta.header.block_host(e) + pos % BLOCK_SIZE;
                 self.storage.zero_range(h, n)?;
             }
@@ -94,23 +105,25 @@ impl Vdi {
         if self.storage.len()? < end {
             self.storage.set_len(end)?;
         }
-        meta.bmap[block] = index;
         meta.next_index = index + 1;
-        let b = block as u32;
-        meta.unpublished = Some(match meta.unpublished {
-            Some((lo, hi)) => (lo.min(b), hi.max(b)),
-            None => (b, b),
-        });
+        meta.enter(block, index);
         Ok(())
     }
 
-    /// Makes every completed write durable: data and new blocks first,
+    /// Makes every completed write durable (two-phase writes that are
+    /// published; the copy engine flushes only once none is outstanding): data and new blocks first,
     /// then the allocated count and the map entries that point at them.
     pub(super) fn flush_all(&self) -> Result<()> {
         let mut meta = self.lock();
         let Some((lo, hi)) = meta.unpublished else {
             return self.storage.flush();
         };
+        // The file ends with the last block, whole, as qemu-img's do (a
+        // two-phase write leaves a new block's unwritten tail a hole).
+        let blocks_end = meta.header.block_host(meta.next_index);
+        if self.storage.len()? < blocks_end {
+            self.storage.set_len(blocks_end)?;
+        }
         self.storage.flush()?;
         let count = meta.next_index;
         meta.header.set_blocks_allocated(count);
