@@ -52,6 +52,7 @@ fn assert_reads_like_qemu(fx: &Fixture, image: &str) {
         );
     }
     assert_same_answer(fx, &["info", image]);
+    assert_same_answer(fx, &["map", image]);
     let out = fx.qimg(&["convert", "-O", "raw", image, "guest-i.raw"]);
     assert!(
         out.status.success(),
@@ -241,6 +242,18 @@ fn convert_to_and_from_vdi_matches_qemu_img() {
             assert!(r.status.success(), "{}", stderr(&r));
             fx.assert_same("src.raw", out);
         }
+    }
+    // Into existing images made by qemu-img (convert -n): a static one is
+    // written in place, a dynamic one that holds blocks grows after them.
+    fx.sh(&format!(
+        "qemu-img create -q -f vdi -o static=on n-s.vdi 9M && qemu-img create -q -f vdi n-d.vdi 9M && {PATTERN} n-d.vdi >/dev/null"
+    ));
+    for image in ["n-s.vdi", "n-d.vdi"] {
+        let r = fx.qimg(&["convert", "-n", "-f", "raw", "-O", "vdi", "src.raw", image]);
+        assert!(r.status.success(), "{}", stderr(&r));
+        fx.assert_clean(image);
+        fx.assert_same("src.raw", image);
+        assert_reads_like_qemu(&fx, image);
     }
     // A qcow2 source into a VDI and back: the copy engine needs nothing
     // of the format.
