@@ -127,6 +127,16 @@ pub fn probe(head: &[u8]) -> Probe {
     }
 }
 
+/// The first registered format whose trailer the last
+/// [`super::driver::TAIL_LEN`] bytes of a `file_len`-byte file hold (asked
+/// only when the head named no format).
+pub fn probe_tail(tail: &[u8], file_len: u64) -> Option<&'static FormatDriver> {
+    DRIVERS.iter().copied().find(|d| {
+        d.probe_tail
+            .is_some_and(|p| p(tail, file_len) == Some(Confidence::Trailer))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

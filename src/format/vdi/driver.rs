@@ -15,6 +15,7 @@ use std::path::Path;
 pub static DRIVER: FormatDriver = FormatDriver {
     name: "vdi",
     probe,
+    probe_tail: None,
     // The signature lies at 0x40, not at the start; a file without it
     // is refused by the open, with qemu-img's sentence.
     magic: None,
