@@ -87,7 +87,8 @@ pub struct Header {
     pub blocks_allocated: u32,
 }
 
-pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
+/// The little-endian u32 at byte `at` of `b`.
+fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
