@@ -110,13 +110,16 @@ fn seeds() -> &'static Vec<(FormatKind, Vec<u8>)> {
              qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=16k x.qcow2 256k
              qemu-io -c 'write -P 3 2k 2k' x.qcow2 >/dev/null
              qemu-img create -q -f qed -o cluster_size=4k,table_size=2 q.qed 256k
-             qemu-io -f qed -c 'write -P 4 0 8k' q.qed >/dev/null",
+             qemu-io -f qed -c 'write -P 4 0 8k' q.qed >/dev/null
+             qemu-img create -q -f vdi v.vdi 4M
+             qemu-io -f vdi -c 'write -P 5 1M 8k' -c 'write -P 6 0 512' v.vdi >/dev/null",
         );
         vec![
             (qcow2(), fx.read("a.qcow2")),
             (qcow2(), fx.read("c.qcow2")),
             (qcow2(), fx.read("x.qcow2")),
             (FormatKind::named("qed").expect("qed"), fx.read("q.qed")),
+            (FormatKind::named("vdi").expect("vdi"), fx.read("v.vdi")),
         ]
     })
 }
@@ -126,7 +129,7 @@ proptest! {
 
     #[test]
     fn damaged_images_never_panic(
-        seed in 0usize..4,
+        seed in 0usize..5,
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..12),
     ) {
         let (kind, image) = &seeds()[seed];

@@ -686,3 +686,73 @@ fn a_parallel_convert_of_whole_blocks_cut_after_any_change_leaves_old_or_new_blo
         assert_reads_like_qemu(&fx, "dst.vhd");
     }
 }
+
+#[test]
+fn a_fixed_vhd_probes_as_vpc_by_its_footer() {
+    let fx = Fixture::new();
+    fx.sh(&format!(
+        "qemu-img create -q -f vpc -o subformat=fixed f.vhd 7M && {} f.vhd >/dev/null && \
+         qemu-img create -q -f vpc -o subformat=fixed,force_size=on az.vhd 7M && {} az.vhd >/dev/null",
+        PATTERN, PATTERN
+    ));
+    for image in ["f.vhd", "az.vhd"] {
+        // qemu-img probes it as raw (its footer is not at the start); qimg
+        // reads it without -f as qemu-img reads it with -f vpc.
+        let probed = fx.qemu_img(&["info", "--output=json", image]);
+        assert!(stdout(&probed).contains("\"format\": \"raw\""));
+        for cmd in ["info", "map"] {
+            let ours = fx.qimg(&[cmd, "--output=json", image]);
+            assert!(ours.status.success(), "{}", stderr(&ours));
+            assert_eq!(
+                stdout(&ours),
+                json(&fx, "qemu-img", cmd, image),
+                "{cmd} {image}"
+            );
+        }
+        let out = fx.qimg(&["convert", "-O", "raw", image, "probed.raw"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(fx.read("probed.raw") == guest_by_qemu(&fx, "vpc", image));
+    }
+    // What does not make a fixed VHD stays raw, as with qemu-img: a bad
+    // checksum, a dynamic disk's footer, data shorter than the footer says.
+    let good = fx.read("f.vhd");
+    let end = good.len() - 512;
+    let mut bad_sum = good.clone();
+    bad_sum[end + 70] ^= 1;
+    let mut dynamic = good.clone();
+    patch_footers(&mut dynamic, |f| {
+        f[60..64].copy_from_slice(&3u32.to_be_bytes())
+    });
+    let short = good[1 << 20..].to_vec();
+    for (name, bytes) in [
+        ("sum.img", bad_sum),
+        ("dyn.img", dynamic),
+        ("short.img", short),
+    ] {
+        fx.write(name, &bytes);
+        let out = fx.qimg(&["info", "--output=json", name]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("\"format\": \"raw\""),
+            "{name}: {}",
+            stdout(&out)
+        );
+    }
+    // A footer is a guess a guest could make true: it never names the
+    // format of a backing file that does not record one.
+    fx.sh("qemu-img create -q -f qcow2 -b f.vhd -F vpc over.qcow2");
+    let mut b = fx.read("over.qcow2");
+    let pos = b
+        .windows(4)
+        .position(|w| w == [0xe2, 0x79, 0x2a, 0xca])
+        .expect("backing format extension");
+    b[pos..pos + 4].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    fx.write("over.qcow2", &b);
+    let out = fx.qimg(&["map", "over.qcow2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("probing it would guess vpc"),
+        "{}",
+        stderr(&out)
+    );
+}

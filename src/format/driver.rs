@@ -18,6 +18,12 @@ pub struct FormatDriver {
     pub name: &'static str,
     /// Recognises the format from the first (up to 512) bytes of a file.
     pub probe: fn(&[u8]) -> Option<Confidence>,
+    /// Recognises the format from the last [`TAIL_LEN`] bytes of a file
+    /// of the given length, for formats whose only mark is a trailer (a
+    /// fixed VHD's footer). Tried only when no driver's magic claims the
+    /// head; what it finds is a guess a guest could have made true, so
+    /// it never names a backing file's format.
+    pub probe_tail: Option<TailProbe>,
     /// The magic an image given explicitly as this format must start with,
     /// and qemu-img's refusal when it does not (`None`: any bytes do).
     pub magic: Option<Magic>,
@@ -57,12 +63,21 @@ impl fmt::Debug for FormatDriver {
 pub type OpenFn =
     fn(Box<dyn Storage>, &Path, &OpenHow<'_>, &StorageOptions) -> Result<Box<dyn Format>>;
 
+/// A probe of a file's last [`TAIL_LEN`] bytes, given the file's length.
+pub type TailProbe = fn(&[u8], u64) -> Option<Confidence>;
+
+/// How many bytes at the end of a file [`FormatDriver::probe_tail`] sees.
+pub const TAIL_LEN: usize = 512;
+
 /// How sure a probe is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Confidence {
     /// Any file would do: the format a probe falls back to (raw). Opening a
     /// backing file by such a guess is unsafe (a guest wrote its bytes).
     Fallback,
+    /// The file ends with the format's trailer (no magic at its start): a
+    /// better guess than the fallback, unsafe for a backing file all the same.
+    Trailer,
     /// The file carries the format's magic.
     Magic,
 }

@@ -12,6 +12,7 @@ pub mod raw;
 pub mod registry;
 pub mod safety;
 pub mod table_cache;
+pub mod vdi;
 pub mod vmdk;
 pub mod vpc;
 

@@ -1,7 +1,7 @@
 //! Format names, probing by magic, and opening an image file, all through
 //! the driver table ([`super::registry`]).
 
-use super::driver::{Confidence, FormatDriver, OpenHow};
+use super::driver::{Confidence, FormatDriver, OpenHow, TAIL_LEN};
 use super::registry::{self, Probe};
 use super::Format;
 use crate::error::{Error, Result, ResultExt};
@@ -100,7 +100,9 @@ impl FromStr for FormatKind {
 pub enum Probed {
     /// A format qimg reads, recognised by its magic.
     Known(FormatKind),
-    /// Nothing recognised: the fallback format (raw), a guess.
+    /// No magic at the start: a format known by its trailer alone (a
+    /// fixed VHD's footer), else the fallback format (raw). A guess either
+    /// way: a guest could have written those bytes.
     Guessed(FormatKind),
     /// A format qimg recognises but does not read.
     Foreign(&'static str),
@@ -110,17 +112,30 @@ pub enum Probed {
 pub fn probe(head: &[u8]) -> Probed {
     match registry::probe(head) {
         Probe::Known(d, Confidence::Magic) => Probed::Known(FormatKind(d)),
-        Probe::Known(d, Confidence::Fallback) => Probed::Guessed(FormatKind(d)),
+        Probe::Known(d, Confidence::Fallback | Confidence::Trailer) => {
+            Probed::Guessed(FormatKind(d))
+        }
         Probe::Foreign(name) => Probed::Foreign(name),
     }
 }
 
-/// Reads the head of `storage` and probes it.
+/// Reads the head of `storage` and probes it; when no magic is found
+/// there, its last bytes too (a format known only by a trailer).
 pub fn probe_storage(storage: &dyn Storage) -> Result<Probed> {
-    let len = storage.len()?.min(512) as usize;
+    let file_len = storage.len()?;
+    let len = file_len.min(512) as usize;
     let mut head = vec![0u8; len];
     storage.read_at(&mut head, 0)?;
-    Ok(probe(&head))
+    let probed = probe(&head);
+    if !matches!(probed, Probed::Guessed(_)) || file_len < TAIL_LEN as u64 {
+        return Ok(probed);
+    }
+    let mut tail = vec![0u8; TAIL_LEN];
+    storage.read_at(&mut tail, file_len - TAIL_LEN as u64)?;
+    Ok(match registry::probe_tail(&tail, file_len) {
+        Some(d) => Probed::Guessed(FormatKind(d)),
+        None => probed,
+    })
 }
 
 /// The format of the image held by `storage` (known as `path`): `format`

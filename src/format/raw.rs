@@ -15,6 +15,7 @@ use std::path::Path;
 pub static DRIVER: FormatDriver = FormatDriver {
     name: "raw",
     probe: |_| Some(Confidence::Fallback),
+    probe_tail: None,
     magic: None,
     open: |storage, _path: &Path, _how: &OpenHow<'_>, _options| Ok(Box::new(Raw::open(storage)?)),
     create: create_plan,

@@ -2,7 +2,7 @@
 //! is its own folder, with a `DRIVER`, and one line in [`DRIVERS`].
 
 use super::driver::{Confidence, FormatDriver};
-use super::{qcow2, qed, raw, vmdk, vpc};
+use super::{qcow2, qed, raw, vdi, vmdk, vpc};
 
 /// Every registered format, in the order probes are tried (the fallback,
 /// which matches any file, last).
@@ -11,6 +11,7 @@ pub static DRIVERS: &[&FormatDriver] = &[
     &qed::DRIVER,
     &vmdk::DRIVER,
     &vpc::DRIVER,
+    &vdi::DRIVER,
     &raw::DRIVER,
 ];
 
@@ -22,11 +23,6 @@ pub static FOREIGN: &[Foreign] = &[
     Foreign::magic("parallels", b"WithouFreSpacExt"),
     Foreign::magic("parallels", b"WithoutFreeSpace"),
     Foreign::magic("luks", b"LUKS\xba\xbe"),
-    Foreign {
-        name: "vdi",
-        at: 0x40,
-        magic: &[0x7f, 0x10, 0xda, 0xbe],
-    },
     Foreign::named("cloop"),
     Foreign::named("dmg"),
     Foreign::named("bochs"),
@@ -141,6 +137,16 @@ pub fn recognise_all(head: &[u8]) -> Vec<&'static str> {
         .map(|d| d.name);
     let foreign = FOREIGN.iter().filter(|f| f.matches(head)).map(|f| f.name);
     known.chain(foreign).collect()
+}
+
+/// The first registered format whose trailer the last
+/// [`super::driver::TAIL_LEN`] bytes of a `file_len`-byte file hold (asked
+/// only when the head named no format).
+pub fn probe_tail(tail: &[u8], file_len: u64) -> Option<&'static FormatDriver> {
+    DRIVERS.iter().copied().find(|d| {
+        d.probe_tail
+            .is_some_and(|p| p(tail, file_len) == Some(Confidence::Trailer))
+    })
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ use std::sync::Arc;
 pub static DRIVER: FormatDriver = FormatDriver {
     name: "qcow2",
     probe,
+    probe_tail: None,
     magic: Some(Magic {
         bytes: b"QFI\xfb",
         refusal: "Image is not in qcow2 format",

@@ -17,6 +17,7 @@ use std::path::Path;
 pub static DRIVER: FormatDriver = FormatDriver {
     name: "qed",
     probe,
+    probe_tail: None,
     magic: Some(Magic {
         bytes: b"QED\0",
         refusal: "Image not in QED format",

@@ -18,6 +18,7 @@ use std::path::Path;
 pub static DRIVER: FormatDriver = FormatDriver {
     name: "vmdk",
     probe,
+    probe_tail: None,
     // A descriptor file is text: no magic.
     magic: None,
     open,

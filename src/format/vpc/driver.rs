@@ -15,6 +15,7 @@ use std::path::Path;
 pub static DRIVER: FormatDriver = FormatDriver {
     name: "vpc",
     probe,
+    probe_tail: Some(probe_footer),
     // A fixed VHD has no magic at its start (its footer is at the end).
     magic: None,
     open,
@@ -63,6 +64,15 @@ pub static DRIVER: FormatDriver = FormatDriver {
         window: false,
     },
 };
+
+/// A fixed VHD's only footer is its last 512 bytes: a valid footer (cookie
+/// and checksum) of a fixed disk whose data fits in front of it. qemu-img
+/// probes such a file as raw; Azure and Hyper-V disks are fixed VHDs.
+fn probe_footer(tail: &[u8], file_len: u64) -> Option<Confidence> {
+    let footer = super::footer::Footer::parse(tail).ok()?;
+    let fits = footer.virtual_size() <= file_len.checked_sub(super::footer::FOOTER_LEN as u64)?;
+    (footer.disk_type() == super::footer::DISK_FIXED && fits).then_some(Confidence::Trailer)
+}
 
 fn probe(head: &[u8]) -> Option<Confidence> {
     head.starts_with(super::footer::COOKIE)
