@@ -128,6 +128,9 @@ fn corpus(fx: &Fixture) -> Vec<(&'static str, bool)> {
          qemu-img create -q -f qcow2 mbr-in.qcow2 4M
          qemu-img create -q -f qed banned.qed 4M
          qemu-img create -q -f vpc good.vhd 4M
+         qemu-img create -q -f vpc -o subformat=fixed fixed.vhd 4M
+         qemu-img create -q -f vdi good.vdi 4M
+         qemu-img create -q -f vdi -o static=on static.vdi 4M
          qemu-img create -q -f vmdk sparse.vmdk 4M
          qemu-img create -q -f vmdk -o subformat=streamOptimized stream.vmdk 4M
          qemu-img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 4M
@@ -162,6 +165,9 @@ fn corpus(fx: &Fixture) -> Vec<(&'static str, bool)> {
         ("mbr-in.qcow2", false),
         ("banned.qed", false),
         ("good.vhd", true),
+        ("fixed.vhd", true),
+        ("good.vdi", true),
+        ("static.vdi", true),
         ("sparse.vmdk", true),
         ("stream.vmdk", true),
         ("flat.vmdk", false),
