@@ -11,6 +11,7 @@ pub mod qed;
 pub mod raw;
 pub mod registry;
 pub mod table_cache;
+pub mod vhdx;
 pub mod vmdk;
 pub mod vpc;
 
