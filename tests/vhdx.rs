@@ -215,7 +215,10 @@ fn images_made_by_qimg_pass_qemu_img_check_and_compare() {
 #[test]
 fn create_options_and_refusals_match_qemu_img() {
     let fx = Fixture::new();
-    let cases: [&[&str]; 12] = [
+    let cases: [&[&str]; 15] = [
+        &["-o", "size=1000"],
+        &["-o", "size=0"],
+        &["-o", "log_size=0"],
         &["-o", "block_size=100k"],
         &["-o", "block_size=1500k,log_size=1500k"],
         &["-o", "block_size=512M"],

@@ -52,8 +52,11 @@ impl Geometry {
         let block_size = block_size as u64;
         let chunk_ratio = (1u64 << 23) * logical_sector as u64 / block_size;
         let payload_blocks = size.div_ceil(block_size);
+        // QEMU counts in 32 bits: for an empty disk `payload - 1` wraps,
+        // and its images (and its check of the BAT region's length) have
+        // that many entries.
         let entries = if payload_blocks == 0 {
-            0
+            u32::MAX as u64 / chunk_ratio
         } else {
             payload_blocks + (payload_blocks - 1) / chunk_ratio
         };
@@ -97,6 +100,7 @@ mod tests {
         assert!(!g.is_payload(256));
         assert!(g.is_payload(257));
         assert_eq!(Geometry::new(5 << 20, 8 << 20, 512).entries, 1);
+        assert_eq!(Geometry::new(0, 8 << 20, 512).entries, 8_388_607);
         let e = entry(FULLY_PRESENT, 8 * MIB);
         assert_eq!((state(e), offset(e)), (FULLY_PRESENT, 8 * MIB));
     }

@@ -61,11 +61,14 @@ impl VhdxCreateOptions {
         if !block_size.is_power_of_two() {
             return Err(Error::argument("Block size must be a power of two"));
         }
-        let log_length = self.log_size.max(1).div_ceil(MIB).saturating_mul(MIB);
+        if self.log_size == 0 {
+            return Err(Error::argument("Log size must be a multiple of 1 MB"));
+        }
+        let log_length = self.log_size.div_ceil(MIB).saturating_mul(MIB);
         if log_length > u32::MAX as u64 - MIB + 1 {
             return Err(Error::argument("Log size must be smaller than 4 GB"));
         }
-        let geometry = Geometry::new(self.size, block_size as u32, 512);
+        let geometry = Geometry::new(self.disk_size(), block_size as u32, 512);
         let bat_offset = MIB + log_length;
         let bat_len = geometry.table_bytes().max(1).div_ceil(MIB) * MIB;
         if bat_len > u32::MAX as u64 {
@@ -95,11 +98,20 @@ impl VhdxCreateOptions {
     }
 }
 
+impl VhdxCreateOptions {
+    /// The virtual size recorded: the requested one rounded up to a
+    /// sector, as qemu-img rounds it.
+    pub fn disk_size(&self) -> u64 {
+        self.size.div_ceil(512) * 512
+    }
+}
+
 /// Writes a new VHDX into the empty `storage`, the identifier last.
 pub fn create(storage: &dyn Storage, o: &VhdxCreateOptions) -> Result<()> {
     let l = o.layout()?;
+    let size = o.disk_size();
     let file_len = if o.fixed {
-        l.data_start + o.size
+        l.data_start + size
     } else {
         l.data_start
     };
@@ -126,7 +138,7 @@ pub fn create(storage: &dyn Storage, o: &VhdxCreateOptions) -> Result<()> {
     let meta = Metadata {
         block_size: l.block_size,
         leave_blocks_allocated: o.fixed,
-        virtual_size: o.size,
+        virtual_size: size,
         page83: random_guid(),
         logical_sector: 512,
         physical_sector: 512,
