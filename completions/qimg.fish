@@ -50,10 +50,13 @@ complete -c qimg -n "__fish_qimg_using_subcommand create" -s f -l format -d 'For
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r -f -a "adapter_type=\t''
 backing_file=\t''
 backing_fmt=\t''
+block_size=\t''
+block_state_zero=\t''
 cluster_size=\t''
 compat=\t''
 compat6=\t''
@@ -66,6 +69,7 @@ extent_size_hint=\t''
 force_size=\t''
 hwversion=\t''
 lazy_refcounts=\t''
+log_size=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
@@ -84,6 +88,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand info" -s f -l format -d 'Image
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
@@ -98,6 +103,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand map" -s f -l format -d 'Image 
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
@@ -113,10 +119,13 @@ complete -c qimg -n "__fish_qimg_using_subcommand measure" -s O -l output-format
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s o -l options -d 'Creation options of the target format (as for create)' -r -f -a "adapter_type=\t''
 backing_file=\t''
 backing_fmt=\t''
+block_size=\t''
+block_state_zero=\t''
 cluster_size=\t''
 compat=\t''
 compat6=\t''
@@ -129,6 +138,7 @@ extent_size_hint=\t''
 force_size=\t''
 hwversion=\t''
 lazy_refcounts=\t''
+log_size=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
@@ -143,6 +153,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand measure" -s f -l format -d 'Fo
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s U -l force-share -d 'Open FILE in shared mode (it may be in use by a VM)'
@@ -152,6 +163,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand check" -s f -l format -d 'Imag
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
@@ -167,15 +179,19 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s f -l source-format
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s O -l target-format -l output-format -d 'Target format (default raw)' -r -f -a "qcow2\t''
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -l options -d 'Target creation options' -r -f -a "adapter_type=\t''
 backing_file=\t''
 backing_fmt=\t''
+block_size=\t''
+block_state_zero=\t''
 cluster_size=\t''
 compat=\t''
 compat6=\t''
@@ -188,6 +204,7 @@ extent_size_hint=\t''
 force_size=\t''
 hwversion=\t''
 lazy_refcounts=\t''
+log_size=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
@@ -201,6 +218,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s F -l backing-forma
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s S -l sparse-size -d 'Shortest run of zeros to leave unallocated (default 4k; 0 disables)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s m -l parallel -d 'Parallel workers' -r
@@ -229,11 +247,13 @@ complete -c qimg -n "__fish_qimg_using_subcommand dd" -s f -l format -d 'Format 
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s O -l output-format -d 'Format of the output (default raw)' -r -f -a "qcow2\t''
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s l -d 'Read this internal snapshot of the input (an ID or a name; Proxmox\'s extension)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
@@ -245,6 +265,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -s f -l format -d 'Ima
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base -d 'Stop pulling at this backing file; it becomes the new backing file' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l backing-file -d 'Name to record for the new backing file' -r
@@ -270,6 +291,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand commit" -s f -l format -d 'Ima
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s b -l base -d 'Commit down to this backing file (implies -d)' -r
@@ -294,11 +316,13 @@ complete -c qimg -n "__fish_qimg_using_subcommand compare" -s f -l format -d 'Fo
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s F -l second-format -d 'Format of the second image (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
@@ -312,6 +336,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s f -l format -d 'I
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s a -l algorithm -l digest -d 'Digest algorithm, as blksum names it: sha256 (the default), sha224, sha384, sha512, sha512-224, sha512-256, sha1, sha3-224, sha3-256, sha3-384, sha3-512, shake128, shake256, blake2b512, blake2s256, blake3, sm3, ripemd160, md5, md5-sha1' -r
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l block-size -d 'Block size of the construction (it changes the digest; blksum\'s default is 64 KiB)' -r
@@ -328,6 +353,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s f -l format -d 'Ima
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s T -l backing-cache -d 'Backing cache mode: checked as qemu-img checks it; qimg reads the backing files through the page cache in every mode' -r
@@ -347,6 +373,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand resize" -s f -l format -d 'Ima
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l preallocation -d 'How to preallocate the grown range: off (default), falloc or full (raw), as the format supports' -r
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l shrink -d 'Allow a smaller size: everything past the new end is deleted'
@@ -359,6 +386,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s f -l format -d 'I
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l attach -d 'Take an external snapshot of a disk of the running VM (or qemu-storage-daemon) behind this QMP socket: with --external' -r
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l device -d 'With --attach: the device or node name of the disk' -r
@@ -372,10 +400,13 @@ complete -c qimg -n "__fish_qimg_using_subcommand amend" -s f -l format -d 'Imag
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s o -l options -d 'The options to change, comma separated (compat, refcount_bits, lazy_refcounts, size, data_file); `-o help` lists them' -r -f -a "adapter_type=\t''
 backing_file=\t''
 backing_fmt=\t''
+block_size=\t''
+block_state_zero=\t''
 cluster_size=\t''
 compat=\t''
 compat6=\t''
@@ -388,6 +419,7 @@ extent_size_hint=\t''
 force_size=\t''
 hwversion=\t''
 lazy_refcounts=\t''
+log_size=\t''
 nocow=\t''
 preallocation=\t''
 refcount_bits=\t''
@@ -411,11 +443,13 @@ complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s F -l source-format 
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l attach -d 'Change the bitmaps of a disk of the running VM (or qemu-storage-daemon) behind this QMP socket instead of a file; the only name then is BITMAP' -r
@@ -467,6 +501,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand mirror" -s f -l format -d 'For
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l sync -d 'What to copy' -r -f -a "full\t'The whole chain\'s content: the target stands alone'
 top\t'The active layer only: the target gets the source\'s backing file'
@@ -489,6 +524,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand backup" -s f -l format -d 'For
 qed\t''
 vmdk\t''
 vpc\t''
+vhdx\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l sync -d 'What to copy' -r -f -a "full\t'The whole chain\'s content'
 top\t'The active layer only (allocated clusters of the top image)'

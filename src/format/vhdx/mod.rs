@@ -385,8 +385,8 @@ impl Format for Vhdx {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let len = clip_request(offset, buf.len() as u64, self.meta.virtual_size.max(1)).unwrap_or(0)
-            as usize;
+        // Past the virtual size, zeros.
+        let len = (buf.len() as u64).min(self.meta.virtual_size.saturating_sub(offset)) as usize;
         buf[len..].fill(0);
         let bs = self.geometry.block_size;
         let mut done = 0usize;
