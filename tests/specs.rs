@@ -612,15 +612,15 @@ fn bad_specifications_get_qemu_imgs_sentence() {
     }
     // A format qemu-img reads and qimg does not: a clear refusal (qemu-img
     // opens it).
-    fx.sh("qemu-img create -q -f vhdx d.vhdx 1M");
+    fx.sh("qemu-img create -q -f vdi d.vdi 1M");
     let err = one_error_line(
         &fx.qimg(&[
             "info",
-            r#"json:{"driver":"vhdx","file":{"filename":"d.vhdx"}}"#,
+            r#"json:{"driver":"vdi","file":{"filename":"d.vdi"}}"#,
         ]),
-        "vhdx",
+        "vdi",
     );
-    assert!(err.contains("format 'vhdx' is not supported"), "{err}");
+    assert!(err.contains("format 'vdi' is not supported"), "{err}");
     // An encrypted image named through a secret is still refused.
     fx.sh("qemu-img create -q --object secret,id=s0,data=pw -f qcow2 -o encrypt.format=luks,encrypt.key-secret=s0 enc.qcow2 1M");
     let err = one_error_line(
