@@ -705,3 +705,40 @@ fn malformed_images_fail_with_one_clear_line() {
     let out = qimg_limited(&fx, &["info", "loop.vhdx"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn one_broken_header_is_outvoted_and_rewritten_by_the_next_write() {
+    let fx = Fixture::new();
+    fx.sh(&format!(
+        "qemu-img create -q -f vhdx -o block_size=1M h.vhdx 10M && {PATTERN} h.vhdx >/dev/null"
+    ));
+    for broken in [0x10000usize, 0x20000] {
+        let mut b = fx.read("h.vhdx");
+        b[broken + 300] ^= 0xff;
+        fx.write("b.vhdx", &b);
+        assert_reads_like_qemu(&fx, "b.vhdx");
+        ok(
+            &fx,
+            "qimg",
+            &[
+                "convert",
+                "-n",
+                "-f",
+                "raw",
+                "-O",
+                "vhdx",
+                "guest-q.raw",
+                "b.vhdx",
+            ],
+        );
+        let after = fx.read("b.vhdx");
+        for at in [0x10000, 0x20000] {
+            assert!(
+                Header::parse(&after[at..at + 4096]).is_some(),
+                "header at {at:#x}"
+            );
+        }
+        fx.assert_clean("b.vhdx");
+        fx.assert_same("h.vhdx", "b.vhdx");
+    }
+}

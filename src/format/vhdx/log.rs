@@ -237,9 +237,11 @@ pub fn find(log: &[u8], guid: &Guid) -> Result<Option<Replay>> {
     Ok(None)
 }
 
-/// Builds one log entry (as QEMU writes them: a header sector with the
-/// descriptors, then a data sector per 4 KiB written) at log position
-/// `pos`, for tests and for writers.
+/// Builds one log entry as QEMU writes them (a header sector with the
+/// descriptors, then a data sector per 4 KiB write): sequence number
+/// `sequence`, the oldest entry of its sequence at log offset `tail`, the
+/// file `file_size` bytes long, and `writes` of whole 4 KiB sectors. For
+/// tests (qimg itself writes the BAT in place).
 pub fn encode_entry(
     guid: &Guid,
     sequence: u64,
