@@ -408,7 +408,7 @@ fn slot_ops(seed: u64, slots: u64) -> Vec<Option<SlotOp>> {
     let mut rng = Rng(seed | 1);
     let mut free: Vec<u64> = (0..slots).collect();
     let mut out = Vec::new();
-    while !free.is_empty() && out.len() < 24 {
+    while !free.is_empty() && out.len() < 16 {
         let s = free.swap_remove(rng.below(free.len() as u64) as usize);
         out.push(Some((
             s,
