@@ -119,7 +119,7 @@ fn bad_arguments_exit_1() {
             "Invalid start offset specified: '1x'.",
         ));
     qimg()
-        .args(["info", "-f", "vhdx", "x"])
+        .args(["info", "-f", "parallels", "x"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("not supported"));

@@ -612,15 +612,15 @@ fn bad_specifications_get_qemu_imgs_sentence() {
     }
     // A format qemu-img reads and qimg does not: a clear refusal (qemu-img
     // opens it).
-    fx.sh("qemu-img create -q -f vhdx d.vhdx 1M");
+    fx.sh("qemu-img create -q -f parallels d.hds 1M");
     let err = one_error_line(
         &fx.qimg(&[
             "info",
-            r#"json:{"driver":"vhdx","file":{"filename":"d.vhdx"}}"#,
+            r#"json:{"driver":"parallels","file":{"filename":"d.hds"}}"#,
         ]),
-        "vhdx",
+        "parallels",
     );
-    assert!(err.contains("format 'vhdx' is not supported"), "{err}");
+    assert!(err.contains("format 'parallels' is not supported"), "{err}");
     // An encrypted image named through a secret is still refused.
     fx.sh("qemu-img create -q --object secret,id=s0,data=pw -f qcow2 -o encrypt.format=luks,encrypt.key-secret=s0 enc.qcow2 1M");
     let err = one_error_line(

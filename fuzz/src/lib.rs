@@ -58,3 +58,69 @@ pub fn walk(image: &dyn Format) {
     }
     let _ = image.check(&mut |_| {});
 }
+
+/// The largest file a VHDX input expands to.
+const MAX_VHDX_FILE: usize = 16 << 20;
+
+/// Opens a VHDX described compactly by `data` (a real VHDX is megabytes
+/// of mostly zeros, too large for a seed or for mutation to find its
+/// tables): a flags byte, the file length (u32 LE, at most 16 MiB), then
+/// chunks of u16 LE sector (4 KiB units), u16 LE length and that many
+/// bytes, written into a zeroed file. With flag bit 0 the checksums of
+/// the headers, region tables and log entries are recomputed first, so
+/// mutations reach what lies behind them.
+pub fn vhdx(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    if rest.len() < 4 {
+        return;
+    }
+    let len =
+        (u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize).min(MAX_VHDX_FILE);
+    let mut file = vec![0u8; len];
+    let mut p = &rest[4..];
+    while p.len() >= 4 {
+        let at = u16::from_le_bytes([p[0], p[1]]) as usize * 4096;
+        let n = (u16::from_le_bytes([p[2], p[3]]) as usize).min(p.len() - 4);
+        let chunk = &p[4..4 + n];
+        p = &p[4 + n..];
+        if at < len {
+            let m = n.min(len - at);
+            file[at..at + m].copy_from_slice(&chunk[..m]);
+        }
+    }
+    if flags & 1 != 0 {
+        reseal_vhdx(&mut file);
+    }
+    image(&file, Some("vhdx"));
+}
+
+/// Recomputes the CRC-32C of every VHDX structure that has one.
+fn reseal_vhdx(file: &mut [u8]) {
+    use qimg::format::vhdx::header::seal;
+    if file.len() >= 0x20000 + 4096 {
+        let h = &file[0x10000..0x11000];
+        let log_len = u32::from_le_bytes(h[68..72].try_into().expect("4")) as usize;
+        let log_at = u64::from_le_bytes(h[72..80].try_into().expect("8")).min(1 << 40) as usize;
+        let log_end = log_at.saturating_add(log_len).min(file.len());
+        let mut at = log_at;
+        while at + 4096 <= log_end {
+            if &file[at..at + 4] == b"loge" {
+                let n = u32::from_le_bytes(file[at + 8..at + 12].try_into().expect("4")) as usize;
+                if n >= 64 && at + n <= log_end {
+                    seal(&mut file[at..at + n], 4);
+                }
+            }
+            at += 4096;
+        }
+        for h in [0x10000, 0x20000] {
+            seal(&mut file[h..h + 4096], 4);
+        }
+    }
+    for r in [0x30000, 0x40000] {
+        if file.len() >= r + 0x10000 {
+            seal(&mut file[r..r + 0x10000], 4);
+        }
+    }
+}

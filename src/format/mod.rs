@@ -13,6 +13,7 @@ pub mod registry;
 pub mod safety;
 pub mod table_cache;
 pub mod vdi;
+pub mod vhdx;
 pub mod vmdk;
 pub mod vpc;
 

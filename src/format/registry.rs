@@ -2,7 +2,7 @@
 //! is its own folder, with a `DRIVER`, and one line in [`DRIVERS`].
 
 use super::driver::{Confidence, FormatDriver};
-use super::{qcow2, qed, raw, vdi, vmdk, vpc};
+use super::{qcow2, qed, raw, vdi, vhdx, vmdk, vpc};
 
 /// Every registered format, in the order probes are tried (the fallback,
 /// which matches any file, last).
@@ -12,6 +12,7 @@ pub static DRIVERS: &[&FormatDriver] = &[
     &vmdk::DRIVER,
     &vpc::DRIVER,
     &vdi::DRIVER,
+    &vhdx::DRIVER,
     &raw::DRIVER,
 ];
 
@@ -19,7 +20,6 @@ pub static DRIVERS: &[&FormatDriver] = &[
 /// tells them apart (so they are not mistaken for the fallback format).
 pub static FOREIGN: &[Foreign] = &[
     Foreign::magic("qcow", b"QFI\xfb\0\0\0\x01"),
-    Foreign::magic("vhdx", b"vhdxfile"),
     Foreign::magic("parallels", b"WithouFreSpacExt"),
     Foreign::magic("parallels", b"WithoutFreeSpace"),
     Foreign::magic("luks", b"LUKS\xba\xbe"),
@@ -221,7 +221,7 @@ mod tests {
 
     #[test]
     fn foreign_magic_is_not_taken_for_the_fallback() {
-        assert_eq!(probe(b"vhdxfile"), Probe::Foreign("vhdx"));
+        assert_eq!(probe(b"WithoutFreeSpace"), Probe::Foreign("parallels"));
         assert_eq!(probe(b"QFI\xfb\0\0\0\x01"), Probe::Foreign("qcow"));
         match probe(b"QFI\xfb\0\0\0\0") {
             Probe::Known(d, Confidence::Fallback) => assert!(d.caps.fallback),
