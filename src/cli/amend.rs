@@ -66,7 +66,8 @@ impl AmendArgs {
     pub fn run(self) -> Result<ExitCode> {
         self.spec.objects.check()?;
         let _ = self.force;
-        let storage = super::args::storage_options(self.cache.as_deref(), false)?;
+        let storage = super::args::storage_options(self.cache.as_deref(), false)?
+            .with_secrets(self.spec.objects.secrets()?);
         let file = match &self.file {
             Some(f) => Some(self.spec.name(f, self.format.is_some())?),
             None => None,

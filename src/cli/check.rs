@@ -55,7 +55,8 @@ impl CheckArgs {
                     .with_path(&self.file),
             );
         }
-        let storage = super::args::storage_options(None, self.force_share)?;
+        let storage = super::args::storage_options(None, self.force_share)?
+            .with_secrets(self.spec.objects.secrets()?);
         let name = self.spec.name(&self.file, self.format.is_some())?;
         let format = self.format.map(|f| f.0);
         let mut log = |line: String| eprintln!("{line}");

@@ -63,7 +63,8 @@ impl CompareArgs {
     }
 
     fn compare(&self, program: Program) -> Result<ExitCode> {
-        let storage = super::args::storage_options(None, self.force_share)?;
+        let storage = super::args::storage_options(None, self.force_share)?
+            .with_secrets(self.spec.objects.secrets()?);
         let request = CompareRequest {
             first: self.spec.name(&self.first, self.first_format.is_some())?,
             first_format: self.first_format.map(|f| f.0),

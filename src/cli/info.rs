@@ -50,7 +50,8 @@ impl InfoArgs {
         if let Some(socket) = &self.attach {
             return self.run_attached(socket);
         }
-        let storage = super::args::storage_options(None, self.force_share)?;
+        let storage = super::args::storage_options(None, self.force_share)?
+            .with_secrets(self.spec.objects.secrets()?);
         let file = self
             .file
             .clone()

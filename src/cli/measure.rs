@@ -47,7 +47,8 @@ pub struct MeasureArgs {
 impl MeasureArgs {
     /// Runs `measure`.
     pub fn run(self) -> Result<ExitCode> {
-        let storage = super::args::storage_options(None, self.force_share)?;
+        let storage = super::args::storage_options(None, self.force_share)?
+            .with_secrets(self.spec.objects.secrets()?);
         let source = self
             .file
             .as_ref()

@@ -4,6 +4,7 @@
 pub mod bitmap;
 pub mod check;
 pub mod driver;
+pub mod luks;
 pub mod placement;
 pub mod probe;
 pub mod qcow2;
@@ -164,6 +165,8 @@ pub struct Description {
     pub bitmaps: Vec<BitmapInfo>,
     /// The format's own facts, if it has any.
     pub specific: Option<FormatSpecific>,
+    /// Guest data is encrypted (LUKS).
+    pub encrypted: bool,
 }
 
 /// A guest view that can be read: what lies below a layer.
@@ -222,6 +225,11 @@ pub trait Format: Send + Sync + fmt::Debug {
     /// into the image compresses whether or not `-c` was given.
     fn writes_compressed(&self) -> bool {
         false
+    }
+    /// Whether a newly created image reads as zeros (so a copy into it
+    /// may skip zero ranges). An encrypted payload reads as noise.
+    fn zero_initialized(&self) -> bool {
+        true
     }
     /// Whether data ranges should be checked against holes in the host file
     /// to report them as zero (qemu-img does so for metadata-preallocated qcow2).

@@ -204,6 +204,7 @@ impl Format for Raw {
             snapshots: Vec::new(),
             bitmaps: Vec::new(),
             specific: None,
+            encrypted: false,
         }
     }
 }

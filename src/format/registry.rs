@@ -2,7 +2,7 @@
 //! is its own folder, with a `DRIVER`, and one line in [`DRIVERS`].
 
 use super::driver::{Confidence, FormatDriver};
-use super::{qcow2, qed, raw, vmdk, vpc};
+use super::{luks, qcow2, qed, raw, vmdk, vpc};
 
 /// Every registered format, in the order probes are tried (the fallback,
 /// which matches any file, last).
@@ -11,6 +11,7 @@ pub static DRIVERS: &[&FormatDriver] = &[
     &qed::DRIVER,
     &vmdk::DRIVER,
     &vpc::DRIVER,
+    &luks::DRIVER,
     &raw::DRIVER,
 ];
 
@@ -21,7 +22,6 @@ pub static FOREIGN: &[Foreign] = &[
     Foreign::magic("vhdx", b"vhdxfile"),
     Foreign::magic("parallels", b"WithouFreSpacExt"),
     Foreign::magic("parallels", b"WithoutFreeSpace"),
-    Foreign::magic("luks", b"LUKS\xba\xbe"),
     Foreign {
         name: "vdi",
         at: 0x40,
@@ -166,7 +166,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         for d in DRIVERS {
             let file = dir.path().join(format!("new.{}", d.name));
-            let options = OptionValues::default();
+            let mut options = OptionValues::default();
+            let mut storage_options = StorageOptions::default();
+            if let Some(k) = d.node_options.secret {
+                // An encrypted format needs its secret to be created and read.
+                options.set(k, "s0");
+                options.set("iter-time", "0");
+                storage_options = storage_options
+                    .with_secrets(crate::io::Secrets::new([(
+                        "s0".to_string(),
+                        zeroize::Zeroizing::new(b"pw".to_vec()),
+                    )]))
+                    .with_key_secret(Some("s0".into()));
+            }
             let image = (d.create)(&CreateParams {
                 options: &options,
                 size: 1 << 20,
@@ -175,9 +187,7 @@ mod tests {
             })
             .expect("plan");
             image.validate().expect("valid defaults");
-            image
-                .write(&file, &StorageOptions::default())
-                .expect("write");
+            image.write(&file, &storage_options).expect("write");
             let storage = FileStorage::open(&file).expect("open");
             let mut head = vec![0u8; storage.len().expect("len").min(512) as usize];
             storage.read_at(&mut head, 0).expect("read");
@@ -192,7 +202,7 @@ mod tests {
                 Box::new(storage),
                 &file,
                 &crate::format::OpenHow::ReadOnly,
-                &StorageOptions::default(),
+                &storage_options,
             )
             .expect("open");
             assert_eq!(opened.driver().name, d.name);

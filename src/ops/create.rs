@@ -89,6 +89,19 @@ pub fn split_options(spec: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The id of the secret `-o` texts name to encrypt the new image with
+/// (`key-secret` or `encrypt.key-secret`; the last one given).
+pub fn key_secret(specs: &[String]) -> Option<String> {
+    specs
+        .iter()
+        .flat_map(|s| split_options(s))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter(|(k, _)| k == "key-secret" || k == "encrypt.key-secret")
+        .map(|(_, v)| v)
+        .next_back()
+}
+
 /// Reads `-o` texts for `format`: encryption is refused, and names the
 /// format does not take, with qemu-img's messages.
 fn parse_options(format: FormatKind, specs: &[String]) -> Result<OptionValues> {

@@ -335,6 +335,17 @@ pub struct FormatNode {
     pub strong: Vec<(String, Value)>,
 }
 
+impl FormatNode {
+    /// The id of the secret that unlocks the image (`key-secret`, or
+    /// `encrypt.key-secret`), if the node names one.
+    pub fn key_secret(&self) -> Option<String> {
+        self.strong
+            .iter()
+            .find(|(k, _)| k == "key-secret" || k == "encrypt.key-secret")
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    }
+}
+
 /// What a name says to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageSpec {

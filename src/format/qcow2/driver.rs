@@ -56,6 +56,7 @@ pub static DRIVER: FormatDriver = FormatDriver {
             "the qcow2 'data-file' option is not supported (qimg opens the data file the image names)",
         )],
         encrypt: true,
+        secret: None,
     },
     caps: Caps {
         writable: true,
@@ -343,6 +344,7 @@ pub(super) fn describe(image: &Qcow2) -> Description {
         need_check: false,
         snapshots: image.snapshots.iter().map(snapshot_info).collect(),
         specific: Some(facts.specific(&bitmaps)),
+        encrypted: false,
         bitmaps,
     }
 }

@@ -527,6 +527,7 @@ impl Format for Vmdk {
             snapshots: Vec::new(),
             bitmaps: Vec::new(),
             specific: Some(self.facts()),
+            encrypted: false,
         }
     }
 
