@@ -604,18 +604,36 @@ pub(crate) fn read_layer(
     image: &dyn Format,
     offset: u64,
     buf: &mut [u8],
+    decompress: impl FnMut(u64, &mut [u8]) -> Result<()>,
+) -> Result<()> {
+    read_layer_with(
+        &|o, l| image.block_status(o, l),
+        image.data_storage(),
+        offset,
+        buf,
+        decompress,
+    )
+}
+
+/// As [`read_layer`], with the status (host offsets included) from
+/// `status` and stored data from `data`.
+pub(crate) fn read_layer_with(
+    status: &dyn Fn(u64, u64) -> Result<Extent>,
+    data: &dyn Storage,
+    offset: u64,
+    buf: &mut [u8],
     mut decompress: impl FnMut(u64, &mut [u8]) -> Result<()>,
 ) -> Result<()> {
     let mut done = 0usize;
     while done < buf.len() {
         let pos = offset + done as u64;
-        let ext = image.block_status(pos, (buf.len() - done) as u64)?;
+        let ext = status(pos, (buf.len() - done) as u64)?;
         let chunk = &mut buf[done..done + ext.len as usize];
         match ext.status {
             Status::Data {
                 compressed: true, ..
             } => decompress(pos, chunk)?,
-            Status::Data { host: Some(h), .. } => image.data_storage().read_at(chunk, h.0)?,
+            Status::Data { host: Some(h), .. } => data.read_at(chunk, h.0)?,
             _ => chunk.fill(0),
         }
         done += chunk.len();
