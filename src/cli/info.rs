@@ -52,6 +52,11 @@ impl InfoArgs {
         }
         let storage = super::args::storage_options(None, self.force_share)?
             .with_secrets(self.spec.objects.secrets()?);
+        // info reads no guest data: an encrypted image needs no secret.
+        let storage = qimg::io::StorageOptions {
+            no_io: true,
+            ..storage
+        };
         let file = self
             .file
             .clone()

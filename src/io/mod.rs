@@ -81,6 +81,10 @@ pub struct StorageOptions {
     /// `-o` option of that name); set per image, not passed to the files
     /// it names.
     pub key_secret: Option<String>,
+    /// The command reads no guest data (`info`): an encrypted image opens
+    /// without its secret. Otherwise one without it is refused on open,
+    /// as qemu-img refuses it.
+    pub no_io: bool,
 }
 
 /// Alias under the name the design uses.

@@ -4,9 +4,9 @@
 //! qcow2 images encrypted with `encrypt.format=luks`, whose LUKS area lies
 //! in clusters of their own ([`Area`]).
 //!
-//! Without a key an image still opens (for `info`, which needs none), but
-//! every read, write and block status refuses with qemu-img's words:
-//! ciphertext is never taken for data.
+//! Without a key an image opens only for `info` (which reads no guest
+//! data), and even then every read, write and block status refuses with
+//! qemu-img's words: ciphertext is never taken for data.
 
 pub mod crypto;
 mod driver;
@@ -118,7 +118,11 @@ impl Luks {
     pub fn open(storage: Box<dyn Storage>, options: &StorageOptions) -> Result<Luks> {
         let storage: Arc<dyn Storage> = Arc::from(storage);
         let len = storage.len()?;
-        let area = Area::read(storage.as_ref(), 0, len, true, options.key()?)?;
+        let password = options.key()?;
+        let area = Area::read(storage.as_ref(), 0, len, true, password)?;
+        if password.is_none() && !options.no_io {
+            return Err(key_required("key-secret"));
+        }
         let base = area.header.payload_bytes();
         let payload = area
             .cipher

@@ -169,10 +169,12 @@ impl Qcow2 {
     /// storage this image was opened on) and, with `password`, unlocks it:
     /// from then on data clusters are read and written through the cipher
     /// (IV: the host sector), by whichever thread does the I/O.
+    /// Without `password` the image opens only when `no_io` (`info`).
     pub fn open_encryption(
         &mut self,
         shared: Arc<dyn Storage>,
         password: Option<&[u8]>,
+        no_io: bool,
     ) -> Result<()> {
         let Some((off, len)) = self
             .header
@@ -188,6 +190,9 @@ impl Qcow2 {
         }
         let area = crate::format::luks::Area::read(shared.as_ref(), off, len, false, password)
             .map_err(|e| Error::new(e.kind(), format!("LUKS area: {}", e.message())))?;
+        if password.is_none() && !no_io {
+            return Err(crate::format::luks::key_required("encrypt.key-secret"));
+        }
         if let Some(c) = &area.cipher {
             self.data_file = Some(Box::new(crate::format::luks::CryptStorage::new(
                 shared,
@@ -532,7 +537,7 @@ impl Qcow2 {
 
 /// qemu-img's refusal of compressed clusters in an encrypted image.
 fn compression_refused() -> Error {
-    Error::unsupported("Compression can't be used with encryption")
+    Error::unsupported("Compression and encryption not supported at the same time")
 }
 
 /// Reads a table of `entries` big-endian 64-bit entries at `offset` (L1
