@@ -118,7 +118,8 @@ impl Luks {
     pub fn open(storage: Box<dyn Storage>, options: &StorageOptions) -> Result<Luks> {
         let storage: Arc<dyn Storage> = Arc::from(storage);
         let len = storage.len()?;
-        let password = options.key()?;
+        // As qemu-img's info, one that reads no data unlocks nothing.
+        let password = if options.no_io { None } else { options.key()? };
         let area = Area::read(storage.as_ref(), 0, len, true, password)?;
         if password.is_none() && !options.no_io {
             return Err(key_required("key-secret"));

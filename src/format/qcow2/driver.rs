@@ -100,7 +100,7 @@ fn open(
         OpenHow::Snapshot(id_or_name) => Qcow2::open(storage, path)?.at_snapshot(id_or_name)?,
         OpenHow::Writable => open_writable(storage, path)?,
     };
-    image.open_encryption(shared, options.key()?, options.no_io)?;
+    image.open_encryption(shared, options)?;
     Ok(Box::new(image))
 }
 

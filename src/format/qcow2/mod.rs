@@ -166,16 +166,18 @@ impl Qcow2 {
     }
 
     /// Reads the LUKS area of an encrypted image from `shared` (the
-    /// storage this image was opened on) and, with `password`, unlocks it:
+    /// storage this image was opened on) and, with its secret, unlocks it:
     /// from then on data clusters are read and written through the cipher
     /// (IV: the host sector), by whichever thread does the I/O.
-    /// Without `password` the image opens only when `no_io` (`info`).
+    /// The secret is the one `options` name; without it the image opens
+    /// only for `options.no_io` (`info`, which, as qemu-img's, unlocks
+    /// nothing). A plain image ignores the secret (named or not).
     pub fn open_encryption(
         &mut self,
         shared: Arc<dyn Storage>,
-        password: Option<&[u8]>,
-        no_io: bool,
+        options: &crate::io::StorageOptions,
     ) -> Result<()> {
+        let no_io = options.no_io;
         let Some((off, len)) = self
             .header
             .crypto_header
@@ -188,6 +190,7 @@ impl Qcow2 {
                 "encrypted images with an external data file are not supported",
             ));
         }
+        let password = if no_io { None } else { options.key()? };
         let area = crate::format::luks::Area::read(shared.as_ref(), off, len, false, password)
             .map_err(|e| Error::new(e.kind(), format!("LUKS area: {}", e.message())))?;
         if password.is_none() && !no_io {
