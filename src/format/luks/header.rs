@@ -23,9 +23,14 @@ pub const DIGEST_LEN: usize = 20;
 /// Bytes of a salt.
 pub const SALT_LEN: usize = 32;
 /// The most PBKDF2 iterations one key slot (or the master key digest) may
-/// ask for: far above what an iteration time of seconds gives on a fast
-/// machine, and a bound on the CPU a hostile header can demand.
-pub const MAX_ITERATIONS: u32 = 1 << 25;
+/// ask for: over three times what QEMU's default iteration time (2 s)
+/// gives here (4.7 million), and a bound on the CPU a hostile header can
+/// demand.
+pub const MAX_ITERATIONS: u32 = 1 << 24;
+/// The most PBKDF2 iterations a wrong passphrase may cost over all the
+/// active slots (each slot's and the digest's), so eight hostile slots
+/// cannot demand eight times [`MAX_ITERATIONS`].
+pub const MAX_TOTAL_ITERATIONS: u64 = 1 << 25;
 
 /// One key slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +228,17 @@ impl Header {
         }
         if !self.slots.iter().any(|s| s.active) {
             return Err(Error::corrupt("LUKS header has no active key slot"));
+        }
+        let total: u64 = self
+            .slots
+            .iter()
+            .filter(|s| s.active)
+            .map(|s| s.iterations as u64 + self.mk_iterations as u64)
+            .sum();
+        if total > MAX_TOTAL_ITERATIONS {
+            return Err(Error::corrupt(format!(
+                "LUKS key slots ask for {total} PBKDF2 iterations in all (at most {MAX_TOTAL_ITERATIONS} are accepted)"
+            )));
         }
         if payload_inside && payload > area_len {
             return Err(Error::corrupt(format!(
