@@ -475,11 +475,6 @@ fn http_node(tree: &Tree, driver: &str) -> Result<HttpNode> {
         driver,
     )?;
     for (key, what) in [
-        (
-            "password-secret",
-            "put the credentials in the URL (https://USER:PASSWORD@HOST/...)",
-        ),
-        ("cookie-secret", "give the cookie with 'cookie'"),
         ("proxy-username", "qimg connects to the server directly"),
         (
             "proxy-password-secret",
@@ -537,7 +532,16 @@ fn http_node(tree: &Tree, driver: &str) -> Result<HttpNode> {
     };
     let given = tree
         .iter()
-        .filter(|(k, _)| ["sslverify", "cookie", "username"].contains(&k.as_str()))
+        .filter(|(k, _)| {
+            [
+                "sslverify",
+                "cookie",
+                "username",
+                "password-secret",
+                "cookie-secret",
+            ]
+            .contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok(HttpNode {
@@ -551,5 +555,7 @@ fn http_node(tree: &Tree, driver: &str) -> Result<HttpNode> {
         connections: number("connections")?.map(|n| n.clamp(1, 64) as usize),
         retries: number("retries")?.map(|n| n.min(100) as u32),
         ca_file: string(tree, "ca-file")?.map(PathBuf::from),
+        password_secret: string(tree, "password-secret")?,
+        cookie_secret: string(tree, "cookie-secret")?,
     })
 }

@@ -56,7 +56,7 @@ fn node_storage(
             Err(crate::io::http::read_only(Path::new(&node.display())))
         }
         FileNode::Http(n) => Ok(Box::new(
-            HttpStorage::open(&n.url, &n.http_options(options))?
+            HttpStorage::open(&n.url, &n.http_options(options)?)?
                 .named(PathBuf::from(node.display())),
         )),
         FileNode::Window { window, file } => Ok(Box::new(WindowStorage::new(
