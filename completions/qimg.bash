@@ -1794,7 +1794,7 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__resize)
-            opts="-f -q -h --format --shrink --preallocation --quiet --help"
+            opts="-f -q -h --format --shrink --preallocation --quiet --image-opts --object --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1809,6 +1809,10 @@ _qimg() {
                     return 0
                     ;;
                 --preallocation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -415,8 +415,10 @@ vpc\t''
 luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l preallocation -d 'How to preallocate the grown range: off (default), falloc or full (raw), as the format supports' -r
+complete -c qimg -n "__fish_qimg_using_subcommand resize" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l shrink -d 'Allow a smaller size: everything past the new end is deleted'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand resize" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s c -d 'Take a snapshot of the disk with this name (names need not be unique)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s a -d 'Make the snapshot with this ID or name the disk (what was written since is lost)' -r

@@ -664,3 +664,52 @@ fn malformed_luks_headers_are_one_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("payload"), "{}", stderr(&out));
 }
+
+#[test]
+fn resize_changes_a_luks_payload_as_qemu_img_does() {
+    let fx = Fixture::new();
+    fx.sh(&format!(
+        "qemu-img create -q -f luks --object '{SECRET}' -o key-secret=sec0,iter-time=0 a.luks 2M && \
+         qemu-io --object '{SECRET}' --image-opts -c 'write -P 0x5a 0 1M' \
+           driver=luks,key-secret=sec0,file.filename=a.luks >/dev/null && cp a.luks b.luks"
+    ));
+    let args = |tool_file: &str, size: &str| {
+        vec![
+            "resize".to_string(),
+            "--object".into(),
+            SECRET.into(),
+            "--image-opts".into(),
+            format!("driver=luks,key-secret=sec0,file.filename={tool_file}"),
+            size.into(),
+        ]
+    };
+    let ours = args("a.luks", "+3M");
+    let out = fx.qimg(&ours.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Image resized.\n");
+    let theirs = args("b.luks", "+3M");
+    let out = fx.qemu_img(&theirs.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same key, the same IVs: even the grown noise is the same.
+    let cmp = fx.qemu_img(&[
+        "compare",
+        "--object",
+        SECRET,
+        &keyed("luks", "a.luks"),
+        &keyed("luks", "b.luks"),
+    ]);
+    assert!(cmp.status.success(), "{}{}", stdout(&cmp), stderr(&cmp));
+    let info = fx.qemu_img(&["info", "--output=json", "a.luks"]);
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(v["virtual-size"], 5 << 20);
+    // Without the secret: qemu-img's refusal, nothing changed.
+    let before = fx.read("a.luks");
+    let out = fx.qimg(&["resize", "a.luks", "8M"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("Parameter 'key-secret' is required for cipher"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(fx.read("a.luks"), before);
+}

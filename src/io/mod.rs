@@ -10,7 +10,7 @@ pub mod lock_holder;
 mod mem;
 pub mod nbd;
 mod pipe;
-mod secret;
+pub mod secret;
 mod window;
 
 pub use buffer::AlignedBuf;

@@ -44,6 +44,25 @@ impl Secrets {
     }
 }
 
+/// The bytes of a secret object's value as its `format` says: `raw` (the
+/// default) as they are, `base64` decoded (a final newline allowed).
+pub fn decode(format: Option<&str>, value: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
+    match format {
+        None | Some("raw") => Ok(value),
+        Some("base64") => {
+            use base64::Engine;
+            let text = String::from_utf8_lossy(&value);
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim_end())
+                .map(Zeroizing::new)
+                .map_err(|_| Error::argument("Invalid base64 data in secret"))
+        }
+        Some(other) => Err(Error::argument(format!(
+            "Parameter 'format' does not accept value '{other}'"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,23 +113,7 @@ impl Object {
             },
             (Some(data), None) => Zeroizing::new(data.into_bytes()),
         };
-        let data = match string("format").as_deref() {
-            None | Some("raw") => raw,
-            Some("base64") => {
-                use base64::Engine;
-                let text = String::from_utf8_lossy(&raw);
-                Zeroizing::new(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(text.trim_end())
-                        .map_err(|_| Error::argument("Invalid base64 data in secret"))?,
-                )
-            }
-            Some(other) => {
-                return Err(Error::argument(format!(
-                    "Parameter 'format' does not accept value '{other}'"
-                )))
-            }
-        };
+        let data = crate::io::secret::decode(string("format").as_deref(), raw)?;
         Ok(Object::Secret { id, data })
     }
 

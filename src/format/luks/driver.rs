@@ -79,7 +79,7 @@ pub static DRIVER: FormatDriver = FormatDriver {
         compression: false,
         bitmaps: false,
         check: false,
-        resize: false,
+        resize: true,
         amend: false,
         external_data: false,
         preallocate_metadata: false,

@@ -246,4 +246,30 @@ impl Format for Luks {
     fn flush(&self) -> Result<()> {
         self.storage.flush()
     }
+
+    fn resize(&self, new_size: u64, prealloc: super::Preallocation) -> Result<()> {
+        // As qemu-img: the secret is needed, and the payload is the file
+        // past the header (grown sectors read as noise, as unwritten ones).
+        let payload = self.payload()?;
+        if new_size % crypto::SECTOR as u64 != 0 {
+            return Err(Error::argument("The new size must be a multiple of 512"));
+        }
+        let base = self.base();
+        let end = base
+            .checked_add(new_size)
+            .ok_or_else(|| Error::argument("The new size is too large"))?;
+        self.storage.set_len(end)?;
+        if new_size > self.size {
+            let grown = new_size - self.size;
+            match prealloc {
+                super::Preallocation::Off => {}
+                super::Preallocation::Falloc => self.storage.allocate(base + self.size, grown)?,
+                super::Preallocation::Full => payload.zero_range(base + self.size, grown)?,
+                super::Preallocation::Metadata => {
+                    return Err(Error::argument("Unsupported preallocation mode: metadata"))
+                }
+            }
+        }
+        self.storage.flush()
+    }
 }
