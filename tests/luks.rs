@@ -713,3 +713,41 @@ fn resize_changes_a_luks_payload_as_qemu_img_does() {
     );
     assert_eq!(fx.read("a.luks"), before);
 }
+
+#[test]
+fn whole_sectors_are_planned_for_the_workers_and_land_encrypted() {
+    use qimg::format::{GuestOffset, Placement};
+    let fx = Fixture::new();
+    fx.sh(&format!(
+        "qemu-img create -q -f luks --object '{SECRET}' -o key-secret=sec0,iter-time=0 w.luks 1M"
+    ));
+    let options = keyed_options(StorageOptions::default());
+    let storage = qimg::io::FileStorage::open_rw(&fx.path("w.luks")).expect("open");
+    let image = Luks::open(Box::new(storage), &options).expect("open");
+    // Whole sectors: one host piece the engine's workers write (through
+    // the data storage, which encrypts); a partial sector: done here.
+    let pieces = image.plan_write(GuestOffset(4096), 8192).unwrap();
+    let [Placement::Host { host, len, .. }] = pieces[..] else {
+        panic!("{pieces:?}")
+    };
+    assert_eq!((host.0, len), (2068480 + 4096, 8192));
+    image
+        .data_storage()
+        .write_data_vectored_at(&[&[0xab; 4096], &[0xcd; 4096]], host.0)
+        .unwrap();
+    image.publish(&pieces).unwrap();
+    let pieces = image.plan_write(GuestOffset(100), 10).unwrap();
+    assert!(
+        matches!(pieces[..], [Placement::Serial { .. }]),
+        "{pieces:?}"
+    );
+    image.write(100, &[0xef; 10]).unwrap();
+    image.flush().unwrap();
+    drop(image);
+    let got = guest_by_qemu(&fx, "luks", "w.luks");
+    assert_eq!(&got[4096..8192], &[0xab; 4096][..]);
+    assert_eq!(&got[8192..12288], &[0xcd; 4096][..]);
+    assert_eq!(&got[100..110], &[0xef; 10][..]);
+    let raw = fx.read("w.luks");
+    assert!(!raw.windows(64).any(|w| w == [0xab; 64] || w == [0xcd; 64]));
+}
