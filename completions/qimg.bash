@@ -233,19 +233,19 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --progress)
@@ -315,11 +315,11 @@ _qimg() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --sync)
@@ -369,19 +369,19 @@ _qimg() {
                     return 0
                     ;;
                 --source-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -F)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --object)
@@ -411,11 +411,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -457,11 +457,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --algorithm)
@@ -523,11 +523,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --cache)
@@ -609,19 +609,19 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --second-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -F)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --progress)
@@ -651,35 +651,35 @@ _qimg() {
             fi
             case "${prev}" in
                 --source-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --target-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --output-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -O)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --target-options)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --backing)
@@ -691,11 +691,11 @@ _qimg() {
                     return 0
                     ;;
                 --backing-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -F)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --sparse-size)
@@ -785,19 +785,19 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --backing)
@@ -835,19 +835,19 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --output-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -O)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -l)
@@ -1265,11 +1265,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -1557,11 +1557,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -1607,19 +1607,19 @@ _qimg() {
                     return 0
                     ;;
                 --output-format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -O)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --options)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 -o)
-                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= encryption= extended_l2= extent_size_hint= force_size= hwversion= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "adapter_type= backing_file= backing_fmt= block_size= block_state_zero= cipher-alg= cipher-mode= cluster_size= compat= compat6= compression_type= data_file= data_file_raw= detached-header= encrypt.cipher-alg= encrypt.cipher-mode= encrypt.format= encrypt.hash-alg= encrypt.iter-time= encrypt.ivgen-alg= encrypt.ivgen-hash-alg= encrypt.key-secret= encryption= extended_l2= extent_size_hint= force_size= hash-alg= hwversion= iter-time= ivgen-alg= ivgen-hash-alg= key-secret= lazy_refcounts= log_size= nocow= preallocation= refcount_bits= size= static= subformat= table_size= toolsversion= zeroed_grain=" -- "${cur}"))
                     return 0
                     ;;
                 --snapshot)
@@ -1635,11 +1635,11 @@ _qimg() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --object)
@@ -1693,11 +1693,11 @@ _qimg() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --sync)
@@ -1727,11 +1727,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --cache)
@@ -1794,21 +1794,25 @@ _qimg() {
             return 0
             ;;
         qimg__subcmd__resize)
-            opts="-f -q -h --format --shrink --preallocation --quiet --untrusted --help"
+            opts="-f -q -h --format --shrink --preallocation --quiet --image-opts --object --untrusted --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --preallocation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --object)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1839,11 +1843,11 @@ _qimg() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --attach)
@@ -1877,11 +1881,11 @@ _qimg() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx raw" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "qcow2 qed vmdk vpc vdi vhdx luks raw" -- "${cur}"))
                     return 0
                     ;;
                 --base)

@@ -52,23 +52,40 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s o -l options -d 'Format options, comma separated (e.g. cluster_size=64k,compat=v3)' -r -f -a "adapter_type=\t''
 backing_file=\t''
 backing_fmt=\t''
 block_size=\t''
 block_state_zero=\t''
+cipher-alg=\t''
+cipher-mode=\t''
 cluster_size=\t''
 compat=\t''
 compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
+detached-header=\t''
+encrypt.cipher-alg=\t''
+encrypt.cipher-mode=\t''
+encrypt.format=\t''
+encrypt.hash-alg=\t''
+encrypt.iter-time=\t''
+encrypt.ivgen-alg=\t''
+encrypt.ivgen-hash-alg=\t''
+encrypt.key-secret=\t''
 encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hash-alg=\t''
 hwversion=\t''
+iter-time=\t''
+ivgen-alg=\t''
+ivgen-hash-alg=\t''
+key-secret=\t''
 lazy_refcounts=\t''
 log_size=\t''
 nocow=\t''
@@ -82,7 +99,7 @@ toolsversion=\t''
 zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s b -l backing -d 'Backing file of the new image' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s F -l backing-format -d 'Format of the backing file (required with -b)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand create" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand create" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s u -l backing-unsafe -d 'Do not open or check the backing file'
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand create" -s h -l help -d 'Print help'
@@ -92,12 +109,13 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l attach -d 'Show the images the VM (or qemu-storage-daemon) behind this QMP socket has open, as its block layer sees them' -r
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l device -d 'With --attach: only this device\'s (or node\'s) chain' -r
-complete -c qimg -n "__fish_qimg_using_subcommand info" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand info" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s b -l backing-chain -d 'Show every image of the backing chain'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand info" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
@@ -109,12 +127,13 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s s -l start-offset -d 'First guest offset to map' -r
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s l -l max-length -d 'Map at most this many bytes' -r
-complete -c qimg -n "__fish_qimg_using_subcommand map" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand map" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand map" -s U -l force-share -d 'Open the image in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand map" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
@@ -127,23 +146,40 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s o -l options -d 'Creation options of the target format (as for create)' -r -f -a "adapter_type=\t''
 backing_file=\t''
 backing_fmt=\t''
 block_size=\t''
 block_state_zero=\t''
+cipher-alg=\t''
+cipher-mode=\t''
 cluster_size=\t''
 compat=\t''
 compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
+detached-header=\t''
+encrypt.cipher-alg=\t''
+encrypt.cipher-mode=\t''
+encrypt.format=\t''
+encrypt.hash-alg=\t''
+encrypt.iter-time=\t''
+encrypt.ivgen-alg=\t''
+encrypt.ivgen-hash-alg=\t''
+encrypt.key-secret=\t''
 encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hash-alg=\t''
 hwversion=\t''
+iter-time=\t''
+ivgen-alg=\t''
+ivgen-hash-alg=\t''
+key-secret=\t''
 lazy_refcounts=\t''
 log_size=\t''
 nocow=\t''
@@ -163,8 +199,9 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand measure" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand measure" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -s U -l force-share -d 'Open FILE in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand measure" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
@@ -175,13 +212,14 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l output -d 'Output format' -r -f -a "human\t'Text for people'
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s r -l repair -d 'Repair leaks, or everything' -r -f -a "leaks\t'Free leaked clusters'
 all\t'Also rebuild refcounts and clear the corrupt and dirty bits'"
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s T -l cache -d 'Cache mode (none, writeback, unsafe, directsync, writethrough): checked as qemu-img checks it; qimg reads through the page cache' -r
-complete -c qimg -n "__fish_qimg_using_subcommand check" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand check" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand check" -l safety -d 'Instead of the metadata check, decide whether the image is safe to accept from a stranger (an upload): one format, nothing it names (backing, data or extent files), no hidden second format, as OpenStack\'s format inspector decides. Exit 0 safe, 4 not safe'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s q -l quiet -d 'Print nothing; the exit code tells the verdict'
 complete -c qimg -n "__fish_qimg_using_subcommand check" -s U -l force-share -d 'Open the image in shared mode (read-only checks only)'
@@ -194,6 +232,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s O -l target-format -l output-format -d 'Target format (default raw)' -r -f -a "qcow2\t''
 qed\t''
@@ -201,23 +240,40 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s o -l target-options -l options -d 'Target creation options' -r -f -a "adapter_type=\t''
 backing_file=\t''
 backing_fmt=\t''
 block_size=\t''
 block_state_zero=\t''
+cipher-alg=\t''
+cipher-mode=\t''
 cluster_size=\t''
 compat=\t''
 compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
+detached-header=\t''
+encrypt.cipher-alg=\t''
+encrypt.cipher-mode=\t''
+encrypt.format=\t''
+encrypt.hash-alg=\t''
+encrypt.iter-time=\t''
+encrypt.ivgen-alg=\t''
+encrypt.ivgen-hash-alg=\t''
+encrypt.key-secret=\t''
 encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hash-alg=\t''
 hwversion=\t''
+iter-time=\t''
+ivgen-alg=\t''
+ivgen-hash-alg=\t''
+key-secret=\t''
 lazy_refcounts=\t''
 log_size=\t''
 nocow=\t''
@@ -236,6 +292,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s S -l sparse-size -d 'Shortest run of zeros to leave unallocated (default 4k; 0 disables)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s m -l parallel -d 'Parallel workers' -r
@@ -246,7 +303,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -s l -l source-snapsh
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s t -l target-cache -l output-cache -d 'Target cache mode: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes, as qemu-img\'s default)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s T -l source-cache -d 'Source cache mode (none, writeback, unsafe, directsync, writethrough): checked as qemu-img checks it; qimg reads through the page cache in every mode' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l checksum -d 'Print the blkhash digest (as `qimg checksum` and blksum compute it) of the data copied, `DIGEST  TARGET`, at the end: hashed as it is read, no extra read. Default algorithm sha256; not with -B' -r
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s c -l compress -d 'Compress every cluster (qcow2 only)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s n -l no-create -d 'Write into an existing target instead of creating it'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l target-is-zero -d 'Assume the target reads as zeros (needs -n)'
@@ -267,6 +324,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s O -l output-format -d 'Format of the output (default raw)' -r -f -a "qcow2\t''
 qed\t''
@@ -274,9 +332,10 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s l -d 'Read this internal snapshot of the input (an ID or a name; Proxmox\'s extension)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand dd" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand dd" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s U -l force-share -d 'Open the input in shared mode (it may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -s n -d 'Write into the existing output instead of creating it (Proxmox\'s extension of qemu-img dd)'
 complete -c qimg -n "__fish_qimg_using_subcommand dd" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
@@ -288,6 +347,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base -d 'Stop pulling at this backing file; it becomes the new backing file' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l backing-file -d 'Name to record for the new backing file' -r
@@ -305,7 +365,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand stream" -l attach -d 'Run the 
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l device -d 'With --attach: the device or node name of the image (the active layer)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l base-node -d 'With --attach: the base by node name (instead of a file name)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l job-id -d 'With --attach: the block job\'s id (default: qimg-OP-PID)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand stream" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand stream" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l detach -d 'With --attach: start the job, print its id and return at once'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand stream" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
@@ -316,6 +376,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s b -l base -d 'Commit down to this backing file (implies -d)' -r
@@ -329,7 +390,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand commit" -l base-node -d 'With 
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l job-id -d 'With --attach: the block job\'s id (default: qimg-OP-PID)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l top -d 'With --attach: the top of the commit by file name (default: the active layer, an active commit)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l top-node -d 'With --attach: the top by node name' -r
-complete -c qimg -n "__fish_qimg_using_subcommand commit" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand commit" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s d -l drop -d 'Do not empty FILE after committing'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand commit" -l detach -d 'With --attach: start the job, print its id and return at once'
@@ -343,6 +404,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s F -l second-format -d 'Format of the second image (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -350,10 +412,11 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
-complete -c qimg -n "__fish_qimg_using_subcommand compare" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand compare" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s s -l strict -d 'Strict mode: images of different sizes, or that allocate a range differently, are different'
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s q -l quiet -d 'Print nothing; only the exit status tells'
 complete -c qimg -n "__fish_qimg_using_subcommand compare" -s U -l force-share -d 'Open the images in shared mode (they may be in use by a VM)'
@@ -366,6 +429,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s a -l algorithm -l digest -d 'Digest algorithm, as blksum names it: sha256 (the default), sha224, sha384, sha512, sha512-224, sha512-256, sha1, sha3-224, sha3-256, sha3-384, sha3-512, shake128, shake256, blake2b512, blake2s256, blake3, sm3, ripemd160, md5, md5-sha1' -r
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l block-size -d 'Block size of the construction (it changes the digest; blksum\'s default is 64 KiB)' -r
@@ -374,7 +438,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l output -d 'Output
 json\t'JSON for programs (qemu-img\'s schema)'"
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
-complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -s U -l force-share -d 'Open the images in shared mode (they may be in use by a VM)'
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand checksum" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
@@ -385,6 +449,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s t -l cache -d 'Cache mode of the images written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s T -l backing-cache -d 'Backing cache mode: checked as qemu-img checks it; qimg reads the backing files through the page cache in every mode' -r
@@ -393,7 +458,7 @@ json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s r -l rate -d 'Limit the copy rate in bytes per second (e.g. 50M)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s b -l backing -d 'The new backing file ("" for none; left out with -u, none too)' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s F -l backing-format -d 'Format of the new backing file (required unless -b "")' -r
-complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand rebase" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s U -l force-share -d 'Open the backing files in shared mode'
 complete -c qimg -n "__fish_qimg_using_subcommand rebase" -s u -l backing-unsafe -d 'Only rewrite the backing file name and format'
@@ -407,10 +472,13 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l preallocation -d 'How to preallocate the grown range: off (default), falloc or full (raw), as the format supports' -r
+complete -c qimg -n "__fish_qimg_using_subcommand resize" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l shrink -d 'Allow a smaller size: everything past the new end is deleted'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s q -l quiet -d 'Print nothing on success'
+complete -c qimg -n "__fish_qimg_using_subcommand resize" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -l untrusted -d 'Read images as data only, as for an upload from a stranger: refuse the backing files, external data files and extent files they name (paths, URLs, json: names alike) and QED images, opening none of them. `info` and `check` describe the image and list what they refused. Also set by QIMG_UNTRUSTED=1'
 complete -c qimg -n "__fish_qimg_using_subcommand resize" -s h -l help -d 'Print help'
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -s c -d 'Take a snapshot of the disk with this name (names need not be unique)' -r
@@ -422,6 +490,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l attach -d 'Take an external snapshot of a disk of the running VM (or qemu-storage-daemon) behind this QMP socket: with --external' -r
 complete -c qimg -n "__fish_qimg_using_subcommand snapshot" -l device -d 'With --attach: the device or node name of the disk' -r
@@ -438,23 +507,40 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s o -l options -d 'The options to change, comma separated (compat, refcount_bits, lazy_refcounts, size, data_file); `-o help` lists them' -r -f -a "adapter_type=\t''
 backing_file=\t''
 backing_fmt=\t''
 block_size=\t''
 block_state_zero=\t''
+cipher-alg=\t''
+cipher-mode=\t''
 cluster_size=\t''
 compat=\t''
 compat6=\t''
 compression_type=\t''
 data_file=\t''
 data_file_raw=\t''
+detached-header=\t''
+encrypt.cipher-alg=\t''
+encrypt.cipher-mode=\t''
+encrypt.format=\t''
+encrypt.hash-alg=\t''
+encrypt.iter-time=\t''
+encrypt.ivgen-alg=\t''
+encrypt.ivgen-hash-alg=\t''
+encrypt.key-secret=\t''
 encryption=\t''
 extended_l2=\t''
 extent_size_hint=\t''
 force_size=\t''
+hash-alg=\t''
 hwversion=\t''
+iter-time=\t''
+ivgen-alg=\t''
+ivgen-hash-alg=\t''
+key-secret=\t''
 lazy_refcounts=\t''
 log_size=\t''
 nocow=\t''
@@ -469,7 +555,7 @@ zeroed_grain=\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s p -l progress -d 'Show progress (-p), or JSON Lines records with --progress=json' -r -f -a "human\t'A bar on a terminal, qemu-img\'s percentage lines otherwise'
 json\t'JSON Lines records on stderr'"
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s t -l cache -d 'Cache mode of the image written: none (default: bulk data bypasses the page cache), writeback, or unsafe (no flushes)' -r
-complete -c qimg -n "__fish_qimg_using_subcommand amend" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand amend" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -s q -l quiet -d 'Print nothing but errors'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -l force -d 'Accepted as by qemu-img (it allows amending encryption keys, which qimg does not open)'
 complete -c qimg -n "__fish_qimg_using_subcommand amend" -l image-opts -d 'FILE is an option string (driver=qcow2,file.filename=disk.qcow2) instead of a file name'
@@ -484,6 +570,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -s f -l format -d 'Image format (probed when omitted)' -r -f -a "qcow2\t''
 qed\t''
@@ -491,8 +578,9 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
-complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l object -d 'Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg opens no encrypted image, so the secret goes unused)' -r
+complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l object -d 'Define an object: a secret that unlocks an encrypted image, e.g. secret,id=sec0,file=key.txt (or data=..., format=base64), named by key-secret=sec0 or encrypt.key-secret=sec0' -r
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l attach -d 'Change the bitmaps of a disk of the running VM (or qemu-storage-daemon) behind this QMP socket instead of a file; the only name then is BITMAP' -r
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l device -d 'With --attach: the device or node name whose bitmap it is' -r
 complete -c qimg -n "__fish_qimg_using_subcommand bitmap" -l add -d 'Create BITMAP (enabled: it records future writes)'
@@ -545,6 +633,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand mirror" -l sync -d 'What to copy' -r -f -a "full\t'The whole chain\'s content: the target stands alone'
 top\t'The active layer only: the target gets the source\'s backing file'
@@ -569,6 +658,7 @@ vmdk\t''
 vpc\t''
 vdi\t''
 vhdx\t''
+luks\t''
 raw\t''"
 complete -c qimg -n "__fish_qimg_using_subcommand backup" -l sync -d 'What to copy' -r -f -a "full\t'The whole chain\'s content'
 top\t'The active layer only (allocated clusters of the top image)'

@@ -400,7 +400,8 @@ fn invalid_options_are_refused_like_qemu_img() {
                 "bad.qcow2",
                 "1M",
             ],
-            "encrypted",
+            // qemu-img's sentence for an encrypted image without its secret.
+            "Parameter 'encrypt.key-secret' is required for cipher",
         ),
         (
             &[

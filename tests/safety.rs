@@ -131,6 +131,11 @@ fn corpus(fx: &Fixture) -> Vec<(&'static str, bool)> {
          qemu-img create -q -f vpc -o subformat=fixed fixed.vhd 4M
          qemu-img create -q -f vdi good.vdi 4M
          qemu-img create -q -f vdi -o static=on static.vdi 4M
+         qemu-img create -q -f vhdx good.vhdx 4M
+         qemu-img create -q --object secret,id=s0,data=pw -f luks \
+             -o key-secret=s0,iter-time=10 good.luks 4M
+         qemu-img create -q --object secret,id=s0,data=pw -f qcow2 \
+             -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 enc.qcow2 4M
          qemu-img create -q -f vmdk sparse.vmdk 4M
          qemu-img create -q -f vmdk -o subformat=streamOptimized stream.vmdk 4M
          qemu-img create -q -f vmdk -o subformat=monolithicFlat flat.vmdk 4M
@@ -168,6 +173,9 @@ fn corpus(fx: &Fixture) -> Vec<(&'static str, bool)> {
         ("fixed.vhd", true),
         ("good.vdi", true),
         ("static.vdi", true),
+        ("good.vhdx", true),
+        ("good.luks", true),
+        ("enc.qcow2", true),
         ("sparse.vmdk", true),
         ("stream.vmdk", true),
         ("flat.vmdk", false),

@@ -124,3 +124,67 @@ fn reseal_vhdx(file: &mut [u8]) {
         }
     }
 }
+
+/// The passphrase of the LUKS seeds.
+pub const LUKS_PASSPHRASE: &[u8] = b"pw";
+
+/// The most bytes a LUKS input is padded to: seeds hold the header and
+/// slot 0's key material only, and the payload that follows reads as
+/// zeros (ciphertext of nothing in particular).
+const MAX_LUKS_FILE: u64 = 4 << 20;
+
+/// Opens `data` as a LUKS image with the seeds' passphrase and walks it;
+/// the header is also opened as `info` opens it (no key). Inputs that
+/// ask for many PBKDF2 rounds are parsed but not unlocked, so the fuzzer
+/// spends its time on the parsers, the AF merge and the cipher.
+pub fn luks(data: &[u8]) {
+    use qimg::format::luks::header::Header;
+    use qimg::format::OpenHow;
+    use qimg::io::{Secrets, StorageOptions};
+    let mut bytes = data.to_vec();
+    let Ok(header) = Header::parse(data, u64::MAX >> 1, false) else {
+        // Refused already: the refusal on open is the same path.
+        let storage = Box::new(MemStorage::new("fuzz.luks", bytes));
+        let _ = open_storage(storage, Path::new("fuzz.luks"), FormatKind::named("luks"));
+        return;
+    };
+    let end = (header.payload_bytes() + (64 << 10)).min(MAX_LUKS_FILE);
+    if (bytes.len() as u64) < end {
+        bytes.resize(end as usize, 0);
+    }
+    let rounds: u64 = header
+        .slots
+        .iter()
+        .filter(|s| s.active)
+        .map(|s| s.iterations as u64 + header.mk_iterations as u64)
+        .sum();
+    let secrets = Secrets::new([(
+        "s0".to_string(),
+        zeroize::Zeroizing::new(LUKS_PASSPHRASE.to_vec()),
+    )]);
+    let info = StorageOptions {
+        no_io: true,
+        ..StorageOptions::default()
+    };
+    let keyed = StorageOptions::default()
+        .with_secrets(secrets)
+        .with_key_secret(Some("s0".into()));
+    let kind = FormatKind::named("luks");
+    let open = |options: &StorageOptions| {
+        qimg::format::open_as_with(
+            Box::new(MemStorage::new("fuzz.luks", bytes.clone())),
+            Path::new("fuzz.luks"),
+            kind,
+            &OpenHow::ReadOnly,
+            options,
+        )
+    };
+    if let Ok(image) = open(&info) {
+        let _ = image.describe();
+    }
+    if rounds <= 20_000 {
+        if let Ok(image) = open(&keyed) {
+            walk(image.as_ref());
+        }
+    }
+}

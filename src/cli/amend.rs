@@ -66,10 +66,10 @@ impl AmendArgs {
     pub fn run(self) -> Result<ExitCode> {
         self.spec.objects.check()?;
         let _ = self.force;
-        let storage = self
-            .spec
-            .trust
-            .apply(super::args::storage_options(self.cache.as_deref(), false)?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(self.cache.as_deref(), false)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         let file = match &self.file {
             Some(f) => Some(self.spec.name(f, self.format.is_some())?),
             None => None,

@@ -171,13 +171,13 @@ pub enum RepairArg {
     All,
 }
 
-/// `--object OBJECTDEF`: qemu-img's user-creatable objects. `secret`
-/// objects are checked as qemu-img checks them, so command lines that
-/// name secrets parse; qimg does not open encrypted images.
+/// `--object OBJECTDEF`: qemu-img's user-creatable objects: `secret`
+/// objects, the keys of encrypted images (LUKS).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ObjectArgs {
-    /// Define an object, e.g. secret,id=sec0,file=key.txt (checked; qimg
-    /// opens no encrypted image, so the secret goes unused).
+    /// Define an object: a secret that unlocks an encrypted image, e.g.
+    /// secret,id=sec0,file=key.txt (or data=..., format=base64), named by
+    /// key-secret=sec0 or encrypt.key-secret=sec0.
     #[arg(long = "object", value_name = "OBJECTDEF")]
     pub object: Vec<String>,
 }
@@ -186,6 +186,11 @@ impl ObjectArgs {
     /// Checks every definition.
     pub fn check(&self) -> qimg::error::Result<()> {
         qimg::chain::spec::Object::parse_all(&self.object).map(|_| ())
+    }
+
+    /// The secrets the definitions hold, by id.
+    pub fn secrets(&self) -> qimg::error::Result<qimg::io::Secrets> {
+        qimg::chain::spec::Object::secrets(&self.object)
     }
 }
 

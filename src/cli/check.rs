@@ -65,6 +65,7 @@ impl CheckArgs {
         let storage = qimg::io::StorageOptions {
             trust: self.spec.trust.trust(true),
             ..super::args::storage_options(None, self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?)
         };
         let name = self.spec.name(&self.file, self.format.is_some())?;
         let format = self.format.map(|f| f.0);

@@ -96,10 +96,10 @@ impl ChecksumArgs {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
-        let storage = self
-            .spec
-            .trust
-            .apply(super::args::storage_options(None, self.force_share)?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(None, self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         let mut entries = Vec::new();
         let mut failed = false;
         for file in &self.files {

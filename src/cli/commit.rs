@@ -77,10 +77,10 @@ pub struct CommitArgs {
 impl CommitArgs {
     /// Runs `commit`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
-        let storage = self
-            .spec
-            .trust
-            .apply(super::args::storage_options(self.cache.as_deref(), false)?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(self.cache.as_deref(), false)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         if let Some(socket) = self.vmm.attach.clone() {
             return self.run_attached(&socket);
         }

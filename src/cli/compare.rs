@@ -63,10 +63,10 @@ impl CompareArgs {
     }
 
     fn compare(&self, program: Program) -> Result<ExitCode> {
-        let storage = self
-            .spec
-            .trust
-            .apply(super::args::storage_options(None, self.force_share)?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(None, self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         let request = CompareRequest {
             first: self.spec.name(&self.first, self.first_format.is_some())?,
             first_format: self.first_format.map(|f| f.0),

@@ -258,10 +258,10 @@ impl ConvertArgs {
             .map(|f| f.0.name().to_string())
             .or_else(|| from_options("backing_fmt"));
         // -U shares the sources; the target is always locked for writing.
-        let storage = self.spec.trust.apply(super::args::storage_options(
-            self.target_cache.as_deref(),
-            self.force_share,
-        )?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(self.target_cache.as_deref(), self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         let skipped_bitmaps = self.check_bitmaps(&storage)?;
         let threads = match self.parallel {
             Some(n) if !(1..=16).contains(&n) => {

@@ -95,7 +95,7 @@ impl CreateArgs {
             backing_format: self.backing_format,
             backing_unsafe: self.backing_unsafe,
             size: self.size,
-            storage: Default::default(),
+            storage: qimg::io::StorageOptions::default().with_secrets(self.objects.secrets()?),
         })?;
         if !self.quiet {
             println!("{}", plan.formatting_line());

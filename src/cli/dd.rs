@@ -95,10 +95,10 @@ fn parse_operands(operands: &[String]) -> Result<Operands> {
 impl DdArgs {
     /// Runs `dd`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
-        let storage = self
-            .spec
-            .trust
-            .apply(super::args::storage_options(None, self.force_share)?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(None, self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         let o = parse_operands(&self.operands)?;
         let (Some(input), Some(output)) = (o.input, o.output) else {
             return Err(Error::argument("Must specify both input and output files"));

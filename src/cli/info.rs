@@ -50,9 +50,12 @@ impl InfoArgs {
         if let Some(socket) = &self.attach {
             return self.run_attached(socket);
         }
+        // info reads no guest data: an encrypted image needs no secret.
         let storage = qimg::io::StorageOptions {
             trust: self.spec.trust.trust(true),
+            no_io: true,
             ..super::args::storage_options(None, self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?)
         };
         let file = self
             .file

@@ -43,10 +43,10 @@ impl MapArgs {
     /// Runs `map`.
     pub fn run(mut self) -> Result<ExitCode> {
         self.file = self.spec.name(&self.file, self.format.is_some())?;
-        let storage = self
-            .spec
-            .trust
-            .apply(super::args::storage_options(None, self.force_share)?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(None, self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         let chain = Chain::open_with(&self.file, self.format.map(|f| f.0), &storage)?;
         let view = chain.view();
         let stdout = std::io::stdout();

@@ -47,10 +47,10 @@ pub struct MeasureArgs {
 impl MeasureArgs {
     /// Runs `measure`.
     pub fn run(self) -> Result<ExitCode> {
-        let storage = self
-            .spec
-            .trust
-            .apply(super::args::storage_options(None, self.force_share)?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(None, self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         let source = self
             .file
             .as_ref()

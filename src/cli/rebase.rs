@@ -66,10 +66,10 @@ impl RebaseArgs {
         self.file = self.spec.name(&self.file, self.format.is_some())?;
         check_source_cache(self.backing_cache.as_deref())?;
         // -U shares the backing files; the image itself is locked for writing.
-        let storage = self.spec.trust.apply(super::args::storage_options(
-            self.cache.as_deref(),
-            self.force_share,
-        )?);
+        let storage = self.spec.trust.apply(
+            super::args::storage_options(self.cache.as_deref(), self.force_share)?
+                .with_secrets(self.spec.objects.secrets()?),
+        );
         // As qemu-img: -u without -b drops the backing file.
         let backing = match (self.backing, self.unsafe_mode) {
             (Some(b), _) => b,

@@ -28,9 +28,9 @@ pub struct ResizeArgs {
     /// Print nothing on success.
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
-    /// --untrusted.
+    /// `--image-opts` and `--object` (the secret of an encrypted image).
     #[command(flatten)]
-    trust: super::args::TrustArgs,
+    spec: super::args::SpecArgs,
     /// The image.
     #[arg(value_name = "FILE")]
     file: PathBuf,
@@ -48,12 +48,14 @@ impl ResizeArgs {
     /// Runs `resize`.
     pub fn run(self, program: Program) -> Result<ExitCode> {
         let request = ResizeRequest {
-            file: self.file,
+            file: self.spec.name(&self.file, self.format.is_some())?,
             format: self.format.map(|f| f.0),
             size: NewSize::parse(&self.size)?,
             shrink: self.shrink,
             preallocation: self.preallocation.unwrap_or_default(),
-            storage: self.trust.apply(Default::default()),
+            storage: self.spec.trust.apply(
+                qimg::io::StorageOptions::default().with_secrets(self.spec.objects.secrets()?),
+            ),
         };
         match resize(&request)? {
             Resized::ShrinkRefused => {

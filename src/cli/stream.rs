@@ -91,9 +91,12 @@ impl StreamArgs {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         let (reporter, control) = copy_controls("stream", self.progress, self.rate);
-        let control = control
-            .with_deadline(deadline)
-            .with_storage_options(self.spec.trust.apply(Default::default()));
+        let control =
+            control
+                .with_deadline(deadline)
+                .with_storage_options(self.spec.trust.apply(
+                    qimg::io::StorageOptions::default().with_secrets(self.spec.objects.secrets()?),
+                ));
         let control = match idle_gate {
             Some(gate) => control.with_pause_while(move || gate.busy()),
             None => control,

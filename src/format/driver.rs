@@ -395,9 +395,11 @@ pub struct NodeOptions {
     pub accepted: &'static [&'static str],
     /// Options refused with a sentence of their own.
     pub refused: &'static [(&'static str, &'static str)],
-    /// An `encrypt` dictionary is accepted (so command lines naming a
-    /// secret parse; an encrypted image is still refused on open).
+    /// An `encrypt` dictionary is accepted (`encrypt.key-secret`).
     pub encrypt: bool,
+    /// The option naming the secret that unlocks the image (luks:
+    /// `key-secret`; qcow2 has `encrypt.key-secret` through `encrypt`).
+    pub secret: Option<&'static str>,
 }
 
 impl NodeOptions {
@@ -406,5 +408,6 @@ impl NodeOptions {
         accepted: &[],
         refused: &[],
         encrypt: false,
+        secret: None,
     };
 }

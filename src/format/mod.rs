@@ -4,6 +4,7 @@
 pub mod bitmap;
 pub mod check;
 pub mod driver;
+pub mod luks;
 pub mod placement;
 pub mod probe;
 pub mod qcow2;
@@ -167,6 +168,8 @@ pub struct Description {
     pub bitmaps: Vec<BitmapInfo>,
     /// The format's own facts, if it has any.
     pub specific: Option<FormatSpecific>,
+    /// Guest data is encrypted (LUKS).
+    pub encrypted: bool,
 }
 
 /// A guest view that can be read: what lies below a layer.
@@ -231,6 +234,11 @@ pub trait Format: Send + Sync + fmt::Debug {
     /// into the image compresses whether or not `-c` was given.
     fn writes_compressed(&self) -> bool {
         false
+    }
+    /// Whether a newly created image reads as zeros (so a copy into it
+    /// may skip zero ranges). An encrypted payload reads as noise.
+    fn zero_initialized(&self) -> bool {
+        true
     }
     /// Whether data ranges should be checked against holes in the host file
     /// to report them as zero (qemu-img does so for metadata-preallocated qcow2).
@@ -611,18 +619,36 @@ pub(crate) fn read_layer(
     image: &dyn Format,
     offset: u64,
     buf: &mut [u8],
+    decompress: impl FnMut(u64, &mut [u8]) -> Result<()>,
+) -> Result<()> {
+    read_layer_with(
+        &|o, l| image.block_status(o, l),
+        image.data_storage(),
+        offset,
+        buf,
+        decompress,
+    )
+}
+
+/// As [`read_layer`], with the status (host offsets included) from
+/// `status` and stored data from `data`.
+pub(crate) fn read_layer_with(
+    status: &dyn Fn(u64, u64) -> Result<Extent>,
+    data: &dyn Storage,
+    offset: u64,
+    buf: &mut [u8],
     mut decompress: impl FnMut(u64, &mut [u8]) -> Result<()>,
 ) -> Result<()> {
     let mut done = 0usize;
     while done < buf.len() {
         let pos = offset + done as u64;
-        let ext = image.block_status(pos, (buf.len() - done) as u64)?;
+        let ext = status(pos, (buf.len() - done) as u64)?;
         let chunk = &mut buf[done..done + ext.len as usize];
         match ext.status {
             Status::Data {
                 compressed: true, ..
             } => decompress(pos, chunk)?,
-            Status::Data { host: Some(h), .. } => image.data_storage().read_at(chunk, h.0)?,
+            Status::Data { host: Some(h), .. } => data.read_at(chunk, h.0)?,
             _ => chunk.fill(0),
         }
         done += chunk.len();

@@ -205,6 +205,7 @@ impl Format for Raw {
             snapshots: Vec::new(),
             bitmaps: Vec::new(),
             specific: None,
+            encrypted: false,
         }
     }
 }

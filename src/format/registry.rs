@@ -2,7 +2,7 @@
 //! is its own folder, with a `DRIVER`, and one line in [`DRIVERS`].
 
 use super::driver::{Confidence, FormatDriver};
-use super::{qcow2, qed, raw, vdi, vhdx, vmdk, vpc};
+use super::{luks, qcow2, qed, raw, vdi, vhdx, vmdk, vpc};
 
 /// Every registered format, in the order probes are tried (the fallback,
 /// which matches any file, last).
@@ -13,6 +13,7 @@ pub static DRIVERS: &[&FormatDriver] = &[
     &vpc::DRIVER,
     &vdi::DRIVER,
     &vhdx::DRIVER,
+    &luks::DRIVER,
     &raw::DRIVER,
 ];
 
@@ -22,7 +23,6 @@ pub static FOREIGN: &[Foreign] = &[
     Foreign::magic("qcow", b"QFI\xfb\0\0\0\x01"),
     Foreign::magic("parallels", b"WithouFreSpacExt"),
     Foreign::magic("parallels", b"WithoutFreeSpace"),
-    Foreign::magic("luks", b"LUKS\xba\xbe"),
     Foreign::named("cloop"),
     Foreign::named("dmg"),
     Foreign::named("bochs"),
@@ -184,7 +184,19 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         for d in DRIVERS {
             let file = dir.path().join(format!("new.{}", d.name));
-            let options = OptionValues::default();
+            let mut options = OptionValues::default();
+            let mut storage_options = StorageOptions::default();
+            if let Some(k) = d.node_options.secret {
+                // An encrypted format needs its secret to be created and read.
+                options.set(k, "s0");
+                options.set("iter-time", "0");
+                storage_options = storage_options
+                    .with_secrets(crate::io::Secrets::new([(
+                        "s0".to_string(),
+                        zeroize::Zeroizing::new(b"pw".to_vec()),
+                    )]))
+                    .with_key_secret(Some("s0".into()));
+            }
             let image = (d.create)(&CreateParams {
                 options: &options,
                 size: 1 << 20,
@@ -193,9 +205,7 @@ mod tests {
             })
             .expect("plan");
             image.validate().expect("valid defaults");
-            image
-                .write(&file, &StorageOptions::default())
-                .expect("write");
+            image.write(&file, &storage_options).expect("write");
             let storage = FileStorage::open(&file).expect("open");
             let mut head = vec![0u8; storage.len().expect("len").min(512) as usize];
             storage.read_at(&mut head, 0).expect("read");
@@ -210,7 +220,7 @@ mod tests {
                 Box::new(storage),
                 &file,
                 &crate::format::OpenHow::ReadOnly,
-                &StorageOptions::default(),
+                &storage_options,
             )
             .expect("open");
             assert_eq!(opened.driver().name, d.name);

@@ -10,6 +10,7 @@ pub mod lock_holder;
 mod mem;
 pub mod nbd;
 mod pipe;
+pub mod secret;
 pub mod trust;
 mod window;
 
@@ -18,6 +19,7 @@ pub use fault::{CrashClock, FaultSession, FaultSessionGuard, FaultStorage};
 pub use file::FileStorage;
 pub use mem::MemStorage;
 pub use pipe::{is_pipe, PipeStorage};
+pub use secret::Secrets;
 pub use trust::{Admission, Refusal, Refusals, RefusedKind, RefusedStorage, Trust};
 pub use window::WindowStorage;
 
@@ -77,12 +79,47 @@ pub struct StorageOptions {
     /// Whether the files an image names (backing files, data files,
     /// extents) are opened at all (`--untrusted`).
     pub trust: Trust,
+    /// The secrets of the command line (`--object secret,...`).
+    pub secrets: Secrets,
+    /// The id of the secret that unlocks the image being opened or
+    /// created (its node's `key-secret` / `encrypt.key-secret`, or the
+    /// `-o` option of that name); set per image, not passed to the files
+    /// it names.
+    pub key_secret: Option<String>,
+    /// The command reads no guest data (`info`): an encrypted image opens
+    /// without its secret. Otherwise one without it is refused on open,
+    /// as qemu-img refuses it.
+    pub no_io: bool,
 }
 
 /// Alias under the name the design uses.
 pub type OpenOptions = StorageOptions;
 
 impl StorageOptions {
+    /// These options with the command line's secrets.
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
+    /// These options for an image unlocked by the secret `id` (none:
+    /// the image is opened without a key).
+    pub fn with_key_secret(&self, id: Option<String>) -> Self {
+        StorageOptions {
+            key_secret: id,
+            ..self.clone()
+        }
+    }
+
+    /// The bytes of the secret that unlocks the image, if one is named
+    /// (qemu-img's message when the id names no secret).
+    pub fn key(&self) -> Result<Option<&[u8]>> {
+        self.key_secret
+            .as_deref()
+            .map(|id| self.secrets.get(id))
+            .transpose()
+    }
+
     /// The options of an image over HTTP(S) opened with these (before the
     /// node's own options).
     pub(crate) fn http(&self) -> http::HttpOptions {

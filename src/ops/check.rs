@@ -5,7 +5,7 @@ use crate::chain::spec;
 use crate::chain::Chain;
 use crate::error::Result;
 use crate::format::check::{CheckReport, Repair};
-use crate::format::{open_storage_for_repair, FormatKind};
+use crate::format::FormatKind;
 use crate::io::StorageOptions;
 use std::path::Path;
 
@@ -55,7 +55,18 @@ pub fn repair_image(
     // Locked for writing first: an image in use is refused as a write.
     let storage = spec::open_storage_with(path, true, options)?;
     let format = format.or(spec::ImageSpec::parse_path(path)?.driver());
-    let image = open_storage_for_repair(storage, path, format)?;
+    // A repair reads metadata only: an encrypted image is not unlocked.
+    let metadata_only = StorageOptions {
+        no_io: true,
+        ..options.clone()
+    };
+    let image = crate::format::open_as_with(
+        storage,
+        path,
+        format,
+        &crate::format::OpenHow::Repair,
+        &metadata_only,
+    )?;
     // The backing chain must open, as for a check.
     let chain = Chain::with_top(path, std::sync::Arc::from(image), options)?;
     let image = &chain.top().image;

@@ -211,7 +211,8 @@ fn run(req: &ConvertRequest, control: &Control, hash: Option<&Ordered>) -> Resul
         })?
         .execute_open()
         .and_then(|(storage, file)| {
-            open_created(storage, file, &req.target, req.target_format, &opts)
+            let keyed = opts.with_key_secret(crate::ops::create::key_secret(&req.options));
+            open_created(storage, file, &req.target, req.target_format, &keyed)
         })?
     };
     let image = target.top().image.as_ref();
@@ -221,7 +222,8 @@ fn run(req: &ConvertRequest, control: &Control, hash: Option<&Ordered>) -> Resul
     let options = CopyOptions {
         sparse: req.sparse,
         threads: req.threads,
-        target_is_zero: req.target_is_zero || (!req.no_create && req.backing.is_none()),
+        target_is_zero: req.target_is_zero
+            || (!req.no_create && req.backing.is_none() && image.zero_initialized()),
         chunk_size: (2u64 << 20).max(image.granularity()),
         compress_cluster: if req.compress || image.writes_compressed() {
             image.describe().cluster_size

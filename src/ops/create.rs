@@ -41,7 +41,7 @@ pub fn option_names(format: FormatKind) -> impl Iterator<Item = &'static str> {
 pub type OptionHelp = CreateOption;
 
 /// The options `-o help` lists for `format`, sorted by name as qemu-img
-/// sorts them (encryption, which qimg refuses, is not listed).
+/// sorts them (options it does not list are left out).
 pub fn option_help(format: FormatKind) -> Vec<OptionHelp> {
     let mut list: Vec<OptionHelp> = format
         .create_options
@@ -89,18 +89,26 @@ pub fn split_options(spec: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Reads `-o` texts for `format`: encryption is refused, and names the
-/// format does not take, with qemu-img's messages.
+/// The id of the secret `-o` texts name to encrypt the new image with
+/// (`key-secret` or `encrypt.key-secret`; the last one given).
+pub fn key_secret(specs: &[String]) -> Option<String> {
+    specs
+        .iter()
+        .flat_map(|s| split_options(s))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter(|(k, _)| k == "key-secret" || k == "encrypt.key-secret")
+        .map(|(_, v)| v)
+        .next_back()
+}
+
+/// Reads `-o` texts for `format`, refusing names the format does not
+/// take with qemu-img's message.
 fn parse_options(format: FormatKind, specs: &[String]) -> Result<OptionValues> {
     let mut o = OptionValues::default();
     for spec in specs {
         for (key, value) in split_options(spec) {
             let (key, value) = (key.as_str(), value.as_str());
-            if key.starts_with("encrypt") {
-                return Err(Error::unsupported(
-                    "qimg does not create encrypted images (encryption options are not supported)",
-                ));
-            }
             if !option_names(format).any(|n| n == key) {
                 return Err(Error::argument(format!("Invalid parameter '{key}'")));
             }

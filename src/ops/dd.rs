@@ -94,7 +94,7 @@ pub fn dd(req: &DdRequest, control: &Control) -> Result<DdReport> {
     }
     control.add_total(length);
     let options = CopyOptions {
-        target_is_zero: !req.no_create,
+        target_is_zero: !req.no_create && image.zero_initialized(),
         chunk_size: (2u64 << 20).max(image.granularity()),
         ..Default::default()
     };

@@ -60,6 +60,9 @@ pub fn info_json(info: &ImageInfo) -> Value {
     if let Some(b) = &info.backing_filename {
         m.insert("backing-filename".into(), json!(b));
     }
+    if d.encrypted {
+        m.insert("encrypted".into(), json!(true));
+    }
     // QEMU shows the flag over a local file, and over HTTP(S) for the
     // formats that say it themselves (raw asks the protocol, and curl
     // has no answer).
@@ -244,6 +247,9 @@ fn human_one(info: &ImageInfo) -> String {
         info.virtual_size
     );
     out += &format!("disk size: {disk}\n");
+    if d.encrypted {
+        out += "encrypted: yes\n";
+    }
     if let Some(cs) = d.cluster_size {
         out += &format!("cluster_size: {cs}\n");
     }

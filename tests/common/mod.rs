@@ -566,6 +566,17 @@ pub fn convert_raw_in_process(
     target: &str,
     format: &str,
 ) -> qimg::error::Result<qimg::engine::Outcome> {
+    convert_raw_in_process_with(fx, session.options(), target, format)
+}
+
+/// As [`convert_raw_in_process`], with the storage options given (a
+/// fault session's, with the secret of an encrypted target added).
+pub fn convert_raw_in_process_with(
+    fx: &Fixture,
+    options: qimg::io::StorageOptions,
+    target: &str,
+    format: &str,
+) -> qimg::error::Result<qimg::engine::Outcome> {
     use qimg::format::registry::by_name;
     use qimg::format::FormatKind;
     let request = qimg::ops::convert::ConvertRequest {
@@ -585,6 +596,6 @@ pub fn convert_raw_in_process(
         salvage: false,
         bitmaps: None,
     };
-    let control = qimg::engine::control::Control::default().with_storage_options(session.options());
+    let control = qimg::engine::control::Control::default().with_storage_options(options);
     qimg::ops::convert::convert(&request, &control)
 }

@@ -147,6 +147,11 @@ pub struct HttpNode {
     pub retries: Option<u32>,
     /// `ca-file` (qimg's): PEM CA certificates trusted beside the system's.
     pub ca_file: Option<PathBuf>,
+    /// `password-secret`: the id of the secret holding the password of
+    /// `username`.
+    pub password_secret: Option<String>,
+    /// `cookie-secret`: the id of the secret holding the `Cookie` header.
+    pub cookie_secret: Option<String>,
 }
 
 impl HttpNode {
@@ -160,8 +165,10 @@ impl HttpNode {
             }
     }
 
-    /// The options its storage is opened with: the node's over `base`'s.
-    pub fn http_options(&self, base: &StorageOptions) -> HttpOptions {
+    /// The options its storage is opened with: the node's over `base`'s,
+    /// the secrets it names looked up in `base`'s (qemu-img's message
+    /// when one is missing).
+    pub fn http_options(&self, base: &StorageOptions) -> Result<HttpOptions> {
         let mut o = base.http();
         if let Some(v) = self.verify {
             o.verify = v;
@@ -187,7 +194,19 @@ impl HttpNode {
         if let Some(f) = &self.ca_file {
             o.ca_file = Some(f.clone());
         }
-        o
+        let text = |id: &str| -> Result<String> {
+            let bytes = base.secrets.get(id)?;
+            String::from_utf8(bytes.to_vec())
+                .map_err(|_| Error::argument(format!("Data from secret {id} is not valid UTF-8")))
+        };
+        if let Some(id) = &self.password_secret {
+            let user = self.username.clone().unwrap_or_default();
+            o.credentials = Some((user, text(id)?));
+        }
+        if let Some(id) = &self.cookie_secret {
+            o.cookie = Some(text(id)?);
+        }
+        Ok(o)
     }
 
     /// The driver QEMU names for it: `http` or `https`, by the scheme.
@@ -333,6 +352,17 @@ pub struct FormatNode {
     /// changing the node (`encrypt.key-secret`): they make its name a
     /// `json:` name, as in QEMU.
     pub strong: Vec<(String, Value)>,
+}
+
+impl FormatNode {
+    /// The id of the secret that unlocks the image (`key-secret`, or
+    /// `encrypt.key-secret`), if the node names one.
+    pub fn key_secret(&self) -> Option<String> {
+        self.strong
+            .iter()
+            .find(|(k, _)| k == "key-secret" || k == "encrypt.key-secret")
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    }
 }
 
 /// What a name says to open.
@@ -708,9 +738,35 @@ mod tests {
             panic!("not an http node")
         };
         assert!(!n.is_plain());
-        let o = n.http_options(&StorageOptions::default());
+        let o = n.http_options(&StorageOptions::default()).unwrap();
         assert_eq!(o.timeout, std::time::Duration::from_secs(10));
         assert_eq!((o.readahead, o.retries), (Some(64 << 10), 2));
+        // password-secret and cookie-secret come from the command's secrets.
+        let s = ImageSpec::parse(
+            r#"json:{"file.driver":"https","file.url":"https://h/d","file.username":"u","file.password-secret":"p","file.cookie-secret":"c"}"#,
+        )
+        .unwrap();
+        let FileNode::Http(n) = s.file() else {
+            panic!("not an http node")
+        };
+        let secrets = crate::io::Secrets::new([
+            (
+                "p".to_string(),
+                zeroize::Zeroizing::new(b"hunter2".to_vec()),
+            ),
+            ("c".to_string(), zeroize::Zeroizing::new(b"k=v".to_vec())),
+        ]);
+        let o = n
+            .http_options(&StorageOptions::default().with_secrets(secrets))
+            .unwrap();
+        assert_eq!(o.credentials, Some(("u".into(), "hunter2".into())));
+        assert_eq!(o.cookie.as_deref(), Some("k=v"));
+        assert_eq!(
+            n.http_options(&StorageOptions::default())
+                .unwrap_err()
+                .message(),
+            "No secret with id 'p'"
+        );
         let msg = |n: &str| ImageSpec::parse(n).unwrap_err().message().to_string();
         assert_eq!(
             msg(r#"json:{"file.driver":"https"}"#),

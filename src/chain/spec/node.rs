@@ -184,6 +184,12 @@ fn format_node(tree: &Tree, kind: Option<FormatKind>) -> Result<FormatNode> {
             if node.encrypt {
                 allowed.push("encrypt");
             }
+            if let Some(k) = node.secret {
+                allowed.push(k);
+                if let Some(v) = string(tree, k)? {
+                    strong.push((k.to_string(), Value::String(v)));
+                }
+            }
             allowed.extend_from_slice(node.accepted);
             if let Some((_, why)) = node.refused.iter().find(|(k, _)| tree.contains_key(*k)) {
                 return Err(Error::unsupported(*why));
@@ -191,8 +197,7 @@ fn format_node(tree: &Tree, kind: Option<FormatKind>) -> Result<FormatNode> {
             only(tree, &allowed, "format", kind.name)?;
             if node.encrypt {
                 if let Some(Value::Object(enc)) = get(tree, "encrypt") {
-                    // Accepted so that command lines naming a secret parse; an
-                    // encrypted image is still refused when it is opened.
+                    // `encrypt.key-secret` names the secret that unlocks it.
                     for (k, v) in enc {
                         strong.push((format!("encrypt.{k}"), v.clone()));
                     }
@@ -220,9 +225,18 @@ fn format_node(tree: &Tree, kind: Option<FormatKind>) -> Result<FormatNode> {
                 if d.node_options.encrypt {
                     allowed.push("encrypt");
                 }
+                allowed.extend(d.node_options.secret);
                 allowed.extend_from_slice(d.node_options.accepted);
             }
             only(tree, &allowed, "format", FormatKind::fallback().name())?;
+            if let Some(v) = string(tree, "key-secret")? {
+                strong.push(("key-secret".to_string(), Value::String(v)));
+            }
+            if let Some(Value::Object(enc)) = get(tree, "encrypt") {
+                for (k, v) in enc {
+                    strong.push((format!("encrypt.{k}"), v.clone()));
+                }
+            }
             None
         }
     };
@@ -461,11 +475,6 @@ fn http_node(tree: &Tree, driver: &str) -> Result<HttpNode> {
         driver,
     )?;
     for (key, what) in [
-        (
-            "password-secret",
-            "put the credentials in the URL (https://USER:PASSWORD@HOST/...)",
-        ),
-        ("cookie-secret", "give the cookie with 'cookie'"),
         ("proxy-username", "qimg connects to the server directly"),
         (
             "proxy-password-secret",
@@ -523,7 +532,16 @@ fn http_node(tree: &Tree, driver: &str) -> Result<HttpNode> {
     };
     let given = tree
         .iter()
-        .filter(|(k, _)| ["sslverify", "cookie", "username"].contains(&k.as_str()))
+        .filter(|(k, _)| {
+            [
+                "sslverify",
+                "cookie",
+                "username",
+                "password-secret",
+                "cookie-secret",
+            ]
+            .contains(&k.as_str())
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     Ok(HttpNode {
@@ -537,5 +555,7 @@ fn http_node(tree: &Tree, driver: &str) -> Result<HttpNode> {
         connections: number("connections")?.map(|n| n.clamp(1, 64) as usize),
         retries: number("retries")?.map(|n| n.min(100) as u32),
         ca_file: string(tree, "ca-file")?.map(PathBuf::from),
+        password_secret: string(tree, "password-secret")?,
+        cookie_secret: string(tree, "cookie-secret")?,
     })
 }

@@ -3,7 +3,6 @@
 
 use super::{FileNode, ImageSpec};
 use crate::error::{Error, Result};
-use crate::format::probe::{open_as, open_storage as open_format_over};
 use crate::format::OpenHow;
 use crate::format::{self, Format, FormatKind};
 use crate::io::http::HttpStorage;
@@ -57,7 +56,7 @@ fn node_storage(
             Err(crate::io::http::read_only(Path::new(&node.display())))
         }
         FileNode::Http(n) => Ok(Box::new(
-            HttpStorage::open(&n.url, &n.http_options(options))?
+            HttpStorage::open(&n.url, &n.http_options(options)?)?
                 .named(PathBuf::from(node.display())),
         )),
         FileNode::Window { window, file } => Ok(Box::new(WindowStorage::new(
@@ -149,6 +148,19 @@ fn parse_for_open(name: &Path) -> Result<(ImageSpec, PathBuf)> {
     Ok((spec, path))
 }
 
+/// The options to open the image of `spec` with: `options`, with the
+/// secret its node names (an image named by its file keeps the options'
+/// own, a `-o key-secret` of the command).
+fn keyed(spec: &ImageSpec, options: &StorageOptions) -> StorageOptions {
+    match spec {
+        ImageSpec::Format(f) => match f.key_secret() {
+            Some(id) => options.with_key_secret(Some(id)),
+            None => options.clone(),
+        },
+        ImageSpec::Protocol(_) => options.with_key_secret(None),
+    }
+}
+
 /// Opens the image `name` stands for, read-only, as `format` (or as the
 /// spec says, or probed).
 pub fn open_image(name: &Path, format: Option<FormatKind>) -> Result<Box<dyn Format>> {
@@ -162,11 +174,18 @@ pub fn open_image_with(
     options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
     let (spec, path) = parse_for_open(name)?;
+    let options = &keyed(&spec, options);
     if by_name(&spec) {
         return format::open_image_with(&path, kind(&spec, format), options);
     }
     let storage = top_storage(&spec, false, options).map_err(|e| e.with_path(name))?;
-    open_format_over(storage, &path, kind(&spec, format))
+    format::open_as_with(
+        storage,
+        &path,
+        kind(&spec, format),
+        &OpenHow::ReadOnly,
+        options,
+    )
 }
 
 /// Opens the image `name` stands for, for writing.
@@ -181,13 +200,15 @@ pub fn open_image_writable_with(
     options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
     let (spec, path) = parse_for_open(name)?;
+    let options = &keyed(&spec, options);
     if by_name(&spec) {
         return format::open_image_writable_with(&path, kind(&spec, format), options);
     }
-    open_as(
+    format::open_as_with(
         top_storage(&spec, true, options).map_err(|e| e.with_path(name))?,
         &path,
         kind(&spec, format),
         &OpenHow::Writable,
+        options,
     )
 }

@@ -263,6 +263,10 @@ fn analyze<'a>(
         }
     }
     counts.add(r, 0, cs);
+    // An encrypted image's LUKS area (header and key slots) is in use.
+    if let Some((off, len)) = h.crypto_header.filter(|_| h.crypt_method == 2) {
+        counts.add(r, off, len);
+    }
     walker.l1(&mut counts, r, h.l1_table_offset, input.l1, true)?;
     if walker.external_data && !input.snapshots.is_empty() {
         r.error(format!(

@@ -8,6 +8,8 @@ use super::header::{
 };
 use super::refcount::{refcount_structures, refcounts_per_block, set_refcount};
 use crate::error::{Error, Result};
+use crate::format::luks::header::{slot_sectors, SLOTS};
+use crate::format::luks::keys::NewArea;
 use crate::format::{BackingSpec, Preallocation};
 use crate::io::{write_zeros, Storage};
 
@@ -36,6 +38,10 @@ pub struct CreateOptions {
     pub data_file: Option<String>,
     /// Whether the external data file is a valid raw image by itself.
     pub data_file_raw: bool,
+    /// LUKS encryption (`encrypt.format=luks`): the area's choices.
+    pub encrypt: Option<NewArea>,
+    /// The id of the secret the LUKS key slot is made with.
+    pub key_secret: Option<String>,
 }
 
 impl Default for CreateOptions {
@@ -52,6 +58,8 @@ impl Default for CreateOptions {
             backing: None,
             data_file: None,
             data_file_raw: false,
+            encrypt: None,
+            key_secret: None,
         }
     }
 }
@@ -73,6 +81,10 @@ pub struct Layout {
     pub l1_offset: u64,
     /// Entries in the L1 table.
     pub l1_size: u64,
+    /// Offset of the LUKS area of an encrypted image (after the L1 table).
+    pub luks_offset: u64,
+    /// Bytes of the LUKS area (header and key material; 0: not encrypted).
+    pub luks_len: u64,
     /// Offset of the first preallocated L2 table (each followed by its data clusters).
     pub l2_offset: u64,
     /// Number of preallocated L2 tables.
@@ -94,6 +106,15 @@ impl CreateOptions {
         }
     }
 
+    /// Bytes of the LUKS area of the new image (0: not encrypted): the
+    /// header and the eight key slots, up to the LUKS payload offset.
+    pub fn luks_len(&self) -> u64 {
+        self.encrypt.map_or(0, |a| {
+            let kb = a.cipher.key_bytes() as u32;
+            (8 + SLOTS as u64 * slot_sectors(kb) as u64) * 512
+        })
+    }
+
     /// The virtual size as written (rounded up to 512 bytes).
     pub fn virtual_size(&self) -> u64 {
         self.size.div_ceil(512) * 512
@@ -105,6 +126,19 @@ impl CreateOptions {
         if !(9..=21).contains(&self.cluster_bits) {
             return Err(Error::argument(
                 "Cluster size must be a power of two between 512 and 2048k",
+            ));
+        }
+        if self.encrypt.is_some() && self.key_secret.is_none() {
+            return Err(crate::format::luks::key_required("encrypt.key-secret"));
+        }
+        if self.encrypt.is_some() && self.data_file.is_some() {
+            return Err(Error::unsupported(
+                "encrypted images with an external data file are not supported",
+            ));
+        }
+        if self.encrypt.is_some() && self.preallocation != Preallocation::Off {
+            return Err(Error::unsupported(
+                "preallocation of encrypted images is not supported",
             ));
         }
         if self.refcount_order > 6 {
@@ -184,16 +218,21 @@ impl CreateOptions {
         } else {
             0
         };
-        let fixed = 1 + l1_clusters + l2_tables + data_clusters;
+        let luks_len = self.luks_len();
+        let luks_clusters = luks_len.div_ceil(cs);
+        let fixed = 1 + l1_clusters + luks_clusters + l2_tables + data_clusters;
         let (reftable, refblocks) =
             refcount_structures(fixed, self.cluster_bits, self.refcount_order);
         let reftable_offset = cs;
         let refblocks_offset = reftable_offset + reftable * cs;
         let l1_offset = refblocks_offset + refblocks * cs;
-        let l2_offset = l1_offset + l1_clusters * cs;
+        let luks_offset = l1_offset + l1_clusters * cs;
+        let l2_offset = luks_offset + luks_clusters * cs;
         let used_clusters = fixed + reftable + refblocks;
         let file_len = if reserve {
             used_clusters * cs
+        } else if luks_len > 0 {
+            l2_offset
         } else {
             l1_offset + l1_size * 8
         };
@@ -205,6 +244,8 @@ impl CreateOptions {
             refblocks,
             l1_offset,
             l1_size,
+            luks_offset,
+            luks_len,
             l2_offset,
             l2_tables,
             data_clusters,
@@ -235,7 +276,7 @@ impl CreateOptions {
             backing_file_size: 0,
             cluster_bits: self.cluster_bits,
             size: self.virtual_size(),
-            crypt_method: 0,
+            crypt_method: if layout.luks_len > 0 { 2 } else { 0 },
             l1_size: layout.l1_size as u32,
             // An empty L1 table has no place (as qemu-img writes it).
             l1_table_offset: if layout.l1_size == 0 {
@@ -270,17 +311,27 @@ impl CreateOptions {
             feature_names: Vec::new(),
             data_file: self.data_file.clone(),
             bitmaps: None,
-            crypto_header: None,
+            crypto_header: (layout.luks_len > 0).then_some((layout.luks_offset, layout.luks_len)),
             unknown_extensions: Vec::new(),
         }
     }
 }
 
 /// Writes a new qcow2 image into the empty `storage` (and sizes the external
-/// data file `data`, when the options name one). The header is written last.
-pub fn create(storage: &dyn Storage, data: Option<&dyn Storage>, o: &CreateOptions) -> Result<()> {
+/// data file `data`, when the options name one; writes the LUKS area
+/// `luks` of an encrypted image). The header is written last.
+pub fn create(
+    storage: &dyn Storage,
+    data: Option<&dyn Storage>,
+    o: &CreateOptions,
+    luks: Option<&[u8]>,
+) -> Result<()> {
     o.validate()?;
     let layout = o.layout();
+    if let Some(area) = luks {
+        debug_assert_eq!(area.len() as u64, layout.luks_len);
+        storage.write_at(area, layout.luks_offset)?;
+    }
     let header = o.header(&layout).encode()?;
     let cs = layout.cluster_size;
     let geo = o.geometry();

@@ -57,6 +57,7 @@ pub static DRIVER: FormatDriver = FormatDriver {
             "the qcow2 'data-file' option is not supported (qimg opens the data file the image names)",
         )],
         encrypt: true,
+        secret: None,
     },
     caps: Caps {
         writable: true,
@@ -91,15 +92,20 @@ fn open(
     how: &OpenHow<'_>,
     options: &StorageOptions,
 ) -> Result<Box<dyn Format>> {
+    // Shared, so that an encrypted image's cipher can sit over the file.
+    let shared: Arc<dyn Storage> = Arc::from(storage);
+    let storage: Box<dyn Storage> = Box::new(shared.clone());
     let trust = &options.trust;
-    Ok(Box::new(match how {
+    let mut image = match how {
         OpenHow::ReadOnly => Qcow2::open_trusting(storage, path, false, false, trust)?,
         OpenHow::Repair => Qcow2::open_trusting(storage, path, false, true, trust)?,
         OpenHow::Snapshot(id_or_name) => {
             Qcow2::open_trusting(storage, path, false, false, trust)?.at_snapshot(id_or_name)?
         }
         OpenHow::Writable => open_writable(storage, path, trust)?,
-    }))
+    };
+    image.open_encryption(shared, options)?;
+    Ok(Box::new(image))
 }
 
 /// Opens for writing. An image left dirty by a crashed lazy-refcount
@@ -138,6 +144,42 @@ const CREATE_OPTIONS: &[CreateOption] = &[
     ),
     CreateOption::hidden("encryption"),
     CreateOption::format(
+        "encrypt.format",
+        "str",
+        "Encrypt the image, format choices: 'luks'",
+    ),
+    CreateOption::format(
+        "encrypt.key-secret",
+        "str",
+        "ID of the secret providing the LUKS passphrase",
+    ),
+    CreateOption::format(
+        "encrypt.cipher-alg",
+        "str",
+        "Name of encryption cipher algorithm",
+    ),
+    CreateOption::format(
+        "encrypt.cipher-mode",
+        "str",
+        "Name of encryption cipher mode",
+    ),
+    CreateOption::format("encrypt.ivgen-alg", "str", "Name of IV generator algorithm"),
+    CreateOption::format(
+        "encrypt.ivgen-hash-alg",
+        "str",
+        "Name of IV generator hash algorithm",
+    ),
+    CreateOption::format(
+        "encrypt.hash-alg",
+        "str",
+        "Name of encryption hash algorithm",
+    ),
+    CreateOption::format(
+        "encrypt.iter-time",
+        "num",
+        "Time to spend in PBKDF in milliseconds",
+    ),
+    CreateOption::format(
         "cluster_size",
         "size",
         "Cluster size in bytes (512 to 2M, a power of two)",
@@ -174,6 +216,14 @@ const CREATE_OPTIONS: &[CreateOption] = &[
 
 /// qemu-img's `Formatting` fields for qcow2.
 const FORMATTING: &[FormattingField] = &[
+    FormattingField::given("encrypt.format"),
+    FormattingField::given("encrypt.key-secret"),
+    FormattingField::given("encrypt.cipher-alg"),
+    FormattingField::given("encrypt.cipher-mode"),
+    FormattingField::given("encrypt.ivgen-alg"),
+    FormattingField::given("encrypt.ivgen-hash-alg"),
+    FormattingField::given("encrypt.hash-alg"),
+    FormattingField::given("encrypt.iter-time"),
     FormattingField::size_or("cluster_size", "65536"),
     FormattingField::or("extended_l2", "off"),
     FormattingField::given("preallocation"),
@@ -200,7 +250,6 @@ impl NewImage for NewQcow2 {
     }
 
     fn write(&self, file: &Path, options: &StorageOptions) -> Result<Box<dyn Storage>> {
-        let storage = create_storage_with(file, options)?;
         let data = match &self.0.data_file {
             Some(name) => Some(FileStorage::create_with(
                 &resolve_relative_to(file, name),
@@ -208,10 +257,23 @@ impl NewImage for NewQcow2 {
             )?),
             None => None,
         };
+        self.0.validate()?;
+        let area = match &self.0.encrypt {
+            Some(choice) => {
+                let keyed = options.with_key_secret(self.0.key_secret.clone());
+                let password = keyed
+                    .key()?
+                    .ok_or_else(|| crate::format::luks::key_required("encrypt.key-secret"))?;
+                Some(crate::format::luks::keys::make_area(choice, password)?)
+            }
+            None => None,
+        };
+        let storage = create_storage_with(file, options)?;
         super::create::create(
             storage.as_ref(),
             data.as_ref().map(|d| d as &dyn Storage),
             &self.0,
+            area.as_ref().map(|a| a.bytes.as_slice()),
         )?;
         Ok(storage)
     }
@@ -267,7 +329,23 @@ pub fn options(
             )))
         }
     };
+    let encrypt = match (o.get("encrypt.format"), o.flag("encryption")?) {
+        (Some("aes"), _) | (None, true) => {
+            return Err(Error::unsupported(
+                "AES-encrypted qcow2 images are not supported (use encrypt.format=luks)",
+            ))
+        }
+        (Some("luks"), _) => Some(crate::format::luks::options::new_area(o, "encrypt.")?),
+        (Some(v), _) => {
+            return Err(Error::argument(format!(
+                "Parameter 'encrypt.format' does not accept value '{v}'"
+            )))
+        }
+        (None, false) => None,
+    };
     Ok(CreateOptions {
+        encrypt,
+        key_secret: o.get("encrypt.key-secret").map(str::to_string),
         size,
         version,
         cluster_bits,
@@ -340,6 +418,7 @@ pub(super) fn describe(image: &Qcow2) -> Description {
         extended_l2: image.geo.extended_l2,
         data_file: h.data_file.clone().filter(|_| external),
         data_file_raw: external && h.autoclear_features & header::AUTOCLEAR_DATA_FILE_RAW != 0,
+        encrypt: image.luks_area().map(|a| a.facts(true)),
     };
     Description {
         cluster_size: Some(h.cluster_size()),
@@ -347,6 +426,7 @@ pub(super) fn describe(image: &Qcow2) -> Description {
         need_check: false,
         snapshots: image.snapshots.iter().map(snapshot_info).collect(),
         specific: Some(facts.specific(&bitmaps)),
+        encrypted: image.luks_area().is_some(),
         bitmaps,
     }
 }
@@ -374,6 +454,8 @@ struct Facts {
     extended_l2: bool,
     data_file: Option<String>,
     data_file_raw: bool,
+    /// The LUKS facts of an encrypted image.
+    encrypt: Option<Vec<(&'static str, Fact)>>,
 }
 
 impl Facts {
@@ -384,6 +466,9 @@ impl Facts {
             data.push(("compat", Fact::Str("0.10".into())));
             data.push(("compression-type", Fact::Str(self.compression_type.into())));
             data.push(("refcount-bits", Fact::Int(self.refcount_bits.into())));
+            if let Some(e) = &self.encrypt {
+                data.push(("encrypt", Fact::Object(e.clone())));
+            }
             return FormatSpecific {
                 kind: "qcow2",
                 data,
@@ -413,6 +498,9 @@ impl Facts {
             data.push(("bitmaps", Fact::List(list)));
         }
         data.push(("refcount-bits", Fact::Int(self.refcount_bits.into())));
+        if let Some(e) = &self.encrypt {
+            data.push(("encrypt", Fact::Object(e.clone())));
+        }
         if let Some(df) = &self.data_file {
             data.push(("data-file", Fact::Str(df.clone())));
             data.push(("data-file-raw", Fact::Bool(self.data_file_raw)));

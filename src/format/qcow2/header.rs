@@ -432,11 +432,25 @@ impl Header {
                     "image is encrypted with AES (crypt_method 1); qimg does not read encrypted images",
                 ))
             }
-            2 => {
-                return Err(Error::unsupported(
-                    "image is encrypted with LUKS (crypt_method 2); qimg does not read encrypted images",
-                ))
-            }
+            2 => match self.crypto_header {
+                None => {
+                    return Err(Error::invalid(
+                        "Could not find full disk encryption header (crypt_method 2 without its header extension)",
+                    ))
+                }
+                Some((off, len)) => {
+                    if off % self.cluster_size() != 0 {
+                        return Err(Error::invalid(format!(
+                            "Crypto header offset {off:#x} is not a multiple of the cluster size"
+                        )));
+                    }
+                    if off.checked_add(len).is_none_or(|end| end > file_len) {
+                        return Err(Error::invalid(format!(
+                            "Crypto header ({len} bytes at {off:#x}) lies past the end of the file"
+                        )));
+                    }
+                }
+            },
             n => {
                 return Err(Error::unsupported(format!(
                     "Unsupported encryption method {n}"

@@ -22,7 +22,7 @@ pub use header::{CompressionType, Header};
 pub use snapshot::{Bitmap, Snapshot};
 
 use super::{
-    clip_request, read_layer, Backing, BackingSpec, Description, Extent, Format, FormatKind,
+    clip_request, read_layer_with, Backing, BackingSpec, Description, Extent, Format, FormatKind,
     GuestRead, Status,
 };
 use crate::error::{Error, Result};
@@ -57,6 +57,9 @@ pub struct Qcow2 {
     writable: bool,
     metadata_preallocated: OnceLock<bool>,
     last_compressed: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    /// The LUKS area of an encrypted image (`crypt_method` 2); once
+    /// unlocked, `data_file` is the image file seen through its cipher.
+    luks: Option<crate::format::luks::Area>,
 }
 
 impl Drop for Qcow2 {
@@ -177,8 +180,92 @@ impl Qcow2 {
             writable,
             metadata_preallocated: OnceLock::new(),
             last_compressed: Mutex::new(None),
+            luks: None,
             header,
             geo,
+        })
+    }
+
+    /// Reads the LUKS area of an encrypted image from `shared` (the
+    /// storage this image was opened on) and, with its secret, unlocks it:
+    /// from then on data clusters are read and written through the cipher
+    /// (IV: the host sector), by whichever thread does the I/O.
+    /// The secret is the one `options` name; without it the image opens
+    /// only for `options.no_io` (`info`, which, as qemu-img's, unlocks
+    /// nothing). A plain image ignores the secret (named or not).
+    pub fn open_encryption(
+        &mut self,
+        shared: Arc<dyn Storage>,
+        options: &crate::io::StorageOptions,
+    ) -> Result<()> {
+        let no_io = options.no_io;
+        let Some((off, len)) = self
+            .header
+            .crypto_header
+            .filter(|_| self.header.crypt_method == 2)
+        else {
+            return Ok(());
+        };
+        if self.geo.external_data {
+            return Err(Error::unsupported(
+                "encrypted images with an external data file are not supported",
+            ));
+        }
+        let password = if no_io { None } else { options.key()? };
+        let area = crate::format::luks::Area::read(shared.as_ref(), off, len, false, password)
+            .map_err(|e| Error::new(e.kind(), format!("LUKS area: {}", e.message())))?;
+        if password.is_none() && !no_io {
+            return Err(crate::format::luks::key_required("encrypt.key-secret"));
+        }
+        if let Some(c) = &area.cipher {
+            self.data_file = Some(Box::new(crate::format::luks::CryptStorage::new(
+                shared,
+                c.clone(),
+                0,
+            )));
+        }
+        self.luks = Some(area);
+        Ok(())
+    }
+
+    /// The LUKS area, when the image is encrypted.
+    pub(crate) fn luks_area(&self) -> Option<&crate::format::luks::Area> {
+        self.luks.as_ref()
+    }
+
+    /// Refuses I/O on an encrypted image opened without its key.
+    fn require_key(&self) -> Result<()> {
+        match &self.luks {
+            Some(a) if a.cipher.is_none() => {
+                Err(crate::format::luks::key_required("encrypt.key-secret"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The status of the run at `offset`, host offsets included.
+    fn status_with_host(&self, offset: u64, len: u64) -> Result<Extent> {
+        let len = clip_request(offset, len, self.header.size)?;
+        let span = self.table_span();
+        let l1_index = offset / span;
+        let span_end = (offset + len).min((l1_index + 1) * span);
+        self.with_l2_table(l1_index, |table| {
+            let Some(table) = table else {
+                return Ok(Extent {
+                    len: span_end - offset,
+                    status: Status::Unallocated { host: None },
+                });
+            };
+            let first = self.unit_at(table, offset)?;
+            let run_end = if self.geo.extended_l2 {
+                self.subcluster_run_end(table, offset, span_end, first)?
+            } else {
+                self.cluster_run_end(table, offset, span_end, first)
+            };
+            Ok(Extent {
+                len: run_end - offset,
+                status: first,
+            })
         })
     }
 
@@ -472,6 +559,11 @@ impl Qcow2 {
     }
 }
 
+/// qemu-img's refusal of compressed clusters in an encrypted image.
+fn compression_refused() -> Error {
+    Error::unsupported("Compression and encryption not supported at the same time")
+}
+
 /// Reads a table of `entries` big-endian 64-bit entries at `offset` (L1
 /// tables, refcount tables, bitmap tables). The caller bounds `entries`.
 pub(crate) fn read_be_table(storage: &dyn Storage, offset: u64, entries: u64) -> Result<Vec<u64>> {
@@ -644,34 +736,35 @@ impl Format for Qcow2 {
     }
 
     fn block_status(&self, offset: u64, len: u64) -> Result<Extent> {
-        let len = clip_request(offset, len, self.header.size)?;
-        let span = self.table_span();
-        let l1_index = offset / span;
-        let span_end = (offset + len).min((l1_index + 1) * span);
-        self.with_l2_table(l1_index, |table| {
-            let Some(table) = table else {
-                return Ok(Extent {
-                    len: span_end - offset,
-                    status: Status::Unallocated { host: None },
-                });
-            };
-            let first = self.unit_at(table, offset)?;
-            let run_end = if self.geo.extended_l2 {
-                self.subcluster_run_end(table, offset, span_end, first)?
-            } else {
-                self.cluster_run_end(table, offset, span_end, first)
-            };
-            Ok(Extent {
-                len: run_end - offset,
-                status: first,
-            })
+        self.require_key()?;
+        let ext = self.status_with_host(offset, len)?;
+        if self.luks.is_none() {
+            return Ok(ext);
+        }
+        // As QEMU: an encrypted image names no host offsets (its data
+        // cannot be read there as it is).
+        Ok(Extent {
+            len: ext.len,
+            status: match ext.status {
+                Status::Data { compressed, .. } => Status::Data {
+                    host: None,
+                    compressed,
+                },
+                Status::Zero { .. } => Status::Zero { host: None },
+                Status::Unallocated { .. } => Status::Unallocated { host: None },
+            },
         })
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        read_layer(self, offset, buf, |pos, chunk| {
-            self.read_compressed(pos, chunk)
-        })
+        self.require_key()?;
+        read_layer_with(
+            &|o, l| self.status_with_host(o, l),
+            self.data_storage(),
+            offset,
+            buf,
+            |pos, chunk| self.read_compressed(pos, chunk),
+        )
     }
 
     fn backing(&self) -> Option<BackingSpec> {
@@ -712,10 +805,12 @@ impl Format for Qcow2 {
     }
 
     fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.require_key()?;
         self.write_guest(offset, buf)
     }
 
     fn plan_write(&self, guest: super::GuestOffset, len: u64) -> Result<Vec<super::Placement>> {
+        self.require_key()?;
         self.plan_guest(guest.0, len)
     }
 
@@ -732,6 +827,7 @@ impl Format for Qcow2 {
     }
 
     fn write_zeroes(&self, offset: u64, len: u64, unmap: bool) -> Result<()> {
+        self.require_key()?;
         self.write_zeroes_guest(offset, len, unmap)
     }
 
@@ -744,10 +840,16 @@ impl Format for Qcow2 {
     }
 
     fn compress_cluster(&self, cluster: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.luks.is_some() {
+            return Err(compression_refused());
+        }
         compress::compress(self.compression, cluster)
     }
 
     fn write_compressed(&self, offset: u64, data: &[u8]) -> Result<()> {
+        if self.luks.is_some() {
+            return Err(compression_refused());
+        }
         self.write_compressed_cluster(offset, data)
     }
 

@@ -368,6 +368,7 @@ impl Format for Qed {
             snapshots: Vec::new(),
             bitmaps: Vec::new(),
             specific: None,
+            encrypted: false,
         }
     }
 }

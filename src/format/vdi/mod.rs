@@ -237,6 +237,7 @@ impl Format for Vdi {
             cluster_size: Some(BLOCK_SIZE),
             dirty: false,
             need_check: false,
+            encrypted: false,
             snapshots: Vec::new(),
             bitmaps: Vec::new(),
             specific: None,

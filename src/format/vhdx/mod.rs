@@ -420,6 +420,7 @@ impl Format for Vhdx {
             cluster_size: Some(self.geometry.block_size),
             dirty: false,
             need_check: false,
+            encrypted: false,
             snapshots: Vec::new(),
             bitmaps: Vec::new(),
             specific: None,

@@ -692,6 +692,7 @@ impl Format for Vmdk {
             snapshots: Vec::new(),
             bitmaps: Vec::new(),
             specific: Some(self.facts()),
+            encrypted: false,
         }
     }
 

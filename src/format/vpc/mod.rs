@@ -328,6 +328,7 @@ impl Format for Vpc {
             snapshots: Vec::new(),
             bitmaps: Vec::new(),
             specific: None,
+            encrypted: false,
         }
     }
 }
