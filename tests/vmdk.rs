@@ -572,6 +572,39 @@ fn guest(fx: &Fixture, image: &str) -> Vec<u8> {
     fx.read("guest.raw")
 }
 
+/// A crash test's operations: a write of a byte value or of zeroes at
+/// (offset, length), or a flush (`None`).
+type Op = Option<(u64, u64, Option<u8>)>;
+
+/// Applies `ops` to `image` until one fails (the injected crash); returns
+/// how many were durable (up to the last flush that returned).
+fn apply_ops(image: &Vmdk, ops: &[Op]) -> usize {
+    let mut flushed = 0;
+    for (i, op) in ops.iter().enumerate() {
+        let r = match op {
+            Some((off, len, Some(b))) => image.write(*off, &vec![*b; *len as usize]),
+            Some((off, len, None)) => image.write_zeroes(*off, *len, false),
+            None => image.flush(),
+        };
+        if r.is_err() {
+            break;
+        }
+        if op.is_none() {
+            flushed = i + 1;
+        }
+    }
+    flushed
+}
+
+/// The guest content after `ops` over `initial`.
+fn model_after(initial: &[u8], ops: &[Op]) -> Vec<u8> {
+    let mut m = initial.to_vec();
+    for (off, len, v) in ops.iter().flatten() {
+        m[*off as usize..(*off + *len) as usize].fill(v.unwrap_or(0));
+    }
+    m
+}
+
 #[test]
 fn a_crash_at_any_write_leaves_a_monolithic_sparse_vmdk_with_old_or_new_grains() {
     let fx = Fixture::new();
@@ -583,7 +616,7 @@ fn a_crash_at_any_write_leaves_a_monolithic_sparse_vmdk_with_old_or_new_grains()
     let slots = initial.len() as u64 / slot;
     let mut rng = Rng(11);
     // Writes (whole slots, partial ones, zeroes) with flushes between.
-    let mut ops: Vec<Option<(u64, u64, Option<u8>)>> = Vec::new();
+    let mut ops: Vec<Op> = Vec::new();
     for _ in 0..30 {
         let s = rng.below(slots);
         let (off, len) = match rng.below(3) {
@@ -600,32 +633,8 @@ fn a_crash_at_any_write_leaves_a_monolithic_sparse_vmdk_with_old_or_new_grains()
         }
     }
     ops.push(None);
-    let apply = |image: &Vmdk| -> usize {
-        // Returns how many ops were durable (up to the last good flush).
-        let mut flushed = 0;
-        for (i, op) in ops.iter().enumerate() {
-            let r = match op {
-                Some((off, len, Some(b))) => image.write(*off, &vec![*b; *len as usize]),
-                Some((off, len, None)) => image.write_zeroes(*off, *len, false),
-                None => image.flush(),
-            };
-            if r.is_err() {
-                break;
-            }
-            if op.is_none() {
-                flushed = i + 1;
-            }
-        }
-        flushed
-    };
-    // The model after the first k ops.
-    let model = |k: usize| -> Vec<u8> {
-        let mut m = initial.clone();
-        for (off, len, v) in ops[..k].iter().flatten() {
-            m[*off as usize..(*off + *len) as usize].fill(v.unwrap_or(0));
-        }
-        m
-    };
+    let apply = |image: &Vmdk| apply_ops(image, &ops);
+    let model = |k: usize| model_after(&initial, &ops[..k]);
     let total = {
         let (fault, image) = faulty(&fx, &bytes, u64::MAX);
         apply(&image);
@@ -959,7 +968,7 @@ fn a_crash_at_any_write_into_a_child_leaves_old_or_new_data_over_the_parent() {
     let parent = Chain::open(&fx.path("base.vmdk"), None).expect("open the parent");
     // Partial grains over unallocated ones (completed from the parent),
     // zeroes over the parent's data, whole grains, with flushes between.
-    let ops: Vec<Option<(u64, u64, Option<u8>)>> = vec![
+    let ops: Vec<Op> = vec![
         Some((64 << 10 | 512, 1024, Some(0x51))),
         Some((3 << 20 | 4096, 4096, None)),
         None,
@@ -972,30 +981,8 @@ fn a_crash_at_any_write_into_a_child_leaves_old_or_new_data_over_the_parent() {
         image.attach_backing(parent.reader_from(0));
         (fault, image)
     };
-    let apply = |image: &Vmdk| -> usize {
-        let mut flushed = 0;
-        for (i, op) in ops.iter().enumerate() {
-            let r = match op {
-                Some((off, len, Some(b))) => image.write(*off, &vec![*b; *len as usize]),
-                Some((off, len, None)) => image.write_zeroes(*off, *len, false),
-                None => image.flush(),
-            };
-            if r.is_err() {
-                break;
-            }
-            if op.is_none() {
-                flushed = i + 1;
-            }
-        }
-        flushed
-    };
-    let model = |k: usize| -> Vec<u8> {
-        let mut m = initial.clone();
-        for (off, len, v) in ops[..k].iter().flatten() {
-            m[*off as usize..(*off + *len) as usize].fill(v.unwrap_or(0));
-        }
-        m
-    };
+    let apply = |image: &Vmdk| apply_ops(image, &ops);
+    let model = |k: usize| model_after(&initial, &ops[..k]);
     let total = {
         let (fault, image) = open(u64::MAX);
         apply(&image);
