@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     bound_allocator_memory();
+    quiet_contained_panics();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let program = Program::from_argv0(args.first().map(|a| a.as_os_str()));
     let cli = match cli::parse(program, args.clone()) {
@@ -22,6 +23,18 @@ fn main() -> ExitCode {
             ExitCode::from(cli::exit::for_error(&e))
         }
     }
+}
+
+/// A panic on an HTTP request thread is caught there and reported as the
+/// exchange's error, in the command's one error line; the default hook
+/// would print it first. Every other panic is reported as before.
+fn quiet_contained_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some(qimg::io::http::REQUEST_THREAD) {
+            default(info);
+        }
+    }));
 }
 
 /// Metadata tables (64 KiB to 2 MiB each) are loaded and evicted all the

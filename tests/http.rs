@@ -956,3 +956,31 @@ fn a_server_that_is_not_there_at_open_is_one_line_within_a_second() {
     let out = qimg_env(&fx, &["info", &url], &[("QIMG_HTTP_RETRIES", "0")], 30);
     assert!(!stderr(&out).contains("retr"), "{}", stderr(&out));
 }
+
+/// A fuzz finding: a response whose header line has no colon and ends in a
+/// bare LF (`Content-Length\n`) made the HTTP client (ureq 2.12) panic. It
+/// is one error line naming the URL, not a crash.
+#[test]
+fn a_header_line_without_a_colon_is_one_error_not_a_panic() {
+    use std::io::{Read, Write};
+    let fx = Fixture::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/disk.img", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let mut conn = conn;
+            let _ = conn.read(&mut [0u8; 4096]);
+            let _ = conn.write_all(
+                b"HTTP/1.1 302 Found\r\nLocation:$/elsewhere.img\r\nContent-Length\n\r\n",
+            );
+        }
+    });
+    let out = qimg_env(&fx, &["info", &url], &[], 30);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&url) && err.contains("could not parse the server's response"),
+        "{err}"
+    );
+}

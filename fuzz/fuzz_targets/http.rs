@@ -43,7 +43,23 @@ fn serve(response: Vec<u8>, done: Arc<AtomicBool>) -> (String, std::thread::Join
     (url, server)
 }
 
+/// libFuzzer's panic hook aborts on any panic; a panic of the HTTP client
+/// on its request thread is caught by qimg and reported as an error (as
+/// the qimg binary does, it is kept quiet), so only other panics abort.
+fn contain_request_thread_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let abort = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().name() != Some(qimg::io::http::REQUEST_THREAD) {
+                abort(info);
+            }
+        }));
+    });
+}
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    contain_request_thread_panics();
     let done = Arc::new(AtomicBool::new(false));
     let (url, server) = serve(data.to_vec(), done.clone());
     let options = HttpOptions {

@@ -25,6 +25,11 @@ pub fn is_http_url(name: &str) -> bool {
     lower(7).as_deref() == Some("http://") || lower(8).as_deref() == Some("https://")
 }
 
+/// The name of the threads that run HTTP exchanges: a panic there is
+/// turned into an error of the exchange, so the binary's panic hook keeps
+/// quiet about it (see `main.rs`).
+pub const REQUEST_THREAD: &str = "http-request";
+
 /// Connections to one server at once by default: enough to fill a WAN
 /// link that one connection cannot (8 cut a CDI import fivefold).
 pub const DEFAULT_CONNECTIONS: usize = 8;
@@ -306,20 +311,34 @@ impl HttpStorage {
         !self.cancelled()
     }
 
-    /// Runs `job` (one exchange), on a thread of its own when a cancel
-    /// flag can end the wait for it: `None` when it did.
+    /// Runs `job` (one exchange) on a thread of its own
+    /// ([`REQUEST_THREAD`]), so that a cancel flag can end the wait for it
+    /// (`None` when it did) and a panic of the HTTP client on a hostile
+    /// response is contained: ureq 2.12 panics on some malformed header
+    /// lines (`Content-Length` with no colon, ending in a bare LF), and
+    /// that is one failed exchange, not a crash.
     fn cancellable<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> Attempt<T> + Send + 'static,
     ) -> Option<Attempt<T>> {
-        let Some(cancel) = self.options.cancel else {
-            return Some(job());
-        };
+        static NEVER: AtomicBool = AtomicBool::new(false);
+        let cancel = self.options.cancel.unwrap_or(&NEVER);
         let (tx, rx) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
-            .name("http-request".into())
+            .name(REQUEST_THREAD.into())
             .spawn(move || {
-                let _ = tx.send(job());
+                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                    .unwrap_or_else(|panic| {
+                        let why = panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("no reason given");
+                        Attempt::Final(format!(
+                            "the HTTP client could not parse the server's response ({why})"
+                        ))
+                    });
+                let _ = tx.send(attempt);
             });
         if spawned.is_err() {
             return Some(Attempt::Transient(
