@@ -645,22 +645,7 @@ fn a_convert_into_a_dynamic_vdi_cut_after_any_change_leaves_old_or_new_data() {
     assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
     assert!(total >= 8, "only {total} changes");
     for n in 0..total {
-        fx.write("dst.vdi", &empty);
-        let session = FaultSession::start(n);
-        let result = common::convert_raw_in_process(&fx, &session, "dst.vdi", "vdi");
-        assert!(
-            session.crashed() && result.is_err(),
-            "no crash at {n}/{total}"
-        );
-        let pattern = n % 3;
-        session
-            .write_back(|_, i| match pattern {
-                0 => true,
-                1 => false,
-                _ => i % 2 == 0,
-            })
-            .unwrap();
-        drop(session);
+        let pattern = common::cut_convert(&fx, "dst.vdi", "vdi", &empty, n, total);
         let check = fx.qemu_img(&["check", "dst.vdi"]);
         assert_eq!(
             check.status.code(),

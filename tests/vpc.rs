@@ -555,29 +555,6 @@ fn a_crash_at_any_write_leaves_a_readable_vhd_with_old_or_new_blocks() {
     assert_reads_like_qemu(&fx, "done.vhd");
 }
 
-/// Converts src.raw into dst.vhd (reset to `empty`) in process, cut after
-/// `n` of `total` changes, and writes back what a crash leaves: all the
-/// unflushed writes, none, or every other one, by `n`. Returns the
-/// write-back pattern used.
-fn cut_convert(fx: &Fixture, empty: &[u8], n: u64, total: u64) -> u64 {
-    use qimg::io::FaultSession;
-    fx.write("dst.vhd", empty);
-    let session = FaultSession::start(n);
-    let result = common::convert_raw_in_process(fx, &session, "dst.vhd", "vpc");
-    // Writers in parallel may gather pieces differently from run to run,
-    // so a late cut can come after a run's last change.
-    assert_eq!(session.crashed(), result.is_err(), "cut at {n}/{total}");
-    let pattern = n % 3;
-    session
-        .write_back(|_, i| match pattern {
-            0 => true,
-            1 => false,
-            _ => i % 2 == 0,
-        })
-        .unwrap();
-    pattern
-}
-
 #[test]
 fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() {
     use qimg::io::FaultSession;
@@ -610,7 +587,7 @@ fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() 
     assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
     assert!(total >= 8, "only {total} changes");
     for n in 0..total {
-        let pattern = cut_convert(&fx, &empty, n, total);
+        let pattern = common::cut_convert(&fx, "dst.vhd", "vpc", &empty, n, total);
         let info = fx.qemu_img(&["info", "-f", "vpc", "dst.vhd"]);
         assert!(
             info.status.success(),
@@ -669,7 +646,7 @@ fn a_parallel_convert_of_whole_blocks_cut_after_any_change_leaves_old_or_new_blo
         .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{map}");
     for n in 0..total {
-        let pattern = cut_convert(&fx, &empty, n, total);
+        let pattern = common::cut_convert(&fx, "dst.vhd", "vpc", &empty, n, total);
         let got = guest_by_qemu(&fx, "vpc", "dst.vhd");
         for b in 0..src.len() / block {
             let r = b * block..(b + 1) * block;

@@ -599,3 +599,33 @@ pub fn convert_raw_in_process_with(
     let control = qimg::engine::control::Control::default().with_storage_options(options);
     qimg::ops::convert::convert(&request, &control)
 }
+
+/// Converts src.raw into `target` (reset to `empty` first) in process as
+/// `format`, cut after `n` of `total` changes, and writes back what a crash
+/// leaves: all the unflushed writes, none, or every other one, by `n`.
+/// Returns the write-back pattern used (for messages). Writers in parallel
+/// may gather pieces differently from run to run, so a late cut can come
+/// after the run's last change: then the convert must have succeeded.
+#[allow(dead_code)] // not every test binary cuts converts
+pub fn cut_convert(
+    fx: &Fixture,
+    target: &str,
+    format: &str,
+    empty: &[u8],
+    n: u64,
+    total: u64,
+) -> u64 {
+    fx.write(target, empty);
+    let session = qimg::io::FaultSession::start(n);
+    let result = convert_raw_in_process(fx, &session, target, format);
+    assert_eq!(session.crashed(), result.is_err(), "cut at {n}/{total}");
+    let pattern = n % 3;
+    session
+        .write_back(|_, i| match pattern {
+            0 => true,
+            1 => false,
+            _ => i % 2 == 0,
+        })
+        .unwrap();
+    pattern
+}
