@@ -57,6 +57,8 @@ fn every_command_opens_each_image_once() {
     let commands: &[&[&str]] = &[
         &["info", "--backing-chain", "top.qcow2"],
         &["check", "top.qcow2"],
+        &["check", "-r", "leaks", "top.qcow2"],
+        &["check", "-r", "all", "top.qcow2"],
         &["map", "top.qcow2"],
         &["measure", "-O", "qcow2", "top.qcow2"],
         &["compare", "top.qcow2", "mid.qcow2"],

@@ -74,14 +74,15 @@ impl CheckArgs {
         }
         let mut log = |line: String| eprintln!("{line}");
         let mut fixed = None;
-        if let Some(mode) = self.repair {
+        let outcome = if let Some(mode) = self.repair {
             let mode = match mode {
                 RepairArg::Leaks => Repair::Leaks,
                 RepairArg::All => Repair::All,
             };
-            let Some(first) = repair_image(&name, format, mode, &storage, &mut log)? else {
+            let Some(repaired) = repair_image(&name, format, mode, &storage, &mut log)? else {
                 return Ok(self.not_supported(program));
             };
+            let first = &repaired.report;
             if first.check_errors > 0 {
                 return Err(Error::corrupt(
                     "Check failed: the refcount structures must be rebuilt, which only -r all does",
@@ -90,12 +91,15 @@ impl CheckArgs {
             }
             if first.leaks_fixed + first.corruptions_fixed > 0 {
                 if !self.quiet && self.output == OutputArg::Human {
-                    print!("{}", render_repaired(&first));
+                    print!("{}", render_repaired(first));
                 }
                 fixed = Some((first.leaks_fixed, first.corruptions_fixed));
             }
-        }
-        let outcome = check_image(&name, format, &storage, &mut log)?;
+            // The verdict after the repair, from the same open.
+            repaired.check(&mut log)?
+        } else {
+            check_image(&name, format, &storage, &mut log)?
+        };
         let CheckOutcome::Checked { format, mut report } = outcome else {
             return Ok(self.not_supported(program));
         };
