@@ -310,7 +310,7 @@ complete -c qimg -n "__fish_qimg_using_subcommand convert" -l target-is-zero -d 
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s W -l oob-writes -d 'Allow out-of-order writes (qimg always writes in parallel)'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s q -l quiet -d 'Print nothing on success'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -s U -l force-share -d 'Open the sources in shared mode'
-complete -c qimg -n "__fish_qimg_using_subcommand convert" -s C -l copy-range-offloading -d 'Copy offloading, as qemu-img takes it (refused with -c, -S or --salvage); qimg copies with its own engine all the same'
+complete -c qimg -n "__fish_qimg_using_subcommand convert" -s C -l copy-range-offloading -d 'Copy offloading: data stored plainly in the source files is copied by the kernel (copy_file_range; block clones on XFS and btrfs) without being read, so zeros in it are copied as data, as with qemu-img -C. Refused with -c, -S or --salvage; ignored with --checksum'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l salvage -d 'Copy source sectors that cannot be read as zeros (one warning each) instead of failing'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l bitmaps -d 'Copy the source\'s persistent bitmaps into the (qcow2) target, after the data'
 complete -c qimg -n "__fish_qimg_using_subcommand convert" -l skip-broken-bitmaps -d 'Skip inconsistent bitmaps when copying them (needs --bitmaps)'

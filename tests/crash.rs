@@ -328,6 +328,7 @@ fn crash_under_the_copy_engine() {
 /// with leaks at most and every 4 KiB cluster reads either what it read
 /// before (the backing file's 0x55, or the old data) or the source's bytes:
 /// an L2 entry published before its data would read zeros or garbage.
+/// The same again with the data copied by the kernel (`-C`).
 #[test]
 fn crash_with_parallel_writers_in_flight() {
     use qimg::engine::control::Control;
@@ -350,18 +351,25 @@ fn crash_with_parallel_writers_in_flight() {
     let view = source.view();
     let want = guest(&fx, "src.qcow2");
     let steps = plan(&view, 0, false, 4096).unwrap();
-    let options = CopyOptions {
-        chunk_size: 32 << 10,
-        threads: 3,
-        ..Default::default()
-    };
     let images = [
         ("overlay.qcow2", 0x55u8),
         ("owned.qcow2", 0x66u8),
         ("overlay.qed", 0x55u8),
         ("owned.qed", 0x66u8),
     ];
-    for (image, old) in images {
+    // With `offload`, the data goes by kernel copies (`-C`), which the
+    // fault injector makes of the writes they stand for.
+    let cases = [false, true]
+        .into_iter()
+        .flat_map(|offload| images.into_iter().map(move |i| (offload, i)));
+    for (offload, (image, old)) in cases {
+        let options = CopyOptions {
+            chunk_size: 32 << 10,
+            threads: 3,
+            offload,
+            ..Default::default()
+        };
+        let mode = if offload { " with -C" } else { "" };
         let bytes = fx.read(image);
         let overlay = image.starts_with("overlay");
         let cut = if image.ends_with(".qed") {
@@ -377,7 +385,7 @@ fn crash_with_parallel_writers_in_flight() {
             drop(img);
             fault.writes()
         };
-        assert!(total > 20, "{image}: only {total} writes");
+        assert!(total > 20, "{image}{mode}: only {total} writes");
         for n in 0..=total {
             let (fault, img) = open_faulty(fx.dir(), image, &bytes, n, backing.as_ref());
             let result = copy(&view, img.as_ref(), &steps, &options, &Control::default());
@@ -392,19 +400,19 @@ fn crash_with_parallel_writers_in_flight() {
                 let code = fx.qemu_img(&["check", cut]).status.code();
                 assert!(
                     code == Some(0) || code == Some(3),
-                    "{image}: crash at {n}/{total}, state {k}: check {code:?}"
+                    "{image}{mode}: crash at {n}/{total}, state {k}: check {code:?}"
                 );
                 let got = guest(&fx, cut);
                 for (c, (g, w)) in got.chunks(4096).zip(want.chunks(4096)).enumerate() {
                     assert!(
                         g == w || g.iter().all(|&b| b == old),
-                        "{image}: crash at {n}/{total}, state {k}: cluster {c} reads neither \
+                        "{image}{mode}: crash at {n}/{total}, state {k}: cluster {c} reads neither \
                          the old content nor the source's (first byte {:#x})",
                         g[0]
                     );
                 }
                 if result.is_ok() && k == 0 {
-                    assert_eq!(got, want, "{image}: completed copy differs");
+                    assert_eq!(got, want, "{image}{mode}: completed copy differs");
                 }
             }
         }

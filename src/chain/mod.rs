@@ -569,6 +569,46 @@ impl<'a> View<'a> {
         unreachable!("the bottom layer always decides")
     }
 
+    /// Where the guest bytes of `[offset, offset + len)` are stored, run
+    /// by run, for a copy the kernel makes: plain data as the layer's data
+    /// file and the offset in it, ranges that read as zeros, and compressed
+    /// data (or data with no host offset) as runs to read. Runs that
+    /// continue each other in one file are merged. The range must be
+    /// inside the image.
+    pub fn locate(&self, offset: u64, len: u64) -> Result<Vec<crate::engine::Located<'a>>> {
+        use crate::engine::Located;
+        let end = offset + len;
+        let mut runs: Vec<Located<'a>> = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let st = self.resolve(pos, end - pos, true)?;
+            let run = match (st.zero || !st.data, st.compressed, st.host) {
+                (true, _, _) => Located::Zero(st.len),
+                (false, false, Some(host)) => Located::Stored {
+                    storage: self.layers[st.depth].image.data_storage(),
+                    host: host.0,
+                    len: st.len,
+                },
+                _ => Located::Read(st.len),
+            };
+            match (runs.last_mut(), run) {
+                (Some(Located::Zero(n)), Located::Zero(m))
+                | (Some(Located::Read(n)), Located::Read(m)) => *n += m,
+                (
+                    Some(Located::Stored { storage, host, len }),
+                    Located::Stored {
+                        storage: s,
+                        host: h,
+                        len: l,
+                    },
+                ) if std::ptr::addr_eq(*storage, s) && *host + *len == h => *len += l,
+                (_, run) => runs.push(run),
+            }
+            pos += st.len;
+        }
+        Ok(runs)
+    }
+
     /// Reads guest bytes at `offset` through the chain.
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let size = self.virtual_size();

@@ -90,8 +90,11 @@ pub struct ConvertArgs {
     /// every mode.
     #[arg(short = 'T', long = "source-cache", value_name = "CACHE")]
     source_cache: Option<String>,
-    /// Copy offloading, as qemu-img takes it (refused with -c, -S or
-    /// --salvage); qimg copies with its own engine all the same.
+    /// Copy offloading: data stored plainly in the source files is copied
+    /// by the kernel (copy_file_range; block clones on XFS and btrfs)
+    /// without being read, so zeros in it are copied as data, as with
+    /// qemu-img -C. Refused with -c, -S or --salvage; ignored with
+    /// --checksum.
     #[arg(short = 'C', long = "copy-range-offloading")]
     copy_range: bool,
     /// Copy source sectors that cannot be read as zeros (one warning each)
@@ -221,9 +224,8 @@ impl ConvertArgs {
         if self.files.len() < 2 {
             return Err(Error::argument("Must specify image file name"));
         }
-        // -C and -W are qemu-img's hints; qimg's engine decides how it
-        // copies (it does not offload copies to the kernel yet).
-        let _ = (self.copy_range, self.oob_writes);
+        // -W is qemu-img's hint; qimg's engine decides the write order.
+        let _ = self.oob_writes;
         check_source_cache(self.source_cache.as_deref())?;
         if self.no_create && !self.options.is_empty() {
             return Err(Error::argument(
@@ -318,6 +320,7 @@ impl ConvertArgs {
             compress: self.compress,
             snapshot,
             salvage: self.salvage,
+            copy_range: self.copy_range,
             bitmaps: self.bitmaps.then_some(self.skip_broken_bitmaps),
         };
         let progress = if self.quiet { None } else { self.progress };

@@ -60,6 +60,34 @@ pub trait Source: Sync {
     fn requests_in_flight(&self) -> usize {
         1
     }
+    /// Where the guest bytes of `[offset, offset + len)` are stored, run
+    /// by run in guest order, for copies the kernel makes (`-C`). By
+    /// default everything is to be read through [`Source::read`].
+    fn locate(&self, offset: u64, len: u64) -> Result<Vec<Located<'_>>> {
+        let _ = offset;
+        Ok(vec![Located::Read(len)])
+    }
+}
+
+/// Where a run of a source's guest bytes is, for a copy offloaded to the
+/// kernel.
+#[derive(Debug, Clone, Copy)]
+pub enum Located<'s> {
+    /// The bytes of `storage` from `host` on, as they are (neither
+    /// compressed nor encrypted).
+    Stored {
+        /// The file they are in.
+        storage: &'s dyn crate::io::Storage,
+        /// Where they start in it.
+        host: u64,
+        /// How many bytes.
+        len: u64,
+    },
+    /// `len` bytes that read as zeros.
+    Zero(u64),
+    /// `len` bytes that must be read through the source (compressed data,
+    /// a format that gives no host offsets).
+    Read(u64),
 }
 
 /// Any guest reader (e.g. a chain's reader) as a copy source.
@@ -81,6 +109,9 @@ impl Source for crate::chain::View<'_> {
     fn requests_in_flight(&self) -> usize {
         crate::chain::View::requests_in_flight(self)
     }
+    fn locate(&self, offset: u64, len: u64) -> Result<Vec<Located<'_>>> {
+        crate::chain::View::locate(self, offset, len)
+    }
 }
 
 /// How to copy.
@@ -97,6 +128,11 @@ pub struct CopyOptions {
     pub target_is_zero: bool,
     /// Compress copied data in clusters of this size (the target's).
     pub compress_cluster: Option<u64>,
+    /// qemu-img's `-C`: data stored plainly in a source file is copied by
+    /// the kernel ([`crate::io::Storage::copy_range_from`]), not read into
+    /// memory, so it is not scanned for zeros either. Ignored for
+    /// compressed, hashed or reference-comparing copies, which must read.
+    pub offload: bool,
     /// qemu-img's `--salvage`: a source read that fails is read again a
     /// sector (512 bytes) at a time, and the sectors that still fail are
     /// copied as zeros and reported through the control.
@@ -112,6 +148,7 @@ impl Default for CopyOptions {
             target_is_zero: false,
             compress_cluster: None,
             salvage: false,
+            offload: false,
         }
     }
 }
@@ -157,7 +194,9 @@ fn units(plan: &[Step], chunk_size: u64) -> Vec<Step> {
 }
 
 /// What a worker made of a copy unit.
-enum Prepared {
+enum Prepared<'s> {
+    /// Runs for the kernel to copy (and zero runs), nothing read.
+    Kernel(Vec<Located<'s>>),
     /// The data and its zero runs.
     Plain {
         buf: AlignedBuf,
@@ -261,15 +300,27 @@ fn changed_segments(
 /// (reused: every byte is overwritten by the read). With a `reference`,
 /// only the target's allocation units that differ from it are kept. With
 /// a `hash`, the data read (as it will be written) is hashed into it.
-fn prepare(
-    source: &dyn Source,
+fn prepare<'s>(
+    source: &'s dyn Source,
     reference: Option<&dyn Source>,
     hash: Option<(&Ordered, &blkhash::Config)>,
     target: &dyn Format,
     step: &Step,
     options: &CopyOptions,
     mut buf: AlignedBuf,
-) -> Result<Prepared> {
+) -> Result<Prepared<'s>> {
+    if options.offload
+        && reference.is_none()
+        && hash.is_none()
+        && options.compress_cluster.is_none()
+        && !options.salvage
+    {
+        let runs = source.locate(step.source_offset, step.len)?;
+        // A unit with anything to read is copied the usual way, whole.
+        if !runs.iter().any(|r| matches!(r, Located::Read(_))) {
+            return Ok(Prepared::Kernel(runs));
+        }
+    }
     buf.set_len(step.len as usize);
     let unreadable = read_salvaging(source, step.source_offset, &mut buf, options.salvage)?;
     if let Some((hash, config)) = hash {

@@ -7,7 +7,7 @@
 use super::control::{Control, StopReason};
 use super::pipeline::Pipeline;
 use super::writers::{self, Job, Writers};
-use super::{zero, Action, CopyOptions, Outcome, Packed, Prepared, Step};
+use super::{zero, Action, CopyOptions, Located, Outcome, Packed, Prepared, Step};
 use crate::error::{Error, Result};
 use crate::format::{Format, GuestOffset, Placement};
 use crate::io::AlignedBuf;
@@ -17,7 +17,7 @@ use crate::io::AlignedBuf;
 /// written in order itself and hands the rest to the writer threads.
 /// Stops between units when `control` says so.
 pub(super) fn write_in_order(
-    p: &Pipeline<Prepared>,
+    p: &Pipeline<Prepared<'_>>,
     units: &[Step],
     target: &dyn Format,
     options: &CopyOptions,
@@ -38,7 +38,7 @@ pub(super) fn write_in_order(
 
 /// The planner's loop over the units (see [`write_in_order`]).
 fn plan_units(
-    p: &Pipeline<Prepared>,
+    p: &Pipeline<Prepared<'_>>,
     units: &[Step],
     target: &dyn Format,
     options: &CopyOptions,
@@ -73,11 +73,21 @@ fn plan_units(
             Ok(prepared) => prepared,
             Err(e) => return stopped(e),
         };
-        let (Prepared::Plain { unreadable, .. } | Prepared::Clusters(_, unreadable)) = &prepared;
-        for (offset, reason) in unreadable {
-            control.read_error(*offset, reason);
+        if let Prepared::Plain { unreadable, .. } | Prepared::Clusters(_, unreadable) = &prepared {
+            for (offset, reason) in unreadable {
+                control.read_error(*offset, reason);
+            }
         }
         let (written, buf) = match (s.action, prepared) {
+            (Action::Copy, Prepared::Kernel(runs)) => {
+                // Writes in flight finish first: the kernel's copies are
+                // published as they return, in guest order after them.
+                gather.send(writers)?;
+                match apply_kernel(target, s.target_offset, &runs, options) {
+                    Ok(n) => (n, AlignedBuf::new()),
+                    Err(e) => return stopped(e),
+                }
+            }
             (Action::Copy, Prepared::Plain { buf, segments, .. }) => {
                 match apply_plain(target, s, buf, &segments, options, writers, gather) {
                     Ok(done) => done,
@@ -173,6 +183,87 @@ fn apply_plain(
     }
     gather.pieces.extend(pieces);
     Ok((written, buf))
+}
+
+/// Copies a unit's runs (from target `offset` on) without reading them
+/// here: each stored run is placed in the target (`Format::plan_write`),
+/// the kernel copies its host pieces from the source file
+/// ([`crate::io::Storage::copy_range_from`], through memory where it
+/// cannot) and the pieces are published after their data; zero runs are
+/// written as zeros. Returns the data bytes copied.
+fn apply_kernel(
+    target: &dyn Format,
+    offset: u64,
+    runs: &[Located<'_>],
+    options: &CopyOptions,
+) -> Result<u64> {
+    let mut at = offset;
+    let mut copied = 0;
+    for run in runs {
+        match *run {
+            Located::Zero(len) => {
+                if !options.target_is_zero {
+                    target.write_zeroes(at, len, true)?;
+                }
+                at += len;
+            }
+            Located::Stored { storage, host, len } => {
+                let pieces = target.plan_write(GuestOffset(at), len)?;
+                if let Err(e) = copy_pieces(target, storage, host, at, &pieces) {
+                    // What was placed and not published is given back.
+                    let _ = target.abandon(&pieces);
+                    return Err(e);
+                }
+                copied += len;
+                at += len;
+            }
+            Located::Read(len) => {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Io,
+                    format!(
+                        "internal: a run of {len} bytes at {at:#x} to read reached the kernel copy"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(copied)
+}
+
+/// Copies the placed pieces of the guest run at `base`, whose bytes are
+/// `source`'s from `host` on, then publishes the host pieces.
+fn copy_pieces(
+    target: &dyn Format,
+    source: &dyn crate::io::Storage,
+    host: u64,
+    base: u64,
+    pieces: &[Placement],
+) -> Result<()> {
+    let data = target.data_storage();
+    for piece in pieces {
+        let from = host + (piece.guest().0 - base);
+        match *piece {
+            Placement::Host { host: to, len, .. } => {
+                if !data.copy_range_from(source, from, to.0, len)? {
+                    crate::io::copy_through_memory(source, from, data, to.0, len)?;
+                }
+            }
+            Placement::Serial { guest, len } => {
+                let mut buf = vec![0u8; len as usize];
+                source.read_at(&mut buf, from)?;
+                target.write(guest.0, &buf)?;
+            }
+        }
+    }
+    let placed: Vec<Placement> = pieces
+        .iter()
+        .filter(|p| matches!(p, Placement::Host { .. }))
+        .copied()
+        .collect();
+    if placed.is_empty() {
+        return Ok(());
+    }
+    target.publish(&placed)
 }
 
 /// Writes the zero runs and serial pieces of a chunk (at target `offset`)

@@ -209,6 +209,19 @@ impl Storage for FaultStorage {
         self.change(Pending::SetLen(len))
     }
 
+    fn copy_range_from(
+        &self,
+        source: &dyn Storage,
+        source_offset: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<bool> {
+        // A kernel copy is made of the writes it stands for, so crash
+        // tests cut copies offloaded to the kernel (`-C`) between them.
+        super::copy_through_memory(source, source_offset, self, offset, len)?;
+        Ok(true)
+    }
+
     fn flush(&self) -> Result<()> {
         // A flush with nothing pending changes nothing on the disk: a crash
         // during it is a crash before it, so it is not counted.

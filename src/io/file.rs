@@ -372,6 +372,56 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn local_file(&self) -> Option<&File> {
+        Some(&self.file)
+    }
+
+    fn copy_range_from(
+        &self,
+        source: &dyn Storage,
+        source_offset: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<bool> {
+        let Some(from) = source.local_file() else {
+            return Ok(false);
+        };
+        if !self.writable {
+            return Ok(false);
+        }
+        self.check_not_lost()?;
+        // Direct writes still in flight over the range land first.
+        self.settle(Some((offset, len)))?;
+        let done =
+            match super::copy_range::kernel_copy(from, source_offset, &self.file, offset, len) {
+                Ok(done) => done,
+                Err((0, e)) if super::copy_range::cannot_copy_range(&e) => return Ok(false),
+                Err((done, e)) if super::copy_range::cannot_copy_range(&e) => {
+                    // The file system gave up part way: the rest goes through memory.
+                    super::copy_through_memory(
+                        source,
+                        source_offset + done,
+                        self,
+                        offset + done,
+                        len - done,
+                    )?;
+                    len
+                }
+                Err((done, e)) => {
+                    let at = offset + done;
+                    return Err(Error::io(format!("copy failed at offset {at:#x}"), e)
+                        .with_path(&self.path)
+                        .at_offset(at));
+                }
+            };
+        if done < len {
+            // The source ends inside the range: the rest reads as zeros.
+            super::write_zeros(self, offset + done, len - done)?;
+        }
+        self.note_written(done);
+        Ok(true)
+    }
+
     fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
         self.check_not_lost()?;
         self.settle(Some((offset, len)))?;

@@ -1,6 +1,7 @@
 //! Byte storage under the formats: the [`Storage`] trait and its backends.
 
 mod buffer;
+mod copy_range;
 mod direct;
 mod fault;
 mod file;
@@ -321,6 +322,51 @@ pub trait Storage: Send + Sync + fmt::Debug {
     fn zero_range(&self, offset: u64, len: u64) -> Result<()> {
         write_zeros(self, offset, len)
     }
+    /// The local file behind this storage when its bytes are the file's
+    /// bytes at the same offsets (no window, no encryption), so the kernel
+    /// may copy out of it ([`Storage::copy_range_from`]); `None` otherwise.
+    fn local_file(&self) -> Option<&std::fs::File> {
+        None
+    }
+    /// Copies `len` bytes at `source_offset` of `source` to `offset` here
+    /// as bulk guest data, without passing them through this process:
+    /// `copy_file_range(2)`, which clones blocks where the file system
+    /// shares them (XFS, btrfs) and copies in the kernel elsewhere. Bytes
+    /// past the end of the source arrive as zeros, as `read_at` gives them.
+    /// Returns `Ok(false)`, having written nothing, when this pair cannot
+    /// copy that way (not two local files, another file system): the
+    /// caller copies through memory ([`copy_through_memory`]).
+    fn copy_range_from(
+        &self,
+        source: &dyn Storage,
+        source_offset: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<bool> {
+        let _ = (source, source_offset, offset, len);
+        Ok(false)
+    }
+}
+
+/// Copies `len` bytes at `source_offset` of `source` to `offset` of
+/// `target` through a buffer (a megabyte at a time), as bulk guest data.
+pub fn copy_through_memory(
+    source: &dyn Storage,
+    source_offset: u64,
+    target: &dyn Storage,
+    offset: u64,
+    len: u64,
+) -> Result<()> {
+    let mut buf = AlignedBuf::new();
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(1 << 20);
+        buf.set_len(n as usize);
+        source.read_at(&mut buf, source_offset + done)?;
+        target.write_data_at(&buf, offset + done)?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// Writes `len` zero bytes at `offset`, a megabyte at a time.
@@ -404,5 +450,17 @@ impl<T: Storage + ?Sized> Storage for Arc<T> {
     }
     fn write_data_vectored_at(&self, bufs: &[&[u8]], offset: u64) -> Result<()> {
         (**self).write_data_vectored_at(bufs, offset)
+    }
+    fn local_file(&self) -> Option<&std::fs::File> {
+        (**self).local_file()
+    }
+    fn copy_range_from(
+        &self,
+        source: &dyn Storage,
+        source_offset: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<bool> {
+        (**self).copy_range_from(source, source_offset, offset, len)
     }
 }

@@ -44,6 +44,11 @@ pub struct ConvertRequest {
     /// `--salvage`: source sectors that cannot be read are copied as
     /// zeros (and reported through the control) instead of failing.
     pub salvage: bool,
+    /// `-C`: data stored plainly in the source files is copied by the
+    /// kernel (`copy_file_range`: block clones on XFS and btrfs), not read,
+    /// and so not scanned for zeros, as qemu-img's copy offloading does.
+    /// Not with `--checksum`, which must read what it hashes.
+    pub copy_range: bool,
     /// `--bitmaps`: copy the (single) source's persistent bitmaps after
     /// the data; `--skip-broken-bitmaps` leaves out inconsistent ones
     /// (otherwise they are refused before anything is written).
@@ -231,6 +236,7 @@ fn run(req: &ConvertRequest, control: &Control, hash: Option<&Ordered>) -> Resul
             None
         },
         salvage: req.salvage,
+        offload: req.copy_range && hash.is_none(),
     };
     let mut base = 0;
     let mut plans = Vec::new();
@@ -239,7 +245,8 @@ fn run(req: &ConvertRequest, control: &Control, hash: Option<&Ordered>) -> Resul
         let mut steps = plan(&view, base, req.backing.is_some(), req.sparse)?;
         // Zero steps read as zeros in the source (that is how the plan
         // found them), and the copy's zero scan (-S) finds them again.
-        if req.sparse > 0 {
+        // (Not for a kernel copy, which would copy the gaps as data.)
+        if req.sparse > 0 && !options.offload {
             steps = crate::engine::plan::bridge_zero_gaps(&steps, BRIDGED_GAP, req.sparse);
         }
         if let (Some(cluster), None) = (options.compress_cluster, &req.backing) {

@@ -594,6 +594,7 @@ pub fn convert_raw_in_process_with(
         compress: false,
         snapshot: None,
         salvage: false,
+        copy_range: false,
         bitmaps: None,
     };
     let control = qimg::engine::control::Control::default().with_storage_options(options);

@@ -1,0 +1,181 @@
+//! `convert -C` (copy offloading): data stored plainly in a source file is
+//! copied by the kernel (`copy_file_range`), not read, as qemu-img's `-C`
+//! copies it. Checked against qemu-img 10's own `-C` output: the same guest
+//! content, the same allocation (a zero-filled data cluster stays data,
+//! since nothing is scanned), and a qcow2 target that checks clean. Data
+//! the kernel cannot copy (compressed clusters, a network target) goes
+//! through memory in the same copy. strace shows which way it went.
+
+mod common;
+
+use common::{allocation, require_tool, stderr, Fixture};
+use std::process::Command;
+
+/// Sources of every shape `-C` meets: plain qcow2 data with a zero-filled
+/// data cluster, a zero cluster and partial clusters; a two-layer chain;
+/// compressed clusters next to plain ones; a sparse raw file.
+fn sources(fx: &Fixture) {
+    fx.sh(
+        "qemu-img create -q -f qcow2 plain.qcow2 64M
+         qemu-io -c 'write -P 7 0 5M' -c 'write -z 8M 1M' -c 'write -P 3 20M 300k' \
+                 -c 'write -P 0 30M 1M' -c 'write -P 9 63M 1M' plain.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 base.qcow2 64M
+         qemu-io -c 'write -P 1 0 16M' -c 'write -P 2 40M 4M' base.qcow2 >/dev/null
+         qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 overlay.qcow2
+         qemu-io -c 'write -P 5 4M 2M' -c 'write -z 10M 1M' -c 'write -P 6 41M 100k' overlay.qcow2 >/dev/null
+         qemu-img create -q -f raw text.raw 8M
+         qemu-io -f raw -c 'write -P 4 0 8M' text.raw >/dev/null
+         qemu-img convert -c -O qcow2 text.raw packed.qcow2
+         qemu-io -c 'write -P 8 2M 2M' packed.qcow2 >/dev/null
+         qemu-img create -q -f raw sparse.raw 32M
+         qemu-io -f raw -c 'write -P 11 1M 3M' -c 'write -P 12 17M 64k' -c 'write -P 0 24M 1M' sparse.raw >/dev/null",
+    );
+}
+
+/// How many `copy_file_range` calls (that copied something) strace saw
+/// while `qimg` ran with `args` in the fixture's directory.
+fn kernel_copies(fx: &Fixture, args: &[&str]) -> usize {
+    let trace = fx.path("trace");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=copy_file_range", "-o"])
+        .arg(&trace)
+        .arg(assert_cmd::cargo::cargo_bin("qimg"))
+        .args(args)
+        .current_dir(fx.dir())
+        .output()
+        .expect("run strace");
+    assert!(out.status.success(), "qimg {args:?}: {}", stderr(&out));
+    let text = std::fs::read_to_string(&trace).expect("read trace");
+    text.lines()
+        .filter(|l| l.contains("copy_file_range(") && !l.contains("= -1") && !l.ends_with("= 0"))
+        .count()
+}
+
+#[test]
+fn convert_c_matches_qemu_img_c() {
+    require_tool("strace");
+    let fx = Fixture::new();
+    sources(&fx);
+    let cases = [
+        ("plain.qcow2", "qcow2"),
+        ("plain.qcow2", "raw"),
+        ("overlay.qcow2", "qcow2"),
+        ("overlay.qcow2", "raw"),
+        ("packed.qcow2", "qcow2"),
+        ("sparse.raw", "qcow2"),
+        ("sparse.raw", "raw"),
+    ];
+    for (source, format) in cases {
+        let ours = format!("ours.{format}");
+        let theirs = format!("theirs.{format}");
+        let copies = kernel_copies(&fx, &["convert", "-C", "-O", format, source, &ours]);
+        assert!(copies > 0, "{source} -> {format}: no kernel copy was made");
+        let out = fx.qemu_img(&["convert", "-C", "-O", format, source, &theirs]);
+        assert!(out.status.success(), "qemu-img -C: {}", stderr(&out));
+        fx.assert_same(source, &ours);
+        if format == "qcow2" {
+            fx.assert_clean(&ours);
+        }
+        assert_eq!(
+            allocation(&fx, &ours),
+            allocation(&fx, &theirs),
+            "{source} -> {format}: allocation differs from qemu-img -C's"
+        );
+    }
+}
+
+#[test]
+fn without_c_nothing_is_offloaded_and_zeros_are_found() {
+    require_tool("strace");
+    let fx = Fixture::new();
+    sources(&fx);
+    let copies = kernel_copies(&fx, &["convert", "-O", "qcow2", "plain.qcow2", "out.qcow2"]);
+    assert_eq!(copies, 0, "convert without -C copied in the kernel");
+    // The zero-filled data cluster at 30M is found by the zero scan.
+    let map = allocation(&fx, "out.qcow2");
+    let at_30m = map
+        .iter()
+        .find(|r| r.0 <= 30 << 20 && 30 << 20 < r.0 + r.1)
+        .unwrap();
+    assert!(
+        !at_30m.5,
+        "the zero-filled cluster was written as data: {map:?}"
+    );
+    // With -C it stays data, as qemu-img -C leaves it.
+    let out = fx.qimg(&["convert", "-C", "-O", "qcow2", "plain.qcow2", "c.qcow2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let map = allocation(&fx, "c.qcow2");
+    let at_30m = map
+        .iter()
+        .find(|r| r.0 <= 30 << 20 && 30 << 20 < r.0 + r.1)
+        .unwrap();
+    assert!(at_30m.5, "with -C the zero-filled cluster is data: {map:?}");
+}
+
+#[test]
+fn c_with_checksum_reads_and_hashes() {
+    require_tool("strace");
+    let fx = Fixture::new();
+    sources(&fx);
+    let digest = |out: &std::process::Output| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let copies = kernel_copies(
+        &fx,
+        &[
+            "convert",
+            "-C",
+            "--checksum",
+            "-O",
+            "raw",
+            "overlay.qcow2",
+            "sum.raw",
+        ],
+    );
+    assert_eq!(copies, 0, "--checksum must read what it hashes");
+    let with_c = fx.qimg(&[
+        "convert",
+        "-C",
+        "--checksum",
+        "-O",
+        "raw",
+        "overlay.qcow2",
+        "again.raw",
+    ]);
+    let sum = fx.qimg(&["checksum", "overlay.qcow2"]);
+    assert!(with_c.status.success() && sum.status.success());
+    assert_eq!(digest(&with_c), digest(&sum));
+    fx.assert_same("overlay.qcow2", "sum.raw");
+}
+
+/// Into an NBD export (qemu-nbd at its defaults), which the kernel cannot
+/// copy into: the same convert goes through memory, and the content is the
+/// source's.
+#[test]
+fn c_into_an_nbd_export_copies_through_memory() {
+    require_tool("qemu-nbd");
+    let fx = Fixture::new();
+    sources(&fx);
+    fx.sh("qemu-img create -q -f raw export.raw 64M");
+    let socket = fx.path("nbd.sock");
+    let mut server = Command::new("qemu-nbd")
+        .args(["-f", "raw", "-k"])
+        .arg(&socket)
+        .arg(fx.path("export.raw"))
+        .spawn()
+        .expect("start qemu-nbd");
+    let start = std::time::Instant::now();
+    while !socket.exists() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let uri = format!("nbd+unix:///?socket={}", socket.display());
+    let out = fx.qimg(&["convert", "-C", "-n", "-O", "raw", "plain.qcow2", &uri]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    fx.assert_same("plain.qcow2", "export.raw");
+}
