@@ -108,7 +108,10 @@ fn main() {
     for gib in sizes {
         timed_set(qimg, dir, gib, runs, &mut report);
     }
-    rss_set(qimg, dir, rss_limit, &mut report);
+    // A run of chosen cases (QIMG_BENCH_ONLY) leaves the peak-RSS set out.
+    if std::env::var_os("QIMG_BENCH_ONLY").is_none() {
+        rss_set(qimg, dir, rss_limit, &mut report);
+    }
     println!("{report}");
 }
 
@@ -207,6 +210,30 @@ fn timed_set(qimg: &str, dir: &Path, gib: u64, runs: usize, report: &mut String)
             prep: "rm -f out.*",
             copy: false,
         },
+        same(
+            "convert qcow2→qcow2, -C -m 16 -W -t unsafe",
+            None,
+            &format!("convert -C {fast} -O qcow2 disk.qcow2 out.qcow2"),
+            true,
+        ),
+        same(
+            "convert qcow2→raw, -C -m 16 -W -t unsafe",
+            None,
+            &format!("convert -C {fast} -O raw disk.qcow2 out.raw"),
+            true,
+        ),
+        same(
+            "convert raw→qcow2, -C -m 16 -W -t unsafe",
+            None,
+            &format!("convert -C {fast} -O qcow2 disk.raw out.qcow2"),
+            true,
+        ),
+        same(
+            "convert qcow2→raw, -C, defaults",
+            None,
+            "convert -C -O raw disk.qcow2 out.raw",
+            true,
+        ),
         Case {
             name: "stream vs rebase -b '' (2 layers)",
             goal: Some(2.5),
@@ -230,6 +257,12 @@ fn timed_set(qimg: &str, dir: &Path, gib: u64, runs: usize, report: &mut String)
         },
     ];
 
+    // QIMG_BENCH_ONLY=TEXT runs only the cases whose name contains TEXT.
+    let only = std::env::var("QIMG_BENCH_ONLY").unwrap_or_default();
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .filter(|c| c.name.contains(only.as_str()))
+        .collect();
     let chunks = (payload >> 21).max(1);
     let dd = format!("dd if=/dev/zero of=dd.out bs=2M count={chunks} oflag=direct status=none");
     let mut dd_times = Vec::new();

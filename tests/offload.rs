@@ -179,3 +179,117 @@ fn c_into_an_nbd_export_copies_through_memory() {
     assert!(out.status.success(), "{}", stderr(&out));
     fx.assert_same("plain.qcow2", "export.raw");
 }
+
+/// A scratch XFS file system (with reflinks, mkfs.xfs's default) on a
+/// loop device, mounted in the fixture's directory; unmounted when dropped.
+struct Xfs {
+    mount: std::path::PathBuf,
+}
+
+impl Xfs {
+    fn mount(fx: &Fixture) -> Xfs {
+        require_tool("mkfs.xfs");
+        let image = fx.path("xfs.img");
+        let mount = fx.path("xfs");
+        std::fs::create_dir(&mount).unwrap();
+        let file = std::fs::File::create(&image).unwrap();
+        file.set_len(1 << 30).unwrap();
+        let run = |program: &str, args: &[&std::ffi::OsStr]| {
+            let out = Command::new(program).args(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{program} {args:?} (this test needs root and loop devices): {}",
+                stderr(&out)
+            );
+        };
+        run(
+            "mkfs.xfs",
+            &[
+                "-q".as_ref(),
+                "-m".as_ref(),
+                "reflink=1".as_ref(),
+                image.as_os_str(),
+            ],
+        );
+        run(
+            "mount",
+            &[
+                "-o".as_ref(),
+                "loop".as_ref(),
+                image.as_os_str(),
+                mount.as_os_str(),
+            ],
+        );
+        Xfs { mount }
+    }
+}
+
+impl Drop for Xfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+/// Blocks of `file` in extents the file system shares with another file
+/// (`filefrag -v`'s `shared` flag), and all its blocks.
+fn shared_blocks(file: &std::path::Path) -> (u64, u64) {
+    let out = Command::new("filefrag")
+        .arg("-v")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "filefrag: {}", stderr(&out));
+    let (mut shared, mut all) = (0, 0);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "   3:   80..  78815:   158200..  236935:  78736:   45240: shared"
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.len() < 5 || fields[0].trim().parse::<u64>().is_err() {
+            continue;
+        }
+        let len: u64 = fields[3].trim().parse().unwrap();
+        all += len;
+        if fields.last().unwrap().contains("shared") {
+            shared += len;
+        }
+    }
+    (shared, all)
+}
+
+/// On XFS the kernel's copies are block clones: the target's data shares
+/// the source's blocks (qemu-img -C clones the same way), and the image
+/// is a clean qcow2 with the source's content. Without -C nothing is shared.
+#[test]
+fn c_clones_blocks_on_xfs() {
+    require_tool("filefrag");
+    let fx = Fixture::new();
+    let xfs = Xfs::mount(&fx);
+    let dir = xfs.mount.to_str().unwrap();
+    fx.sh(&format!(
+        "cd {dir}
+         qemu-img create -q -f qcow2 src.qcow2 64M
+         qemu-io -c 'write -P 7 0 24M' -c 'write -P 8 40M 8M' src.qcow2 >/dev/null"
+    ));
+    let inside = |name: &str| format!("{dir}/{name}");
+    for (flag, want_shared) in [(Some("-C"), true), (None, false)] {
+        let target = inside("out.qcow2");
+        let mut args = vec!["convert"];
+        args.extend(flag);
+        let source = inside("src.qcow2");
+        args.extend(["-O", "qcow2", &source, &target]);
+        let out = fx.qimg(&args);
+        assert!(out.status.success(), "qimg {args:?}: {}", stderr(&out));
+        fx.assert_clean(&target);
+        fx.assert_same(&source, &target);
+        let (shared, all) = shared_blocks(std::path::Path::new(&target));
+        if want_shared {
+            // 32 MiB of data in 4 KiB blocks; the metadata is not shared.
+            assert!(
+                shared >= 8192 && shared < all,
+                "with -C: {shared} of {all} blocks shared"
+            );
+        } else {
+            assert_eq!(shared, 0, "without -C: {shared} of {all} blocks shared");
+        }
+        std::fs::remove_file(&target).unwrap();
+    }
+}

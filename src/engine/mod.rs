@@ -507,7 +507,12 @@ fn run(
     // Data writes leave the planner for writer threads: as many as the
     // target takes writes at once (two for direct I/O to a local disk,
     // more for a network export, one for buffered writes to a file).
-    let n_writers = target.data_storage().writes_in_flight().max(1);
+    // Kernel copies (-C) overlap each other's page-cache work whatever
+    // the target: they get a writer per worker.
+    let n_writers = match options.offload {
+        true => target.data_storage().writes_in_flight().max(threads),
+        false => target.data_storage().writes_in_flight().max(1),
+    };
     let writers = Writers::new(n_writers);
     p.keep_buffers(threads * 2 + 2 * n_writers + 1);
     let recycle = |buf: AlignedBuf| p.recycle(buf);

@@ -16,13 +16,13 @@ use crate::io::AlignedBuf;
 /// where their data goes (under the target's lock), writes what must be
 /// written in order itself and hands the rest to the writer threads.
 /// Stops between units when `control` says so.
-pub(super) fn write_in_order(
-    p: &Pipeline<Prepared<'_>>,
+pub(super) fn write_in_order<'s>(
+    p: &Pipeline<Prepared<'s>>,
     units: &[Step],
     target: &dyn Format,
     options: &CopyOptions,
     control: &Control,
-    writers: &Writers,
+    writers: &Writers<'s>,
 ) -> Result<Outcome> {
     let mut gather = Gather::default();
     let outcome = plan_units(p, units, target, options, control, writers, &mut gather);
@@ -37,13 +37,13 @@ pub(super) fn write_in_order(
 }
 
 /// The planner's loop over the units (see [`write_in_order`]).
-fn plan_units(
-    p: &Pipeline<Prepared<'_>>,
+fn plan_units<'s>(
+    p: &Pipeline<Prepared<'s>>,
     units: &[Step],
     target: &dyn Format,
     options: &CopyOptions,
     control: &Control,
-    writers: &Writers,
+    writers: &Writers<'s>,
     gather: &mut Gather,
 ) -> Result<Outcome> {
     for (i, s) in units.iter().enumerate() {
@@ -83,7 +83,7 @@ fn plan_units(
                 // Writes in flight finish first: the kernel's copies are
                 // published as they return, in guest order after them.
                 gather.send(writers)?;
-                match apply_kernel(target, s.target_offset, &runs, options) {
+                match apply_kernel(target, s.target_offset, &runs, options, writers) {
                     Ok(n) => (n, AlignedBuf::new()),
                     Err(e) => return stopped(e),
                 }
@@ -124,7 +124,7 @@ fn apply_plain(
     buf: AlignedBuf,
     segments: &[zero::Segment],
     options: &CopyOptions,
-    writers: &Writers,
+    writers: &Writers<'_>,
     gather: &mut Gather,
 ) -> Result<(u64, AlignedBuf)> {
     let offset = step.target_offset;
@@ -186,16 +186,18 @@ fn apply_plain(
 }
 
 /// Copies a unit's runs (from target `offset` on) without reading them
-/// here: each stored run is placed in the target (`Format::plan_write`),
-/// the kernel copies its host pieces from the source file
-/// ([`crate::io::Storage::copy_range_from`], through memory where it
-/// cannot) and the pieces are published after their data; zero runs are
-/// written as zeros. Returns the data bytes copied.
-fn apply_kernel(
+/// here: each stored run is placed in the target (`Format::plan_write`);
+/// its host pieces go to the writer threads, which have the kernel copy
+/// them from the source file ([`crate::io::Storage::copy_range_from`],
+/// through memory where it cannot) and publish them after their data;
+/// serial pieces and zero runs are written here, in order. Returns the
+/// data bytes copied.
+fn apply_kernel<'s>(
     target: &dyn Format,
     offset: u64,
-    runs: &[Located<'_>],
+    runs: &[Located<'s>],
     options: &CopyOptions,
+    writers: &Writers<'s>,
 ) -> Result<u64> {
     let mut at = offset;
     let mut copied = 0;
@@ -205,17 +207,11 @@ fn apply_kernel(
                 if !options.target_is_zero {
                     target.write_zeroes(at, len, true)?;
                 }
-                at += len;
             }
             Located::Stored { storage, host, len } => {
                 let pieces = target.plan_write(GuestOffset(at), len)?;
-                if let Err(e) = copy_pieces(target, storage, host, at, &pieces) {
-                    // What was placed and not published is given back.
-                    let _ = target.abandon(&pieces);
-                    return Err(e);
-                }
+                send_kernel_job(target, storage, host, at, pieces, writers)?;
                 copied += len;
-                at += len;
             }
             Located::Read(len) => {
                 return Err(Error::new(
@@ -226,44 +222,53 @@ fn apply_kernel(
                 ))
             }
         }
+        let (Located::Zero(len) | Located::Stored { len, .. } | Located::Read(len)) = *run;
+        at += len;
     }
     Ok(copied)
 }
 
-/// Copies the placed pieces of the guest run at `base`, whose bytes are
-/// `source`'s from `host` on, then publishes the host pieces.
-fn copy_pieces(
+/// Writes the serial pieces of the guest run at `base` (whose bytes are
+/// `source`'s from `host` on) and hands its host pieces to the writers as
+/// one kernel job; what was placed and not handed over is given back on
+/// failure.
+fn send_kernel_job<'s>(
     target: &dyn Format,
-    source: &dyn crate::io::Storage,
+    source: &'s dyn crate::io::Storage,
     host: u64,
     base: u64,
-    pieces: &[Placement],
+    pieces: Vec<Placement>,
+    writers: &Writers<'s>,
 ) -> Result<()> {
-    let data = target.data_storage();
-    for piece in pieces {
-        let from = host + (piece.guest().0 - base);
+    let mut host_pieces = Vec::new();
+    let mut from = Vec::new();
+    for piece in &pieces {
+        let at = host + (piece.guest().0 - base);
         match *piece {
-            Placement::Host { host: to, len, .. } => {
-                if !data.copy_range_from(source, from, to.0, len)? {
-                    crate::io::copy_through_memory(source, from, data, to.0, len)?;
-                }
+            Placement::Host { .. } => {
+                host_pieces.push(*piece);
+                from.push(at);
             }
             Placement::Serial { guest, len } => {
                 let mut buf = vec![0u8; len as usize];
-                source.read_at(&mut buf, from)?;
-                target.write(guest.0, &buf)?;
+                let written = source
+                    .read_at(&mut buf, at)
+                    .and_then(|()| target.write(guest.0, &buf));
+                if let Err(e) = written {
+                    let _ = target.abandon(&host_pieces);
+                    return Err(e);
+                }
             }
         }
     }
-    let placed: Vec<Placement> = pieces
-        .iter()
-        .filter(|p| matches!(p, Placement::Host { .. }))
-        .copied()
-        .collect();
-    if placed.is_empty() {
+    if host_pieces.is_empty() {
         return Ok(());
     }
-    target.publish(&placed)
+    writers.send(Job::Kernel {
+        source,
+        from,
+        pieces: host_pieces,
+    })
 }
 
 /// Writes the zero runs and serial pieces of a chunk (at target `offset`)

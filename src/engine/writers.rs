@@ -12,7 +12,17 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Mutex, MutexGuard};
 
 /// Data to write and the host pieces it makes.
-pub(super) enum Job {
+pub(super) enum Job<'s> {
+    /// Host pieces whose bytes the kernel copies from `source` (`-C`),
+    /// the bytes of `pieces[i]` starting at `from[i]` in it.
+    Kernel {
+        /// The source file.
+        source: &'s dyn crate::io::Storage,
+        /// Where each piece's bytes start in `source`.
+        from: Vec<u64>,
+        /// The host pieces, in guest order.
+        pieces: Vec<Placement>,
+    },
     /// One unit's buffer, written where its pieces say (without a copy).
     Unit {
         /// The target offset of `buf[0]`.
@@ -34,21 +44,16 @@ pub(super) enum Job {
     },
 }
 
-impl Job {
+impl Job<'_> {
     /// The guest offset of the job's first piece (where a failed copy resumes).
     fn first_guest(&self) -> u64 {
-        let (Job::Unit { pieces, .. } | Job::Gathered { pieces, .. }) = self;
-        pieces.iter().map(|p| p.guest().0).min().unwrap_or(0)
+        self.pieces().iter().map(|p| p.guest().0).min().unwrap_or(0)
     }
 
     fn pieces(&self) -> &[Placement] {
-        let (Job::Unit { pieces, .. } | Job::Gathered { pieces, .. }) = self;
+        let (Job::Unit { pieces, .. } | Job::Gathered { pieces, .. } | Job::Kernel { pieces, .. }) =
+            self;
         pieces
-    }
-
-    fn into_buf(self) -> AlignedBuf {
-        let (Job::Unit { buf, .. } | Job::Gathered { buf, .. }) = self;
-        buf
     }
 }
 
@@ -62,9 +67,9 @@ struct State {
 }
 
 /// The writer threads' shared side.
-pub(super) struct Writers {
-    sender: Mutex<Option<SyncSender<Job>>>,
-    receiver: Mutex<Receiver<Job>>,
+pub(super) struct Writers<'s> {
+    sender: Mutex<Option<SyncSender<Job<'s>>>>,
+    receiver: Mutex<Receiver<Job<'s>>>,
     state: Mutex<State>,
     /// Gather buffers back from the writers, for the planner to fill again
     /// (reused: fresh memory is slow to fault in).
@@ -75,7 +80,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Writers {
+impl<'s> Writers<'s> {
     /// A write stage whose queue holds at most `depth` jobs.
     pub fn new(depth: usize) -> Self {
         let (sender, receiver) = sync_channel(depth.max(1));
@@ -90,7 +95,7 @@ impl Writers {
     /// For the planner: queues `job` (waits while the queue is full).
     /// Fails once the stage has stopped; after a job failed, the job is
     /// dropped (see [`Writers::failed`]).
-    pub fn send(&self, job: Job) -> Result<()> {
+    pub fn send(&self, job: Job<'s>) -> Result<()> {
         let sender = lock(&self.sender).clone();
         let Some(sender) = sender else {
             return Err(Error::new(
@@ -173,17 +178,34 @@ impl Writers {
                         spare.push(buf);
                     }
                 }
-                job => recycle(job.into_buf()),
+                Job::Unit { buf, .. } => recycle(buf),
+                Job::Kernel { .. } => {}
             }
         }
     }
 }
 
 /// Writes the data of `job` (pieces that continue each other on the host
-/// go out as one request), then publishes its pieces.
-fn write_job(target: &dyn Format, job: &Job) -> Result<()> {
+/// go out as one request; a kernel job's pieces are copied by the kernel),
+/// then publishes its pieces.
+fn write_job(target: &dyn Format, job: &Job<'_>) -> Result<()> {
     let storage = target.data_storage();
     let pieces = match job {
+        Job::Kernel {
+            source,
+            from,
+            pieces,
+        } => {
+            for (piece, &from) in pieces.iter().zip(from) {
+                let Placement::Host { host, len, .. } = *piece else {
+                    continue;
+                };
+                if !storage.copy_range_from(*source, from, host.0, len)? {
+                    crate::io::copy_through_memory(*source, from, storage, host.0, len)?;
+                }
+            }
+            pieces
+        }
         Job::Gathered { host, buf, pieces } => {
             storage.write_data_vectored_at(&[buf], *host)?;
             pieces
