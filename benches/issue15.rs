@@ -267,6 +267,8 @@ fn timed_set(qimg: &str, dir: &Path, gib: u64, runs: usize, report: &mut String)
     let dd = format!("dd if=/dev/zero of=dd.out bs=2M count={chunks} oflag=direct status=none");
     let mut dd_times = Vec::new();
     let mut rows = Vec::new();
+    // Each tool's fastest and slowest run per case, to show the noise.
+    let mut spreads = Vec::new();
     for case in &cases {
         eprintln!("{gib} GiB: {}", case.name);
         sh(
@@ -291,6 +293,13 @@ fn timed_set(qimg: &str, dir: &Path, gib: u64, runs: usize, report: &mut String)
                 sh(dir, "rm -f dd.out");
             }
         }
+        let spread = |v: &[Duration]| {
+            let secs = |d: &Duration| d.as_secs_f64();
+            let lo = v.iter().map(secs).fold(f64::INFINITY, f64::min);
+            let hi = v.iter().map(secs).fold(0.0, f64::max);
+            format!("{lo:.2}–{hi:.2} s")
+        };
+        spreads.push((spread(&q), spread(&m)));
         rows.push((case, median(q), median(m)));
     }
     let dd_rate = (chunks << 21) as f64 / median(dd_times).as_secs_f64();
@@ -302,9 +311,9 @@ fn timed_set(qimg: &str, dir: &Path, gib: u64, runs: usize, report: &mut String)
     );
     let _ = writeln!(
         report,
-        "| case | qemu-img | qimg | ratio | goal | verdict |\n|---|---|---|---|---|---|"
+        "| case | qemu-img | qimg | ratio | goal | verdict | qemu-img runs | qimg runs |\n|---|---|---|---|---|---|---|---|"
     );
-    for (case, q, m) in &rows {
+    for ((case, q, m), (q_spread, m_spread)) in rows.iter().zip(&spreads) {
         let ratio = q.as_secs_f64() / m.as_secs_f64();
         let (goal, verdict) = match case.goal {
             Some(g) => (format!("≥ {g}"), pass(ratio >= g)),
@@ -312,7 +321,7 @@ fn timed_set(qimg: &str, dir: &Path, gib: u64, runs: usize, report: &mut String)
         };
         let _ = writeln!(
             report,
-            "| {} | {:.2} s | {:.2} s | {:.2} | {goal} | {verdict} |",
+            "| {} | {:.2} s | {:.2} s | {:.2} | {goal} | {verdict} | {q_spread} | {m_spread} |",
             case.name,
             q.as_secs_f64(),
             m.as_secs_f64(),

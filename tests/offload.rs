@@ -293,3 +293,58 @@ fn c_clones_blocks_on_xfs() {
         std::fs::remove_file(&target).unwrap();
     }
 }
+
+/// Encrypted data is never handed to the kernel: an encrypted qcow2
+/// source is decrypted and a LUKS target encrypted through memory, in the
+/// same `-C` convert, and no plaintext reaches the encrypted target.
+#[test]
+fn c_with_encryption_goes_through_memory() {
+    require_tool("strace");
+    let fx = Fixture::new();
+    let secret = ["--object", "secret,id=s0,data=pw"];
+    fx.sh("qemu-img create -q --object secret,id=s0,data=pw -f qcow2 \
+             -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10 enc.qcow2 8M
+         qemu-io --object secret,id=s0,data=pw --image-opts -c 'write -P 9 0 4M' \
+             driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s0 >/dev/null
+         qemu-img create -q -f raw plain.raw 8M
+         qemu-io -f raw -c 'write -P 5 0 6M' plain.raw >/dev/null");
+    let source = "driver=qcow2,file.filename=enc.qcow2,encrypt.key-secret=s0";
+    let mut args = vec!["convert", "-C"];
+    args.extend(secret);
+    args.extend(["--image-opts", source, "-O", "raw", "out.raw"]);
+    assert_eq!(
+        kernel_copies(&fx, &args),
+        0,
+        "ciphertext went to the kernel"
+    );
+    let same = |a: &str, b: &str| {
+        let mut args = vec!["compare"];
+        args.extend(secret);
+        args.extend(["--image-opts", a, b]);
+        let out = fx.qemu_img(&args);
+        assert!(out.status.success(), "compare {a} {b}: {}", stderr(&out));
+    };
+    same(source, "driver=raw,file.filename=out.raw");
+    let mut args = vec!["convert", "-C"];
+    args.extend(secret);
+    args.extend([
+        "-f",
+        "raw",
+        "-O",
+        "luks",
+        "-o",
+        "key-secret=s0,iter-time=10",
+        "plain.raw",
+        "out.luks",
+    ]);
+    assert_eq!(kernel_copies(&fx, &args), 0, "plaintext went to the kernel");
+    same(
+        "driver=raw,file.filename=plain.raw",
+        "driver=luks,file.filename=out.luks,key-secret=s0",
+    );
+    let image = fx.read("out.luks");
+    assert!(
+        !image.windows(64).any(|w| w.iter().all(|&b| b == 5)),
+        "plaintext in the LUKS image"
+    );
+}

@@ -80,8 +80,8 @@ fn plan_units<'s>(
         }
         let (written, buf) = match (s.action, prepared) {
             (Action::Copy, Prepared::Kernel(runs)) => {
-                // Writes in flight finish first: the kernel's copies are
-                // published as they return, in guest order after them.
+                // Runs gathered from earlier units go to the writers
+                // first, so jobs are queued in guest order.
                 gather.send(writers)?;
                 match apply_kernel(target, s.target_offset, &runs, options, writers) {
                     Ok(n) => (n, AlignedBuf::new()),
@@ -264,11 +264,16 @@ fn send_kernel_job<'s>(
     if host_pieces.is_empty() {
         return Ok(());
     }
-    writers.send(Job::Kernel {
-        source,
-        from,
-        pieces: host_pieces,
-    })
+    let placed = host_pieces.clone();
+    writers
+        .send(Job::Kernel {
+            source,
+            from,
+            pieces: host_pieces,
+        })
+        .inspect_err(|_| {
+            let _ = target.abandon(&placed);
+        })
 }
 
 /// Writes the zero runs and serial pieces of a chunk (at target `offset`)
