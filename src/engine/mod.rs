@@ -463,8 +463,15 @@ fn run(
         .max(source.requests_in_flight())
         .max(wanted)
         .max(1);
+    // A kernel copy's (-C) readers mostly only ask where data is: one per
+    // core does; its writers (below), which wait on the copies, get the
+    // threads asked for. More readers would only wake each other.
+    let readers = match options.offload {
+        true => threads.min(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        false => threads,
+    };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(readers)
         .build()
         .map_err(|e| {
             Error::new(
@@ -473,7 +480,7 @@ fn run(
             )
         })?;
     let units = units(plan, options.chunk_size.max(512));
-    let p = Pipeline::new(threads * 2);
+    let p = Pipeline::new(readers * 2);
     let config = hash.map(|h| h.config());
     let hash = hash.zip(config.as_ref());
     let reader = || {
@@ -514,7 +521,7 @@ fn run(
         false => target.data_storage().writes_in_flight().max(1),
     };
     let writers = Writers::new(n_writers);
-    p.keep_buffers(threads * 2 + 2 * n_writers + 1);
+    p.keep_buffers(readers * 2 + 2 * n_writers + 1);
     let recycle = |buf: AlignedBuf| p.recycle(buf);
     let mut outcome = Ok(Outcome::Completed);
     std::thread::scope(|threads_scope| {
@@ -522,7 +529,7 @@ fn run(
             threads_scope.spawn(|| writers.run(target, &recycle));
         }
         pool.in_place_scope(|scope| {
-            for _ in 0..threads {
+            for _ in 0..readers {
                 scope.spawn(|_| reader());
             }
             outcome = write_in_order(&p, &units, target, options, control, &writers);
