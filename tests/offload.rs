@@ -35,20 +35,26 @@ fn sources(fx: &Fixture) {
 /// How many `copy_file_range` calls (that copied something) strace saw
 /// while `qimg` ran with `args` in the fixture's directory.
 fn kernel_copies(fx: &Fixture, args: &[&str]) -> usize {
-    let trace = fx.path("trace");
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=copy_file_range", "-o"])
-        .arg(&trace)
-        .arg(assert_cmd::cargo::cargo_bin("qimg"))
-        .args(args)
-        .current_dir(fx.dir())
-        .output()
-        .expect("run strace");
+    traced_copies(fx, args).1
+}
+
+/// As [`kernel_copies`], with qimg's output.
+fn traced_copies(fx: &Fixture, args: &[&str]) -> (std::process::Output, usize) {
+    let (out, text) = common::strace_qimg(fx, "", "copy_file_range", args, &[]);
     assert!(out.status.success(), "qimg {args:?}: {}", stderr(&out));
-    let text = std::fs::read_to_string(&trace).expect("read trace");
-    text.lines()
+    let copies = text
+        .lines()
         .filter(|l| l.contains("copy_file_range(") && !l.contains("= -1") && !l.ends_with("= 0"))
-        .count()
+        .count();
+    (out, copies)
+}
+
+/// Whether qemu-img's map of `image` shows data at guest `offset`.
+fn data_at(fx: &Fixture, image: &str, offset: u64) -> bool {
+    let map = allocation(fx, image);
+    let run = map.iter().find(|r| r.0 <= offset && offset < r.0 + r.1);
+    run.unwrap_or_else(|| panic!("{image}: nothing at {offset} in {map:?}"))
+        .5
 }
 
 #[test]
@@ -92,24 +98,17 @@ fn without_c_nothing_is_offloaded_and_zeros_are_found() {
     let copies = kernel_copies(&fx, &["convert", "-O", "qcow2", "plain.qcow2", "out.qcow2"]);
     assert_eq!(copies, 0, "convert without -C copied in the kernel");
     // The zero-filled data cluster at 30M is found by the zero scan.
-    let map = allocation(&fx, "out.qcow2");
-    let at_30m = map
-        .iter()
-        .find(|r| r.0 <= 30 << 20 && 30 << 20 < r.0 + r.1)
-        .unwrap();
     assert!(
-        !at_30m.5,
-        "the zero-filled cluster was written as data: {map:?}"
+        !data_at(&fx, "out.qcow2", 30 << 20),
+        "the zero-filled cluster was written as data"
     );
     // With -C it stays data, as qemu-img -C leaves it.
     let out = fx.qimg(&["convert", "-C", "-O", "qcow2", "plain.qcow2", "c.qcow2"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let map = allocation(&fx, "c.qcow2");
-    let at_30m = map
-        .iter()
-        .find(|r| r.0 <= 30 << 20 && 30 << 20 < r.0 + r.1)
-        .unwrap();
-    assert!(at_30m.5, "with -C the zero-filled cluster is data: {map:?}");
+    assert!(
+        data_at(&fx, "c.qcow2", 30 << 20),
+        "with -C the zero-filled cluster is data"
+    );
 }
 
 #[test]
@@ -124,7 +123,7 @@ fn c_with_checksum_reads_and_hashes() {
             .unwrap_or_default()
             .to_string()
     };
-    let copies = kernel_copies(
+    let (with_c, copies) = traced_copies(
         &fx,
         &[
             "convert",
@@ -137,17 +136,8 @@ fn c_with_checksum_reads_and_hashes() {
         ],
     );
     assert_eq!(copies, 0, "--checksum must read what it hashes");
-    let with_c = fx.qimg(&[
-        "convert",
-        "-C",
-        "--checksum",
-        "-O",
-        "raw",
-        "overlay.qcow2",
-        "again.raw",
-    ]);
     let sum = fx.qimg(&["checksum", "overlay.qcow2"]);
-    assert!(with_c.status.success() && sum.status.success());
+    assert!(sum.status.success(), "{}", stderr(&sum));
     assert_eq!(digest(&with_c), digest(&sum));
     fx.assert_same("overlay.qcow2", "sum.raw");
 }

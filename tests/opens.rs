@@ -7,7 +7,6 @@ mod common;
 
 use common::{require_tool, stderr, Fixture};
 use std::collections::BTreeMap;
-use std::process::Command;
 
 /// The chain base <- mid <- top, each layer holding one MiB of its own,
 /// and a spare image.
@@ -23,21 +22,12 @@ fn chain(fx: &Fixture) {
 /// How often qimg, run with `args`, opened each image file of the
 /// directory (successful opens only).
 fn opens(fx: &Fixture, args: &[&str]) -> BTreeMap<String, usize> {
-    let trace = fx.path("trace");
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=openat", "-o"])
-        .arg(&trace)
-        .arg(assert_cmd::cargo::cargo_bin("qimg"))
-        .args(args)
-        .current_dir(fx.dir())
-        .output()
-        .expect("run strace");
+    let (out, text) = common::strace_qimg(fx, "", "openat", args, &[]);
     assert!(
         out.status.success() || args[0] == "compare",
         "qimg {args:?}: {}",
         stderr(&out)
     );
-    let text = std::fs::read_to_string(&trace).expect("read trace");
     let mut count = BTreeMap::new();
     for line in text.lines().filter(|l| !l.contains("= -1")) {
         let Some(name) = line.split('"').nth(1) else {

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{require_tool, stderr, stdout, Fixture};
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// A host file the attack images point at, outside their directory.
 const SECRET: &str = "../outside/secret.txt";
@@ -52,19 +52,7 @@ fn attack_files(fx: &Fixture) -> Vec<(&'static str, &'static str)> {
 /// Runs qimg with `args` in img/ under strace, with the trace of every
 /// file open and network connection it made (failed attempts included).
 fn traced(fx: &Fixture, args: &[&str], env: &[(&str, &str)]) -> (Output, String) {
-    let trace = fx.path("trace");
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=openat,open,connect", "-o"])
-        .arg(&trace)
-        .arg(assert_cmd::cargo::cargo_bin("qimg"))
-        .args(args)
-        .env_remove("QIMG_UNTRUSTED")
-        .envs(env.iter().copied())
-        .current_dir(fx.path("img"))
-        .output()
-        .expect("run strace");
-    let text = std::fs::read_to_string(&trace).expect("read trace");
-    (out, text)
+    common::strace_qimg(fx, "img", "openat,open,connect", args, env)
 }
 
 /// Whether the trace opened (or tried to open) `name`, or connected

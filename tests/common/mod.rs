@@ -630,3 +630,31 @@ pub fn cut_convert(
         .unwrap();
     pattern
 }
+
+/// Runs qimg with `args` under `strace -f`, tracing the system calls
+/// `calls` (`openat,connect`), in the fixture's subdirectory `subdir`
+/// (`""` for the fixture's own) with `env` set: the output and the trace
+/// (failed calls included).
+#[allow(dead_code)] // not every test binary traces
+pub fn strace_qimg(
+    fx: &Fixture,
+    subdir: &str,
+    calls: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Output, String) {
+    require_tool("strace");
+    let trace = fx.path("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", &format!("trace={calls}"), "-o"])
+        .arg(&trace)
+        .arg(assert_cmd::cargo::cargo_bin("qimg"))
+        .args(args)
+        .env_remove("QIMG_UNTRUSTED")
+        .envs(env.iter().copied())
+        .current_dir(fx.dir().join(subdir))
+        .output()
+        .expect("run strace");
+    let text = std::fs::read_to_string(&trace).expect("read trace");
+    (out, text)
+}
