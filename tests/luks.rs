@@ -522,27 +522,11 @@ fn a_convert_into_an_encrypted_qcow2_cut_after_any_change_stays_consistent() {
     assert_same_as_raw(&fx, "qcow2", "dst.qcow2", "src.raw");
     assert!(total >= 4, "only {total} changes");
     for n in 0..total {
-        fx.write("dst.qcow2", &empty);
-        let session = FaultSession::start(n);
-        let result = common::convert_raw_in_process_with(
-            &fx,
-            keyed_options(session.options()),
-            "dst.qcow2",
-            "qcow2",
-        );
-        assert!(
-            session.crashed() && result.is_err(),
-            "no crash at {n}/{total}"
-        );
-        let pattern = n % 3;
-        session
-            .write_back(|_, i| match pattern {
-                0 => true,
-                1 => false,
-                _ => i % 2 == 0,
-            })
-            .unwrap();
-        drop(session);
+        let reset = ("dst.qcow2", empty.as_slice());
+        let cut =
+            common::cut_convert_with(&fx, "dst.qcow2", "qcow2", reset, n, total, keyed_options);
+        assert!(cut.crashed, "no crash at {n}/{total}");
+        let pattern = cut.pattern;
         // Leaks at most (exit 0 or 3), never corruption.
         let check = fx.qemu_img(&["check", "--object", SECRET, &keyed("qcow2", "dst.qcow2")]);
         assert!(

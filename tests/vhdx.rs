@@ -513,22 +513,9 @@ fn a_convert_into_a_vhdx_cut_after_any_change_is_clean() {
     fx.assert_same("src.raw", "dst.vhdx");
     assert!(total >= 6, "only {total} changes");
     for n in 0..total {
-        fx.write("dst.vhdx", &empty);
-        let session = FaultSession::start(n);
-        let result = common::convert_raw_in_process(&fx, &session, "dst.vhdx", "vhdx");
-        assert!(
-            session.crashed() && result.is_err(),
-            "no crash at {n}/{total}"
-        );
-        let pattern = n % 3;
-        session
-            .write_back(|_, i| match pattern {
-                0 => true,
-                1 => false,
-                _ => i % 2 == 0,
-            })
-            .unwrap();
-        drop(session);
+        let reset = ("dst.vhdx", empty.as_slice());
+        let cut = common::cut_convert_with(&fx, "dst.vhdx", "vhdx", reset, n, total, |o| o);
+        assert!(cut.crashed, "no crash at {n}/{total}");
         fx.assert_clean("dst.vhdx");
         let got = guest_by_qemu(&fx, "dst.vhdx");
         // Every 64 KiB reads as the source or as zeros.

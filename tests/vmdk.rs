@@ -737,22 +737,10 @@ fn a_convert_into_a_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
         assert_eq!(cmp.status.code(), Some(0), "{subformat}: {}", stdout(&cmp));
         assert!(total >= 4, "{subformat}: only {total} changes");
         for n in 0..total {
-            fx.write(data_file, &empty);
-            let session = FaultSession::start(n);
-            let result = common::convert_raw_in_process(&fx, &session, "dst.vmdk", "vmdk");
-            assert!(
-                session.crashed() && result.is_err(),
-                "{subformat}: no crash at {n}/{total}"
-            );
-            let pattern = n % 3;
-            session
-                .write_back(|_, i| match pattern {
-                    0 => true,
-                    1 => false,
-                    _ => i % 2 == 0,
-                })
-                .unwrap();
-            drop(session);
+            let reset = (data_file, empty.as_slice());
+            let cut = common::cut_convert_with(&fx, "dst.vmdk", "vmdk", reset, n, total, |o| o);
+            assert!(cut.crashed, "{subformat}: no crash at {n}/{total}");
+            let pattern = cut.pattern;
             let check = fx.qemu_img(&["check", "dst.vmdk"]);
             assert!(
                 check.status.success(),

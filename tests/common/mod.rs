@@ -616,10 +616,37 @@ pub fn cut_convert(
     n: u64,
     total: u64,
 ) -> u64 {
-    fx.write(target, empty);
+    cut_convert_with(fx, target, format, (target, empty), n, total, |o| o).pattern
+}
+
+/// How a cut convert ([`cut_convert_with`]) went.
+#[allow(dead_code)] // not every test binary cuts converts
+pub struct Cut {
+    /// The write-back pattern used: 0 all unflushed writes kept, 1 none,
+    /// 2 every other one.
+    pub pattern: u64,
+    /// Whether the cut came before the convert's end (it then failed).
+    pub crashed: bool,
+}
+
+/// As [`cut_convert`], resetting the file `reset.0` (the target, or the
+/// extent file a descriptor names) to `reset.1` first, with the fault
+/// session's storage options passed through `options` (to add a secret).
+#[allow(dead_code)] // not every test binary cuts converts
+pub fn cut_convert_with(
+    fx: &Fixture,
+    target: &str,
+    format: &str,
+    reset: (&str, &[u8]),
+    n: u64,
+    total: u64,
+    options: impl FnOnce(qimg::io::StorageOptions) -> qimg::io::StorageOptions,
+) -> Cut {
+    fx.write(reset.0, reset.1);
     let session = qimg::io::FaultSession::start(n);
-    let result = convert_raw_in_process(fx, &session, target, format);
-    assert_eq!(session.crashed(), result.is_err(), "cut at {n}/{total}");
+    let result = convert_raw_in_process_with(fx, options(session.options()), target, format);
+    let crashed = session.crashed();
+    assert_eq!(crashed, result.is_err(), "cut at {n}/{total}");
     let pattern = n % 3;
     session
         .write_back(|_, i| match pattern {
@@ -628,7 +655,7 @@ pub fn cut_convert(
             _ => i % 2 == 0,
         })
         .unwrap();
-    pattern
+    Cut { pattern, crashed }
 }
 
 /// Runs qimg with `args` under `strace -f`, tracing the system calls
