@@ -9,7 +9,7 @@ mod common;
 use common::{stderr, stdout, Fixture};
 use qimg::format::luks::Luks;
 use qimg::format::Format;
-use qimg::io::{FaultSession, FaultStorage, Secrets, StorageOptions};
+use qimg::io::{FaultStorage, Secrets, StorageOptions};
 use std::sync::Arc;
 
 const SECRET: &str = "secret,id=sec0,data=correct horse";
@@ -506,19 +506,7 @@ fn a_convert_into_an_encrypted_qcow2_cut_after_any_change_stays_consistent() {
     ));
     let empty = fx.read("dst.qcow2");
     let src = fx.read("src.raw");
-    let total = {
-        let session = FaultSession::start(u64::MAX);
-        let outcome = common::convert_raw_in_process_with(
-            &fx,
-            keyed_options(session.options()),
-            "dst.qcow2",
-            "qcow2",
-        )
-        .expect("clean run");
-        assert_eq!(outcome, qimg::engine::Outcome::Completed);
-        session.write_back(|_, _| true).unwrap();
-        session.changes()
-    };
+    let total = common::uncut_convert_with(&fx, "dst.qcow2", "qcow2", keyed_options);
     assert_same_as_raw(&fx, "qcow2", "dst.qcow2", "src.raw");
     assert!(total >= 4, "only {total} changes");
     for n in 0..total {

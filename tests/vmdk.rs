@@ -708,7 +708,6 @@ fn zero_writes_become_zeroed_grains_as_with_qemu_io() {
 
 #[test]
 fn a_convert_into_a_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
-    use qimg::io::FaultSession;
     let fx = Fixture::new();
     fx.sh(
         "truncate -s 6M src.raw && \
@@ -725,14 +724,7 @@ fn a_convert_into_a_sparse_vmdk_cut_after_any_change_leaves_old_or_new_data() {
             "rm -f dst*.vmdk && qemu-img create -q -f vmdk -o subformat={subformat} dst.vmdk 6M"
         ));
         let empty = fx.read(data_file);
-        let total = {
-            let session = FaultSession::start(u64::MAX);
-            let outcome = common::convert_raw_in_process(&fx, &session, "dst.vmdk", "vmdk")
-                .expect("clean run");
-            assert_eq!(outcome, qimg::engine::Outcome::Completed);
-            session.write_back(|_, _| true).unwrap();
-            session.changes()
-        };
+        let total = common::uncut_convert_with(&fx, "dst.vmdk", "vmdk", |o| o);
         let cmp = fx.qemu_img(&["compare", "-f", "raw", "-F", "vmdk", "src.raw", "dst.vmdk"]);
         assert_eq!(cmp.status.code(), Some(0), "{subformat}: {}", stdout(&cmp));
         assert!(total >= 4, "{subformat}: only {total} changes");

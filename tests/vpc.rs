@@ -557,7 +557,6 @@ fn a_crash_at_any_write_leaves_a_readable_vhd_with_old_or_new_blocks() {
 
 #[test]
 fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() {
-    use qimg::io::FaultSession;
     let fx = Fixture::new();
     source_raw(&fx);
     // The target's guest size (9M rounded up to CHS) holds the source.
@@ -575,14 +574,7 @@ fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() 
         .map(|e| (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap()))
         .collect();
     assert!(runs.len() >= 4, "{runs:?}");
-    let total = {
-        let session = FaultSession::start(u64::MAX);
-        let outcome =
-            common::convert_raw_in_process(&fx, &session, "dst.vhd", "vpc").expect("clean run");
-        assert_eq!(outcome, qimg::engine::Outcome::Completed);
-        session.write_back(|_, _| true).unwrap();
-        session.changes()
-    };
+    let total = common::uncut_convert_with(&fx, "dst.vhd", "vpc", |o| o);
     let cmp = fx.qemu_img(&["compare", "-f", "raw", "-F", "vpc", "src.raw", "dst.vhd"]);
     assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
     assert!(total >= 8, "only {total} changes");
@@ -613,7 +605,6 @@ fn a_convert_into_a_dynamic_vhd_cut_after_any_change_leaves_old_or_new_blocks() 
 
 #[test]
 fn a_parallel_convert_of_whole_blocks_cut_after_any_change_leaves_old_or_new_blocks() {
-    use qimg::io::FaultSession;
     let fx = Fixture::new();
     // Whole 2 MiB blocks (written in two phases, several at once), a
     // partial one (written serially) and a hole.
@@ -625,12 +616,7 @@ fn a_parallel_convert_of_whole_blocks_cut_after_any_change_leaves_old_or_new_blo
     let empty = fx.read("dst.vhd");
     let src = fx.read("src.raw");
     let block = 2usize << 20;
-    let total = {
-        let session = FaultSession::start(u64::MAX);
-        common::convert_raw_in_process(&fx, &session, "dst.vhd", "vpc").expect("clean run");
-        session.write_back(|_, _| true).unwrap();
-        session.changes()
-    };
+    let total = common::uncut_convert_with(&fx, "dst.vhd", "vpc", |o| o);
     let cmp = fx.qemu_img(&["compare", "-f", "raw", "-F", "vpc", "src.raw", "dst.vhd"]);
     assert_eq!(cmp.status.code(), Some(0), "{}", stdout(&cmp));
     // Whole blocks were placed by plan_write: they lie in the file in

@@ -619,6 +619,25 @@ pub fn cut_convert(
     cut_convert_with(fx, target, format, (target, empty), n, total, |o| o).pattern
 }
 
+/// Converts src.raw into the existing `target` in process as `format`
+/// through a fault session that never cuts (its options passed through
+/// `options`), writes every change back, and returns how many changes the
+/// convert made: the cut points a crash test then tries.
+#[allow(dead_code)] // not every test binary cuts converts
+pub fn uncut_convert_with(
+    fx: &Fixture,
+    target: &str,
+    format: &str,
+    options: impl FnOnce(qimg::io::StorageOptions) -> qimg::io::StorageOptions,
+) -> u64 {
+    let session = qimg::io::FaultSession::start(u64::MAX);
+    let outcome = convert_raw_in_process_with(fx, options(session.options()), target, format)
+        .expect("clean run");
+    assert_eq!(outcome, qimg::engine::Outcome::Completed);
+    session.write_back(|_, _| true).unwrap();
+    session.changes()
+}
+
 /// How a cut convert ([`cut_convert_with`]) went.
 #[allow(dead_code)] // not every test binary cuts converts
 pub struct Cut {
