@@ -8,9 +8,10 @@
 
 mod common;
 
-use common::{assert_same_answer, stderr, stdout, Fixture, Rng};
+use common::slots::{apply_slots, assert_old_or_new, slot_ops};
+
+use common::{assert_same_answer, stderr, stdout, Fixture};
 use qimg::format::vdi::Vdi;
-use qimg::format::Format;
 use qimg::io::FaultStorage;
 use std::process::{Command, Output};
 
@@ -499,27 +500,6 @@ fn faulty(fx: &Fixture, bytes: &[u8], n: u64) -> (std::sync::Arc<FaultStorage>, 
     (fault, image)
 }
 
-/// One guest write into its own slot: `Some(byte)` data, `None` zeroes.
-type SlotOp = (u64, Option<u8>);
-
-fn slot_ops(seed: u64, slots: u64, max: usize) -> Vec<Option<SlotOp>> {
-    let mut rng = Rng(seed | 1);
-    let mut free: Vec<u64> = (0..slots).collect();
-    let mut out = Vec::new();
-    while !free.is_empty() && out.len() < max {
-        let s = free.swap_remove(rng.below(free.len() as u64) as usize);
-        out.push(Some((
-            s,
-            (rng.below(4) != 0).then(|| 1 + rng.below(250) as u8),
-        )));
-        if rng.below(3) == 0 {
-            out.push(None); // flush
-        }
-    }
-    out.push(None);
-    out
-}
-
 #[test]
 fn a_crash_at_any_write_leaves_a_checked_vdi_with_old_or_new_slots() {
     let fx = Fixture::new();
@@ -527,87 +507,38 @@ fn a_crash_at_any_write_leaves_a_checked_vdi_with_old_or_new_slots() {
          qemu-io -f vdi -c 'write -P 0x77 1M 1M' -c 'write -P 0x66 6M 64k' c0.vdi >/dev/null");
     let bytes = fx.read("c0.vdi");
     let initial = guest_by_qemu(&fx, "c0.vdi");
-    // Slots of 384 KiB: some share a block, some straddle two.
+    // Slots of 384 KiB: some share a 1 MiB block, some straddle two, and
+    // each part inside one block must read old or new whole.
     let slot = 384 << 10;
-    let ops = slot_ops(11, initial.len() as u64 / slot, 14);
-    let apply = |image: &Vdi| -> usize {
-        // How many ops were flushed.
-        let mut flushed = 0;
-        for (i, op) in ops.iter().enumerate() {
-            let r = match op {
-                Some((s, Some(b))) => image.write(s * slot, &vec![*b; slot as usize]),
-                Some((s, None)) => image.write_zeroes(s * slot, slot, false),
-                None => image.flush(),
-            };
-            if r.is_err() {
-                break;
-            }
-            if op.is_none() {
-                flushed = i + 1;
-            }
-        }
-        flushed
-    };
+    let ops = slot_ops(11, initial.len() as u64 / slot, 14, 3);
     let total = {
         let (fault, image) = faulty(&fx, &bytes, u64::MAX);
-        apply(&image);
+        apply_slots(&image, &ops, slot);
         drop(image);
         fault.writes()
     };
     assert!(total > 20, "only {total} writes");
     for n in 0..=total {
         let (fault, image) = faulty(&fx, &bytes, n);
-        let flushed = apply(&image);
+        let flushed = apply_slots(&image, &ops, slot);
         drop(image);
         for (k, state) in fault.crash_states(n).into_iter().enumerate() {
+            let what = format!("crash after {n}/{total} (state {k})");
             fx.write("crash.vdi", &state);
             let check = fx.qemu_img(&["check", "crash.vdi"]);
             assert_eq!(
                 check.status.code(),
                 Some(0),
-                "crash after {n}/{total} (state {k}): qemu-img check: {}{}",
+                "{what}: qemu-img check: {}{}",
                 stdout(&check),
                 stderr(&check)
             );
             let got = guest_by_qemu(&fx, "crash.vdi");
-            assert_eq!(got.len(), initial.len());
-            for (i, op) in ops.iter().enumerate() {
-                let Some((s, v)) = op else { continue };
-                let r = (s * slot) as usize..((s + 1) * slot) as usize;
-                let new = v.unwrap_or(0);
-                let is_new = got[r.clone()].iter().all(|&x| x == new);
-                // A slot may straddle two blocks, one published and one
-                // not: each part inside one block is old or new, whole.
-                let mut a = r.start;
-                while a < r.end {
-                    let b = ((a / (1 << 20) + 1) << 20).min(r.end);
-                    assert!(
-                        got[a..b].iter().all(|&x| x == new) || got[a..b] == initial[a..b],
-                        "crash after {n}/{total} (state {k}): slot {s} at {a:#x} is neither old nor new"
-                    );
-                    a = b;
-                }
-                if i < flushed {
-                    assert!(
-                        is_new,
-                        "crash after {n}/{total} (state {k}): flushed slot {s} lost"
-                    );
-                }
-            }
-            let touched: Vec<u64> = ops.iter().flatten().map(|(s, _)| *s).collect();
-            for s in 0..initial.len() as u64 / slot {
-                if !touched.contains(&s) {
-                    let r = (s * slot) as usize..((s + 1) * slot) as usize;
-                    assert!(
-                        got[r.clone()] == initial[r],
-                        "crash after {n}: slot {s} changed"
-                    );
-                }
-            }
+            assert_old_or_new(&got, &initial, &ops, slot, 1 << 20, flushed, &what);
         }
     }
     let (fault, image) = faulty(&fx, &bytes, u64::MAX);
-    apply(&image);
+    apply_slots(&image, &ops, slot);
     drop(image);
     fx.write("done.vdi", &fault.after_crash(|_| true));
     fx.assert_clean("done.vdi");

@@ -4,10 +4,11 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture, Rng};
+use common::slots::{apply_slots, assert_old_or_new, slot_ops};
+
+use common::{stderr, stdout, Fixture};
 use qimg::format::vhdx::header::{seal, Header};
 use qimg::format::vhdx::Vhdx;
-use qimg::format::Format;
 use qimg::io::FaultStorage;
 use std::process::{Command, Output};
 
@@ -401,27 +402,6 @@ fn faulty(fx: &Fixture, bytes: &[u8], n: u64) -> (std::sync::Arc<FaultStorage>, 
     (fault, image)
 }
 
-/// One guest write into its own 64 KiB slot: `Some(byte)` data, `None` zeroes.
-type SlotOp = (u64, Option<u8>);
-
-fn slot_ops(seed: u64, slots: u64) -> Vec<Option<SlotOp>> {
-    let mut rng = Rng(seed | 1);
-    let mut free: Vec<u64> = (0..slots).collect();
-    let mut out = Vec::new();
-    while !free.is_empty() && out.len() < 16 {
-        let s = free.swap_remove(rng.below(free.len() as u64) as usize);
-        out.push(Some((
-            s,
-            (rng.below(4) != 0).then(|| 1 + rng.below(250) as u8),
-        )));
-        if rng.below(3) == 0 {
-            out.push(None); // flush
-        }
-    }
-    out.push(None);
-    out
-}
-
 #[test]
 fn a_crash_at_any_write_leaves_a_clean_vhdx_with_old_or_new_data() {
     let fx = Fixture::new();
@@ -437,34 +417,16 @@ fn a_crash_at_any_write_leaves_a_clean_vhdx_with_old_or_new_data() {
         let bytes = fx.read("c0.vhdx");
         let initial = guest_by_qemu(&fx, "c0.vhdx");
         let slot = 64u64 << 10;
-        let ops = slot_ops(11, initial.len() as u64 / slot);
-        let apply = |image: &Vhdx| -> usize {
-            // How many ops were flushed.
-            let mut flushed = 0;
-            for (i, op) in ops.iter().enumerate() {
-                let r = match op {
-                    Some((s, Some(b))) => image.write(s * slot, &vec![*b; slot as usize]),
-                    Some((s, None)) => image.write_zeroes(s * slot, slot, false),
-                    None => image.flush(),
-                };
-                if r.is_err() {
-                    break;
-                }
-                if op.is_none() {
-                    flushed = i + 1;
-                }
-            }
-            flushed
-        };
+        let ops = slot_ops(11, initial.len() as u64 / slot, 16, 3);
         let total = {
             let (fault, image) = faulty(&fx, &bytes, u64::MAX);
-            apply(&image.expect("open"));
+            apply_slots(&image.expect("open"), &ops, slot);
             fault.writes()
         };
         assert!(total > 10, "only {total} writes");
         for n in 0..=total {
             let (fault, image) = faulty(&fx, &bytes, n);
-            let flushed = image.map_or(0, |image| apply(&image));
+            let flushed = image.map_or(0, |image| apply_slots(&image, &ops, slot));
             for (k, state) in fault.crash_states(n).into_iter().enumerate() {
                 let what = format!("{opts}: crash after {n}/{total} (state {k})");
                 fx.write("crash.vhdx", &state);
@@ -475,22 +437,7 @@ fn a_crash_at_any_write_leaves_a_clean_vhdx_with_old_or_new_data() {
                     got == guest_by_qimg(&fx, "crash.vhdx"),
                     "{what}: qimg reads otherwise"
                 );
-                assert_eq!(got.len(), initial.len());
-                for (i, op) in ops.iter().enumerate() {
-                    let Some((s, v)) = op else { continue };
-                    let r = (s * slot) as usize..((s + 1) * slot) as usize;
-                    let is_new = got[r.clone()].iter().all(|&x| x == v.unwrap_or(0));
-                    let is_old = got[r.clone()] == initial[r.clone()];
-                    assert!(is_new || is_old, "{what}: slot {s} is neither old nor new");
-                    if i < flushed {
-                        assert!(is_new, "{what}: flushed slot {s} lost");
-                    }
-                }
-                let touched: Vec<u64> = ops.iter().flatten().map(|(s, _)| *s).collect();
-                for s in (0..initial.len() as u64 / slot).filter(|s| !touched.contains(s)) {
-                    let r = (s * slot) as usize..((s + 1) * slot) as usize;
-                    assert!(got[r.clone()] == initial[r], "{what}: slot {s} changed");
-                }
+                assert_old_or_new(&got, &initial, &ops, slot, slot, flushed, &what);
             }
         }
     }

@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{stderr, stdout, Fixture, Rng};
+use common::slots::{apply_slots, assert_old_or_new, slot_ops};
+
+use common::{stderr, stdout, Fixture};
 use qimg::format::vpc::Vpc;
-use qimg::format::Format;
 use qimg::io::FaultStorage;
 
 /// The guest content of `image` as qemu-img reads it (format `fmt`).
@@ -446,27 +447,6 @@ fn faulty(fx: &Fixture, bytes: &[u8], n: u64) -> (std::sync::Arc<FaultStorage>, 
     (fault, image)
 }
 
-/// One guest write into its own 64 KiB slot: `Some(byte)` data, `None` zeroes.
-type SlotOp = (u64, Option<u8>);
-
-fn slot_ops(seed: u64, slots: u64) -> Vec<Option<SlotOp>> {
-    let mut rng = Rng(seed | 1);
-    let mut free: Vec<u64> = (0..slots).collect();
-    let mut out = Vec::new();
-    while !free.is_empty() && out.len() < 40 {
-        let s = free.swap_remove(rng.below(free.len() as u64) as usize);
-        out.push(Some((
-            s,
-            (rng.below(4) != 0).then(|| 1 + rng.below(250) as u8),
-        )));
-        if rng.below(4) == 0 {
-            out.push(None); // flush
-        }
-    }
-    out.push(None);
-    out
-}
-
 #[test]
 fn a_crash_at_any_write_leaves_a_readable_vhd_with_old_or_new_blocks() {
     let fx = Fixture::new();
@@ -475,81 +455,34 @@ fn a_crash_at_any_write_leaves_a_readable_vhd_with_old_or_new_blocks() {
     let bytes = fx.read("c0.vhd");
     let initial = guest_by_qemu(&fx, "vpc", "c0.vhd");
     let slot = 64 << 10;
-    let ops = slot_ops(7, initial.len() as u64 / slot);
-    let apply = |image: &Vpc| -> (Vec<bool>, usize) {
-        // Which ops completed, and how many were flushed.
-        let mut done = Vec::new();
-        let mut flushed = 0;
-        for op in &ops {
-            let r = match op {
-                Some((s, Some(b))) => image.write(s * slot, &vec![*b; slot as usize]),
-                Some((s, None)) => image.write_zeroes(s * slot, slot, false),
-                None => image.flush(),
-            };
-            if r.is_err() {
-                break;
-            }
-            done.push(true);
-            if op.is_none() {
-                flushed = done.len();
-            }
-        }
-        (done, flushed)
-    };
+    let ops = slot_ops(7, initial.len() as u64 / slot, 40, 4);
     let total = {
         let (fault, image) = faulty(&fx, &bytes, u64::MAX);
-        apply(&image);
+        apply_slots(&image, &ops, slot);
         drop(image);
         fault.writes()
     };
     assert!(total > 20, "only {total} writes");
     for n in 0..=total {
         let (fault, image) = faulty(&fx, &bytes, n);
-        let (_, flushed) = apply(&image);
+        let flushed = apply_slots(&image, &ops, slot);
         drop(image);
         for (k, state) in fault.crash_states(n).into_iter().enumerate() {
+            let what = format!("crash after {n}/{total} (state {k})");
             fx.write("crash.vhd", &state);
             let info = fx.qemu_img(&["info", "-f", "vpc", "crash.vhd"]);
             assert!(
                 info.status.success(),
-                "crash after {n}/{total} (state {k}): qemu-img info: {}",
+                "{what}: qemu-img info: {}",
                 stderr(&info)
             );
             let got = guest_by_qemu(&fx, "vpc", "crash.vhd");
-            assert_eq!(got.len(), initial.len());
-            for (i, op) in ops.iter().enumerate() {
-                let Some((s, v)) = op else { continue };
-                let r = (s * slot) as usize..((s + 1) * slot) as usize;
-                let new = v.unwrap_or(0);
-                let is_new = got[r.clone()].iter().all(|&x| x == new);
-                let is_old = got[r.clone()] == initial[r.clone()];
-                assert!(
-                    is_new || is_old,
-                    "crash after {n}/{total} (state {k}): slot {s} is neither old nor new"
-                );
-                if i < flushed {
-                    assert!(
-                        is_new,
-                        "crash after {n}/{total} (state {k}): flushed slot {s} lost"
-                    );
-                }
-            }
-            // Bytes outside every slot written keep their content.
-            let touched: Vec<u64> = ops.iter().flatten().map(|(s, _)| *s).collect();
-            for s in 0..initial.len() as u64 / slot {
-                if !touched.contains(&s) {
-                    let r = (s * slot) as usize..((s + 1) * slot) as usize;
-                    assert!(
-                        got[r.clone()] == initial[r],
-                        "crash after {n}: slot {s} changed"
-                    );
-                }
-            }
+            assert_old_or_new(&got, &initial, &ops, slot, slot, flushed, &what);
         }
     }
     // qimg itself reads the finished image as qemu-img does.
     let (fault, image) = faulty(&fx, &bytes, u64::MAX);
-    apply(&image);
+    apply_slots(&image, &ops, slot);
     drop(image);
     fx.write("done.vhd", &fault.after_crash(|_| true));
     assert_reads_like_qemu(&fx, "done.vhd");
